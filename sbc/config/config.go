@@ -1,0 +1,138 @@
+// Package config is sipwall's configuration: a typed, strictly decoded YAML
+// document. Unknown keys, wrong types and bad values are errors that name the
+// key and its line in the file.
+package config
+
+import "time"
+
+// Config is the whole configuration file. Every field documents its default.
+type Config struct {
+	// Listen is the list of sockets sipwall serves SIP on.
+	// Default: one UDP and one TCP listener on 0.0.0.0:5060, side external.
+	Listen []Listener `yaml:"listen"`
+	// Upstreams are the internal PBXs / proxies calls from outside go to.
+	// Required outside demo mode.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Health configures OPTIONS health checks of the upstreams.
+	Health Health `yaml:"health"`
+	// Outbound is where calls from the inside to non-registered outside
+	// destinations go (a carrier trunk). Optional: without it such calls get 404.
+	Outbound *Outbound `yaml:"outbound"`
+	// Limits bounds everything an attacker can drive.
+	Limits Limits `yaml:"limits"`
+	// Calls configures the B2BUA's call handling and timers.
+	Calls Calls `yaml:"calls"`
+	// Store is the embedded state store.
+	Store Store `yaml:"store"`
+	// Log configures logging.
+	Log Log `yaml:"log"`
+}
+
+// Listener is one SIP socket.
+type Listener struct {
+	// Transport: udp or tcp. Required.
+	Transport string `yaml:"transport"`
+	// Addr is host:port to bind, IPv4 or IPv6 ("[::]:5060"). Required.
+	Addr string `yaml:"addr"`
+	// Side is "external" (default) or "internal". Requests arriving on an
+	// internal listener are treated as coming from the inside.
+	Side string `yaml:"side"`
+	// Advertise is the host[:port] written in Via, Contact and Record-Route
+	// for messages sent from this listener. Default: the bound address, or the
+	// first non-loopback address of the host when bound to a wildcard.
+	Advertise string `yaml:"advertise"`
+}
+
+// Upstream is one internal PBX or proxy.
+type Upstream struct {
+	// Name identifies the upstream in logs and metrics. Required, unique.
+	Name string `yaml:"name"`
+	// URI is the SIP URI to send to, e.g. "sip:10.0.0.10:5060;transport=tcp".
+	// The host must be an IP address. Required.
+	URI string `yaml:"uri"`
+	// Priority: lower is preferred. Default 1.
+	Priority int `yaml:"priority"`
+	// Weight shares load between upstreams of the same priority. Default 1.
+	Weight int `yaml:"weight"`
+}
+
+// Health configures the OPTIONS health checks of upstreams.
+type Health struct {
+	// Interval between checks of one upstream. Default 10s; 0 disables checks.
+	Interval Duration `yaml:"interval"`
+	// Timeout of one check. Default 2s.
+	Timeout Duration `yaml:"timeout"`
+	// Failures in a row that mark an upstream down. Default 3.
+	Failures int `yaml:"failures"`
+	// Successes in a row that mark a down upstream up again. Default 2.
+	Successes int `yaml:"successes"`
+}
+
+// Outbound is the trunk for calls from the inside to the outside.
+type Outbound struct {
+	// URI of the trunk, e.g. "sip:203.0.113.5:5060". Required.
+	URI string `yaml:"uri"`
+}
+
+// Limits bounds resources.
+type Limits struct {
+	// MaxInflight is the number of requests processed at once; beyond it new
+	// requests are dropped (UDP) or answered 503 (stream). Default 2000.
+	MaxInflight int `yaml:"max_inflight"`
+	// MaxDialogs bounds the dialog table; new calls beyond it get 503.
+	// Default 20000.
+	MaxDialogs int `yaml:"max_dialogs"`
+	// MaxMessageSize in bytes for any transport. Default 65535.
+	MaxMessageSize int `yaml:"max_message_size"`
+	// TCP limits stream connections.
+	TCP TCPLimits `yaml:"tcp"`
+}
+
+// TCPLimits bounds stream transports.
+type TCPLimits struct {
+	// MaxConns is the total number of inbound connections. Default 4096.
+	MaxConns int `yaml:"max_conns"`
+	// MaxConnsPerSource bounds connections from one IP. Default 32.
+	MaxConnsPerSource int `yaml:"max_conns_per_source"`
+	// IdleTimeout closes a connection that sent nothing for this long.
+	// Default 120s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// WriteTimeout bounds one write. Default 10s.
+	WriteTimeout Duration `yaml:"write_timeout"`
+}
+
+// Calls configures the B2BUA.
+type Calls struct {
+	// RingTimeout ends an unanswered INVITE with 408 (and CANCEL toward the
+	// inside). Default 120s.
+	RingTimeout Duration `yaml:"ring_timeout"`
+	// MaxDuration tears down a call (BYE both legs) after this long; 0 = no
+	// limit. Default 0.
+	MaxDuration Duration `yaml:"max_duration"`
+	// SessionTimeout ends a confirmed dialog that saw no in-dialog request
+	// for this long (protects the table from vanished peers). Default 2h.
+	SessionTimeout Duration `yaml:"session_timeout"`
+	// FollowRedirects makes the B2BUA follow a 3xx from the inside instead
+	// of relaying it. Default false.
+	FollowRedirects bool `yaml:"follow_redirects"`
+}
+
+// Store is the embedded state store.
+type Store struct {
+	// Path is the directory of the store file. Default /var/lib/sipwall.
+	Path string `yaml:"path"`
+}
+
+// Log configures logging.
+type Log struct {
+	// Level: debug, info, warn, error. Default info.
+	Level string `yaml:"level"`
+	// Format: text or json. Default text.
+	Format string `yaml:"format"`
+}
+
+// Duration is a time.Duration read from strings such as "300ms" or "2h".
+type Duration time.Duration
+
+// D returns the value as a time.Duration.
+func (d Duration) D() time.Duration { return time.Duration(d) }

@@ -1,0 +1,130 @@
+// Package sbc is the core of sipwall: listeners, the ordered chain of layers
+// every request passes, and the contract those layers implement.
+package sbc
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Verdict is what a layer decided about a request. A rejection is a verdict,
+// not an error: the error return of ServeSIP means something broke.
+type Verdict uint8
+
+const (
+	// Continue hands the request to the next layer of the chain.
+	Continue Verdict = iota
+	// Forwarded: the request was relayed (or answered on behalf of a peer).
+	Forwarded
+	// Answered: the SBC answered the request itself (OPTIONS, keepalives).
+	Answered
+	// Rejected: an error response was sent.
+	Rejected
+	// Dropped: nothing was sent back (silent drop).
+	Dropped
+)
+
+func (v Verdict) String() string {
+	switch v {
+	case Continue:
+		return "continue"
+	case Forwarded:
+		return "forwarded"
+	case Answered:
+		return "answered"
+	case Rejected:
+		return "rejected"
+	case Dropped:
+		return "dropped"
+	}
+	return "unknown"
+}
+
+// Side tells which side of the SBC a message came from.
+type Side uint8
+
+const (
+	// External is the untrusted internet side.
+	External Side = iota
+	// Internal is the side of the PBX and internal proxies.
+	Internal
+)
+
+func (s Side) String() string {
+	if s == Internal {
+		return "internal"
+	}
+	return "external"
+}
+
+// Identity is who a request was established to come from. Set by the auth
+// layer; nil until then.
+type Identity struct {
+	User    string // authenticated user name, empty for trusted peers
+	Realm   string
+	Trusted string // name of the trusted peer (trunk, PBX) when matched by address
+}
+
+// Request is a parsed SIP request with what the SBC knows about its origin.
+type Request struct {
+	*sip.Request
+	// Peer is the transport address the message arrived from, captured at
+	// the socket. Security decisions use Peer, never Via, Contact or From.
+	Peer netip.AddrPort
+	// Local is the listener address the message arrived on.
+	Local netip.AddrPort
+	// Transport is "udp", "tcp", "tls", "ws" or "wss".
+	Transport string
+	// Side is External unless the peer is a configured upstream or the
+	// listener is marked internal.
+	Side     Side
+	Identity *Identity
+	// Tags collects labels set by layers (e.g. a routing hint from policy).
+	Tags map[string]string
+}
+
+// ResponseWriter answers a request within its server transaction.
+type ResponseWriter interface {
+	// Respond sends res in the request's server transaction.
+	Respond(res *sip.Response) error
+	// Tx is the server transaction; the B2BUA uses it to see CANCEL and
+	// ACKs. Nil for requests handled without a transaction (ACK).
+	Tx() sip.ServerTransaction
+	// Written reports the status of the final response sent, 0 if none.
+	Written() int
+}
+
+// Handler is one layer of the chain.
+type Handler interface {
+	// Name is the layer's name in logs and metrics.
+	Name() string
+	// ServeSIP looks at r and either decides (Forwarded, Answered,
+	// Rejected, Dropped) or passes it on (Continue).
+	ServeSIP(ctx context.Context, w ResponseWriter, r *Request) (Verdict, error)
+}
+
+// HandlerFunc adapts a function to a Handler.
+type HandlerFunc struct {
+	N string
+	F func(ctx context.Context, w ResponseWriter, r *Request) (Verdict, error)
+}
+
+// Name implements Handler.
+func (h HandlerFunc) Name() string { return h.N }
+
+// ServeSIP implements Handler.
+func (h HandlerFunc) ServeSIP(ctx context.Context, w ResponseWriter, r *Request) (Verdict, error) {
+	return h.F(ctx, w, r)
+}
+
+// Respond builds a response to r with the given status and sends it.
+// Extra headers are appended as they are.
+func Respond(w ResponseWriter, r *Request, code int, reason string, hdrs ...sip.Header) error {
+	res := sip.NewResponseFromRequest(r.Request, code, reason, nil)
+	for _, h := range hdrs {
+		res.AppendHeader(h)
+	}
+	return w.Respond(res)
+}
