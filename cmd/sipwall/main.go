@@ -1,0 +1,66 @@
+// Command sipwall is a security-first SIP edge firewall and session border
+// controller. See the README for the quick start.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const usage = `sipwall — SIP edge firewall and session border controller
+
+Usage:
+  sipwall run -config FILE     serve with the given configuration
+  sipwall check -config FILE   validate a configuration; print what is wrong
+  sipwall demo [-listen ADDR]  serve in front of an embedded demo PBX (no config needed)
+  sipwall version              print the version
+`
+
+func main() {
+	os.Exit(Main(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// Main runs a sub-command and returns the process exit code.
+func Main(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	var err error
+	switch args[0] {
+	case "run":
+		err = cmdRun(ctx, args[1:], stderr)
+	case "check":
+		err = cmdCheck(args[1:], stdout, stderr)
+	case "demo":
+		err = nil
+	case "version", "-version", "--version":
+		fmt.Fprintln(stdout, "sipwall", version)
+		return 0
+	case "help", "-h", "-help", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	default:
+		fmt.Fprintf(stderr, "sipwall: unknown command %q\n\n%s", args[0], usage)
+		return 2
+	}
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 2
+		}
+		fmt.Fprintln(stderr, "sipwall:", err)
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,226 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/b2bua"
+	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/store"
+	"github.com/sipwall/sipwall/sbc/upstream"
+)
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/sipwall/sipwall.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if err := cfg.RequireUpstreams(); err != nil {
+		return err
+	}
+	st, err := store.Open(cfg.Store.Path)
+	if err != nil {
+		return fmt.Errorf("open store: %w", err)
+	}
+	defer st.Close()
+	app, err := start(ctx, cfg, st, newLogger(cfg.Log, stderr))
+	if err != nil {
+		return err
+	}
+	<-ctx.Done()
+	app.stop()
+	return nil
+}
+
+func cmdCheck(args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	path := fs.String("config", "/etc/sipwall/sipwall.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cfg, err := config.Load(*path)
+	if err != nil {
+		return err
+	}
+	if err := cfg.RequireUpstreams(); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d upstreams)\n", *path, len(cfg.Listen), len(cfg.Upstreams))
+	return nil
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(c.Level))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if c.Format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+var globalsOnce sync.Once
+
+// setGlobals sets sipgo's package-level knobs, once per process.
+func setGlobals(cfg *config.Config, log *slog.Logger) {
+	globalsOnce.Do(func() {
+		// sipgo refuses UDP writes near 1300 bytes; SDP-rich INVITEs pass
+		// that, and the peers we talk to reassemble IP fragments.
+		sip.UDPMTUSize = cfg.Limits.MaxMessageSize + 200
+		// sipgo logs parse failures with the raw bytes at error level: keep
+		// its chatter at warn unless debugging.
+		lvl := slog.LevelWarn
+		if strings.EqualFold(cfg.Log.Level, "debug") {
+			lvl = slog.LevelDebug
+		}
+		sip.SetDefaultLogger(slog.New(levelFloor{log.Handler(), lvl}).With("component", "sipgo"))
+	})
+}
+
+// levelFloor drops records below a level.
+type levelFloor struct {
+	slog.Handler
+	min slog.Level
+}
+
+func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
+	return l >= h.min && h.Handler.Enabled(ctx, l)
+}
+
+// app is a running sipwall.
+type app struct {
+	server *sbc.Server
+	b2b    *b2bua.B2BUA
+	pool   *upstream.Pool
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (a *app) stop() {
+	a.cancel()
+	a.server.Close()
+	a.wg.Wait()
+}
+
+// start builds and starts every part from a validated configuration.
+func start(parent context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) (*app, error) {
+	setGlobals(cfg, log)
+	var targets []upstream.Target
+	for _, u := range cfg.Upstreams {
+		t, err := upstream.ParseTarget(u.Name, u.URI, u.Priority, u.Weight)
+		if err != nil {
+			return nil, fmt.Errorf("upstreams: %w", err)
+		}
+		targets = append(targets, t)
+	}
+	var outbound *upstream.Target
+	if cfg.Outbound != nil {
+		t, err := upstream.ParseTarget("outbound", cfg.Outbound.URI, 1, 1)
+		if err != nil {
+			return nil, fmt.Errorf("outbound: %w", err)
+		}
+		outbound = &t
+	}
+
+	var b2bRef atomic.Pointer[b2bua.B2BUA]
+	var pool *upstream.Pool
+	var specs []sbc.ListenerSpec
+	for _, l := range cfg.Listen {
+		side := sbc.External
+		if l.Side == "internal" {
+			side = sbc.Internal
+		}
+		specs = append(specs, sbc.ListenerSpec{Transport: l.Transport, Addr: l.Addr, Side: side, Advertise: l.Advertise})
+	}
+	srv, err := sbc.NewServer(sbc.Options{
+		Listeners:         specs,
+		MaxInflight:       cfg.Limits.MaxInflight,
+		MaxMessageSize:    cfg.Limits.MaxMessageSize,
+		MaxConns:          cfg.Limits.TCP.MaxConns,
+		MaxConnsPerSource: cfg.Limits.TCP.MaxConnsPerSource,
+		IdleTimeout:       cfg.Limits.TCP.IdleTimeout.D(),
+		WriteTimeout:      cfg.Limits.TCP.WriteTimeout.D(),
+		IsInternal: func(a netip.Addr) bool {
+			_, ok := pool.Lookup(a)
+			return ok
+		},
+		OnUnhandledResponse: func(res *sip.Response) {
+			if b := b2bRef.Load(); b != nil {
+				b.OnUnhandledResponse(res)
+			}
+		},
+		Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	pool = upstream.New(targets, upstream.Options{
+		HealthInterval: cfg.Health.Interval.D(),
+		HealthTimeout:  cfg.Health.Timeout.D(),
+		Failures:       cfg.Health.Failures,
+		Successes:      cfg.Health.Successes,
+		Pinger:         upstream.NewSIPPinger(srv.Client()),
+		Logger:         log,
+	})
+	b2b := b2bua.New(b2bua.Config{
+		Client:          srv.Client(),
+		Endpoint:        srv,
+		Pool:            pool,
+		Outbound:        outbound,
+		MaxDialogs:      cfg.Limits.MaxDialogs,
+		RingTimeout:     cfg.Calls.RingTimeout.D(),
+		MaxDuration:     cfg.Calls.MaxDuration.D(),
+		SessionTimeout:  cfg.Calls.SessionTimeout.D(),
+		FollowRedirects: cfg.Calls.FollowRedirects,
+		Logger:          log,
+	})
+	b2bRef.Store(b2b)
+	chain, err := sbc.BuildChain(map[string]sbc.Handler{
+		"local": sbc.Local{},
+		"b2bua": b2b,
+	})
+	if err != nil {
+		return nil, err
+	}
+	srv.SetChain(chain)
+
+	ctx, cancel := context.WithCancel(parent)
+	if err := srv.Start(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	a := &app{server: srv, b2b: b2b, pool: pool, cancel: cancel}
+	a.wg.Add(3)
+	go func() { defer a.wg.Done(); pool.Run(ctx) }()
+	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
+	go func() { defer a.wg.Done(); _ = st.Sweeper(ctx, time.Minute) }()
+	for _, l := range srv.Listeners() {
+		log.Info("listening", "component", "server", "transport", l.Spec.Transport, "addr", l.Bound.String(), "side", l.Spec.Side.String())
+	}
+	return a, nil
+}
+
+// exists reports whether a file exists; used by demo to find configs.
+func exists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}

@@ -1,0 +1,997 @@
+// Package b2bua is the back-to-back user agent at the heart of sipwall. Every
+// call is two independent dialogs — the outside leg toward the caller and the
+// inside leg toward the callee — each with its own Call-ID, tags, CSeq and
+// Via. Nothing passes from one leg to the other unless this package copies it.
+package b2bua
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/upstream"
+)
+
+// Endpoint gives the listener to send from on a side. *sbc.Server has it.
+type Endpoint interface {
+	Local(transport string, side sbc.Side) (*sbc.Listener, bool)
+}
+
+// Config is what the B2BUA needs; see setup.go for building it from the file.
+type Config struct {
+	Client   *sipgo.Client
+	Endpoint Endpoint
+	// Pool are the upstreams calls from outside go to.
+	Pool *upstream.Pool
+	// Outbound is the trunk for calls from the inside; nil = none.
+	Outbound *upstream.Target
+	// Locate is the registrar's hook: where a registered user is. Nil until
+	// the registrar exists.
+	Locate func(r *sbc.Request) ([]upstream.Target, bool)
+
+	MaxDialogs      int
+	RingTimeout     time.Duration
+	MaxDuration     time.Duration
+	SessionTimeout  time.Duration
+	FollowRedirects bool
+	Logger          *slog.Logger
+	Now             func() time.Time
+}
+
+// B2BUA is the "b2bua" layer: the last layer of the chain.
+type B2BUA struct {
+	cfg    Config
+	log    *slog.Logger
+	table  *table
+	secret []byte
+	wg     sync.WaitGroup
+	closed chan struct{}
+
+	stats Stats
+}
+
+// Stats counts calls.
+type Stats struct {
+	Calls, Answered, Failed, Cancelled, NoAck, Timeouts, Failovers, Rejected481 atomic.Int64
+}
+
+var _ sbc.Handler = (*B2BUA)(nil)
+
+// New builds the layer. Call Run to start its timers.
+func New(cfg Config) *B2BUA {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.MaxDialogs <= 0 {
+		cfg.MaxDialogs = 20000
+	}
+	if cfg.RingTimeout <= 0 {
+		cfg.RingTimeout = 120 * time.Second
+	}
+	if cfg.SessionTimeout <= 0 {
+		cfg.SessionTimeout = 2 * time.Hour
+	}
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	return &B2BUA{cfg: cfg, log: cfg.Logger.With("component", "b2bua"), table: newTable(cfg.MaxDialogs), secret: secret, closed: make(chan struct{})}
+}
+
+// Name implements sbc.Handler.
+func (b *B2BUA) Name() string { return "b2bua" }
+
+// Active is the number of calls in the table.
+func (b *B2BUA) Active() int { return b.table.len() }
+
+// Stats returns the counters.
+func (b *B2BUA) Stats() *Stats { return &b.stats }
+
+func randN(n int) int {
+	var buf [8]byte
+	_, _ = rand.Read(buf[:])
+	return int(binary.LittleEndian.Uint64(buf[:]) % uint64(n))
+}
+
+func newCallID() string {
+	var buf [16]byte
+	_, _ = rand.Read(buf[:])
+	return hex.EncodeToString(buf[:])
+}
+
+// mapID derives a stable identifier from an outside one, so refreshes of
+// out-of-dialog requests (REGISTER) keep one Call-ID inside while the inside
+// value reveals nothing of the outside one.
+func (b *B2BUA) mapID(kind, v string) string {
+	m := hmac.New(sha256.New, b.secret)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(v))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// noBuild tells sipgo the request is complete: add nothing.
+func noBuild(*sipgo.Client, *sip.Request) error { return nil }
+
+// ServeSIP implements sbc.Handler.
+func (b *B2BUA) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
+	to := r.To()
+	if to == nil || r.CallID() == nil || r.CSeq() == nil || r.From() == nil {
+		if r.IsAck() {
+			return sbc.Dropped, nil
+		}
+		return sbc.Rejected, sbc.Respond(w, r, 400, "Bad Request")
+	}
+	if tag, ok := to.Params.Get("tag"); ok && tag != "" {
+		return b.inDialog(ctx, w, r, tag)
+	}
+	switch r.Method {
+	case sip.INVITE:
+		return b.invite(ctx, w, r)
+	case sip.ACK:
+		// An ACK outside any dialog has no transaction to match: drop.
+		return sbc.Dropped, nil
+	case sip.CANCEL:
+		// CANCELs that match a pending INVITE are consumed by the
+		// transaction layer; one that reaches us matches nothing.
+		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	case sip.BYE, sip.PRACK, sip.UPDATE, sip.INFO, sip.NOTIFY, sip.REFER:
+		// These only exist inside a dialog (NOTIFY of an unknown subscription too).
+		b.stats.Rejected481.Add(1)
+		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	case sip.MESSAGE, sip.OPTIONS, sip.REGISTER:
+		return b.forward(ctx, w, r)
+	}
+	return sbc.Rejected, sbc.Respond(w, r, 405, "Method Not Allowed", sip.NewHeader("Allow", strings.Join(sbc.AllowedMethods, ", ")))
+}
+
+// route picks where a new request goes.
+func (b *B2BUA) route(r *sbc.Request) ([]upstream.Target, int, string) {
+	if b.cfg.Locate != nil {
+		if ts, ok := b.cfg.Locate(r); ok && len(ts) > 0 {
+			return ts, 0, ""
+		}
+	}
+	if r.Side == sbc.External {
+		if b.cfg.Pool == nil {
+			return nil, 503, "Service Unavailable"
+		}
+		ts := b.cfg.Pool.Candidates()
+		if len(ts) == 0 {
+			return nil, 503, "Service Unavailable"
+		}
+		return ts, 0, ""
+	}
+	if b.cfg.Outbound != nil {
+		return []upstream.Target{*b.cfg.Outbound}, 0, ""
+	}
+	return nil, 404, "Not Found"
+}
+
+// targetSide is the side a target lives on: upstreams inside, trunks outside.
+func (b *B2BUA) targetSide(r *sbc.Request) sbc.Side {
+	if r.Side == sbc.External {
+		return sbc.Internal
+	}
+	return sbc.External
+}
+
+func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, error) {
+	tr := strings.ToUpper(t.Transport)
+	if tr == "" {
+		tr = "UDP"
+	}
+	local, ok := b.cfg.Endpoint.Local(strings.ToLower(tr), side)
+	if !ok {
+		return nil, fmt.Errorf("no %s listener to reach %s", tr, t.Name)
+	}
+	target := t.URI
+	target.User = r.Recipient.User
+	target.Headers = nil
+	from, to := r.From(), r.To()
+	return &leg{
+		name:         "b",
+		callID:       newCallID(),
+		localTag:     sip.GenerateTagN(16),
+		localURI:     from.Address,
+		localName:    from.DisplayName,
+		remoteURI:    to.Address,
+		remoteName:   to.DisplayName,
+		localCSeq:    uint32(randN(1 << 15)),
+		remoteTarget: target,
+		dest:         t.Addr.String(),
+		transport:    tr,
+		local:        local,
+		ackMap:       map[uint32]uint32{},
+		acked:        map[uint32]chan struct{}{},
+	}, nil
+}
+
+func maxForwards(req *sip.Request) (uint32, bool) {
+	h := req.MaxForwards()
+	if h == nil {
+		return 70, true
+	}
+	if *h == 0 {
+		return 0, false
+	}
+	return uint32(*h) - 1, true
+}
+
+type outcome uint8
+
+const (
+	done outcome = iota
+	next
+)
+
+// invite handles an initial INVITE: it blocks until the call is answered,
+// rejected or cancelled, as sipgo expects of a server transaction handler.
+func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
+	mf, ok := maxForwards(r.Request)
+	if !ok {
+		return sbc.Rejected, sbc.Respond(w, r, 483, "Too Many Hops")
+	}
+	targets, code, reason := b.route(r)
+	if len(targets) == 0 {
+		return sbc.Rejected, sbc.Respond(w, r, code, reason)
+	}
+	aLocal, ok := b.cfg.Endpoint.Local(r.Transport, r.Side)
+	if !ok {
+		return sbc.Rejected, sbc.Respond(w, r, 500, "Server Internal Error")
+	}
+	now := b.cfg.Now()
+	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.From().Address.User, dst: r.Recipient.User}
+	if !b.table.add(c) {
+		return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
+	}
+	b.stats.Calls.Add(1)
+	b.table.index(c, c.a)
+	sbc.ReleaseAdmission(ctx)
+
+	tx := w.Tx()
+	cancelled := make(chan struct{})
+	var cancelOnce sync.Once
+	if !tx.OnCancel(func(*sip.Request) { cancelOnce.Do(func() { close(cancelled) }) }) {
+		b.finish(c, "cancelled")
+		b.stats.Cancelled.Add(1)
+		return sbc.Rejected, nil
+	}
+	ringCtx, cancelRing := context.WithTimeout(context.Background(), b.cfg.RingTimeout)
+	defer cancelRing()
+
+	for i, t := range targets {
+		if i > 0 {
+			b.stats.Failovers.Add(1)
+		}
+		v, oc := b.attempt(ringCtx, c, r, w, t, mf, cancelled)
+		if oc == done {
+			return v, nil
+		}
+	}
+	b.finish(c, "no upstream")
+	b.stats.Failed.Add(1)
+	return sbc.Rejected, b.respondOnce(w, r.Request, localResponse(r.Request, 503, "Service Unavailable", c.a))
+}
+
+func (b *B2BUA) respondOnce(w sbc.ResponseWriter, req *sip.Request, res *sip.Response) error {
+	if w.Written() != 0 {
+		return nil
+	}
+	return w.Respond(res)
+}
+
+// attempt tries one target for the INVITE.
+func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.ResponseWriter, t upstream.Target, mf uint32, cancelled <-chan struct{}) (sbc.Verdict, outcome) {
+	req := r.Request
+	bl, err := b.newLeg(r, t, b.targetSide(r))
+	if err != nil {
+		b.log.Warn("cannot reach target", "target", t.Name, "error", err)
+		return sbc.Rejected, next
+	}
+	c.mu.Lock()
+	if c.b != nil {
+		b.table.remove(c) // drop the previous attempt's index, keep the call
+		b.table.add(c)
+		b.table.index(c, c.a)
+	}
+	c.b = bl
+	inv := b.newRequest(bl, sip.INVITE, bl.nextCSeq(), "")
+	maxf := sip.MaxForwardsHeader(mf)
+	inv.ReplaceHeader(&maxf)
+	user := ""
+	if ct := req.Contact(); ct != nil {
+		user = ct.Address.User
+	}
+	inv.AppendHeader(b.contact(bl, user))
+	copyHeaders(relayRequestHeaders, req, inv)
+	requireFiltered(req, inv)
+	if body := req.Body(); len(body) > 0 {
+		inv.SetBody(append([]byte(nil), body...))
+	} else {
+		inv.SetBody(nil)
+	}
+	c.mu.Unlock()
+	b.table.index(c, bl)
+
+	btx, err := b.cfg.Client.TransactionRequest(context.Background(), inv, noBuild)
+	if err != nil {
+		b.log.Warn("send INVITE failed", "target", t.Name, "error", err)
+		b.markUpstream(t, false)
+		return sbc.Rejected, next
+	}
+	aReliable := hasOption(req, "Require", "100rel")
+	aSupports := aReliable || hasOption(req, "Supported", "100rel")
+	var rseq uint32
+	provisional := false
+	for {
+		select {
+		case res := <-btx.Responses():
+			switch {
+			case res.StatusCode == 100:
+				continue
+			case res.StatusCode < 200:
+				provisional = true
+				b.earlyDialog(c, bl, res)
+				bReliable := hasOption(res, "Require", "100rel") && res.GetHeader("RSeq") != nil
+				if bReliable {
+					b.prack(c, bl, res)
+				}
+				out := b.responseTo(c.a, req, res, true)
+				if aReliable || (aSupports && bReliable) {
+					rseq++
+					out.AppendHeader(sip.NewHeader("Require", "100rel"))
+					out.AppendHeader(sip.NewHeader("RSeq", strconv.FormatUint(uint64(rseq), 10)))
+				}
+				if err := w.Respond(out); err != nil {
+					b.log.Debug("relay provisional failed", "error", err)
+				}
+			case res.StatusCode < 300:
+				btx.Terminate()
+				b.markUpstream(t, true)
+				b.answered(c, r, w, inv, res)
+				return sbc.Forwarded, done
+			default:
+				if res.StatusCode == 503 {
+					b.markUpstream(t, false)
+				}
+				if !provisional && (res.StatusCode == 503 || res.StatusCode == 408) {
+					return sbc.Rejected, next
+				}
+				b.finish(c, "rejected "+strconv.Itoa(res.StatusCode))
+				b.stats.Failed.Add(1)
+				_ = b.respondOnce(w, req, b.responseTo(c.a, req, res, false))
+				return sbc.Rejected, done
+			}
+		case <-btx.Done():
+			// Timer B or a transport error: no final response came.
+			b.markUpstream(t, false)
+			if !provisional {
+				return sbc.Rejected, next
+			}
+			b.finish(c, "timeout")
+			b.stats.Timeouts.Add(1)
+			_ = b.respondOnce(w, req, localResponse(req, 408, "Request Timeout", c.a))
+			return sbc.Rejected, done
+		case <-cancelled:
+			// The transaction layer already answered the CANCEL and 487.
+			b.stats.Cancelled.Add(1)
+			b.cancelPending(c, bl, inv, btx, provisional)
+			return sbc.Rejected, done
+		case <-ctx.Done():
+			b.stats.Timeouts.Add(1)
+			b.cancelPending(c, bl, inv, btx, provisional)
+			_ = b.respondOnce(w, req, localResponse(req, 408, "Request Timeout", c.a))
+			return sbc.Rejected, done
+		}
+	}
+}
+
+func (b *B2BUA) markUpstream(t upstream.Target, ok bool) {
+	if b.cfg.Pool != nil {
+		b.cfg.Pool.Mark(t.Name, ok)
+	}
+}
+
+// earlyDialog records the callee's tag, target and route set from a 1xx.
+func (b *B2BUA) earlyDialog(c *call, bl *leg, res *sip.Response) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if to := res.To(); to != nil {
+		if tag, ok := to.Params.Get("tag"); ok && bl.remoteTag == "" {
+			bl.remoteTag = tag
+		}
+	}
+	if ct := res.Contact(); ct != nil {
+		bl.remoteTarget = ct.Address
+	}
+	if rs := reverseRoutes(res); len(rs) > 0 {
+		bl.routeSet = rs
+	}
+}
+
+func reverseRoutes(res *sip.Response) []sip.Uri {
+	hs := res.GetHeaders("Record-Route")
+	out := make([]sip.Uri, 0, len(hs))
+	for i := len(hs) - 1; i >= 0; i-- {
+		if rr, ok := hs[i].(*sip.RecordRouteHeader); ok {
+			out = append(out, rr.Address)
+		}
+	}
+	return out
+}
+
+// prack acknowledges a reliable provisional on the inside leg; the B2BUA
+// terminates 100rel per leg.
+func (b *B2BUA) prack(c *call, bl *leg, res *sip.Response) {
+	c.mu.Lock()
+	saved := bl.remoteTag
+	if to := res.To(); to != nil {
+		if tag, ok := to.Params.Get("tag"); ok {
+			bl.remoteTag = tag
+		}
+	}
+	pr := b.newRequest(bl, sip.PRACK, bl.nextCSeq(), "")
+	bl.remoteTag = saved
+	cs := res.CSeq()
+	pr.AppendHeader(sip.NewHeader("RAck", res.GetHeader("RSeq").Value()+" "+strconv.FormatUint(uint64(cs.SeqNo), 10)+" INVITE"))
+	pr.SetBody(nil)
+	c.mu.Unlock()
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+		defer cancel()
+		if _, err := b.do(ctx, pr); err != nil {
+			b.log.Debug("PRACK failed", "error", err)
+		}
+	}()
+}
+
+// cancelPending cancels the inside INVITE and cleans up whatever it ends in.
+func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.ClientTransaction, provisional bool) {
+	if provisional {
+		cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
+		cancel.AppendHeader(sip.HeaderClone(inv.Via()))
+		for _, h := range inv.GetHeaders("Route") {
+			cancel.AppendHeader(sip.HeaderClone(h))
+		}
+		mf := sip.MaxForwardsHeader(70)
+		cancel.AppendHeader(&mf)
+		cancel.AppendHeader(sip.HeaderClone(inv.From()))
+		cancel.AppendHeader(sip.HeaderClone(inv.To()))
+		cancel.AppendHeader(sip.HeaderClone(inv.CallID()))
+		cancel.AppendHeader(&sip.CSeqHeader{SeqNo: inv.CSeq().SeqNo, MethodName: sip.CANCEL})
+		cancel.SetBody(nil)
+		cancel.SetTransport(inv.Transport())
+		cancel.SetDestination(inv.Destination())
+		cancel.Laddr = inv.Laddr
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			ctx, cn := context.WithTimeout(context.Background(), 32*time.Second)
+			defer cn()
+			_, _ = b.do(ctx, cancel)
+		}()
+	}
+	// Wait for the INVITE's end in the background: a 2xx that crossed our
+	// CANCEL must be ACKed and BYEd (RFC 3261 9.1), then the call goes.
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		defer b.finish(c, "cancelled")
+		if !provisional {
+			btx.Terminate()
+			return
+		}
+		timer := time.NewTimer(64 * sip.T1)
+		defer timer.Stop()
+		for {
+			select {
+			case res := <-btx.Responses():
+				if res.StatusCode < 200 {
+					continue
+				}
+				if res.StatusCode < 300 {
+					btx.Terminate()
+					b.ackAndBye(c, bl, inv, res)
+				}
+				return
+			case <-btx.Done():
+				return
+			case <-timer.C:
+				btx.Terminate()
+				return
+			}
+		}
+	}()
+}
+
+// ackAndBye ends an inside dialog nobody wants any more.
+func (b *B2BUA) ackAndBye(c *call, bl *leg, inv *sip.Request, res *sip.Response) {
+	c.mu.Lock()
+	if to := res.To(); to != nil {
+		bl.remoteTag, _ = to.Params.Get("tag")
+	}
+	if ct := res.Contact(); ct != nil {
+		bl.remoteTarget = ct.Address
+	}
+	bl.routeSet = reverseRoutes(res)
+	ack := b.newRequest(bl, sip.ACK, inv.CSeq().SeqNo, "")
+	ack.SetBody(nil)
+	bye := b.newRequest(bl, sip.BYE, bl.nextCSeq(), "")
+	bye.SetBody(nil)
+	c.mu.Unlock()
+	_ = b.cfg.Client.WriteRequest(ack, noBuild)
+	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+	defer cancel()
+	_, _ = b.do(ctx, bye)
+}
+
+// answered completes an answered INVITE: record the inside dialog, relay the
+// 2xx and wait for the caller's ACK to relay it end to end.
+func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip.Request, res *sip.Response) {
+	req := r.Request
+	now := b.cfg.Now()
+	c.mu.Lock()
+	bl, a := c.b, c.a
+	if to := res.To(); to != nil {
+		bl.remoteTag, _ = to.Params.Get("tag")
+	}
+	if ct := res.Contact(); ct != nil {
+		bl.remoteTarget = ct.Address
+	}
+	bl.routeSet = reverseRoutes(res)
+	c.state = stateConfirmed
+	c.answered, c.activity = now, now
+	a.ackMap[a.remoteCSeq] = inv.CSeq().SeqNo
+	acked := make(chan struct{})
+	a.acked[a.remoteCSeq] = acked
+	cseq := a.remoteCSeq
+	if b.cfg.MaxDuration > 0 {
+		c.maxTimer = time.AfterFunc(b.cfg.MaxDuration, func() { b.teardown(c, "max duration") })
+	}
+	c.mu.Unlock()
+	b.table.index(c, bl)
+	b.stats.Answered.Add(1)
+
+	out := b.responseTo(a, req, res, true)
+	tx := w.Tx()
+	if err := w.Respond(out); err != nil {
+		b.log.Debug("relay 2xx failed", "error", err)
+	}
+	b.drainAcks(c, a, tx)
+	b.awaitAck(c, a, cseq, tx, out, acked)
+}
+
+// drainAcks takes ACKs that the transaction layer matched to the INVITE
+// transaction itself (peers that reuse the INVITE's branch).
+func (b *B2BUA) drainAcks(c *call, a *leg, tx sip.ServerTransaction) {
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		for {
+			select {
+			case ack := <-tx.Acks():
+				b.ack(c, a, ack)
+			case <-tx.Done():
+				return
+			case <-b.closed:
+				return
+			}
+		}
+	}()
+}
+
+// awaitAck retransmits a 2xx over UDP until its ACK comes (RFC 3261
+// 13.3.1.4, the TU's job since RFC 6026) and ends the call if none comes.
+func (b *B2BUA) awaitAck(c *call, l *leg, cseq uint32, tx sip.ServerTransaction, res *sip.Response, acked chan struct{}) {
+	reliable := !strings.EqualFold(l.transport, "UDP")
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		deadline := time.NewTimer(64 * sip.T1)
+		defer deadline.Stop()
+		interval := sip.T1
+		retr := time.NewTimer(interval)
+		defer retr.Stop()
+		for {
+			select {
+			case <-acked:
+				return
+			case <-c.ended:
+				return
+			case <-b.closed:
+				return
+			case <-retr.C:
+				if !reliable {
+					_ = tx.Respond(res)
+					interval = min(interval*2, sip.T2)
+				} else {
+					interval = 64 * sip.T1
+				}
+				retr.Reset(interval)
+			case <-deadline.C:
+				c.mu.Lock()
+				delete(l.ackMap, cseq)
+				delete(l.acked, cseq)
+				c.mu.Unlock()
+				b.stats.NoAck.Add(1)
+				b.teardown(c, "no ACK")
+				return
+			}
+		}
+	}()
+}
+
+// ack relays the ACK for a 2xx received on leg from to the other leg.
+func (b *B2BUA) ack(c *call, from *leg, req *sip.Request) {
+	c.mu.Lock()
+	cs := req.CSeq().SeqNo
+	mapped, ok := from.ackMap[cs]
+	if !ok {
+		c.mu.Unlock()
+		return
+	}
+	delete(from.ackMap, cs)
+	if ch := from.acked[cs]; ch != nil {
+		close(ch)
+		delete(from.acked, cs)
+	}
+	to := c.other(from)
+	ack := b.newRequest(to, sip.ACK, mapped, "")
+	if body := req.Body(); len(body) > 0 {
+		if ct := req.ContentType(); ct != nil {
+			ack.AppendHeader(sip.NewHeader("Content-Type", ct.Value()))
+		}
+		ack.SetBody(append([]byte(nil), body...))
+	} else {
+		ack.SetBody(nil)
+	}
+	to.lastAck = ack
+	c.activity = b.cfg.Now()
+	c.mu.Unlock()
+	if err := b.cfg.Client.WriteRequest(ack.Clone(), noBuild); err != nil {
+		b.log.Debug("send ACK failed", "error", err)
+	}
+}
+
+// OnUnhandledResponse re-ACKs retransmitted 2xx responses to INVITEs whose
+// transaction is gone (RFC 3261 13.2.2.4). Wire it to the transaction layer.
+func (b *B2BUA) OnUnhandledResponse(res *sip.Response) {
+	if !res.IsSuccess() || res.CSeq() == nil || res.CSeq().MethodName != sip.INVITE || res.From() == nil || res.CallID() == nil {
+		return
+	}
+	tag, _ := res.From().Params.Get("tag")
+	c := b.table.lookup(res.CallID().Value(), tag)
+	if c == nil {
+		return
+	}
+	c.mu.Lock()
+	var ack *sip.Request
+	for _, l := range []*leg{c.a, c.b} {
+		if l != nil && l.callID == res.CallID().Value() && l.lastAck != nil && l.lastAck.CSeq().SeqNo == res.CSeq().SeqNo {
+			ack = l.lastAck.Clone()
+		}
+	}
+	c.mu.Unlock()
+	if ack != nil {
+		_ = b.cfg.Client.WriteRequest(ack, noBuild)
+	}
+}
+
+// do sends a request in a client transaction and waits for its final
+// response. The transaction is terminated before return.
+func (b *B2BUA) do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
+	tx, err := b.cfg.Client.TransactionRequest(ctx, req, noBuild)
+	if err != nil {
+		return nil, err
+	}
+	defer tx.Terminate()
+	for {
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode < 200 {
+				continue
+			}
+			return res, nil
+		case <-tx.Done():
+			if err := tx.Err(); err != nil {
+				return nil, err
+			}
+			return nil, errors.New("transaction ended without response")
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// inDialog relays a request inside an existing call to the other leg.
+func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request, toTag string) (sbc.Verdict, error) {
+	req := r.Request
+	callID := req.CallID().Value()
+	c := b.table.lookup(callID, toTag)
+	if c == nil {
+		if req.IsAck() {
+			return sbc.Dropped, nil
+		}
+		b.stats.Rejected481.Add(1)
+		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	}
+	c.mu.Lock()
+	var from *leg
+	for _, l := range []*leg{c.a, c.b} {
+		if l != nil && l.callID == callID && l.localTag == toTag {
+			from = l
+		}
+	}
+	fromTag, _ := req.From().Params.Get("tag")
+	if from == nil || fromTag != from.remoteTag || c.state == stateEnded {
+		c.mu.Unlock()
+		if req.IsAck() {
+			return sbc.Dropped, nil
+		}
+		b.stats.Rejected481.Add(1)
+		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	}
+	c.activity = b.cfg.Now()
+	switch req.Method {
+	case sip.ACK:
+		c.mu.Unlock()
+		b.ack(c, from, req)
+		return sbc.Forwarded, nil
+	case sip.PRACK:
+		// 100rel is terminated per leg: the inside leg was PRACKed by us.
+		c.mu.Unlock()
+		return sbc.Answered, sbc.Respond(w, r, 200, "OK")
+	case sip.CANCEL:
+		c.mu.Unlock()
+		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	}
+	cseq := req.CSeq().SeqNo
+	if from.remoteCSeq != 0 && cseq <= from.remoteCSeq {
+		c.mu.Unlock()
+		return sbc.Rejected, sbc.Respond(w, r, 500, "Server Internal Error", sip.NewHeader("Retry-After", "1"))
+	}
+	from.remoteCSeq = cseq
+	to := c.other(from)
+	if to == nil || (c.state != stateConfirmed && req.Method != sip.BYE && req.Method != sip.UPDATE && req.Method != sip.INFO) {
+		c.mu.Unlock()
+		b.stats.Rejected481.Add(1)
+		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	}
+	if req.Method == sip.INVITE {
+		if c.inviteBusy {
+			c.mu.Unlock()
+			return sbc.Rejected, sbc.Respond(w, r, 491, "Request Pending")
+		}
+		c.inviteBusy = true
+	}
+	refresh := isTargetRefresh(req.Method)
+	if refresh {
+		if ct := req.Contact(); ct != nil {
+			from.remoteTarget = ct.Address
+		}
+	}
+	out := b.newRequest(to, req.Method, to.nextCSeq(), "")
+	if mf, ok := maxForwards(req); ok {
+		h := sip.MaxForwardsHeader(mf)
+		out.ReplaceHeader(&h)
+	} else {
+		c.inviteBusy = c.inviteBusy && req.Method != sip.INVITE
+		c.mu.Unlock()
+		return sbc.Rejected, sbc.Respond(w, r, 483, "Too Many Hops")
+	}
+	if refresh {
+		out.AppendHeader(b.contact(to, ""))
+	}
+	copyHeaders(relayRequestHeaders, req, out)
+	requireFiltered(req, out)
+	if body := req.Body(); len(body) > 0 {
+		out.SetBody(append([]byte(nil), body...))
+	} else {
+		out.SetBody(nil)
+	}
+	c.mu.Unlock()
+	if req.Method == sip.INVITE {
+		defer func() {
+			c.mu.Lock()
+			c.inviteBusy = false
+			c.mu.Unlock()
+		}()
+	}
+
+	res, err := b.do(ctx, out)
+	if req.Method == sip.BYE {
+		// The dialog is over whatever the far side says.
+		b.finish(c, "bye from "+from.name)
+		if res == nil || res.StatusCode == 481 || res.StatusCode == 408 {
+			return sbc.Forwarded, sbc.Respond(w, r, 200, "OK")
+		}
+	}
+	if err != nil {
+		b.log.Debug("in-dialog request failed", "method", string(req.Method), "error", err)
+		return sbc.Rejected, sbc.Respond(w, r, 408, "Request Timeout")
+	}
+	if res.StatusCode == 481 && req.Method != sip.BYE {
+		// The other dialog is gone: this one must go too.
+		defer b.teardown(c, "481 from "+to.name)
+	}
+	outRes := b.responseTo(from, req, res, refresh)
+	if req.Method == sip.INVITE && res.IsSuccess() {
+		c.mu.Lock()
+		if ct := res.Contact(); ct != nil {
+			to.remoteTarget = ct.Address
+		}
+		from.ackMap[cseq] = out.CSeq().SeqNo
+		acked := make(chan struct{})
+		from.acked[cseq] = acked
+		c.mu.Unlock()
+		if err := w.Respond(outRes); err != nil {
+			return sbc.Rejected, err
+		}
+		b.drainAcks(c, from, w.Tx())
+		b.awaitAck(c, from, cseq, w.Tx(), outRes, acked)
+		return sbc.Forwarded, nil
+	}
+	if refresh && res.IsSuccess() {
+		c.mu.Lock()
+		if ct := res.Contact(); ct != nil {
+			to.remoteTarget = ct.Address
+		}
+		c.mu.Unlock()
+	}
+	return sbc.Forwarded, w.Respond(outRes)
+}
+
+// forward relays an out-of-dialog non-INVITE request (MESSAGE, OPTIONS to a
+// user, REGISTER) as a single transaction, with failover.
+func (b *B2BUA) forward(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
+	req := r.Request
+	mf, ok := maxForwards(req)
+	if !ok {
+		return sbc.Rejected, sbc.Respond(w, r, 483, "Too Many Hops")
+	}
+	targets, code, reason := b.route(r)
+	if len(targets) == 0 {
+		return sbc.Rejected, sbc.Respond(w, r, code, reason)
+	}
+	fromTag, _ := req.From().Params.Get("tag")
+	for _, t := range targets {
+		l, err := b.newLeg(r, t, b.targetSide(r))
+		if err != nil {
+			continue
+		}
+		l.callID = b.mapID("call-id", req.CallID().Value())
+		l.localTag = b.mapID("tag", fromTag)[:16]
+		if req.Method == sip.REGISTER {
+			l.remoteTarget.User = ""
+		}
+		out := b.newRequest(l, req.Method, req.CSeq().SeqNo, "")
+		h := sip.MaxForwardsHeader(mf)
+		out.ReplaceHeader(&h)
+		copyHeaders(relayRequestHeaders, req, out)
+		requireFiltered(req, out)
+		if req.Method == sip.REGISTER {
+			// Bindings pass unchanged until the registrar layer owns them.
+			for _, ct := range req.GetHeaders("Contact") {
+				out.AppendHeader(sip.HeaderClone(ct))
+			}
+		}
+		if body := req.Body(); len(body) > 0 {
+			out.SetBody(append([]byte(nil), body...))
+		} else {
+			out.SetBody(nil)
+		}
+		res, err := b.do(ctx, out)
+		if err != nil || res.StatusCode == 503 {
+			b.markUpstream(t, false)
+			continue
+		}
+		pseudo := &leg{localTag: b.mapID("to-tag", req.CallID().Value())[:16]}
+		outRes := b.responseTo(pseudo, req, res, false)
+		if req.Method == sip.REGISTER {
+			for _, ct := range res.GetHeaders("Contact") {
+				outRes.AppendHeader(sip.HeaderClone(ct))
+			}
+		}
+		return sbc.Forwarded, w.Respond(outRes)
+	}
+	return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable")
+}
+
+// teardown ends a call from the middle: BYE on both confirmed legs.
+func (b *B2BUA) teardown(c *call, reason string) {
+	c.mu.Lock()
+	if c.state == stateEnded {
+		c.mu.Unlock()
+		return
+	}
+	var byes []*sip.Request
+	if c.state == stateConfirmed {
+		for _, l := range []*leg{c.a, c.b} {
+			if l != nil && l.remoteTag != "" {
+				bye := b.newRequest(l, sip.BYE, l.nextCSeq(), "")
+				bye.AppendHeader(sip.NewHeader("Reason", `SIP;cause=200;text="`+reason+`"`))
+				bye.SetBody(nil)
+				byes = append(byes, bye)
+			}
+		}
+	}
+	c.mu.Unlock()
+	b.finish(c, reason)
+	for _, bye := range byes {
+		b.wg.Add(1)
+		go func() {
+			defer b.wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
+			defer cancel()
+			_, _ = b.do(ctx, bye)
+		}()
+	}
+}
+
+// finish removes a call from the table once.
+func (b *B2BUA) finish(c *call, reason string) {
+	c.mu.Lock()
+	c.state = stateEnded
+	c.mu.Unlock()
+	if c.end() {
+		b.table.remove(c)
+		b.log.Debug("call ended", "call", c.id, "reason", reason)
+	}
+}
+
+// Run sweeps calls that outlived the session timeout (vanished peers)
+// until ctx is done, then waits for the layer's goroutines.
+func (b *B2BUA) Run(ctx context.Context) {
+	every := b.cfg.SessionTimeout / 4
+	if every > 30*time.Second {
+		every = 30 * time.Second
+	}
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			close(b.closed)
+			b.wg.Wait()
+			return
+		case <-t.C:
+			b.sweep()
+		}
+	}
+}
+
+func (b *B2BUA) sweep() {
+	now := b.cfg.Now()
+	for _, c := range b.table.snapshot() {
+		c.mu.Lock()
+		idle := now.Sub(c.activity)
+		st := c.state
+		age := now.Sub(c.created)
+		c.mu.Unlock()
+		switch {
+		case st == stateConfirmed && idle > b.cfg.SessionTimeout:
+			b.teardown(c, "session timeout")
+		case st == stateEarly && age > b.cfg.RingTimeout+2*64*sip.T1:
+			b.finish(c, "stuck early")
+		}
+	}
+}

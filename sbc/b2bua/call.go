@@ -1,0 +1,178 @@
+package b2bua
+
+import (
+	"net"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+)
+
+// leg is one dialog of a call, seen from the SBC: the outside leg toward the
+// caller (a) or the inside leg toward the callee (b). Fields are guarded by
+// the call's mutex.
+type leg struct {
+	name       string // "a" or "b", for logs
+	callID     string
+	localTag   string
+	remoteTag  string
+	localURI   sip.Uri
+	localName  string
+	remoteURI  sip.Uri
+	remoteName string
+	localCSeq  uint32
+	remoteCSeq uint32
+	// remoteTarget is the peer's Contact; requests go to this URI but are
+	// sent to dest, the transport address, so NATed phones are reached.
+	remoteTarget sip.Uri
+	routeSet     []sip.Uri
+	dest         string // ip:port
+	transport    string // "UDP" or "TCP"
+	local        *sbc.Listener
+	// ackMap maps the CSeq of an INVITE received on this leg to the CSeq
+	// of the INVITE we sent on the other leg, so the caller's ACK (with its
+	// body) is relayed end to end.
+	ackMap map[uint32]uint32
+	// acked is closed when the ACK for a relayed 2xx arrived (per CSeq).
+	acked map[uint32]chan struct{}
+	// lastAck is the ACK we sent on this leg, re-sent on retransmitted 2xx.
+	lastAck *sip.Request
+}
+
+func (l *leg) nextCSeq() uint32 {
+	l.localCSeq++
+	return l.localCSeq
+}
+
+type callState uint8
+
+const (
+	stateEarly callState = iota
+	stateConfirmed
+	stateEnded
+)
+
+// call is one B2BUA call: two dialogs and the mapping between them. mu
+// serializes all work on the call's dialogs.
+type call struct {
+	mu       sync.Mutex
+	id       uint64
+	a, b     *leg
+	state    callState
+	created  time.Time
+	answered time.Time
+	activity time.Time
+	// inviteBusy is set while an INVITE transaction runs on the call, so a
+	// crossing re-INVITE gets 491 (RFC 3261 14.2).
+	inviteBusy bool
+	maxTimer   *time.Timer
+	ended      chan struct{}
+	endOnce    sync.Once
+	user       string
+	dst        string
+}
+
+func (c *call) other(l *leg) *leg {
+	if l == c.a {
+		return c.b
+	}
+	return c.a
+}
+
+func (c *call) end() bool {
+	ended := false
+	c.endOnce.Do(func() {
+		ended = true
+		close(c.ended)
+		if c.maxTimer != nil {
+			c.maxTimer.Stop()
+		}
+	})
+	return ended
+}
+
+// key indexes a dialog by Call-ID and the tag the SBC chose on that leg.
+func key(callID, localTag string) string { return callID + "\x00" + localTag }
+
+// table is the bounded dialog table.
+type table struct {
+	mu    sync.Mutex
+	max   int
+	calls map[uint64]*call
+	byKey map[string]*call
+	seq   uint64
+}
+
+func newTable(max int) *table {
+	return &table{max: max, calls: map[uint64]*call{}, byKey: map[string]*call{}}
+}
+
+// add reserves room for a call; false when the table is full.
+func (t *table) add(c *call) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if len(t.calls) >= t.max {
+		return false
+	}
+	t.seq++
+	c.id = t.seq
+	t.calls[c.id] = c
+	return true
+}
+
+// index makes a leg findable by its dialog identifiers.
+func (t *table) index(c *call, l *leg) {
+	t.mu.Lock()
+	t.byKey[key(l.callID, l.localTag)] = c
+	t.mu.Unlock()
+}
+
+func (t *table) lookup(callID, localTag string) *call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.byKey[key(callID, localTag)]
+}
+
+func (t *table) remove(c *call) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	delete(t.calls, c.id)
+	for _, l := range []*leg{c.a, c.b} {
+		if l != nil {
+			if t.byKey[key(l.callID, l.localTag)] == c {
+				delete(t.byKey, key(l.callID, l.localTag))
+			}
+		}
+	}
+}
+
+func (t *table) len() int {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return len(t.calls)
+}
+
+func (t *table) snapshot() []*call {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	out := make([]*call, 0, len(t.calls))
+	for _, c := range t.calls {
+		out = append(out, c)
+	}
+	return out
+}
+
+func hostPort(a sip.Addr) (string, int) {
+	if a.IP != nil {
+		return a.IP.String(), a.Port
+	}
+	return a.Hostname, a.Port
+}
+
+func addrString(a sip.Addr) string {
+	h, p := hostPort(a)
+	return net.JoinHostPort(h, strconv.Itoa(p))
+}

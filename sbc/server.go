@@ -1,0 +1,400 @@
+package sbc
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+)
+
+// ListenerSpec is one socket to serve.
+type ListenerSpec struct {
+	Transport string // udp or tcp
+	Addr      string // host:port to bind
+	Side      Side
+	// Advertise is the host[:port] written into Via/Contact; empty = bound address.
+	Advertise string
+}
+
+// Options configure a Server.
+type Options struct {
+	Listeners []ListenerSpec
+	// Chain is the ordered list of layers (see Order in chain.go).
+	Chain []Handler
+	// MaxInflight bounds requests processed at once.
+	MaxInflight int
+	// MaxMessageSize drops larger messages before parsing.
+	MaxMessageSize int
+	// RequestTimeout bounds the chain for non-INVITE requests.
+	RequestTimeout time.Duration
+	// TCP limits.
+	MaxConns, MaxConnsPerSource int
+	IdleTimeout, WriteTimeout   time.Duration
+	// IsInternal tells whether a peer address is on the inside (an upstream).
+	IsInternal func(netip.Addr) bool
+	// OnUnhandledResponse receives responses that match no transaction
+	// (retransmitted 2xx the B2BUA must re-ACK).
+	OnUnhandledResponse func(*sip.Response)
+	Logger              *slog.Logger
+}
+
+// Listener is a bound socket.
+type Listener struct {
+	Spec      ListenerSpec
+	Bound     netip.AddrPort
+	Advertise sip.Addr // host and port for Via/Contact
+	closer    func() error
+}
+
+// Server owns the sipgo user agent, the listeners and the chain.
+type Server struct {
+	opts   Options
+	log    *slog.Logger
+	ua     *sipgo.UserAgent
+	srv    *sipgo.Server
+	client *sipgo.Client
+	sem    chan struct{}
+
+	mu        sync.Mutex
+	listeners []*Listener
+
+	// Stats are counters for tests and, later, metrics.
+	Stats Stats
+	wg    sync.WaitGroup
+}
+
+// Stats counts what the root of the chain saw.
+type Stats struct {
+	Requests, Panics, Overload, Dropped, Rejected, Answered, Forwarded, Errors atomic.Int64
+	ConnsRefused                                                               atomic.Int64
+}
+
+// NewServer constructs a server; nothing is bound until Start.
+func NewServer(opts Options) (*Server, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.MaxInflight <= 0 {
+		opts.MaxInflight = 2000
+	}
+	if opts.MaxMessageSize <= 0 {
+		opts.MaxMessageSize = 65535
+	}
+	if opts.RequestTimeout <= 0 {
+		opts.RequestTimeout = 32 * time.Second
+	}
+	s := &Server{opts: opts, log: opts.Logger.With("component", "server"), sem: make(chan struct{}, opts.MaxInflight)}
+
+	tcp := &sip.TransportTCP{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout}
+	txOpts := []sip.TransactionLayerOption{}
+	if opts.OnUnhandledResponse != nil {
+		txOpts = append(txOpts, sip.WithTransactionLayerUnhandledResponseHandler(opts.OnUnhandledResponse))
+	}
+	ua, err := sipgo.NewUA(
+		sipgo.WithUserAgent("sipwall"),
+		sipgo.WithUserAgentTransportLayerOptions(
+			sip.WithTransportLayerReadFilter(s.readFilter),
+			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcp}),
+		),
+		sipgo.WithUserAgentTransactionLayerOptions(txOpts...),
+	)
+	if err != nil {
+		return nil, fmt.Errorf("create user agent: %w", err)
+	}
+	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(opts.Logger.With("component", "sipgo")))
+	if err != nil {
+		return nil, fmt.Errorf("create server: %w", err)
+	}
+	client, err := sipgo.NewClient(ua, sipgo.WithClientLogger(opts.Logger.With("component", "sipgo")))
+	if err != nil {
+		return nil, fmt.Errorf("create client: %w", err)
+	}
+	srv.OnNoRoute(s.dispatch)
+	s.ua, s.srv, s.client = ua, srv, client
+	return s, nil
+}
+
+// Client is the sipgo client layers use to send requests.
+func (s *Server) Client() *sipgo.Client { return s.client }
+
+// SetChain replaces the chain (used once at start and by reloads).
+func (s *Server) SetChain(chain []Handler) {
+	s.mu.Lock()
+	s.opts.Chain = chain
+	s.mu.Unlock()
+}
+
+func (s *Server) chain() []Handler {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.opts.Chain
+}
+
+// Listeners returns the bound listeners.
+func (s *Server) Listeners() []*Listener {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]*Listener(nil), s.listeners...)
+}
+
+// Local picks the listener to send from for a transport and side: a
+// listener of that side if any, else any of that transport.
+func (s *Server) Local(transport string, side Side) (*Listener, bool) {
+	transport = strings.ToLower(transport)
+	var fallback *Listener
+	for _, l := range s.Listeners() {
+		if l.Spec.Transport != transport {
+			continue
+		}
+		if l.Spec.Side == side {
+			return l, true
+		}
+		if fallback == nil {
+			fallback = l
+		}
+	}
+	return fallback, fallback != nil
+}
+
+// Start binds every listener and serves in the background. On error all
+// listeners bound so far are closed.
+func (s *Server) Start(ctx context.Context) error {
+	for _, spec := range s.opts.Listeners {
+		l, err := s.listen(spec)
+		if err != nil {
+			s.Close()
+			return err
+		}
+		s.mu.Lock()
+		s.listeners = append(s.listeners, l)
+		s.mu.Unlock()
+	}
+	go func() {
+		<-ctx.Done()
+		s.Close()
+	}()
+	return nil
+}
+
+func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
+	spec.Transport = strings.ToLower(spec.Transport)
+	l := &Listener{Spec: spec}
+	switch spec.Transport {
+	case "udp":
+		pc, err := net.ListenPacket("udp", spec.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen udp %s: %w", spec.Addr, err)
+		}
+		l.Bound = pc.LocalAddr().(*net.UDPAddr).AddrPort()
+		l.closer = pc.Close
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.srv.ServeUDP(pc); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Error("udp listener stopped", "addr", spec.Addr, "error", err)
+			}
+		}()
+	case "tcp":
+		ln, err := net.Listen("tcp", spec.Addr)
+		if err != nil {
+			return nil, fmt.Errorf("listen tcp %s: %w", spec.Addr, err)
+		}
+		l.Bound = ln.Addr().(*net.TCPAddr).AddrPort()
+		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, &s.Stats.ConnsRefused)
+		l.closer = lim.Close
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			if err := s.srv.ServeTCP(lim); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("tcp listener stopped", "addr", spec.Addr, "error", err)
+			}
+		}()
+	default:
+		return nil, fmt.Errorf("listen %s: transport %q not supported", spec.Addr, spec.Transport)
+	}
+	adv, err := advertiseAddr(spec.Advertise, l.Bound)
+	if err != nil {
+		l.closer()
+		return nil, err
+	}
+	l.Advertise = adv
+	return l, nil
+}
+
+// advertiseAddr resolves the host:port written in our headers.
+func advertiseAddr(adv string, bound netip.AddrPort) (sip.Addr, error) {
+	port := int(bound.Port())
+	if adv != "" {
+		host, p, err := net.SplitHostPort(adv)
+		if err != nil {
+			host = strings.Trim(adv, "[]")
+		} else if n, err := strconv.Atoi(p); err == nil {
+			port = n
+		}
+		ip := net.ParseIP(host)
+		if ip == nil {
+			return sip.Addr{Hostname: host, Port: port}, nil
+		}
+		return sip.Addr{IP: ip, Port: port}, nil
+	}
+	ip := bound.Addr()
+	if ip.IsUnspecified() {
+		ip = firstHostAddr(ip.Is6() && !ip.Is4In6())
+	}
+	return sip.Addr{IP: net.IP(ip.AsSlice()), Port: port}, nil
+}
+
+// firstHostAddr finds an address to advertise when bound to a wildcard.
+func firstHostAddr(v6 bool) netip.Addr {
+	addrs, _ := net.InterfaceAddrs()
+	for _, a := range addrs {
+		pfx, err := netip.ParsePrefix(a.String())
+		if err != nil {
+			continue
+		}
+		ip := pfx.Addr()
+		if ip.IsLoopback() || ip.IsLinkLocalUnicast() || ip.Is6() != v6 {
+			continue
+		}
+		return ip
+	}
+	if v6 {
+		return netip.IPv6Loopback()
+	}
+	return netip.AddrFrom4([4]byte{127, 0, 0, 1})
+}
+
+// Close stops the listeners and the user agent. Safe to call twice.
+func (s *Server) Close() {
+	s.mu.Lock()
+	ls := s.listeners
+	s.listeners = nil
+	s.mu.Unlock()
+	for _, l := range ls {
+		l.closer()
+	}
+	if len(ls) > 0 {
+		s.ua.Close()
+	}
+	s.wg.Wait()
+}
+
+// readFilter runs before parsing. It must never return an error: on UDP an
+// error stops sipgo's listener.
+func (s *Server) readFilter(_ sip.TransportReadProps, data []byte) ([]byte, error) {
+	if len(data) > s.opts.MaxMessageSize {
+		s.Stats.Dropped.Add(1)
+		return nil, nil
+	}
+	return data, nil
+}
+
+type writer struct {
+	tx      sip.ServerTransaction
+	written atomic.Int32
+}
+
+func (w *writer) Respond(res *sip.Response) error {
+	if w.tx == nil {
+		return errors.New("no transaction to respond in")
+	}
+	if res.StatusCode >= 200 {
+		w.written.CompareAndSwap(0, int32(res.StatusCode))
+	}
+	return w.tx.Respond(res)
+}
+func (w *writer) Tx() sip.ServerTransaction { return w.tx }
+func (w *writer) Written() int              { return int(w.written.Load()) }
+
+type releaseKey struct{}
+
+// ReleaseAdmission frees the request's admission slot early. The B2BUA calls
+// it once a call is in the (separately bounded) dialog table, so ringing
+// calls do not hold in-flight slots.
+func ReleaseAdmission(ctx context.Context) {
+	if f, ok := ctx.Value(releaseKey{}).(func()); ok {
+		f()
+	}
+}
+
+// dispatch is the root of the chain: recover, admission, peer, order.
+func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
+	s.Stats.Requests.Add(1)
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.Stats.Overload.Add(1)
+		if !req.IsAck() && sip.IsReliable(req.Transport()) && tx != nil {
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil))
+		}
+		return
+	}
+	var once sync.Once
+	release := func() { once.Do(func() { <-s.sem }) }
+	defer release()
+	w := &writer{tx: tx}
+	defer func() {
+		if v := recover(); v != nil {
+			s.Stats.Panics.Add(1)
+			s.log.Error("panic in chain", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+
+	r := &Request{Request: req, Transport: strings.ToLower(req.Transport())}
+	if ap, err := netip.ParseAddrPort(req.MessageData.Source()); err == nil {
+		r.Peer = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
+	} else {
+		// Without a transport peer no decision can be made safely.
+		s.Stats.Dropped.Add(1)
+		return
+	}
+	if s.opts.IsInternal != nil && s.opts.IsInternal(r.Peer.Addr()) {
+		r.Side = Internal
+	}
+	ctx := context.WithValue(context.Background(), releaseKey{}, release)
+	if !req.IsInvite() {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, s.opts.RequestTimeout)
+		defer cancel()
+	}
+	for _, h := range s.chain() {
+		v, err := h.ServeSIP(ctx, w, r)
+		if err != nil {
+			s.Stats.Errors.Add(1)
+			s.log.Warn("layer failed", "layer", h.Name(), "method", string(req.Method), "error", err)
+			if w.Written() == 0 && !req.IsAck() && tx != nil {
+				_ = tx.Respond(sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil))
+			}
+			return
+		}
+		switch v {
+		case Continue:
+			continue
+		case Forwarded:
+			s.Stats.Forwarded.Add(1)
+		case Answered:
+			s.Stats.Answered.Add(1)
+		case Rejected:
+			s.Stats.Rejected.Add(1)
+		case Dropped:
+			s.Stats.Dropped.Add(1)
+		}
+		return
+	}
+	// No layer took it: nothing in the chain serves this method.
+	if !req.IsAck() && tx != nil && w.Written() == 0 {
+		s.Stats.Rejected.Add(1)
+		_ = tx.Respond(sip.NewResponseFromRequest(req, 501, "Not Implemented", nil))
+	}
+}
