@@ -3,8 +3,6 @@
 // key and its line in the file.
 package config
 
-import "time"
-
 // Config is the whole configuration file. Every field documents its default.
 type Config struct {
 	// Listen is the list of sockets sipwall serves SIP on.
@@ -26,6 +24,10 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+
+	// pos remembers where each key of a parsed file was, so checks made
+	// after parsing (Validate, RequireUpstreams) can still name a line.
+	pos *positions
 }
 
 // Listener is one SIP socket.
@@ -130,9 +132,3 @@ type Log struct {
 	// Format: text or json. Default text.
 	Format string `yaml:"format"`
 }
-
-// Duration is a time.Duration read from strings such as "300ms" or "2h".
-type Duration time.Duration
-
-// D returns the value as a time.Duration.
-func (d Duration) D() time.Duration { return time.Duration(d) }

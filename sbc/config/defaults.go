@@ -1,0 +1,106 @@
+package config
+
+import "time"
+
+// Default values, as documented on the Config fields.
+const (
+	defaultAddr             = "0.0.0.0:5060"
+	defaultHealthInterval   = 10 * time.Second
+	defaultHealthTimeout    = 2 * time.Second
+	defaultHealthFailures   = 3
+	defaultHealthSuccesses  = 2
+	defaultMaxInflight      = 2000
+	defaultMaxDialogs       = 20000
+	defaultMaxMessageSize   = 65535
+	defaultTCPMaxConns      = 4096
+	defaultTCPMaxPerSource  = 32
+	defaultTCPIdleTimeout   = 120 * time.Second
+	defaultTCPWriteTimeout  = 10 * time.Second
+	defaultRingTimeout      = 120 * time.Second
+	defaultSessionTimeout   = 2 * time.Hour
+	defaultStorePath        = "/var/lib/sipwall"
+	defaultLogLevel         = "info"
+	defaultLogFormat        = "text"
+	defaultUpstreamPriority = 1
+	defaultUpstreamWeight   = 1
+	defaultListenerSide     = SideExternal
+)
+
+// Default returns the configuration an empty file yields: every default
+// filled in and no upstreams.
+func Default() *Config {
+	c := &Config{}
+	c.applyDefaults()
+	return c
+}
+
+// applyDefaults fills every zero field with its documented default.
+//
+// Zero means "unset" here, so it suits a Config assembled in code. Parse
+// does not use it on decoded values: it decodes on top of Default(), which
+// keeps an explicit zero in the file (health.interval: 0 disables checks,
+// priority: 0 is reported as invalid instead of silently becoming 1).
+func (c *Config) applyDefaults() {
+	if len(c.Listen) == 0 {
+		c.Listen = []Listener{
+			{Transport: TransportUDP, Addr: defaultAddr},
+			{Transport: TransportTCP, Addr: defaultAddr},
+		}
+	}
+	for i := range c.Listen {
+		c.Listen[i].applyDefaults()
+	}
+	for i := range c.Upstreams {
+		c.Upstreams[i].applyDefaults()
+	}
+	c.Health.applyDefaults()
+	c.Limits.applyDefaults()
+	c.Calls.applyDefaults()
+	setDefault(&c.Store.Path, defaultStorePath)
+	setDefault(&c.Log.Level, defaultLogLevel)
+	setDefault(&c.Log.Format, defaultLogFormat)
+}
+
+// applyDefaults fills the zero fields of one listener. Parse also calls it
+// on every fresh list element before decoding into it.
+func (l *Listener) applyDefaults() {
+	setDefault(&l.Side, defaultListenerSide)
+}
+
+// applyDefaults fills the zero fields of one upstream. Parse also calls it
+// on every fresh list element before decoding into it.
+func (u *Upstream) applyDefaults() {
+	setDefault(&u.Priority, defaultUpstreamPriority)
+	setDefault(&u.Weight, defaultUpstreamWeight)
+}
+
+func (h *Health) applyDefaults() {
+	setDefault(&h.Interval, Duration(defaultHealthInterval))
+	setDefault(&h.Timeout, Duration(defaultHealthTimeout))
+	setDefault(&h.Failures, defaultHealthFailures)
+	setDefault(&h.Successes, defaultHealthSuccesses)
+}
+
+func (l *Limits) applyDefaults() {
+	setDefault(&l.MaxInflight, defaultMaxInflight)
+	setDefault(&l.MaxDialogs, defaultMaxDialogs)
+	setDefault(&l.MaxMessageSize, defaultMaxMessageSize)
+	setDefault(&l.TCP.MaxConns, defaultTCPMaxConns)
+	setDefault(&l.TCP.MaxConnsPerSource, defaultTCPMaxPerSource)
+	setDefault(&l.TCP.IdleTimeout, Duration(defaultTCPIdleTimeout))
+	setDefault(&l.TCP.WriteTimeout, Duration(defaultTCPWriteTimeout))
+}
+
+func (c *Calls) applyDefaults() {
+	setDefault(&c.RingTimeout, Duration(defaultRingTimeout))
+	setDefault(&c.SessionTimeout, Duration(defaultSessionTimeout))
+	// MaxDuration defaults to 0 (no limit) and FollowRedirects to false,
+	// which are already the zero values.
+}
+
+func setDefault[T comparable](field *T, def T) {
+	var zero T
+	if *field == zero {
+		*field = def
+	}
+}

@@ -1,0 +1,388 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// Transports sipwall can listen on and send to. Adding a transport (tls,
+// ws, wss) means adding its constant here and to the transports list.
+const (
+	TransportUDP = "udp"
+	TransportTCP = "tcp"
+)
+
+var transports = []string{TransportUDP, TransportTCP}
+
+// Listener sides.
+const (
+	SideExternal = "external"
+	SideInternal = "internal"
+)
+
+var (
+	sides      = []string{SideExternal, SideInternal}
+	logLevels  = []string{"debug", "info", "warn", "error"}
+	logFormats = []string{"text", "json"}
+)
+
+// Bounds of limits.max_message_size. Below 1 KiB ordinary INVITEs with SDP
+// no longer fit; above 64 KiB - 1 a message cannot travel in one UDP
+// datagram.
+const (
+	minMessageSize = 1024
+	maxMessageSize = 65535
+)
+
+// Validate checks c the way Parse does after decoding. Parse already calls
+// it; use it on a Config built or changed in code. Problems point at lines
+// of the parsed file when c came from Parse.
+func (c *Config) Validate() error {
+	return newError(c.pos.fileName(), c.problems())
+}
+
+// RequireUpstreams reports an error when no upstream is configured. Parse
+// allows none (demo mode supplies its own); serving for real needs one.
+func (c *Config) RequireUpstreams() error {
+	if len(c.Upstreams) > 0 {
+		return nil
+	}
+	line := 0
+	if c.pos != nil {
+		line = 1 // not in the file at all: point at its start
+		if l, ok := c.pos.keys["upstreams"]; ok {
+			line = l
+		}
+	}
+	return newError(c.pos.fileName(), []Problem{{Line: line, Key: "upstreams", Msg: "at least one upstream is required"}})
+}
+
+// checker collects validation problems, looking up each key's line.
+type checker struct {
+	pos      *positions
+	problems []Problem
+}
+
+func (ch *checker) fail(key, format string, args ...any) {
+	ch.problems = append(ch.problems, Problem{Line: ch.pos.line(key), Key: key, Msg: fmt.Sprintf(format, args...)})
+}
+
+// problems runs every check on c.
+func (c *Config) problems() []Problem {
+	ch := &checker{pos: c.pos}
+	ch.listeners(c.Listen)
+	ch.upstreams(c.Upstreams)
+	ch.health(c.Health)
+	if c.Outbound != nil {
+		ch.sipURI("outbound.uri", c.Outbound.URI)
+	}
+	ch.limits(c.Limits)
+	ch.calls(c.Calls)
+	if strings.TrimSpace(c.Store.Path) == "" {
+		ch.fail("store.path", "must not be empty")
+	}
+	ch.oneOf("log.level", c.Log.Level, logLevels)
+	ch.oneOf("log.format", c.Log.Format, logFormats)
+	return ch.problems
+}
+
+func (ch *checker) listeners(ls []Listener) {
+	if len(ls) == 0 {
+		ch.fail("listen", "at least one listener is required")
+	}
+	type socket struct {
+		transport string
+		addr      netip.AddrPort
+	}
+	first := map[socket]int{}
+	for i, l := range ls {
+		p := "listen[" + strconv.Itoa(i) + "]"
+		okTransport := ch.oneOf(p+".transport", l.Transport, transports)
+		addr, okAddr := ch.bindAddr(p+".addr", l.Addr)
+		ch.oneOf(p+".side", l.Side, sides)
+		if l.Advertise != "" {
+			ch.advertise(p+".advertise", l.Advertise)
+		}
+		// Port 0 asks the kernel for a free port, so two such listeners
+		// never collide.
+		if okTransport && okAddr && addr.Port() != 0 {
+			s := socket{l.Transport, addr}
+			if j, dup := first[s]; dup {
+				ch.fail(p+".addr", "duplicate listener %s %s (same as listen[%d])", l.Transport, addr, j)
+			} else {
+				first[s] = i
+			}
+		}
+	}
+}
+
+func (ch *checker) upstreams(us []Upstream) {
+	first := map[string]int{}
+	for i, u := range us {
+		p := "upstreams[" + strconv.Itoa(i) + "]"
+		switch j, dup := first[u.Name]; {
+		case strings.TrimSpace(u.Name) == "":
+			ch.fail(p+".name", "is required")
+		case dup:
+			ch.fail(p+".name", "duplicate name %s (also upstreams[%d])", quote(u.Name), j)
+		default:
+			first[u.Name] = i
+		}
+		ch.sipURI(p+".uri", u.URI)
+		ch.atLeast(p+".priority", u.Priority, 1)
+		ch.atLeast(p+".weight", u.Weight, 1)
+	}
+}
+
+func (ch *checker) health(h Health) {
+	ch.atLeast("health.failures", h.Failures, 1)
+	ch.atLeast("health.successes", h.Successes, 1)
+	ch.nonNegative("health.interval", h.Interval)
+	ch.nonNegative("health.timeout", h.Timeout)
+	if h.Interval <= 0 {
+		return // checks are off; the timeout is unused
+	}
+	if h.Timeout <= 0 {
+		ch.fail("health.timeout", "must be greater than 0 while health checks are on (health.interval > 0)")
+		return
+	}
+	if h.Timeout >= h.Interval {
+		// Point at whichever of the two the file sets; the other is a default.
+		key := "health.timeout"
+		if !ch.pos.has(key) && ch.pos.has("health.interval") {
+			key = "health.interval"
+		}
+		ch.fail(key, "health.timeout (%s) must be shorter than health.interval (%s)", h.Timeout, h.Interval)
+	}
+}
+
+func (ch *checker) limits(l Limits) {
+	ch.atLeast("limits.max_inflight", l.MaxInflight, 1)
+	ch.atLeast("limits.max_dialogs", l.MaxDialogs, 1)
+	if l.MaxMessageSize < minMessageSize || l.MaxMessageSize > maxMessageSize {
+		ch.fail("limits.max_message_size", "must be between %d and %d, got %d", minMessageSize, maxMessageSize, l.MaxMessageSize)
+	}
+	ch.atLeast("limits.tcp.max_conns", l.TCP.MaxConns, 1)
+	ch.atLeast("limits.tcp.max_conns_per_source", l.TCP.MaxConnsPerSource, 1)
+	ch.positive("limits.tcp.idle_timeout", l.TCP.IdleTimeout)
+	ch.positive("limits.tcp.write_timeout", l.TCP.WriteTimeout)
+}
+
+func (ch *checker) calls(c Calls) {
+	ch.positive("calls.ring_timeout", c.RingTimeout)
+	ch.nonNegative("calls.max_duration", c.MaxDuration)
+	ch.positive("calls.session_timeout", c.SessionTimeout)
+}
+
+// oneOf checks that v is one of allowed; it reports whether it is.
+func (ch *checker) oneOf(key, v string, allowed []string) bool {
+	if slices.Contains(allowed, v) {
+		return true
+	}
+	list := strings.Join(allowed, ", ")
+	if v == "" {
+		ch.fail(key, "is required (one of %s)", list)
+	} else {
+		ch.fail(key, "%s is not one of %s", quote(v), list)
+	}
+	return false
+}
+
+func (ch *checker) atLeast(key string, v, lowest int) {
+	if v < lowest {
+		ch.fail(key, "must be at least %d, got %d", lowest, v)
+	}
+}
+
+func (ch *checker) positive(key string, d Duration) {
+	if d <= 0 {
+		ch.fail(key, "must be greater than 0, got %s", d)
+	}
+}
+
+func (ch *checker) nonNegative(key string, d Duration) {
+	if d < 0 {
+		ch.fail(key, "must not be negative, got %s", d)
+	}
+}
+
+// bindAddrHint shows the accepted form of a listen address.
+const bindAddrHint = `(e.g. "0.0.0.0:5060", "[::]:5060", "192.0.2.10:5060")`
+
+// bindAddr checks a listen address: an IP literal (IPv6 in brackets) and a
+// port, 0 meaning any free port. It returns the parsed address.
+func (ch *checker) bindAddr(key, s string) (netip.AddrPort, bool) {
+	if s == "" {
+		ch.fail(key, "is required %s", bindAddrHint)
+		return netip.AddrPort{}, false
+	}
+	host, port, err := net.SplitHostPort(s)
+	if err != nil {
+		why := "not IP:port"
+		var ae *net.AddrError
+		if errors.As(err, &ae) {
+			why = ae.Err // e.g. "missing port in address"
+		}
+		ch.fail(key, "%s is not an IP:port address: %s %s", quote(s), why, bindAddrHint)
+		return netip.AddrPort{}, false
+	}
+	if host == "" {
+		ch.fail(key, "%s has no IP address; use \"0.0.0.0%s\" for every IPv4 address or \"[::]%s\" for every IPv6 address",
+			quote(s), s, s)
+		return netip.AddrPort{}, false
+	}
+	ip, err := netip.ParseAddr(host)
+	if err != nil {
+		ch.fail(key, "%s: %s is not an IP address (host names are not accepted here) %s", quote(s), quote(host), bindAddrHint)
+		return netip.AddrPort{}, false
+	}
+	if ip.Is4() && strings.HasPrefix(s, "[") {
+		ch.fail(key, "%s: only IPv6 addresses go in brackets", quote(s))
+		return netip.AddrPort{}, false
+	}
+	n, ok := parsePort(port)
+	if !ok {
+		ch.fail(key, "%s: port %s is not a number from 0 to 65535", quote(s), quote(port))
+		return netip.AddrPort{}, false
+	}
+	return netip.AddrPortFrom(ip, n), true
+}
+
+// advertise checks an advertised address: host or host:port, where host is
+// an IP literal (IPv6 in brackets) or a DNS name, and the port 1..65535.
+func (ch *checker) advertise(key, s string) {
+	host, port := s, ""
+	bracketed := false
+	switch {
+	case strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]"):
+		host, bracketed = s[1:len(s)-1], true
+	case strings.Contains(s, ":"):
+		h, p, err := net.SplitHostPort(s)
+		if err != nil {
+			ch.fail(key, "%s is not host or host:port (IPv6 addresses go in brackets, e.g. \"[2001:db8::1]:5060\")", quote(s))
+			return
+		}
+		host, port, bracketed = h, p, strings.HasPrefix(s, "[")
+	}
+	if port != "" {
+		if n, ok := parsePort(port); !ok || n == 0 {
+			ch.fail(key, "%s: port %s is not a number from 1 to 65535", quote(s), quote(port))
+			return
+		}
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil && bracketed:
+		ch.fail(key, "%s: %s in brackets is not an IPv6 address", quote(s), quote(host))
+	case err != nil:
+		if !isHostname(host) {
+			ch.fail(key, "%s: %s is neither an IP address nor a host name", quote(s), quote(host))
+		}
+	case ip.Is4() && bracketed:
+		ch.fail(key, "%s: only IPv6 addresses go in brackets", quote(s))
+	case ip.IsUnspecified():
+		ch.fail(key, "%s is a wildcard address; advertise the address peers should send to", quote(s))
+	case ip.Zone() != "":
+		ch.fail(key, "%s: a zone (%%%s) means nothing to peers", quote(s), ip.Zone())
+	}
+}
+
+// sipURIHint shows the accepted form of upstream and outbound URIs.
+const sipURIHint = `(e.g. "sip:10.0.0.10:5060;transport=tcp")`
+
+// sipURI checks a URI to send to: sip or sips, an IP literal host, an
+// optional port and, if present, a transport sipwall supports.
+func (ch *checker) sipURI(key, s string) {
+	if s == "" {
+		ch.fail(key, "is required %s", sipURIHint)
+		return
+	}
+	// Checked before parsing: the parser's complaints about a missing or
+	// foreign scheme are less clear than this.
+	scheme, _, _ := strings.Cut(s, ":")
+	if scheme = strings.ToLower(scheme); scheme != "sip" && scheme != "sips" {
+		ch.fail(key, "%s: scheme must be sip or sips %s", quote(s), sipURIHint)
+		return
+	}
+	var u sip.Uri
+	if err := parseURI(s, &u); err != nil {
+		ch.fail(key, "%s is not a valid SIP URI: %v %s", quote(s), err, sipURIHint)
+		return
+	}
+	host := u.Host
+	bracketed := strings.HasPrefix(host, "[") && strings.HasSuffix(host, "]")
+	if bracketed {
+		host = host[1 : len(host)-1]
+	}
+	if host == "" {
+		ch.fail(key, "%s has no host %s", quote(s), sipURIHint)
+		return
+	}
+	ip, err := netip.ParseAddr(host)
+	switch {
+	case err != nil || (bracketed && !ip.Is6()) || (!bracketed && !ip.Is4()):
+		ch.fail(key, "%s: host %s is not an IP address (IPv4, or IPv6 in brackets); DNS names are not supported", quote(s), quote(u.Host))
+		return
+	case ip.IsUnspecified():
+		ch.fail(key, "%s: host %s is a wildcard address, not a destination", quote(s), quote(u.Host))
+		return
+	}
+	if u.Port < 0 || u.Port > 65535 {
+		ch.fail(key, "%s: port %d is not from 1 to 65535", quote(s), u.Port)
+		return
+	}
+	for _, kv := range u.UriParams {
+		if strings.EqualFold(kv.K, "transport") && !slices.Contains(transports, strings.ToLower(kv.V)) {
+			ch.fail(key, "%s: transport=%s is not one of %s", quote(s), kv.V, strings.Join(transports, ", "))
+			return
+		}
+	}
+}
+
+// parseURI is sip.ParseUri made safe to call on any string: the parser is
+// third-party code, and a malformed config must be an error, not a crash.
+func parseURI(s string, u *sip.Uri) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("unparsable (%v)", r)
+		}
+	}()
+	return sip.ParseUri(s, u)
+}
+
+// parsePort parses a decimal port number 0..65535 (no sign, no spaces).
+func parsePort(s string) (uint16, bool) {
+	n, err := strconv.ParseUint(s, 10, 16)
+	return uint16(n), err == nil
+}
+
+// isHostname reports whether s is a syntactically valid DNS name.
+func isHostname(s string) bool {
+	s = strings.TrimSuffix(s, ".") // a fully qualified name may end in a dot
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	labels := strings.Split(s, ".")
+	for _, l := range labels {
+		if l == "" || len(l) > 63 || l[0] == '-' || l[len(l)-1] == '-' {
+			return false
+		}
+		for i := 0; i < len(l); i++ {
+			c := l[i]
+			if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-') {
+				return false
+			}
+		}
+	}
+	// An all-numeric last label makes it a malformed IPv4 address
+	// ("10.0.0.300"), never a name.
+	last := labels[len(labels)-1]
+	return strings.Trim(last, "0123456789") != ""
+}
