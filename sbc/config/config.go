@@ -36,8 +36,9 @@ type Listener struct {
 	Transport string `yaml:"transport"`
 	// Addr is host:port to bind, IPv4 or IPv6 ("[::]:5060"). Required.
 	Addr string `yaml:"addr"`
-	// Side is "external" (default) or "internal". Requests arriving on an
-	// internal listener are treated as coming from the inside.
+	// Side is "external" (default) or "internal". Requests toward the
+	// upstreams leave from an internal listener when there is one; whether a
+	// request came from the inside is decided by its source IP, not by this.
 	Side string `yaml:"side"`
 	// Advertise is the host[:port] written in Via, Contact and Record-Route
 	// for messages sent from this listener. Default: the bound address, or the

@@ -1,0 +1,47 @@
+# sipwall build and test entry points. `make` alone builds bin/sipwall.
+
+GO       ?= go
+BIN      := bin/sipwall
+VERSION  := $(shell git describe --always --dirty 2>/dev/null || echo dev)
+LDFLAGS  := -X main.version=$(VERSION)
+FUZZTIME ?= 60s
+
+.DEFAULT_GOAL := build
+
+.PHONY: all build run tools test test-short bench fuzz fmt vet clean
+
+all: build
+
+build:
+	$(GO) build -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/sipwall
+
+run: build
+	./$(BIN) demo
+
+# External programs the tests drive (sipp, ...); installs only what is missing.
+tools:
+	bash scripts/install-test-tools.sh
+
+test: tools
+	$(GO) vet ./...
+	$(GO) test -race -count=1 -timeout 15m ./...
+
+test-short:
+	$(GO) test -short ./...
+
+bench:
+	bash scripts/bench.sh
+
+# Every Fuzz* target in the tree, one after the other, FUZZTIME each.
+fuzz:
+	FUZZTIME='$(FUZZTIME)' GO='$(GO)' bash scripts/fuzz.sh
+
+fmt:
+	$(GO) fmt ./...
+
+vet:
+	$(GO) vet ./...
+
+clean:
+	rm -rf bin
+	$(GO) clean -testcache

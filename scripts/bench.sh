@@ -1,0 +1,264 @@
+#!/usr/bin/env bash
+# Call-rate benchmark of sipwall on the loopback network:
+#
+#   sipp UAC (outside, 127.0.0.2) -> sipwall (127.0.0.1) -> sipp UAS (PBX, 127.0.0.3)
+#
+# A fixed number of calls at a fixed rate, each with no talk time
+# (INVITE/100/180/200/ACK/BYE/200). Reports calls/s achieved, failed calls
+# (from sipp's statistics file), sipwall's CPU seconds per 1,000 calls
+# (utime+stime from /proc/PID/stat, in clock ticks) and its peak RSS
+# (VmHWM). The table goes to stdout and is appended to
+# bench/results/<UTC date>.md.
+#
+# Environment:
+#   RATE=200        calls per second offered
+#   CALLS=5000      calls placed
+#   TRANSPORT=udp   udp or tcp, on both sides of sipwall
+#   LIMIT           sipp's limit of simultaneous calls (default 5*RATE)
+#   BENCH_KEEP=1    keep the work directory (logs, stats) after the run
+#   TMPDIR          where the work directory, and so sipwall's store, lives;
+#                   its filesystem type is in the table (disk and tmpfs
+#                   give different numbers when the store syncs to disk)
+#
+# Every process has a deadline (sipp -timeout plus timeout(1)) and only the
+# processes this script started are killed, by PID.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+RATE=${RATE:-200}
+CALLS=${CALLS:-5000}
+TRANSPORT=${TRANSPORT:-udp}
+LIMIT=${LIMIT:-$((RATE * 5))}
+
+case "$TRANSPORT" in
+udp) sipp_t=u1 uri_param="" ;;
+tcp) sipp_t=t1 uri_param=";transport=tcp" ;;
+*)
+	echo "bench: TRANSPORT must be udp or tcp" >&2
+	exit 2
+	;;
+esac
+for c in sipp ss go; do
+	if ! command -v "$c" >/dev/null 2>&1 && ! [ -x "/usr/sbin/$c" ]; then
+		echo "bench: $c not found; run scripts/install-test-tools.sh" >&2
+		exit 1
+	fi
+done
+PATH=$PATH:/usr/sbin:/sbin
+
+SBC_IP=127.0.0.1
+UAC_IP=127.0.0.2
+PBX_IP=127.0.0.3
+scen="$root/testdata/sipp"
+
+# Expected run time plus generous slack bounds every process.
+run_s=$(((CALLS + RATE - 1) / RATE + 60))
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-bench.XXXXXX")
+pids=()
+cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.3
+		done
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	if [ "${BENCH_KEEP:-}" = 1 ]; then
+		echo "bench: logs kept in $work"
+	else
+		rm -rf "$work"
+	fi
+}
+trap cleanup EXIT
+
+# free_block IP: a port P such that P..P+5 are unused on IP (TCP and UDP).
+free_block() {
+	local ip=$1 p i busy
+	for _ in $(seq 1 100); do
+		p=$((20000 + (RANDOM % 2000) * 6))
+		busy=0
+		for i in 0 1 2 3 4 5; do
+			if [ -n "$(ss -Htuan "( sport = :$((p + i)) )" 2>/dev/null)" ]; then
+				busy=1
+				break
+			fi
+		done
+		if [ "$busy" = 0 ]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "bench: no free ports" >&2
+	return 1
+}
+
+# wait_listen PROTO PORT: until a socket is bound (udp) or listening (tcp).
+wait_listen() {
+	local proto=$1 port=$2 flag
+	[ "$proto" = tcp ] && flag=-Hltn || flag=-Hlun
+	for _ in $(seq 1 100); do
+		if [ -n "$(ss $flag "( sport = :$port )" 2>/dev/null)" ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# cpu_ticks PID: utime+stime of the process in clock ticks.
+cpu_ticks() {
+	local s
+	s=$(cat "/proc/$1/stat")
+	s=${s##*) } # drop "pid (comm) "; field 1 is now the state (3rd overall)
+	set -- $s
+	echo $((${12} + ${13}))
+}
+
+# stat_col FILE NAME: the value of column NAME in the last row of sipp's CSV.
+stat_col() {
+	awk -F';' -v name="$2" '
+		NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
+		NF > 1 { last = $col }
+		END { print (col && last != "" ? last : "?") }' "$1"
+}
+
+echo "== bench: building sipwall"
+version=$(git describe --always --dirty 2>/dev/null || echo dev)
+go build -ldflags "-X main.version=$version" -o "$work/sipwall" ./cmd/sipwall
+
+pbx_port=$(free_block "$PBX_IP")
+sbc_port=$(free_block "$SBC_IP")
+uac_port=$(free_block "$UAC_IP")
+proto=udp
+[ "$TRANSPORT" = tcp ] && proto=tcp
+
+echo "== bench: PBX (sipp UAS) on $PBX_IP:$pbx_port/$TRANSPORT"
+timeout $((run_s + 30)) sipp -sf "$scen/uas_answer.xml" -t "$sipp_t" \
+	-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
+	-mi "$PBX_IP" -mp $((pbx_port + 2)) \
+	-m "$CALLS" -nostdin -timeout "${run_s}s" -recv_timeout 10000 \
+	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
+	-trace_err -error_file "$work/uas_errors.log" \
+	>"$work/uas.stdout" 2>"$work/uas.stderr" &
+uas_pid=$!
+pids+=("$uas_pid")
+wait_listen "$proto" "$pbx_port" || {
+	echo "bench: PBX sipp did not start" >&2
+	cat "$work/uas.stderr" >&2
+	exit 1
+}
+
+mkdir -p "$work/store"
+cat >"$work/sipwall.yaml" <<YAML
+listen:
+  - {transport: udp, addr: "$SBC_IP:$sbc_port"}
+  - {transport: tcp, addr: "$SBC_IP:$sbc_port"}
+upstreams:
+  - {name: pbx, uri: "sip:$PBX_IP:$pbx_port$uri_param"}
+health: {interval: 0s}
+calls: {ring_timeout: 30s}
+store: {path: "$work/store"}
+log: {level: warn}
+YAML
+
+echo "== bench: sipwall on $SBC_IP:$sbc_port"
+timeout $((run_s + 60)) "$work/sipwall" run -config "$work/sipwall.yaml" \
+	>"$work/sipwall.stdout" 2>"$work/sipwall.stderr" &
+sbc_pid=$!
+pids+=("$sbc_pid")
+if ! wait_listen udp "$sbc_port" || ! wait_listen tcp "$sbc_port"; then
+	echo "bench: sipwall did not start" >&2
+	tail -n 50 "$work/sipwall.stderr" >&2
+	exit 1
+fi
+sleep 0.5
+# timeout(1) is the parent of sipwall: measure sipwall itself.
+sw_pid=$(pgrep -P "$sbc_pid" -x sipwall || true)
+[ -n "$sw_pid" ] || sw_pid=$sbc_pid
+ticks_before=$(cpu_ticks "$sw_pid")
+
+echo "== bench: $CALLS calls at $RATE/s over $TRANSPORT (limit $LIMIT)"
+t0=$(date +%s.%N)
+uac_rc=0
+timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/uac_basic.xml" -t "$sipp_t" \
+	-i "$UAC_IP" -p "$uac_port" -ci "$UAC_IP" -cp $((uac_port + 1)) \
+	-mi "$UAC_IP" -mp $((uac_port + 2)) \
+	-r "$RATE" -m "$CALLS" -l "$LIMIT" -d 0 -nostdin \
+	-timeout "${run_s}s" -recv_timeout 10000 \
+	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
+	-trace_stat -stf "$work/uac_stat.csv" -fd 1 \
+	-trace_err -error_file "$work/uac_errors.log" \
+	>"$work/uac.stdout" 2>"$work/uac.stderr" || uac_rc=$?
+t1=$(date +%s.%N)
+
+if ! kill -0 "$sw_pid" 2>/dev/null; then
+	echo "bench: sipwall died during the run" >&2
+	tail -n 50 "$work/sipwall.stderr" >&2
+	exit 1
+fi
+ticks_after=$(cpu_ticks "$sw_pid")
+hwm_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$sw_pid/status")
+clk=$(getconf CLK_TCK)
+
+# Let the PBX finish its last calls (bounded), then stop everything.
+for _ in $(seq 1 50); do
+	kill -0 "$uas_pid" 2>/dev/null || break
+	sleep 0.2
+done
+
+stat="$work/uac_stat.csv"
+if [ ! -s "$stat" ]; then
+	echo "bench: sipp wrote no statistics (exit $uac_rc)" >&2
+	tail -n 20 "$work/uac.stderr" >&2
+	exit 1
+fi
+created=$(stat_col "$stat" "TotalCallCreated")
+ok=$(stat_col "$stat" "SuccessfulCall(C)")
+failed=$(stat_col "$stat" "FailedCall(C)")
+elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
+cps=$(awk -v n="$ok" -v s="$elapsed" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')
+cpu_s=$(awk -v d=$((ticks_after - ticks_before)) -v c="$clk" 'BEGIN { printf "%.2f", d / c }')
+cpu_per_k=$(awk -v s="$cpu_s" -v n="$created" 'BEGIN { printf "%.3f", (n > 0 ? s * 1000 / n : 0) }')
+rss_mib=$(awk -v k="$hwm_kb" 'BEGIN { printf "%.1f", k / 1024 }')
+
+store_fs=$(stat -f -c %T "$work/store" 2>/dev/null || echo unknown)
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
+table=$(
+	cat <<MD
+| metric | value |
+| --- | --- |
+| time (UTC) | $now |
+| sipwall | $version |
+| transport | $TRANSPORT |
+| offered rate | $RATE calls/s |
+| calls placed | $created of $CALLS |
+| successful calls | $ok |
+| failed calls | $failed |
+| elapsed | ${elapsed} s |
+| calls/s achieved | $cps |
+| sipwall CPU | ${cpu_s} s (${cpu_per_k} s per 1,000 calls) |
+| sipwall peak RSS (VmHWM) | ${rss_mib} MiB |
+| sipp exit code | $uac_rc |
+| store filesystem | $store_fs |
+| machine | $(nproc) CPUs, $cpu_model |
+MD
+)
+
+echo
+echo "$table"
+
+mkdir -p bench/results
+out="bench/results/$(date -u +%Y-%m-%d).md"
+if [ ! -f "$out" ]; then
+	printf '# sipwall bench results, %s\n\nWritten by scripts/bench.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
+fi
+printf '\n## %s, %s, %s calls at %s/s\n\n%s\n' "$now" "$TRANSPORT" "$CALLS" "$RATE" "$table" >>"$out"
+echo
+echo "bench: appended to $out"
