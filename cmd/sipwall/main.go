@@ -44,7 +44,7 @@ func Main(args []string, stdout, stderr io.Writer) int {
 	case "check":
 		err = cmdCheck(args[1:], stdout, stderr)
 	case "demo":
-		err = nil
+		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sipwall", version)
 		return 0
