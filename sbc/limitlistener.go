@@ -4,30 +4,32 @@ import (
 	"net"
 	"net/netip"
 	"sync"
-	"sync/atomic"
+	"time"
 )
 
 // limitListener caps inbound stream connections in total and per source
-// address. Excess connections are closed at once, before any read, so a
-// flood of connections cannot hold workers or file descriptors.
+// address, and bounds how long one message may take to arrive. Excess
+// connections are closed at once, before any read, so a flood of
+// connections cannot hold workers or file descriptors.
 type limitListener struct {
 	net.Listener
 	max, perSource int
-	refused        *atomic.Int64
+	msgTimeout     time.Duration
+	stats          *Stats
 
 	mu    sync.Mutex
 	total int
 	bySrc map[netip.Addr]int
 }
 
-func newLimitListener(l net.Listener, max, perSource int, refused *atomic.Int64) *limitListener {
+func newLimitListener(l net.Listener, max, perSource int, msgTimeout time.Duration, stats *Stats) *limitListener {
 	if max <= 0 {
 		max = 4096
 	}
 	if perSource <= 0 {
 		perSource = 32
 	}
-	return &limitListener{Listener: l, max: max, perSource: perSource, refused: refused, bySrc: map[netip.Addr]int{}}
+	return &limitListener{Listener: l, max: max, perSource: perSource, msgTimeout: msgTimeout, stats: stats, bySrc: map[netip.Addr]int{}}
 }
 
 func (l *limitListener) Accept() (net.Conn, error) {
@@ -43,7 +45,7 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.mu.Lock()
 		if l.total >= l.max || l.bySrc[src] >= l.perSource {
 			l.mu.Unlock()
-			l.refused.Add(1)
+			l.stats.ConnsRefused.Add(1)
 			c.Close()
 			continue
 		}
@@ -68,9 +70,154 @@ type limitConn struct {
 	l    *limitListener
 	src  netip.Addr
 	once sync.Once
+	fr   framer
+	// started is when the message now being received began; zero between
+	// messages. Only the reading goroutine touches it.
+	started time.Time
+}
+
+// Read tightens the read deadline while a message is incomplete: sipgo sets
+// an idle deadline before each read, which a client sending one byte now
+// and then would renew forever.
+func (c *limitConn) Read(b []byte) (int, error) {
+	if !c.started.IsZero() && c.l.msgTimeout > 0 {
+		if err := c.Conn.SetReadDeadline(c.started.Add(c.l.msgTimeout)); err != nil {
+			return 0, err
+		}
+	}
+	n, err := c.Conn.Read(b)
+	if n > 0 {
+		if c.fr.feed(b[:n]) {
+			if c.started.IsZero() {
+				c.started = time.Now()
+			}
+		} else {
+			c.started = time.Time{}
+		}
+	}
+	if err != nil && !c.started.IsZero() {
+		if ne, ok := err.(net.Error); ok && ne.Timeout() {
+			c.l.stats.SlowMessages.Add(1)
+		}
+	}
+	return n, err
 }
 
 func (c *limitConn) Close() error {
 	c.once.Do(func() { c.l.release(c.src) })
 	return c.Conn.Close()
+}
+
+// framer follows SIP message boundaries on a stream with a byte scan: header
+// block up to CRLFCRLF, then Content-Length bytes of body. It only needs to
+// know whether a message is in progress; the real parsing is sipgo's.
+type framer struct {
+	state   uint8 // 0 between messages, 1 in headers, 2 in body
+	last4   uint32
+	line    [32]byte // start of the current header line, for Content-Length
+	lineLen int
+	clen    int
+	body    int
+}
+
+// feed consumes bytes and reports whether a message is incomplete after them.
+func (f *framer) feed(p []byte) bool {
+	for i := 0; i < len(p); i++ {
+		ch := p[i]
+		switch f.state {
+		case 0:
+			if ch == '\r' || ch == '\n' {
+				continue // keepalives between messages
+			}
+			f.state, f.last4, f.lineLen, f.clen = 1, 0, 0, 0
+			f.addLine(ch)
+		case 1:
+			f.last4 = f.last4<<8 | uint32(ch)
+			if ch == '\n' {
+				f.endLine()
+				if f.last4 == 0x0d0a0d0a || f.last4&0xffff == 0x0a0a {
+					if f.clen > 0 {
+						f.state, f.body = 2, f.clen
+					} else {
+						f.state = 0
+					}
+				}
+				continue
+			}
+			if ch != '\r' {
+				f.addLine(ch)
+			}
+		case 2:
+			n := min(f.body, len(p)-i)
+			f.body -= n
+			i += n - 1
+			if f.body == 0 {
+				f.state = 0
+			}
+		}
+	}
+	return f.state != 0
+}
+
+func (f *framer) addLine(ch byte) {
+	if f.lineLen < len(f.line) {
+		f.line[f.lineLen] = ch
+	}
+	f.lineLen++
+}
+
+// endLine picks up Content-Length (or its compact form l) from a finished
+// header line. Anything odd leaves clen as it was: sipgo rejects the message.
+func (f *framer) endLine() {
+	n := min(f.lineLen, len(f.line))
+	line := f.line[:n]
+	f.lineLen = 0
+	colon := -1
+	for i, ch := range line {
+		if ch == ':' {
+			colon = i
+			break
+		}
+	}
+	if colon < 0 {
+		return
+	}
+	name := trimSpace(line[:colon])
+	if !(equalFold(name, "content-length") || equalFold(name, "l")) {
+		return
+	}
+	v := 0
+	for _, ch := range trimSpace(line[colon+1:]) {
+		if ch < '0' || ch > '9' || v > 1<<20 {
+			return
+		}
+		v = v*10 + int(ch-'0')
+	}
+	f.clen = v
+}
+
+func trimSpace(b []byte) []byte {
+	for len(b) > 0 && (b[0] == ' ' || b[0] == '\t') {
+		b = b[1:]
+	}
+	for len(b) > 0 && (b[len(b)-1] == ' ' || b[len(b)-1] == '\t') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+func equalFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := range b {
+		c := b[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != s[i] {
+			return false
+		}
+	}
+	return true
 }

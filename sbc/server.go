@@ -41,6 +41,8 @@ type Options struct {
 	// TCP limits.
 	MaxConns, MaxConnsPerSource int
 	IdleTimeout, WriteTimeout   time.Duration
+	// MessageTimeout bounds first byte to last byte of one stream message.
+	MessageTimeout time.Duration
 	// IsInternal tells whether a peer address is on the inside (an upstream).
 	IsInternal func(netip.Addr) bool
 	// OnUnhandledResponse receives responses that match no transaction
@@ -77,7 +79,7 @@ type Server struct {
 // Stats counts what the root of the chain saw.
 type Stats struct {
 	Requests, Panics, Overload, Dropped, Rejected, Answered, Forwarded, Errors atomic.Int64
-	ConnsRefused                                                               atomic.Int64
+	ConnsRefused, SlowMessages                                                 atomic.Int64
 }
 
 // NewServer constructs a server; nothing is bound until Start.
@@ -101,8 +103,12 @@ func NewServer(opts Options) (*Server, error) {
 	if opts.OnUnhandledResponse != nil {
 		txOpts = append(txOpts, sip.WithTransactionLayerUnhandledResponseHandler(opts.OnUnhandledResponse))
 	}
+	// The stream parser buffers at most one message of this size.
+	parser := sip.NewParser()
+	parser.MaxMessageLength = opts.MaxMessageSize
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("sipwall"),
+		sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.readFilter),
 			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcp}),
@@ -211,7 +217,7 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 			return nil, fmt.Errorf("listen tcp %s: %w", spec.Addr, err)
 		}
 		l.Bound = ln.Addr().(*net.TCPAddr).AddrPort()
-		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, &s.Stats.ConnsRefused)
+		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, s.opts.MessageTimeout, &s.Stats)
 		l.closer = lim.Close
 		s.wg.Add(1)
 		go func() {

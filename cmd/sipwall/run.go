@@ -92,7 +92,9 @@ func setGlobals(cfg *config.Config, log *slog.Logger) {
 		if strings.EqualFold(cfg.Log.Level, "debug") {
 			lvl = slog.LevelDebug
 		}
-		sip.SetDefaultLogger(slog.New(levelFloor{log.Handler(), lvl}).With("component", "sipgo"))
+		// Its records can carry raw wire bytes: quote, truncate, rate-limit.
+		h := sbc.SafeHandler(levelFloor{log.Handler(), lvl}, 10, nil)
+		sip.SetDefaultLogger(slog.New(h).With("component", "sipgo"))
 	})
 }
 
@@ -159,6 +161,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		MaxConnsPerSource: cfg.Limits.TCP.MaxConnsPerSource,
 		IdleTimeout:       cfg.Limits.TCP.IdleTimeout.D(),
 		WriteTimeout:      cfg.Limits.TCP.WriteTimeout.D(),
+		MessageTimeout:    cfg.Limits.TCP.MessageTimeout.D(),
 		IsInternal: func(a netip.Addr) bool {
 			_, ok := pool.Lookup(a)
 			return ok

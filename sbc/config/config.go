@@ -102,6 +102,10 @@ type TCPLimits struct {
 	IdleTimeout Duration `yaml:"idle_timeout"`
 	// WriteTimeout bounds one write. Default 10s.
 	WriteTimeout Duration `yaml:"write_timeout"`
+	// MessageTimeout bounds the time from the first byte of a message to
+	// its last, so a client trickling bytes (slow loris) cannot hold a
+	// connection. Default 10s.
+	MessageTimeout Duration `yaml:"message_timeout"`
 }
 
 // Calls configures the B2BUA.

@@ -4,26 +4,27 @@ import "time"
 
 // Default values, as documented on the Config fields.
 const (
-	defaultAddr             = "0.0.0.0:5060"
-	defaultHealthInterval   = 10 * time.Second
-	defaultHealthTimeout    = 2 * time.Second
-	defaultHealthFailures   = 3
-	defaultHealthSuccesses  = 2
-	defaultMaxInflight      = 2000
-	defaultMaxDialogs       = 20000
-	defaultMaxMessageSize   = 65535
-	defaultTCPMaxConns      = 4096
-	defaultTCPMaxPerSource  = 32
-	defaultTCPIdleTimeout   = 120 * time.Second
-	defaultTCPWriteTimeout  = 10 * time.Second
-	defaultRingTimeout      = 120 * time.Second
-	defaultSessionTimeout   = 2 * time.Hour
-	defaultStorePath        = "/var/lib/sipwall"
-	defaultLogLevel         = "info"
-	defaultLogFormat        = "text"
-	defaultUpstreamPriority = 1
-	defaultUpstreamWeight   = 1
-	defaultListenerSide     = SideExternal
+	defaultAddr              = "0.0.0.0:5060"
+	defaultHealthInterval    = 10 * time.Second
+	defaultHealthTimeout     = 2 * time.Second
+	defaultHealthFailures    = 3
+	defaultHealthSuccesses   = 2
+	defaultMaxInflight       = 2000
+	defaultMaxDialogs        = 20000
+	defaultMaxMessageSize    = 65535
+	defaultTCPMaxConns       = 4096
+	defaultTCPMaxPerSource   = 32
+	defaultTCPIdleTimeout    = 120 * time.Second
+	defaultTCPWriteTimeout   = 10 * time.Second
+	defaultTCPMessageTimeout = 10 * time.Second
+	defaultRingTimeout       = 120 * time.Second
+	defaultSessionTimeout    = 2 * time.Hour
+	defaultStorePath         = "/var/lib/sipwall"
+	defaultLogLevel          = "info"
+	defaultLogFormat         = "text"
+	defaultUpstreamPriority  = 1
+	defaultUpstreamWeight    = 1
+	defaultListenerSide      = SideExternal
 )
 
 // Default returns the configuration an empty file yields: every default
@@ -89,6 +90,7 @@ func (l *Limits) applyDefaults() {
 	setDefault(&l.TCP.MaxConnsPerSource, defaultTCPMaxPerSource)
 	setDefault(&l.TCP.IdleTimeout, Duration(defaultTCPIdleTimeout))
 	setDefault(&l.TCP.WriteTimeout, Duration(defaultTCPWriteTimeout))
+	setDefault(&l.TCP.MessageTimeout, Duration(defaultTCPMessageTimeout))
 }
 
 func (c *Calls) applyDefaults() {

@@ -154,6 +154,8 @@ func TestProblems(t *testing.T) {
 		{"tcp idle_timeout negative", "limits:\n  tcp:\n    idle_timeout: -2m\n", 3, "limits.tcp.idle_timeout", `"-2m" is negative`},
 		{"tcp write_timeout bad", "limits:\n  tcp:\n    write_timeout: soon\n", 3, "limits.tcp.write_timeout", `"soon" is not a duration`},
 		{"tcp write_timeout zero", "limits:\n  tcp:\n    write_timeout: 0\n", 3, "limits.tcp.write_timeout", "must be greater than 0, got 0s"},
+		{"tcp message_timeout bad", "limits:\n  tcp:\n    message_timeout: soon\n", 3, "limits.tcp.message_timeout", `"soon" is not a duration`},
+		{"tcp message_timeout zero", "limits:\n  tcp:\n    message_timeout: 0\n", 3, "limits.tcp.message_timeout", "must be greater than 0, got 0s"},
 
 		// calls
 		{"calls not a mapping", "calls: 1\n", 1, "calls", `want a mapping, got "1"`},

@@ -31,6 +31,7 @@ func wantDefault() Config {
 				MaxConnsPerSource: 32,
 				IdleTimeout:       Duration(120 * time.Second),
 				WriteTimeout:      Duration(10 * time.Second),
+				MessageTimeout:    Duration(10 * time.Second),
 			},
 		},
 		Calls: Calls{RingTimeout: Duration(120 * time.Second), SessionTimeout: Duration(2 * time.Hour)},
@@ -126,6 +127,7 @@ func wantFull() Config {
 				MaxConnsPerSource: 16,
 				IdleTimeout:       Duration(90 * time.Second),
 				WriteTimeout:      Duration(5 * time.Second),
+				MessageTimeout:    Duration(8 * time.Second),
 			},
 		},
 		Calls: Calls{

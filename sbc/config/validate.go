@@ -173,6 +173,7 @@ func (ch *checker) limits(l Limits) {
 	ch.atLeast("limits.tcp.max_conns_per_source", l.TCP.MaxConnsPerSource, 1)
 	ch.positive("limits.tcp.idle_timeout", l.TCP.IdleTimeout)
 	ch.positive("limits.tcp.write_timeout", l.TCP.WriteTimeout)
+	ch.positive("limits.tcp.message_timeout", l.TCP.MessageTimeout)
 }
 
 func (ch *checker) calls(c Calls) {

@@ -1,0 +1,230 @@
+package sbc
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+func startTestServer(t *testing.T, opts Options) *Server {
+	t.Helper()
+	opts.Listeners = []ListenerSpec{{Transport: "udp", Addr: "127.0.0.1:0"}, {Transport: "tcp", Addr: "127.0.0.1:0"}}
+	s, err := NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, err := BuildChain(map[string]Handler{"local": Local{}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.SetChain(chain)
+	ctx, cancel := context.WithCancel(context.Background())
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); s.Close() })
+	return s
+}
+
+func tcpAddr(t *testing.T, s *Server) string {
+	l, ok := s.Local("tcp", External)
+	if !ok {
+		t.Fatal("no tcp listener")
+	}
+	return l.Bound.String()
+}
+
+func options(tag string) string {
+	return strings.Join([]string{
+		"OPTIONS sip:127.0.0.1 SIP/2.0",
+		"Via: SIP/2.0/TCP 127.0.0.1:5999;rport;branch=z9hG4bK-" + tag,
+		"Max-Forwards: 70",
+		"From: <sip:probe@127.0.0.1>;tag=" + tag,
+		"To: <sip:127.0.0.1>",
+		"Call-ID: " + tag,
+		"CSeq: 1 OPTIONS",
+		"Content-Length: 0",
+		"", "",
+	}, "\r\n")
+}
+
+// A client trickling one message byte by byte is cut off after
+// MessageTimeout even though each byte renews the idle deadline, while a
+// normal client on another connection is answered meanwhile.
+func TestSlowLorisClosed(t *testing.T) {
+	s := startTestServer(t, Options{IdleTimeout: 5 * time.Second, MessageTimeout: 300 * time.Millisecond})
+	addr := tcpAddr(t, s)
+
+	slow, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer slow.Close()
+	msg := options("slow")
+	closed := make(chan time.Duration, 1)
+	start := time.Now()
+	go func() {
+		buf := make([]byte, 64)
+		for {
+			if _, err := slow.Read(buf); err != nil {
+				closed <- time.Since(start)
+				return
+			}
+		}
+	}()
+	go func() {
+		for i := 0; i < len(msg)-4; i++ { // never completes the message
+			if _, err := slow.Write([]byte{msg[i]}); err != nil {
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+
+	fast, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer fast.Close()
+	if _, err := io.WriteString(fast, options("fast")); err != nil {
+		t.Fatal(err)
+	}
+	_ = fast.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(fast).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("normal client: %q, %v", line, err)
+	}
+
+	select {
+	case d := <-closed:
+		if d > 4*time.Second {
+			t.Fatalf("slow connection closed only after %s", d)
+		}
+	case <-time.After(6 * time.Second):
+		t.Fatal("slow connection never closed")
+	}
+	if s.Stats.SlowMessages.Load() == 0 {
+		t.Error("SlowMessages counter did not move")
+	}
+}
+
+// Connections beyond the per-source cap are closed before any read.
+func TestConnectionCapPerSource(t *testing.T) {
+	s := startTestServer(t, Options{MaxConnsPerSource: 2, IdleTimeout: 5 * time.Second})
+	addr := tcpAddr(t, s)
+	var conns []net.Conn
+	defer func() {
+		for _, c := range conns {
+			c.Close()
+		}
+	}()
+	for i := 0; i < 3; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conns = append(conns, c)
+	}
+	_ = conns[2].SetReadDeadline(time.Now().Add(3 * time.Second))
+	if _, err := conns[2].Read(make([]byte, 1)); err == nil {
+		t.Fatal("third connection from one source was not closed")
+	}
+	// The first two still work.
+	if _, err := io.WriteString(conns[0], options("ok")); err != nil {
+		t.Fatal(err)
+	}
+	_ = conns[0].SetReadDeadline(time.Now().Add(5 * time.Second))
+	if line, err := bufio.NewReader(conns[0]).ReadString('\n'); err != nil || !strings.HasPrefix(line, "SIP/2.0 200") {
+		t.Fatalf("allowed connection: %q, %v", line, err)
+	}
+	if got := s.Stats.ConnsRefused.Load(); got != 1 {
+		t.Fatalf("ConnsRefused = %d, want 1", got)
+	}
+}
+
+func TestFramer(t *testing.T) {
+	cases := []struct {
+		name   string
+		chunks []string
+		want   []bool // in progress after each chunk
+	}{
+		{"keepalive only", []string{"\r\n\r\n"}, []bool{false}},
+		{"whole message", []string{options("a")}, []bool{false}},
+		{"split headers", []string{"OPTIONS sip:x SIP/2.0\r\nVia: x\r\n", "Content-Length: 0\r\n\r\n"}, []bool{true, false}},
+		{"body pending", []string{"MESSAGE sip:x SIP/2.0\r\nl: 5\r\n\r\nab", "cde"}, []bool{true, false}},
+		{"two messages then partial", []string{"A sip:x SIP/2.0\r\nContent-Length: 0\r\n\r\nB sip:x SIP/2.0\r\nContent-Length: 1\r\n\r\nxC"}, []bool{true}},
+		{"bare LF", []string{"A sip:x SIP/2.0\ncontent-length: 2\n\nzz"}, []bool{false}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			var f framer
+			for i, ch := range tc.chunks {
+				if got := f.feed([]byte(ch)); got != tc.want[i] {
+					t.Fatalf("chunk %d: in progress %v, want %v", i, got, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
+func TestBuildChainRejectsUnknownLayer(t *testing.T) {
+	if _, err := BuildChain(map[string]Handler{"bogus": Local{}}); err == nil {
+		t.Fatal("a layer outside Order was accepted")
+	}
+	chain, err := BuildChain(map[string]Handler{"b2bua": HandlerFunc{N: "b2bua"}, "local": Local{}})
+	if err != nil || len(chain) != 2 || chain[0].Name() != "local" {
+		t.Fatalf("chain order wrong: %v %v", chain, err)
+	}
+}
+
+// A layer that panics costs one request, not the process: the panic is
+// counted and the next request is served.
+func TestPanicInLayerRecovered(t *testing.T) {
+	opts := Options{Listeners: []ListenerSpec{{Transport: "udp", Addr: "127.0.0.1:0"}}}
+	s, err := NewServer(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	boom := HandlerFunc{N: "b2bua", F: func(ctx context.Context, w ResponseWriter, r *Request) (Verdict, error) {
+		panic("boom")
+	}}
+	chain, _ := BuildChain(map[string]Handler{"local": Local{}, "b2bua": boom})
+	s.SetChain(chain)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	l, _ := s.Local("udp", External)
+	c, err := net.Dial("udp", l.Bound.String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	msg := strings.Replace(options("p1"), "OPTIONS sip:127.0.0.1", "OPTIONS sip:alice@127.0.0.1", 1)
+	msg = strings.ReplaceAll(msg, "SIP/2.0/TCP", "SIP/2.0/UDP")
+	if _, err := io.WriteString(c, msg); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Stats.Panics.Load() == 0 && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	if s.Stats.Panics.Load() != 1 {
+		t.Fatalf("panics = %d, want 1", s.Stats.Panics.Load())
+	}
+	if _, err := io.WriteString(c, strings.ReplaceAll(options("p2"), "SIP/2.0/TCP", "SIP/2.0/UDP")); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+	buf := make([]byte, 2048)
+	n, err := c.Read(buf)
+	if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 200") {
+		t.Fatalf("after the panic: %q, %v", buf[:n], err)
+	}
+}
