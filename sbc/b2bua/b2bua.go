@@ -61,6 +61,10 @@ type B2BUA struct {
 	secret []byte
 	wg     sync.WaitGroup
 	closed chan struct{}
+	// spawnMu orders every wg.Add before Run's wg.Wait, as sync.WaitGroup
+	// requires; stopping refuses new goroutines once Run is shutting down.
+	spawnMu  sync.Mutex
+	stopping bool
 
 	stats Stats
 }
@@ -218,6 +222,7 @@ func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, 
 		dest:         t.Addr.String(),
 		transport:    tr,
 		local:        local,
+		side:         side,
 		ackMap:       map[uint32]uint32{},
 		acked:        map[uint32]chan struct{}{},
 	}, nil
@@ -339,17 +344,28 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	aReliable := hasOption(req, "Require", "100rel")
 	aSupports := aReliable || hasOption(req, "Supported", "100rel")
 	var rseq uint32
+	lastRSeq := map[string]uint32{} // per early dialog (To tag) of the upstream
 	provisional := false
+	// trying: any 1xx came, 100 included, so a CANCEL may be sent (RFC 3261 9.1).
+	trying := false
 	for {
 		select {
 		case res := <-btx.Responses():
+			if res.StatusCode < 200 {
+				trying = true
+			}
 			switch {
 			case res.StatusCode == 100:
 				continue
 			case res.StatusCode < 200:
+				bReliable := hasOption(res, "Require", "100rel") && res.GetHeader("RSeq") != nil
+				if bReliable && !newRSeq(lastRSeq, res) {
+					// A retransmission of a reliable provisional already
+					// PRACKed: discard it (RFC 3262 section 4).
+					continue
+				}
 				provisional = true
 				b.earlyDialog(c, bl, res)
-				bReliable := hasOption(res, "Require", "100rel") && res.GetHeader("RSeq") != nil
 				if bReliable {
 					b.prack(c, bl, res)
 				}
@@ -392,15 +408,33 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 		case <-cancelled:
 			// The transaction layer already answered the CANCEL and 487.
 			b.stats.Cancelled.Add(1)
-			b.cancelPending(c, bl, inv, btx, provisional)
+			b.cancelPending(c, bl, inv, btx, trying)
 			return sbc.Rejected, done
 		case <-ctx.Done():
 			b.stats.Timeouts.Add(1)
-			b.cancelPending(c, bl, inv, btx, provisional)
+			b.cancelPending(c, bl, inv, btx, trying)
 			_ = b.respondOnce(w, req, localResponse(req, 408, "Request Timeout", c.a))
 			return sbc.Rejected, done
 		}
 	}
+}
+
+// newRSeq tells whether a reliable provisional response is new in its early
+// dialog (RSeq above the last one seen) and records it.
+func newRSeq(last map[string]uint32, res *sip.Response) bool {
+	n, err := strconv.ParseUint(strings.TrimSpace(res.GetHeader("RSeq").Value()), 10, 32)
+	if err != nil {
+		return true
+	}
+	tag := ""
+	if to := res.To(); to != nil {
+		tag, _ = to.Params.Get("tag")
+	}
+	if prev, ok := last[tag]; ok && uint32(n) <= prev {
+		return false
+	}
+	last[tag] = uint32(n)
+	return true
 }
 
 func (b *B2BUA) markUpstream(t upstream.Target, ok bool) {
@@ -453,20 +487,20 @@ func (b *B2BUA) prack(c *call, bl *leg, res *sip.Response) {
 	pr.AppendHeader(sip.NewHeader("RAck", res.GetHeader("RSeq").Value()+" "+strconv.FormatUint(uint64(cs.SeqNo), 10)+" INVITE"))
 	pr.SetBody(nil)
 	c.mu.Unlock()
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.spawn(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
 		defer cancel()
 		if _, err := b.do(ctx, pr); err != nil {
 			b.log.Debug("PRACK failed", "error", err)
 		}
-	}()
+	})
 }
 
 // cancelPending cancels the inside INVITE and cleans up whatever it ends in.
-func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.ClientTransaction, provisional bool) {
-	if provisional {
+// trying tells whether a provisional response (100 included) came: before
+// one, a CANCEL must not be sent but waited for (RFC 3261 9.1).
+func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.ClientTransaction, trying bool) {
+	sendCancel := func() {
 		cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
 		cancel.AppendHeader(sip.HeaderClone(inv.Via()))
 		for _, h := range inv.GetHeaders("Route") {
@@ -482,30 +516,29 @@ func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.Client
 		cancel.SetTransport(inv.Transport())
 		cancel.SetDestination(inv.Destination())
 		cancel.Laddr = inv.Laddr
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
+		b.spawn(func() {
 			ctx, cn := context.WithTimeout(context.Background(), 32*time.Second)
 			defer cn()
 			_, _ = b.do(ctx, cancel)
-		}()
+		})
+	}
+	if trying {
+		sendCancel()
 	}
 	// Wait for the INVITE's end in the background: a 2xx that crossed our
 	// CANCEL must be ACKed and BYEd (RFC 3261 9.1), then the call goes.
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	spawned := b.spawn(func() {
 		defer b.finish(c, "cancelled")
-		if !provisional {
-			btx.Terminate()
-			return
-		}
 		timer := time.NewTimer(64 * sip.T1)
 		defer timer.Stop()
 		for {
 			select {
 			case res := <-btx.Responses():
 				if res.StatusCode < 200 {
+					if !trying {
+						trying = true
+						sendCancel()
+					}
 					continue
 				}
 				if res.StatusCode < 300 {
@@ -520,7 +553,12 @@ func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.Client
 				return
 			}
 		}
-	}()
+	})
+	if !spawned {
+		// Shutting down: nobody waits for the INVITE's end.
+		btx.Terminate()
+		b.finish(c, "cancelled")
+	}
 }
 
 // ackAndBye ends an inside dialog nobody wants any more.
@@ -560,10 +598,12 @@ func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip
 	bl.routeSet = reverseRoutes(res)
 	c.state = stateConfirmed
 	c.answered, c.activity = now, now
-	a.ackMap[a.remoteCSeq] = inv.CSeq().SeqNo
+	// The INVITE's own CSeq: a.remoteCSeq may have moved on with requests
+	// in the early dialog (UPDATE, INFO), and the ACK carries the INVITE's.
+	cseq := req.CSeq().SeqNo
+	a.ackMap[cseq] = inv.CSeq().SeqNo
 	acked := make(chan struct{})
-	a.acked[a.remoteCSeq] = acked
-	cseq := a.remoteCSeq
+	a.acked[cseq] = acked
 	if b.cfg.MaxDuration > 0 {
 		c.maxTimer = time.AfterFunc(b.cfg.MaxDuration, func() { b.teardown(c, "max duration") })
 	}
@@ -583,9 +623,7 @@ func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip
 // drainAcks takes ACKs that the transaction layer matched to the INVITE
 // transaction itself (peers that reuse the INVITE's branch).
 func (b *B2BUA) drainAcks(c *call, a *leg, tx sip.ServerTransaction) {
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.spawn(func() {
 		for {
 			select {
 			case ack := <-tx.Acks():
@@ -596,16 +634,14 @@ func (b *B2BUA) drainAcks(c *call, a *leg, tx sip.ServerTransaction) {
 				return
 			}
 		}
-	}()
+	})
 }
 
 // awaitAck retransmits a 2xx over UDP until its ACK comes (RFC 3261
 // 13.3.1.4, the TU's job since RFC 6026) and ends the call if none comes.
 func (b *B2BUA) awaitAck(c *call, l *leg, cseq uint32, tx sip.ServerTransaction, res *sip.Response, acked chan struct{}) {
 	reliable := !strings.EqualFold(l.transport, "UDP")
-	b.wg.Add(1)
-	go func() {
-		defer b.wg.Done()
+	b.spawn(func() {
 		deadline := time.NewTimer(64 * sip.T1)
 		defer deadline.Stop()
 		interval := sip.T1
@@ -629,15 +665,28 @@ func (b *B2BUA) awaitAck(c *call, l *leg, cseq uint32, tx sip.ServerTransaction,
 				retr.Reset(interval)
 			case <-deadline.C:
 				c.mu.Lock()
+				mapped, pending := l.ackMap[cseq]
 				delete(l.ackMap, cseq)
 				delete(l.acked, cseq)
+				var ack *sip.Request
+				if to := c.other(l); pending && to != nil {
+					// The other leg's 2xx still needs its ACK (RFC 3261
+					// 13.2.2.4) before the BYE, or that side sees a BYE for
+					// a dialog it never saw confirmed.
+					ack = b.newRequest(to, sip.ACK, mapped, "")
+					ack.SetBody(nil)
+					to.lastAck = ack
+				}
 				c.mu.Unlock()
+				if ack != nil {
+					_ = b.cfg.Client.WriteRequest(ack.Clone(), noBuild)
+				}
 				b.stats.NoAck.Add(1)
 				b.teardown(c, "no ACK")
 				return
 			}
 		}
-	}()
+	})
 }
 
 // ack relays the ACK for a 2xx received on leg from to the other leg.
@@ -742,7 +791,7 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		}
 	}
 	fromTag, _ := req.From().Params.Get("tag")
-	if from == nil || fromTag != from.remoteTag || c.state == stateEnded {
+	if from == nil || fromTag != from.remoteTag || r.Side != from.side || c.state == stateEnded {
 		c.mu.Unlock()
 		if req.IsAck() {
 			return sbc.Dropped, nil
@@ -809,15 +858,15 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		out.SetBody(nil)
 	}
 	c.mu.Unlock()
-	if req.Method == sip.INVITE {
-		defer func() {
-			c.mu.Lock()
-			c.inviteBusy = false
-			c.mu.Unlock()
-		}()
-	}
 
 	res, err := b.do(ctx, out)
+	if req.Method == sip.INVITE {
+		// Cleared before our answer goes out: a peer may send its next
+		// re-INVITE as soon as it has the answer, and must not get 491.
+		c.mu.Lock()
+		c.inviteBusy = false
+		c.mu.Unlock()
+	}
 	if req.Method == sip.BYE {
 		// The dialog is over whatever the far side says.
 		b.finish(c, "bye from "+from.name)
@@ -937,13 +986,11 @@ func (b *B2BUA) teardown(c *call, reason string) {
 	c.mu.Unlock()
 	b.finish(c, reason)
 	for _, bye := range byes {
-		b.wg.Add(1)
-		go func() {
-			defer b.wg.Done()
+		b.spawn(func() {
 			ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
 			defer cancel()
 			_, _ = b.do(ctx, bye)
-		}()
+		})
 	}
 }
 
@@ -958,6 +1005,22 @@ func (b *B2BUA) finish(c *call, reason string) {
 	}
 }
 
+// spawn runs f in a goroutine Run waits for at shutdown. It reports false,
+// running nothing, once Run is shutting down.
+func (b *B2BUA) spawn(f func()) bool {
+	b.spawnMu.Lock()
+	defer b.spawnMu.Unlock()
+	if b.stopping {
+		return false
+	}
+	b.wg.Add(1)
+	go func() {
+		defer b.wg.Done()
+		f()
+	}()
+	return true
+}
+
 // Run sweeps calls that outlived the session timeout (vanished peers)
 // until ctx is done, then waits for the layer's goroutines.
 func (b *B2BUA) Run(ctx context.Context) {
@@ -970,7 +1033,10 @@ func (b *B2BUA) Run(ctx context.Context) {
 	for {
 		select {
 		case <-ctx.Done():
+			b.spawnMu.Lock()
+			b.stopping = true
 			close(b.closed)
+			b.spawnMu.Unlock()
 			b.wg.Wait()
 			return
 		case <-t.C:

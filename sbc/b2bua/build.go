@@ -169,6 +169,7 @@ func legFromRequest(r *sbc.Request, local *sbc.Listener) *leg {
 		dest:       r.Peer.String(),
 		transport:  strings.ToUpper(r.Transport),
 		local:      local,
+		side:       r.Side,
 		ackMap:     map[uint32]uint32{},
 		acked:      map[uint32]chan struct{}{},
 	}

@@ -32,6 +32,10 @@ type leg struct {
 	dest         string // ip:port
 	transport    string // "UDP" or "TCP"
 	local        *sbc.Listener
+	// side is where the leg's peer is: a request claiming to be on this
+	// leg from the other side is refused, so knowing one leg's dialog
+	// identifiers does not let an outside party act as the inside one.
+	side sbc.Side
 	// ackMap maps the CSeq of an INVITE received on this leg to the CSeq
 	// of the INVITE we sent on the other leg, so the caller's ACK (with its
 	// body) is relayed end to end.
