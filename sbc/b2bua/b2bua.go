@@ -71,7 +71,7 @@ type B2BUA struct {
 
 // Stats counts calls.
 type Stats struct {
-	Calls, Answered, Failed, Cancelled, NoAck, Timeouts, Failovers, Rejected481 atomic.Int64
+	Calls, Answered, Failed, Cancelled, NoAck, Timeouts, Failovers, Redirects, Rejected481 atomic.Int64
 }
 
 var _ sbc.Handler = (*B2BUA)(nil)
@@ -206,7 +206,9 @@ func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, 
 		return nil, fmt.Errorf("no %s listener to reach %s", tr, t.Name)
 	}
 	target := t.URI
-	target.User = r.Recipient.User
+	if t.Name != redirectName || target.User == "" {
+		target.User = r.Recipient.User
+	}
 	target.Headers = nil
 	from, to := r.From(), r.To()
 	return &leg{
@@ -244,7 +246,15 @@ type outcome uint8
 const (
 	done outcome = iota
 	next
+	// redirect: try call.redirectTo instead of the remaining targets.
+	redirect
 )
+
+// redirectName names targets taken from a 3xx; their URI user is kept.
+const redirectName = "redirect"
+
+// maxRedirects bounds how many 3xx one call follows (loop protection).
+const maxRedirects = 3
 
 // invite handles an initial INVITE: it blocks until the call is answered,
 // rejected or cancelled, as sipgo expects of a server transaction handler.
@@ -281,13 +291,18 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	ringCtx, cancelRing := context.WithTimeout(context.Background(), b.cfg.RingTimeout)
 	defer cancelRing()
 
-	for i, t := range targets {
+	for i := 0; i < len(targets); i++ {
 		if i > 0 {
 			b.stats.Failovers.Add(1)
 		}
-		v, oc := b.attempt(ringCtx, c, r, w, t, mf, cancelled)
-		if oc == done {
+		v, oc := b.attempt(ringCtx, c, r, w, targets[i], mf, cancelled)
+		switch oc {
+		case done:
 			return v, nil
+		case redirect:
+			// The redirect replaces whatever failover was left.
+			targets = append(targets[:i+1:i+1], c.redirectTo...)
+			c.redirectTo = nil
 		}
 	}
 	b.finish(c, "no upstream")
@@ -389,6 +404,14 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 				}
 				if !provisional && (res.StatusCode == 503 || res.StatusCode == 408) {
 					return sbc.Rejected, next
+				}
+				if res.IsRedirection() && b.cfg.FollowRedirects && c.redirects < maxRedirects {
+					if ts := redirectTargets(res, t); len(ts) > 0 {
+						c.redirects++
+						c.redirectTo = ts
+						b.stats.Redirects.Add(1)
+						return sbc.Rejected, redirect
+					}
 				}
 				b.finish(c, "rejected "+strconv.Itoa(res.StatusCode))
 				b.stats.Failed.Add(1)
@@ -1060,4 +1083,39 @@ func (b *B2BUA) sweep() {
 			b.finish(c, "stuck early")
 		}
 	}
+}
+
+// redirectTargets turns the Contacts of a 3xx into targets, in q order as
+// listed. Only SIP URIs with an IP host are followed: the SBC resolves no
+// names a PBX hands it. They are reached from the same side as the target
+// that redirected.
+func redirectTargets(res *sip.Response, from upstream.Target) []upstream.Target {
+	var out []upstream.Target
+	for _, h := range res.GetHeaders("Contact") {
+		ct, ok := h.(*sip.ContactHeader)
+		if !ok || (ct.Address.Scheme != "sip" && ct.Address.Scheme != "") {
+			continue
+		}
+		u := ct.Address
+		transport := from.Transport
+		if tp, ok := u.UriParams.Get("transport"); ok && tp != "" {
+			transport = strings.ToLower(tp)
+		}
+		port := u.Port
+		if port == 0 {
+			port = 5060
+		}
+		t, err := upstream.ParseTarget(redirectName, fmt.Sprintf("sip:%s:%d;transport=%s", u.Host, port, transport), 1, 1)
+		if err != nil {
+			continue
+		}
+		if u.User != "" {
+			t.URI.User = u.User
+		}
+		out = append(out, t)
+		if len(out) == 4 {
+			break
+		}
+	}
+	return out
 }

@@ -110,6 +110,13 @@ func (b *B2BUA) responseTo(l *leg, req *sip.Request, res *sip.Response, withCont
 	setToTag(req, out, l)
 	copyHeaders(relayResponseHeaders, res, out)
 	requireFiltered(res, out)
+	if res.StatusCode >= 300 && res.StatusCode < 400 {
+		// Redirect targets are the point of a 3xx; the topology layer will
+		// vet the ones that point inside.
+		for _, ct := range res.GetHeaders("Contact") {
+			out.AppendHeader(sip.HeaderClone(ct))
+		}
+	}
 	if withContact && (res.StatusCode >= 101 && res.StatusCode < 300) {
 		out.AppendHeader(b.contact(l, ""))
 	}

@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/upstream"
 )
 
 // leg is one dialog of a call, seen from the SBC: the outside leg toward the
@@ -72,6 +73,9 @@ type call struct {
 	// inviteBusy is set while an INVITE transaction runs on the call, so a
 	// crossing re-INVITE gets 491 (RFC 3261 14.2).
 	inviteBusy bool
+	// redirects counts followed 3xx; redirectTo holds the targets of the last.
+	redirects  int
+	redirectTo []upstream.Target
 	maxTimer   *time.Timer
 	ended      chan struct{}
 	endOnce    sync.Once

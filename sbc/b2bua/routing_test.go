@@ -301,3 +301,66 @@ func TestOptions(t *testing.T) {
 		t.Errorf("relayed OPTIONS answer Allow %q", header(res, "Allow"))
 	}
 }
+
+// TestRedirect: a 3xx from the inside is relayed to the caller by default,
+// and followed (to the Contact, with its user) when follow_redirects is on.
+func TestRedirect(t *testing.T) {
+	t.Parallel()
+	t.Run("relayed", func(t *testing.T) {
+		t.Parallel()
+		caller := siptest.NewPeer(t, callerIP+":0")
+		pbx := siptest.NewPeer(t, pbxIP+":0")
+		h := startSBC(t, withUpstream("pbx", pbx, 1))
+		caller.Invite(h.UDP, h.URI("bob"), nil, offerSDP(callerIP))
+		inv := pbx.ExpectRequest("INVITE", wait)
+		pbx.Reply(inv, 302, "Moved Temporarily", "Contact: <sip:carol@"+pbx2IP+":5070>")
+		pbx.ExpectRequest("ACK", wait)
+		res := caller.ExpectResponse(302, wait)
+		if res.Contact() == nil {
+			t.Fatal("302 relayed without its Contact")
+		}
+		h.waitIdle(t)
+	})
+	t.Run("followed", func(t *testing.T) {
+		t.Parallel()
+		caller := siptest.NewPeer(t, callerIP+":0")
+		pbx := siptest.NewPeer(t, pbxIP+":0")
+		pbx2 := siptest.NewPeer(t, pbx2IP+":0")
+		h := startSBC(t, withUpstream("pbx", pbx, 1), withConfig(func(c *b2bua.Config) { c.FollowRedirects = true }))
+		a := caller.Invite(h.UDP, h.URI("bob"), nil, offerSDP(callerIP))
+		inv := pbx.ExpectRequest("INVITE", wait)
+		pbx.Reply(inv, 302, "Moved Temporarily", "Contact: <sip:carol@"+pbx2.Addr().String()+">")
+		pbx.ExpectRequest("ACK", wait)
+		inv2 := pbx2.ExpectRequest("INVITE", wait)
+		if inv2.Recipient.User != "carol" {
+			t.Fatalf("redirected INVITE to %s, want user carol", inv2.Recipient.String())
+		}
+		pbx2.ReplyBody(inv2, 200, "OK", offerSDP(pbx2IP))
+		a.Learn(caller.ExpectResponse(200, wait))
+		a.Ack(nil, "")
+		pbx2.ExpectRequest("ACK", wait)
+		a.Send("BYE", nil, "")
+		pbx2.Reply(pbx2.ExpectRequest("BYE", wait), 200, "OK")
+		caller.ExpectResponse(200, wait)
+		h.waitIdle(t)
+		if n := h.B2B.Stats().Redirects.Load(); n != 1 {
+			t.Errorf("Stats.Redirects = %d, want 1", n)
+		}
+	})
+	t.Run("loop bounded", func(t *testing.T) {
+		t.Parallel()
+		caller := siptest.NewPeer(t, callerIP+":0")
+		pbx := siptest.NewPeer(t, pbxIP+":0")
+		h := startSBC(t, withUpstream("pbx", pbx, 1), withConfig(func(c *b2bua.Config) { c.FollowRedirects = true }))
+		caller.Invite(h.UDP, h.URI("bob"), nil, offerSDP(callerIP))
+		// The PBX redirects to itself every time.
+		for i := 0; i <= 3; i++ {
+			inv := pbx.ExpectRequest("INVITE", wait)
+			pbx.Reply(inv, 302, "Moved Temporarily", "Contact: <sip:bob@"+pbx.Addr().String()+">")
+			pbx.ExpectRequest("ACK", wait)
+		}
+		caller.ExpectResponse(302, wait)
+		pbx.NoMessage(quiet)
+		h.waitIdle(t)
+	})
+}
