@@ -228,3 +228,55 @@ func TestPanicInLayerRecovered(t *testing.T) {
 		t.Fatalf("after the panic: %q, %v", buf[:n], err)
 	}
 }
+
+// Listeners bind IPv6 as well as IPv4; the peer is the v6 transport address.
+func TestIPv6Listener(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback on this machine: %v", err)
+	} else {
+		c.Close()
+	}
+	peers := make(chan string, 2)
+	seen := HandlerFunc{N: "b2bua", F: func(ctx context.Context, w ResponseWriter, r *Request) (Verdict, error) {
+		peers <- r.Peer.String()
+		return Rejected, Respond(w, r, 486, "Busy Here")
+	}}
+	s, err := NewServer(Options{Listeners: []ListenerSpec{{Transport: "udp", Addr: "[::1]:0"}, {Transport: "tcp", Addr: "[::1]:0"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	chain, _ := BuildChain(map[string]Handler{"local": Local{}, "b2bua": seen})
+	s.SetChain(chain)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if err := s.Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for _, tr := range []string{"udp", "tcp"} {
+		l, ok := s.Local(tr, External)
+		if !ok || !l.Bound.Addr().Is6() {
+			t.Fatalf("%s listener not on IPv6: %+v", tr, l)
+		}
+		c, err := net.Dial(tr, l.Bound.String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := strings.ReplaceAll(options("v6"+tr), "127.0.0.1", "[::1]")
+		msg = strings.Replace(msg, "OPTIONS sip:[::1]", "OPTIONS sip:bob@[::1]", 1)
+		msg = strings.Replace(msg, "SIP/2.0/TCP", "SIP/2.0/"+strings.ToUpper(tr), 1)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		buf := make([]byte, 2048)
+		n, err := c.Read(buf)
+		c.Close()
+		if err != nil || !strings.HasPrefix(string(buf[:n]), "SIP/2.0 486") {
+			t.Fatalf("%s: %q, %v", tr, buf[:n], err)
+		}
+		if peer := <-peers; !strings.HasPrefix(peer, "[::1]:") {
+			t.Fatalf("%s: peer %q, want the v6 transport address", tr, peer)
+		}
+	}
+}
