@@ -198,7 +198,7 @@ func TestGoroutinesBackToBaselineAfter1000Calls(t *testing.T) {
 	base := runtime.NumGoroutine()
 
 	sp := e2e.Sipp{Name: "load", Scenario: "uac_basic.xml", IP: "127.0.0.2", Remote: addr, Transport: e2e.Transports[0],
-		Service: "1000", Calls: 1000, Rate: 200, Limit: 200, Timeout: 60 * time.Second, NoTraceMsg: true}.Start(t)
+		Service: "1000", Calls: 1000, Rate: 100, Limit: 100, Timeout: 60 * time.Second, NoTraceMsg: true}.Start(t)
 	r := sp.Wait(90 * time.Second)
 	if r.ExitCode != 0 || r.Count("SuccessfulCall(C)") != 1000 {
 		t.Fatalf("sipp exit %d, successful %d, failed %d", r.ExitCode, r.Count("SuccessfulCall(C)"), r.Count("FailedCall(C)"))
@@ -214,5 +214,5 @@ func TestGoroutinesBackToBaselineAfter1000Calls(t *testing.T) {
 	}
 	buf := make([]byte, 1<<20)
 	n := runtime.Stack(buf, true)
-	t.Fatalf("goroutines %d, baseline %d, active calls %d\n%s", now, base, a.b2b.Active(), buf[:n])
+	t.Fatalf("goroutines %d, baseline %d, active calls %d: %+v\n%s", now, base, a.b2b.Active(), a.b2b.Calls(), buf[:n])
 }

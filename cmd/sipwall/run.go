@@ -140,6 +140,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		if err != nil {
 			return nil, fmt.Errorf("outbound: %w", err)
 		}
+		t.External = true
 		outbound = &t
 	}
 

@@ -188,12 +188,13 @@ func (b *B2BUA) route(r *sbc.Request) ([]upstream.Target, int, string) {
 	return nil, 404, "Not Found"
 }
 
-// targetSide is the side a target lives on: upstreams inside, trunks outside.
-func (b *B2BUA) targetSide(r *sbc.Request) sbc.Side {
-	if r.Side == sbc.External {
-		return sbc.Internal
+// targetSide is the side a target lives on: upstreams inside; trunks,
+// registered phones and redirect targets reached from outside are outside.
+func targetSide(t upstream.Target) sbc.Side {
+	if t.External {
+		return sbc.External
 	}
-	return sbc.External
+	return sbc.Internal
 }
 
 func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, error) {
@@ -206,7 +207,7 @@ func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, 
 		return nil, fmt.Errorf("no %s listener to reach %s", tr, t.Name)
 	}
 	target := t.URI
-	if t.Name != redirectName || target.User == "" {
+	if !t.Exact {
 		target.User = r.Recipient.User
 	}
 	target.Headers = nil
@@ -250,7 +251,7 @@ const (
 	redirect
 )
 
-// redirectName names targets taken from a 3xx; their URI user is kept.
+// redirectName names targets taken from a 3xx.
 const redirectName = "redirect"
 
 // maxRedirects bounds how many 3xx one call follows (loop protection).
@@ -320,7 +321,7 @@ func (b *B2BUA) respondOnce(w sbc.ResponseWriter, req *sip.Request, res *sip.Res
 // attempt tries one target for the INVITE.
 func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.ResponseWriter, t upstream.Target, mf uint32, cancelled <-chan struct{}) (sbc.Verdict, outcome) {
 	req := r.Request
-	bl, err := b.newLeg(r, t, b.targetSide(r))
+	bl, err := b.newLeg(r, t, targetSide(t))
 	if err != nil {
 		b.log.Warn("cannot reach target", "target", t.Name, "error", err)
 		return sbc.Rejected, next
@@ -946,7 +947,7 @@ func (b *B2BUA) forward(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reques
 	}
 	fromTag, _ := req.From().Params.Get("tag")
 	for _, t := range targets {
-		l, err := b.newLeg(r, t, b.targetSide(r))
+		l, err := b.newLeg(r, t, targetSide(t))
 		if err != nil {
 			continue
 		}
@@ -1109,13 +1110,50 @@ func redirectTargets(res *sip.Response, from upstream.Target) []upstream.Target 
 		if err != nil {
 			continue
 		}
-		if u.User != "" {
-			t.URI.User = u.User
-		}
+		t.URI.User = u.User
+		t.Exact = u.User != ""
+		t.External = from.External
 		out = append(out, t)
 		if len(out) == 4 {
 			break
 		}
+	}
+	return out
+}
+
+// CallInfo describes a call in the table (admin API, tests).
+type CallInfo struct {
+	ID       uint64    `json:"id"`
+	State    string    `json:"state"`
+	From     string    `json:"from"`
+	To       string    `json:"to"`
+	Created  time.Time `json:"created"`
+	Answered time.Time `json:"answered,omitzero"`
+	Activity time.Time `json:"activity"`
+	// CallIDs of the outside (a) and inside (b) legs.
+	ACallID string `json:"a_call_id"`
+	BCallID string `json:"b_call_id,omitempty"`
+}
+
+// Calls lists the calls in the table.
+func (b *B2BUA) Calls() []CallInfo {
+	var out []CallInfo
+	for _, c := range b.table.snapshot() {
+		c.mu.Lock()
+		ci := CallInfo{ID: c.id, From: c.user, To: c.dst, Created: c.created, Answered: c.answered, Activity: c.activity, ACallID: c.a.callID}
+		switch c.state {
+		case stateEarly:
+			ci.State = "early"
+		case stateConfirmed:
+			ci.State = "confirmed"
+		default:
+			ci.State = "ended"
+		}
+		if c.b != nil {
+			ci.BCallID = c.b.callID
+		}
+		c.mu.Unlock()
+		out = append(out, ci)
 	}
 	return out
 }

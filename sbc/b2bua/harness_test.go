@@ -96,6 +96,7 @@ func withOutbound(p *siptest.Peer) option {
 		if err != nil {
 			t.Fatalf("outbound: %v", err)
 		}
+		tg.External = true
 		c.outbound = &tg
 	}
 }

@@ -27,6 +27,13 @@ type Target struct {
 	Priority int
 	// Weight is the relative share of calls among targets of one priority.
 	Weight int
+	// Exact makes URI the Request-URI as it is (a registered Contact, a
+	// redirect target); otherwise the dialled user replaces URI's user.
+	Exact bool
+	// External marks a target on the outside (a trunk, a registered phone):
+	// the B2BUA sends to it from an external listener and treats its leg as
+	// outside. Upstreams are inside.
+	External bool
 }
 
 // ParseTarget builds a Target from configuration values. The URI host must be
