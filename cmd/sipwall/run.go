@@ -22,18 +22,28 @@ import (
 	"github.com/sipwall/sipwall/sbc/upstream"
 )
 
-func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	fs := flag.NewFlagSet("run", flag.ContinueOnError)
+// loadConfig parses the -config flag of a sub-command and loads the file
+// as `run` needs it.
+func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, string, error) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	path := fs.String("config", "/etc/sipwall/sipwall.yaml", "configuration file")
 	if err := fs.Parse(args); err != nil {
-		return err
+		return nil, "", err
 	}
 	cfg, err := config.Load(*path)
 	if err != nil {
-		return err
+		return nil, *path, err
 	}
 	if err := cfg.RequireUpstreams(); err != nil {
+		return nil, *path, err
+	}
+	return cfg, *path, nil
+}
+
+func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
+	cfg, _, err := loadConfig("run", args, stderr)
+	if err != nil {
 		return err
 	}
 	st, err := store.Open(cfg.Store.Path)
@@ -51,20 +61,11 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	path := fs.String("config", "/etc/sipwall/sipwall.yaml", "configuration file")
-	if err := fs.Parse(args); err != nil {
-		return err
-	}
-	cfg, err := config.Load(*path)
+	cfg, path, err := loadConfig("check", args, stderr)
 	if err != nil {
 		return err
 	}
-	if err := cfg.RequireUpstreams(); err != nil {
-		return err
-	}
-	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d upstreams)\n", *path, len(cfg.Listen), len(cfg.Upstreams))
+	fmt.Fprintf(stdout, "%s: ok (%d listeners, %d upstreams)\n", path, len(cfg.Listen), len(cfg.Upstreams))
 	return nil
 }
 
