@@ -22,9 +22,15 @@ run: build
 tools:
 	bash scripts/install-test-tools.sh
 
+# Every fuzz target also runs briefly here; a count budget, not a duration,
+# because duration-bounded fuzzing can end on a spurious coordinator timeout
+# in this Go release.
+FUZZ_SMOKE ?= 3000x
+
 test: tools
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...
+	FUZZTIME='$(FUZZ_SMOKE)' GO='$(GO)' bash scripts/fuzz.sh
 
 test-short:
 	$(GO) test -short ./...

@@ -16,6 +16,8 @@ import (
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc/sanity/wire"
 )
 
 // ListenerSpec is one socket to serve.
@@ -45,6 +47,9 @@ type Options struct {
 	MessageTimeout time.Duration
 	// IsInternal tells whether a peer address is on the inside (an upstream).
 	IsInternal func(netip.Addr) bool
+	// ResponseFilter, when set, vets every response datagram after parsing
+	// (sanity.ValidateResponse); false drops it before any transaction.
+	ResponseFilter func(*sip.Response) bool
 	// OnUnhandledResponse receives responses that match no transaction
 	// (retransmitted 2xx the B2BUA must re-ACK).
 	OnUnhandledResponse func(*sip.Response)
@@ -67,6 +72,7 @@ type Server struct {
 	srv    *sipgo.Server
 	client *sipgo.Client
 	sem    chan struct{}
+	parser *sip.Parser
 
 	mu        sync.Mutex
 	listeners []*Listener
@@ -79,7 +85,10 @@ type Server struct {
 // Stats counts what the root of the chain saw.
 type Stats struct {
 	Requests, Panics, Overload, Dropped, Rejected, Answered, Forwarded, Errors atomic.Int64
-	ConnsRefused, SlowMessages                                                 atomic.Int64
+	ConnsRefused, SlowMessages, Keepalives                                     atomic.Int64
+	// PreParseDrops counts datagrams dropped before parsing, by
+	// wire.Reason (index 0: responses refused by the response filter).
+	PreParseDrops [32]atomic.Int64
 }
 
 // NewServer constructs a server; nothing is bound until Start.
@@ -106,6 +115,7 @@ func NewServer(opts Options) (*Server, error) {
 	// The stream parser buffers at most one message of this size.
 	parser := sip.NewParser()
 	parser.MaxMessageLength = opts.MaxMessageSize
+	s.parser = sip.NewParser()
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("sipwall"),
 		sipgo.WithUserAgentParser(parser),
@@ -298,12 +308,44 @@ func (s *Server) Close() {
 
 // readFilter runs before parsing. It must never return an error: on UDP an
 // error stops sipgo's listener.
-func (s *Server) readFilter(_ sip.TransportReadProps, data []byte) ([]byte, error) {
-	if len(data) > s.opts.MaxMessageSize {
-		s.Stats.Dropped.Add(1)
+func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	if wire.IsStream(props.Transport) {
+		// Stream reads are arbitrary segments, not messages: the parser's
+		// size cap and the sanity layer judge them after framing.
+		return data, nil
+	}
+	res := wire.PreParse(props.Transport, data, s.opts.MaxMessageSize)
+	switch res.Action {
+	case wire.Accept:
+		if res.Response && s.opts.ResponseFilter != nil && !s.responseOK(res.Data) {
+			s.countDrop(wire.ReasonNone)
+			return nil, nil
+		}
+		return res.Data, nil
+	case wire.Keepalive:
+		s.Stats.Keepalives.Add(1)
 		return nil, nil
 	}
-	return data, nil
+	s.countDrop(res.Reason)
+	return nil, nil
+}
+
+// responseOK parses a response datagram and asks the response filter: a
+// response never reaches a transaction unless it is well-formed.
+func (s *Server) responseOK(data []byte) bool {
+	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return false
+	}
+	res, ok := msg.(*sip.Response)
+	return ok && s.opts.ResponseFilter(res)
+}
+
+func (s *Server) countDrop(r wire.Reason) {
+	s.Stats.Dropped.Add(1)
+	if int(r) < len(s.Stats.PreParseDrops) {
+		s.Stats.PreParseDrops[r].Add(1)
+	}
 }
 
 type writer struct {
