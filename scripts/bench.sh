@@ -10,9 +10,15 @@
 # (VmHWM). The table goes to stdout and is appended to
 # bench/results/<UTC date>.md.
 #
+# MODE=register measures registrations instead: each "call" is one
+# REGISTER of a different user (user1, user2, ...), relayed by sipwall's
+# registrar (relay mode) to a sipp registrar as the PBX and stored; the
+# table reports REGISTER/s, failures and CPU per 1,000 registrations.
+#
 # Environment:
-#   RATE=200        calls per second offered
-#   CALLS=5000      calls placed
+#   MODE=call       call or register
+#   RATE=200        calls (registrations) per second offered
+#   CALLS=5000      calls placed (register mode: 10000 distinct users)
 #   TRANSPORT=udp   udp or tcp, on both sides of sipwall
 #   LIMIT           sipp's limit of simultaneous calls (default 5*RATE)
 #   BENCH_KEEP=1    keep the work directory (logs, stats) after the run
@@ -26,8 +32,22 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
 
+MODE=${MODE:-call}
 RATE=${RATE:-200}
-CALLS=${CALLS:-5000}
+case "$MODE" in
+call)
+	CALLS=${CALLS:-5000}
+	uac_scen=uac_basic.xml uas_scen=uas_answer.xml unit=calls uac_user=service
+	;;
+register)
+	CALLS=${CALLS:-10000}
+	uac_scen=uac_register_load.xml uas_scen=uas_register.xml unit=registrations uac_user=user
+	;;
+*)
+	echo "bench: MODE must be call or register" >&2
+	exit 2
+	;;
+esac
 TRANSPORT=${TRANSPORT:-udp}
 LIMIT=${LIMIT:-$((RATE * 5))}
 
@@ -139,7 +159,7 @@ proto=udp
 [ "$TRANSPORT" = tcp ] && proto=tcp
 
 echo "== bench: PBX (sipp UAS) on $PBX_IP:$pbx_port/$TRANSPORT"
-timeout $((run_s + 30)) sipp -sf "$scen/uas_answer.xml" -t "$sipp_t" \
+timeout $((run_s + 30)) sipp -sf "$scen/$uas_scen" -t "$sipp_t" \
 	-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
 	-mi "$PBX_IP" -mp $((pbx_port + 2)) \
 	-m "$CALLS" -nostdin -timeout "${run_s}s" -recv_timeout 10000 \
@@ -183,10 +203,10 @@ sw_pid=$(pgrep -P "$sbc_pid" -x sipwall || true)
 [ -n "$sw_pid" ] || sw_pid=$sbc_pid
 ticks_before=$(cpu_ticks "$sw_pid")
 
-echo "== bench: $CALLS calls at $RATE/s over $TRANSPORT (limit $LIMIT)"
+echo "== bench: $CALLS $unit at $RATE/s over $TRANSPORT (limit $LIMIT)"
 t0=$(date +%s.%N)
 uac_rc=0
-timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/uac_basic.xml" -t "$sipp_t" \
+timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
 	-i "$UAC_IP" -p "$uac_port" -ci "$UAC_IP" -cp $((uac_port + 1)) \
 	-mi "$UAC_IP" -mp $((uac_port + 2)) \
 	-r "$RATE" -m "$CALLS" -l "$LIMIT" -d 0 -nostdin \
@@ -236,14 +256,15 @@ table=$(
 | --- | --- |
 | time (UTC) | $now |
 | sipwall | $version |
+| mode | $MODE |
 | transport | $TRANSPORT |
-| offered rate | $RATE calls/s |
-| calls placed | $created of $CALLS |
-| successful calls | $ok |
-| failed calls | $failed |
+| offered rate | $RATE $unit/s |
+| $unit placed | $created of $CALLS |
+| successful $unit | $ok |
+| failed $unit | $failed |
 | elapsed | ${elapsed} s |
-| calls/s achieved | $cps |
-| sipwall CPU | ${cpu_s} s (${cpu_per_k} s per 1,000 calls) |
+| $unit/s achieved | $cps |
+| sipwall CPU | ${cpu_s} s (${cpu_per_k} s per 1,000 $unit) |
 | sipwall peak RSS (VmHWM) | ${rss_mib} MiB |
 | sipp exit code | $uac_rc |
 | store filesystem | $store_fs |
@@ -259,6 +280,6 @@ out="bench/results/$(date -u +%Y-%m-%d).md"
 if [ ! -f "$out" ]; then
 	printf '# sipwall bench results, %s\n\nWritten by scripts/bench.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
 fi
-printf '\n## %s, %s, %s calls at %s/s\n\n%s\n' "$now" "$TRANSPORT" "$CALLS" "$RATE" "$table" >>"$out"
+printf '\n## %s, %s, %s %s at %s/s\n\n%s\n' "$now" "$TRANSPORT" "$CALLS" "$unit" "$RATE" "$table" >>"$out"
 echo
 echo "bench: appended to $out"

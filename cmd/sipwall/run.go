@@ -18,6 +18,8 @@ import (
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/registrar"
+	"github.com/sipwall/sipwall/sbc/sanity"
 	"github.com/sipwall/sipwall/sbc/store"
 	"github.com/sipwall/sipwall/sbc/upstream"
 )
@@ -113,6 +115,7 @@ func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
 type app struct {
 	server *sbc.Server
 	b2b    *b2bua.B2BUA
+	reg    *registrar.Registrar // nil when registrar.mode is off
 	pool   *upstream.Pool
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
@@ -155,7 +158,9 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		}
 		specs = append(specs, sbc.ListenerSpec{Transport: l.Transport, Addr: l.Addr, Side: side, Advertise: l.Advertise})
 	}
+	san := sanity.New(sanity.Options{})
 	srv, err := sbc.NewServer(sbc.Options{
+		ResponseFilter:    san.AllowResponse,
 		Listeners:         specs,
 		MaxInflight:       cfg.Limits.MaxInflight,
 		MaxMessageSize:    cfg.Limits.MaxMessageSize,
@@ -186,11 +191,25 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Pinger:         upstream.NewSIPPinger(srv.Client()),
 		Logger:         log,
 	})
+	layers := map[string]sbc.Handler{"sanity": san, "local": sbc.Local{}}
+	var reg *registrar.Registrar
+	var locate func(*sbc.Request) ([]upstream.Target, bool)
+	var unreachable func(upstream.Target)
+	if cfg.Registrar.Mode != config.RegistrarOff {
+		rc := registrar.FromConfig(cfg.Registrar)
+		rc.Client, rc.Endpoint, rc.Pool, rc.Store, rc.Logger = srv.Client(), srv, pool, st, log
+		if reg, err = registrar.New(rc); err != nil {
+			return nil, err
+		}
+		layers["registrar"], locate, unreachable = reg, reg.Locate, reg.Unreachable
+	}
 	b2b := b2bua.New(b2bua.Config{
 		Client:          srv.Client(),
 		Endpoint:        srv,
 		Pool:            pool,
 		Outbound:        outbound,
+		Locate:          locate,
+		Unreachable:     unreachable,
 		MaxDialogs:      cfg.Limits.MaxDialogs,
 		RingTimeout:     cfg.Calls.RingTimeout.D(),
 		MaxDuration:     cfg.Calls.MaxDuration.D(),
@@ -199,10 +218,8 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Logger:          log,
 	})
 	b2bRef.Store(b2b)
-	chain, err := sbc.BuildChain(map[string]sbc.Handler{
-		"local": sbc.Local{},
-		"b2bua": b2b,
-	})
+	layers["b2bua"] = b2b
+	chain, err := sbc.BuildChain(layers)
 	if err != nil {
 		return nil, err
 	}
@@ -213,11 +230,15 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		cancel()
 		return nil, err
 	}
-	a := &app{server: srv, b2b: b2b, pool: pool, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
 	go func() { defer a.wg.Done(); _ = st.Sweeper(ctx, time.Minute) }()
+	if reg != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); reg.Run(ctx) }()
+	}
 	for _, l := range srv.Listeners() {
 		log.Info("listening", "component", "server", "transport", l.Spec.Transport, "addr", l.Bound.String(), "side", l.Spec.Side.String())
 	}

@@ -43,6 +43,10 @@ type Config struct {
 	// Locate is the registrar's hook: where a registered user is. Nil until
 	// the registrar exists.
 	Locate func(r *sbc.Request) ([]upstream.Target, bool)
+	// Unreachable is told about a target that gave no answer at all to an
+	// INVITE (transport error, Timer B without even 100): the registrar
+	// drops a binding whose flow is dead. Nil: nobody listens.
+	Unreachable func(upstream.Target)
 
 	MaxDialogs      int
 	RingTimeout     time.Duration
@@ -355,6 +359,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	if err != nil {
 		b.log.Warn("send INVITE failed", "target", t.Name, "error", err)
 		b.markUpstream(t, false)
+		b.unreachable(t)
 		return sbc.Rejected, next
 	}
 	aReliable := hasOption(req, "Require", "100rel")
@@ -422,6 +427,9 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 		case <-btx.Done():
 			// Timer B or a transport error: no final response came.
 			b.markUpstream(t, false)
+			if !trying {
+				b.unreachable(t)
+			}
 			if !provisional {
 				return sbc.Rejected, next
 			}
@@ -459,6 +467,14 @@ func newRSeq(last map[string]uint32, res *sip.Response) bool {
 	}
 	last[tag] = uint32(n)
 	return true
+}
+
+// unreachable reports a target that never answered at all (not even 100),
+// so the registrar can drop a dead flow.
+func (b *B2BUA) unreachable(t upstream.Target) {
+	if b.cfg.Unreachable != nil {
+		b.cfg.Unreachable(t)
+	}
 }
 
 func (b *B2BUA) markUpstream(t upstream.Target, ok bool) {

@@ -20,6 +20,8 @@ type Config struct {
 	Limits Limits `yaml:"limits"`
 	// Calls configures the B2BUA's call handling and timers.
 	Calls Calls `yaml:"calls"`
+	// Registrar configures REGISTER handling and the location service.
+	Registrar Registrar `yaml:"registrar"`
 	// Store is the embedded state store.
 	Store Store `yaml:"store"`
 	// Log configures logging.
@@ -122,6 +124,51 @@ type Calls struct {
 	// FollowRedirects makes the B2BUA follow a 3xx from the inside instead
 	// of relaying it. Default false.
 	FollowRedirects bool `yaml:"follow_redirects"`
+}
+
+// Registrar configures REGISTER handling and the location service (see
+// sbc/registrar/README.md).
+type Registrar struct {
+	// Mode is "relay" (REGISTER from outside goes to the upstream PBX, the
+	// SBC keeps the binding and gives the PBX a Contact pointing at itself),
+	// "local" (the SBC is the registrar) or "off" (REGISTER passes to the
+	// B2BUA's plain relay). Default relay.
+	Mode string `yaml:"mode"`
+	// Domains are the AOR hosts accepted in To. Empty means any host in
+	// relay mode (the PBX decides); local mode needs at least one.
+	Domains []string `yaml:"domains"`
+	// Users are the user parts allowed to register in local mode, until the
+	// auth layer's users file replaces this list. Required in local mode.
+	Users []string `yaml:"users"`
+	// MinExpires: a REGISTER asking less (but not 0) gets 423 with
+	// Min-Expires. Default 60s.
+	MinExpires Duration `yaml:"min_expires"`
+	// MaxExpires caps the expiry granted. Default 1h.
+	MaxExpires Duration `yaml:"max_expires"`
+	// PhoneExpires caps the expiry granted toward phones, short so that
+	// they refresh often enough to keep NAT pinholes open. Default 60s.
+	PhoneExpires Duration `yaml:"phone_expires"`
+	// UpstreamExpires is the expiry asked of the PBX in relay mode.
+	// Default 1h.
+	UpstreamExpires Duration `yaml:"upstream_expires"`
+	// RefreshPercent: a refresh arriving while less than this share of the
+	// PBX's expiry has passed is answered by the SBC without asking the PBX.
+	// 0 turns caching off. Default 50.
+	RefreshPercent int `yaml:"refresh_percent"`
+	// MaxBindings bounds the contacts of one AOR. Default 5.
+	MaxBindings int `yaml:"max_bindings"`
+	// MaxAORs bounds the AORs in the location store. Default 100000.
+	MaxAORs int `yaml:"max_aors"`
+	// WhenFull is what a REGISTER beyond max_bindings gets: "reject" (403)
+	// or "replace_oldest". Default reject.
+	WhenFull string `yaml:"when_full"`
+	// OtherDomainStatus answers a REGISTER for a host not in domains:
+	// 403 or 404. Default 403.
+	OtherDomainStatus int `yaml:"other_domain_status"`
+	// Redirect answers INVITEs for registered users with 302 instead of
+	// relaying them (the redirect server role). Local mode only. Default
+	// false.
+	Redirect bool `yaml:"redirect"`
 }
 
 // Store is the embedded state store.

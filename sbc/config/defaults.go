@@ -25,6 +25,16 @@ const (
 	defaultUpstreamPriority  = 1
 	defaultUpstreamWeight    = 1
 	defaultListenerSide      = SideExternal
+	defaultRegistrarMode     = RegistrarRelay
+	defaultMinExpires        = 60 * time.Second
+	defaultMaxExpires        = time.Hour
+	defaultPhoneExpires      = 60 * time.Second
+	defaultUpstreamExpires   = time.Hour
+	defaultRefreshPercent    = 50
+	defaultMaxBindings       = 5
+	defaultMaxAORs           = 100000
+	defaultWhenFull          = WhenFullReject
+	defaultOtherDomainStatus = 403
 )
 
 // Default returns the configuration an empty file yields: every default
@@ -57,6 +67,7 @@ func (c *Config) applyDefaults() {
 	c.Health.applyDefaults()
 	c.Limits.applyDefaults()
 	c.Calls.applyDefaults()
+	c.Registrar.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
@@ -98,6 +109,21 @@ func (c *Calls) applyDefaults() {
 	setDefault(&c.SessionTimeout, Duration(defaultSessionTimeout))
 	// MaxDuration defaults to 0 (no limit) and FollowRedirects to false,
 	// which are already the zero values.
+}
+
+func (r *Registrar) applyDefaults() {
+	setDefault(&r.Mode, defaultRegistrarMode)
+	setDefault(&r.MinExpires, Duration(defaultMinExpires))
+	setDefault(&r.MaxExpires, Duration(defaultMaxExpires))
+	setDefault(&r.PhoneExpires, Duration(defaultPhoneExpires))
+	setDefault(&r.UpstreamExpires, Duration(defaultUpstreamExpires))
+	setDefault(&r.RefreshPercent, defaultRefreshPercent)
+	setDefault(&r.MaxBindings, defaultMaxBindings)
+	setDefault(&r.MaxAORs, defaultMaxAORs)
+	setDefault(&r.WhenFull, defaultWhenFull)
+	setDefault(&r.OtherDomainStatus, defaultOtherDomainStatus)
+	// Domains and Users default to empty, Redirect to false: the zero
+	// values.
 }
 
 func setDefault[T comparable](field *T, def T) {

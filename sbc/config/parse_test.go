@@ -35,6 +35,18 @@ func wantDefault() Config {
 			},
 		},
 		Calls: Calls{RingTimeout: Duration(120 * time.Second), SessionTimeout: Duration(2 * time.Hour)},
+		Registrar: Registrar{
+			Mode:              "relay",
+			MinExpires:        Duration(60 * time.Second),
+			MaxExpires:        Duration(time.Hour),
+			PhoneExpires:      Duration(60 * time.Second),
+			UpstreamExpires:   Duration(time.Hour),
+			RefreshPercent:    50,
+			MaxBindings:       5,
+			MaxAORs:           100000,
+			WhenFull:          "reject",
+			OtherDomainStatus: 403,
+		},
 		Store: Store{Path: "/var/lib/sipwall"},
 		Log:   Log{Level: "info", Format: "text"},
 	}
@@ -45,8 +57,15 @@ func same(t *testing.T, got *Config, want Config) {
 	t.Helper()
 	g := *got
 	g.pos = nil
+	// An empty list in the file and no key are the same.
 	if len(g.Upstreams) == 0 {
-		g.Upstreams = nil // an empty list in the file and no key are the same
+		g.Upstreams = nil
+	}
+	if len(g.Registrar.Domains) == 0 {
+		g.Registrar.Domains = nil
+	}
+	if len(g.Registrar.Users) == 0 {
+		g.Registrar.Users = nil
 	}
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("config mismatch\n got: %+v\nwant: %+v", g, want)
@@ -136,6 +155,21 @@ func wantFull() Config {
 			SessionTimeout:  Duration(30 * time.Minute),
 			FollowRedirects: true,
 		},
+		Registrar: Registrar{
+			Mode:              "local",
+			Domains:           []string{"example.com", "[2001:db8::10]"},
+			Users:             []string{"alice", "bob"},
+			MinExpires:        Duration(30 * time.Second),
+			MaxExpires:        Duration(2 * time.Hour),
+			PhoneExpires:      Duration(45 * time.Second),
+			UpstreamExpires:   Duration(30 * time.Minute),
+			RefreshPercent:    40,
+			MaxBindings:       3,
+			MaxAORs:           500,
+			WhenFull:          "replace_oldest",
+			OtherDomainStatus: 404,
+			Redirect:          true,
+		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},
 	}
@@ -191,7 +225,9 @@ func schemaKeys(t reflect.Type, prefix string) []schemaKey {
 			keys = append(keys, schemaKey{path, ft})
 		case ft.Kind() == reflect.Slice:
 			keys = append(keys, schemaKey{path, ft})
-			keys = append(keys, schemaKeys(ft.Elem(), path+"[]")...)
+			if ft.Elem().Kind() == reflect.Struct { // a list of strings has no keys below it
+				keys = append(keys, schemaKeys(ft.Elem(), path+"[]")...)
+			}
 		case ft.Kind() == reflect.Pointer:
 			keys = append(keys, schemaKey{path, ft})
 			keys = append(keys, schemaKeys(ft.Elem(), path)...)

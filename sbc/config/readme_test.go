@@ -2,6 +2,7 @@ package config
 
 import (
 	"os"
+	"path/filepath"
 	"reflect"
 	"strconv"
 	"strings"
@@ -107,4 +108,23 @@ func defaultAt(path string) reflect.Value {
 		}
 	}
 	return v
+}
+
+// The project README carries the same reference table as this package's
+// README, so users see every key where they look first.
+func TestProjectREADMEHasReferenceTable(t *testing.T) {
+	pkg, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	top, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, ref, _ := strings.Cut(string(pkg), "\n## Reference\n")
+	for _, line := range strings.Split(ref, "\n") {
+		if strings.HasPrefix(line, "| `") && !strings.Contains(string(top), line) {
+			t.Errorf("README.md lacks the reference row:\n%s", line)
+		}
+	}
 }

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -25,6 +26,25 @@ var transports = []string{TransportUDP, TransportTCP}
 const (
 	SideExternal = "external"
 	SideInternal = "internal"
+)
+
+// Registrar modes and what to do when an AOR is full.
+const (
+	RegistrarRelay = "relay"
+	RegistrarLocal = "local"
+	RegistrarOff   = "off"
+
+	WhenFullReject        = "reject"
+	WhenFullReplaceOldest = "replace_oldest"
+)
+
+// maxRefreshPercent keeps a margin between the end of the caching window
+// and the expiry of the PBX's binding, for the refresh that goes up.
+const maxRefreshPercent = 90
+
+var (
+	registrarModes = []string{RegistrarRelay, RegistrarLocal, RegistrarOff}
+	whenFull       = []string{WhenFullReject, WhenFullReplaceOldest}
 )
 
 var (
@@ -85,6 +105,7 @@ func (c *Config) problems() []Problem {
 	}
 	ch.limits(c.Limits)
 	ch.calls(c.Calls)
+	ch.registrar(c.Registrar)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -180,6 +201,117 @@ func (ch *checker) calls(c Calls) {
 	ch.positive("calls.ring_timeout", c.RingTimeout)
 	ch.nonNegative("calls.max_duration", c.MaxDuration)
 	ch.positive("calls.session_timeout", c.SessionTimeout)
+}
+
+func (ch *checker) registrar(r Registrar) {
+	okMode := ch.oneOf("registrar.mode", r.Mode, registrarModes)
+	local := okMode && r.Mode == RegistrarLocal
+	seen := map[string]int{}
+	for i, d := range r.Domains {
+		key := "registrar.domains[" + strconv.Itoa(i) + "]"
+		if !isDomain(d) {
+			ch.fail(key, "%s is neither a host name nor an IP address (IPv6 in brackets)", quote(d))
+			continue
+		}
+		// AOR hosts compare case-insensitively (RFC 3261 19.1.4).
+		if j, dup := seen[strings.ToLower(d)]; dup {
+			ch.fail(key, "duplicate domain %s (also registrar.domains[%d])", quote(d), j)
+			continue
+		}
+		seen[strings.ToLower(d)] = i
+	}
+	users := map[string]int{}
+	for i, u := range r.Users {
+		key := "registrar.users[" + strconv.Itoa(i) + "]"
+		if !isUserPart(u) {
+			ch.fail(key, "%s is not a SIP user part (no spaces, \"@\", \":\", \";\" or \"<>\")", quote(u))
+			continue
+		}
+		if j, dup := users[u]; dup {
+			ch.fail(key, "duplicate user %s (also registrar.users[%d])", quote(u), j)
+			continue
+		}
+		users[u] = i
+	}
+	if local && len(r.Domains) == 0 {
+		ch.fail("registrar.domains", "at least one domain is required when registrar.mode is local")
+	}
+	if local && len(r.Users) == 0 {
+		ch.fail("registrar.users", "at least one user is required when registrar.mode is local (no open registrar)")
+	}
+	okMin := ch.seconds("registrar.min_expires", r.MinExpires)
+	okMax := ch.seconds("registrar.max_expires", r.MaxExpires)
+	okPhone := ch.seconds("registrar.phone_expires", r.PhoneExpires)
+	okUp := ch.seconds("registrar.upstream_expires", r.UpstreamExpires)
+	// Each comparison is reported once, at whichever of its keys the file
+	// sets (the other one being a default).
+	switch {
+	case okMin && okMax && r.MaxExpires < r.MinExpires:
+		ch.fail(ch.pos.written("registrar.max_expires", "registrar.min_expires"),
+			"registrar.max_expires (%s) must not be shorter than registrar.min_expires (%s)", r.MaxExpires, r.MinExpires)
+	case okMin && okMax && okPhone && (r.PhoneExpires < r.MinExpires || r.PhoneExpires > r.MaxExpires):
+		ch.fail(ch.pos.written("registrar.phone_expires", "registrar.min_expires", "registrar.max_expires"),
+			"registrar.phone_expires (%s) must be from registrar.min_expires (%s) to registrar.max_expires (%s)", r.PhoneExpires, r.MinExpires, r.MaxExpires)
+	case okPhone && okUp && r.UpstreamExpires < r.PhoneExpires:
+		ch.fail(ch.pos.written("registrar.upstream_expires", "registrar.phone_expires"),
+			"registrar.upstream_expires (%s) must not be shorter than registrar.phone_expires (%s)", r.UpstreamExpires, r.PhoneExpires)
+	}
+	if r.RefreshPercent < 0 || r.RefreshPercent > maxRefreshPercent {
+		ch.fail("registrar.refresh_percent", "must be from 0 to %d, got %d", maxRefreshPercent, r.RefreshPercent)
+	}
+	ch.atLeast("registrar.max_bindings", r.MaxBindings, 1)
+	ch.atLeast("registrar.max_aors", r.MaxAORs, 1)
+	ch.oneOf("registrar.when_full", r.WhenFull, whenFull)
+	if r.OtherDomainStatus != 403 && r.OtherDomainStatus != 404 {
+		ch.fail("registrar.other_domain_status", "must be 403 or 404, got %d", r.OtherDomainStatus)
+	}
+	if r.Redirect && okMode && !local {
+		ch.fail("registrar.redirect", "needs registrar.mode local (the SBC must be the location service it redirects from)")
+	}
+}
+
+// written returns the first of keys that the file sets, or the first key
+// when it sets none of them.
+func (p *positions) written(keys ...string) string {
+	for _, k := range keys {
+		if p.has(k) {
+			return k
+		}
+	}
+	return keys[0]
+}
+
+// seconds checks an expiry: SIP counts them in whole seconds (RFC 3261
+// 20.19), at least one.
+func (ch *checker) seconds(key string, d Duration) bool {
+	if d < Duration(time.Second) || d%Duration(time.Second) != 0 {
+		ch.fail(key, "must be a whole number of seconds, at least 1s, got %s", d)
+		return false
+	}
+	return true
+}
+
+// isDomain reports whether s can be the host of an AOR: a DNS name, an
+// IPv4 address or an IPv6 address in brackets.
+func isDomain(s string) bool {
+	if strings.HasPrefix(s, "[") && strings.HasSuffix(s, "]") {
+		ip, err := netip.ParseAddr(s[1 : len(s)-1])
+		return err == nil && ip.Is6() && ip.Zone() == ""
+	}
+	if ip, err := netip.ParseAddr(s); err == nil {
+		return ip.Is4()
+	}
+	return isHostname(s)
+}
+
+// isUserPart reports whether s is usable as the user of an AOR: not empty,
+// at most 128 bytes, and none of the characters that end a user part or
+// need escaping.
+func isUserPart(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	return !strings.ContainsAny(s, " \t\r\n@:;<>\"?,/%")
 }
 
 // oneOf checks that v is one of allowed; it reports whether it is.

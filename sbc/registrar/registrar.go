@@ -1,0 +1,624 @@
+// Package registrar is the "registrar" layer: REGISTER handling and the
+// location service. In relay mode it relays REGISTER from phones to the
+// upstream PBX, keeps each binding (the phone's transport address, which
+// NAT makes the only reachable one) and gives the PBX a Contact pointing at
+// the SBC; in local mode it is the registrar itself. Locate tells the B2BUA
+// where a registered user is. See README.md.
+package registrar
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo"
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/store"
+	"github.com/sipwall/sipwall/sbc/upstream"
+)
+
+// Mode selects what the layer does with REGISTER.
+type Mode string
+
+// Modes; see config.Registrar.Mode.
+const (
+	ModeRelay Mode = "relay"
+	ModeLocal Mode = "local"
+	ModeOff   Mode = "off"
+)
+
+// BucketName is the store bucket holding one record per AOR.
+const BucketName = "registrar"
+
+// Bounds on what a phone can make the SBC store.
+const (
+	maxUserLen    = 128
+	maxHostLen    = 255
+	maxContactLen = 512
+	// defaultExpires is what a REGISTER without any expiry asks for
+	// (RFC 3261 10.2.1.1 leaves it to the registrar; 3600 is customary).
+	defaultExpires = time.Hour
+	// maxDelta is the largest delta-seconds value (RFC 3261 20.19).
+	maxDelta = 1<<32 - 1
+	stripes  = 64
+)
+
+// tokenPrefix marks the user part of the Contacts the SBC gives the PBX.
+const tokenPrefix = "sw-"
+
+// targetPrefix starts the Name of targets Locate returns.
+const targetPrefix = "reg:"
+
+// Endpoint gives the listener to send from on a side. *sbc.Server has it.
+type Endpoint interface {
+	Local(transport string, side sbc.Side) (*sbc.Listener, bool)
+}
+
+// Config is what the registrar needs. The policy fields mirror
+// config.Registrar (FromConfig copies them); the rest is wiring.
+type Config struct {
+	Mode              Mode
+	Domains           []string
+	Users             []string
+	MinExpires        time.Duration
+	MaxExpires        time.Duration
+	PhoneExpires      time.Duration
+	UpstreamExpires   time.Duration
+	RefreshPercent    int
+	MaxBindings       int
+	MaxAORs           int
+	ReplaceOldest     bool
+	OtherDomainStatus int
+	Redirect          bool
+
+	// Client sends REGISTERs to the PBX (relay mode).
+	Client *sipgo.Client
+	// Endpoint gives the inside listener whose address goes into the
+	// Contact handed to the PBX.
+	Endpoint Endpoint
+	// Pool are the upstreams REGISTERs are relayed to.
+	Pool *upstream.Pool
+	// Store persists the bindings. Required.
+	Store *store.Store
+	// SweepEvery is how often Run drops expired bindings from memory.
+	// Default 30s.
+	SweepEvery time.Duration
+	Logger     *slog.Logger
+	Now        func() time.Time
+}
+
+// FromConfig copies the policy of the configuration file; the caller adds
+// the wiring (Client, Endpoint, Pool, Store, Logger).
+func FromConfig(c config.Registrar) Config {
+	return Config{
+		Mode:              Mode(c.Mode),
+		Domains:           slices.Clone(c.Domains),
+		Users:             slices.Clone(c.Users),
+		MinExpires:        c.MinExpires.D(),
+		MaxExpires:        c.MaxExpires.D(),
+		PhoneExpires:      c.PhoneExpires.D(),
+		UpstreamExpires:   c.UpstreamExpires.D(),
+		RefreshPercent:    c.RefreshPercent,
+		MaxBindings:       c.MaxBindings,
+		MaxAORs:           c.MaxAORs,
+		ReplaceOldest:     c.WhenFull == config.WhenFullReplaceOldest,
+		OtherDomainStatus: c.OtherDomainStatus,
+		Redirect:          c.Redirect,
+	}
+}
+
+// Binding is one registered contact of an AOR, as stored.
+type Binding struct {
+	// Token is the user part of the Contact the PBX knows this binding by
+	// (relay mode); random, so it tells nothing about the phone.
+	Token string `json:"token"`
+	// Contact is the phone's Contact URI as it registered it; it becomes
+	// the Request-URI of requests to the phone.
+	Contact string `json:"contact"`
+	// Params are the Contact's header parameters other than expires
+	// (q, +sip.instance, reg-id), echoed back in 200 responses.
+	Params string `json:"params,omitempty"`
+	// Key identifies the binding within its AOR: the instance and reg-id
+	// when the phone sends them (RFC 5626), else the Contact URI.
+	Key string `json:"key"`
+	// Q is the Contact's q value in thousandths (1000 when absent).
+	Q int `json:"q"`
+	// CallID and CSeq order the phone's requests (RFC 3261 10.3 step 7).
+	CallID string `json:"call_id"`
+	CSeq   uint32 `json:"cseq"`
+	// Peer and Transport are the flow the phone registered over: requests
+	// go there, not to the Contact's host, which NAT makes unreachable.
+	Peer      string `json:"peer"`
+	Transport string `json:"transport"`
+	// Expires is when the binding ends toward the phone.
+	Expires time.Time `json:"expires"`
+	// Created is the first registration, Updated the last refresh.
+	Created time.Time `json:"created"`
+	Updated time.Time `json:"updated"`
+	// Relay mode: the PBX's side of the binding.
+	UpCallID    string    `json:"up_call_id,omitempty"`
+	UpExpires   time.Time `json:"up_expires,omitzero"`
+	UpRefreshed time.Time `json:"up_refreshed,omitzero"`
+}
+
+// record is the stored value of one AOR.
+type record struct {
+	Bindings []Binding `json:"bindings"`
+}
+
+// Stats counts what the registrar did.
+type Stats struct {
+	// Registered: REGISTERs answered 200 (queries included).
+	Registered atomic.Int64
+	// Relayed: REGISTERs sent to the PBX.
+	Relayed atomic.Int64
+	// Cached: refreshes answered without asking the PBX.
+	Cached atomic.Int64
+	// Fallback: refreshes answered locally because no PBX answered while
+	// its binding was still valid.
+	Fallback atomic.Int64
+	// Removed: bindings removed by the phone (expires 0 or *).
+	Removed atomic.Int64
+	// Evicted: bindings replaced under when_full: replace_oldest.
+	Evicted atomic.Int64
+	// Rejected: REGISTERs the SBC refused itself.
+	Rejected atomic.Int64
+	// Located: Locate calls that found a binding.
+	Located atomic.Int64
+	// Redirected: INVITEs answered 302.
+	Redirected atomic.Int64
+	// Unavailable: requests to a token or user without a live binding (480).
+	Unavailable atomic.Int64
+	// Unreachable: bindings dropped because their flow failed.
+	Unreachable atomic.Int64
+	// StoreErrors: writes to the store that failed (the REGISTER got 500).
+	StoreErrors atomic.Int64
+}
+
+// Registrar is the "registrar" layer and the location service.
+type Registrar struct {
+	cfg     Config
+	log     *slog.Logger
+	bucket  *store.Bucket[record]
+	secret  []byte
+	domains map[string]bool
+	users   map[string]bool
+
+	// stripe serializes changes to one AOR (by hash) without serializing
+	// all of them; mu guards the maps and is held only briefly.
+	stripe  [stripes]sync.Mutex
+	mu      sync.RWMutex
+	aors    map[string][]Binding
+	tokens  map[string]string // token -> AOR
+	pending int               // new AORs being written, counted against MaxAORs
+
+	stats Stats
+}
+
+var _ sbc.Handler = (*Registrar)(nil)
+
+// New builds the layer and loads the live bindings from the store.
+func New(cfg Config) (*Registrar, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.SweepEvery <= 0 {
+		cfg.SweepEvery = 30 * time.Second
+	}
+	switch cfg.Mode {
+	case ModeRelay, ModeLocal, ModeOff:
+	default:
+		return nil, fmt.Errorf("registrar: unknown mode %q", cfg.Mode)
+	}
+	if cfg.Store == nil {
+		return nil, errors.New("registrar: no store")
+	}
+	if cfg.MinExpires < time.Second || cfg.MaxExpires < cfg.MinExpires || cfg.PhoneExpires < cfg.MinExpires {
+		return nil, fmt.Errorf("registrar: bad expiry bounds (min %s, max %s, phone %s)", cfg.MinExpires, cfg.MaxExpires, cfg.PhoneExpires)
+	}
+	if cfg.MaxBindings < 1 || cfg.MaxAORs < 1 {
+		return nil, errors.New("registrar: max_bindings and max_aors must be at least 1")
+	}
+	if cfg.OtherDomainStatus != 404 {
+		cfg.OtherDomainStatus = 403
+	}
+	if cfg.Mode == ModeLocal && (len(cfg.Domains) == 0 || len(cfg.Users) == 0) {
+		// Never an open registrar: local mode needs both lists.
+		return nil, errors.New("registrar: local mode needs domains and users")
+	}
+	if cfg.Redirect && cfg.Mode != ModeLocal {
+		return nil, errors.New("registrar: redirect needs local mode")
+	}
+	if cfg.Mode == ModeRelay && (cfg.Client == nil || cfg.Endpoint == nil) {
+		return nil, errors.New("registrar: relay mode needs a client and an endpoint")
+	}
+	if cfg.UpstreamExpires < cfg.PhoneExpires {
+		cfg.UpstreamExpires = cfg.PhoneExpires
+	}
+	b, err := store.NewBucket[record](cfg.Store, BucketName)
+	if err != nil {
+		return nil, fmt.Errorf("registrar: %w", err)
+	}
+	g := &Registrar{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "registrar"),
+		bucket:  b,
+		secret:  make([]byte, 32),
+		domains: map[string]bool{},
+		users:   map[string]bool{},
+		aors:    map[string][]Binding{},
+		tokens:  map[string]string{},
+	}
+	_, _ = rand.Read(g.secret)
+	for _, d := range cfg.Domains {
+		g.domains[strings.ToLower(d)] = true
+	}
+	for _, u := range cfg.Users {
+		g.users[u] = true
+	}
+	if err := g.load(); err != nil {
+		return nil, err
+	}
+	return g, nil
+}
+
+// load fills memory with the live bindings of the store.
+func (g *Registrar) load() error {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	err := g.bucket.ForEach(func(aor string, rec record, _ time.Time) error {
+		live := liveBindings(rec.Bindings, now)
+		if len(live) == 0 {
+			return nil
+		}
+		g.aors[aor] = live
+		for _, b := range live {
+			g.tokens[b.Token] = aor
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("registrar: load bindings: %w", err)
+	}
+	if n := len(g.aors); n > 0 {
+		g.log.Info("bindings loaded", "aors", n)
+	}
+	return nil
+}
+
+// Name implements sbc.Handler.
+func (g *Registrar) Name() string { return "registrar" }
+
+// Stats returns the counters.
+func (g *Registrar) Stats() *Stats { return &g.stats }
+
+// Count returns the number of AORs and bindings held.
+func (g *Registrar) Count() (aors, bindings int) {
+	now := g.cfg.Now()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	for _, bs := range g.aors {
+		n := len(liveBindings(bs, now))
+		if n > 0 {
+			aors++
+			bindings += n
+		}
+	}
+	return aors, bindings
+}
+
+// Lookup returns the live bindings of an AOR ("user@host").
+func (g *Registrar) Lookup(aor string) []Binding {
+	return g.snapshot(normalizeAOR(aor), g.cfg.Now())
+}
+
+// ServeSIP implements sbc.Handler.
+func (g *Registrar) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
+	if g.cfg.Mode == ModeOff || r.IsAck() {
+		return sbc.Continue, nil
+	}
+	if r.Method == sip.REGISTER {
+		if r.Side != sbc.External {
+			// The inside registering somewhere outside (a PBX to its
+			// carrier) is the B2BUA's plain relay.
+			return sbc.Continue, nil
+		}
+		return g.register(ctx, w, r)
+	}
+	if to := r.To(); to == nil || to.Params.Has("tag") {
+		return sbc.Continue, nil
+	}
+	if r.Side == sbc.Internal && isToken(r.Recipient.User) && g.tokenTarget(r.Recipient.User) == nil {
+		// The PBX still holds a binding the phone let lapse: answer here,
+		// or the B2BUA would route the token out of the outbound trunk.
+		g.stats.Unavailable.Add(1)
+		return sbc.Rejected, sbc.Respond(w, r, 480, "Temporarily Unavailable")
+	}
+	if g.cfg.Redirect && r.Method == sip.INVITE {
+		return g.redirect(w, r)
+	}
+	return sbc.Continue, nil
+}
+
+// redirect answers an INVITE for a local user with 302 and the user's
+// Contacts (the redirect server role), or 480 when the user is known but
+// not registered. Anything else continues to the B2BUA.
+func (g *Registrar) redirect(w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
+	aor, known := g.localAOR(r.Recipient)
+	if !known {
+		return sbc.Continue, nil
+	}
+	bs := orderTargets(g.snapshot(aor, g.cfg.Now()))
+	if len(bs) == 0 {
+		g.stats.Unavailable.Add(1)
+		return sbc.Rejected, sbc.Respond(w, r, 480, "Temporarily Unavailable")
+	}
+	res := sip.NewResponseFromRequest(r.Request, 302, "Moved Temporarily", nil)
+	for _, b := range bs {
+		var u sip.Uri
+		if err := sip.ParseUri(b.Contact, &u); err != nil {
+			continue
+		}
+		ct := &sip.ContactHeader{Address: u, Params: sip.NewParams()}
+		if b.Q != 1000 {
+			ct.Params.Add("q", formatQ(b.Q))
+		}
+		res.AppendHeader(ct)
+	}
+	g.stats.Redirected.Add(1)
+	return sbc.Rejected, w.Respond(res)
+}
+
+// Locate is the B2BUA's hook: where a registered user is. A request from
+// the inside to a token the SBC gave the PBX goes to that binding; in local
+// mode a request to a registered AOR, from either side, goes to its
+// bindings (best q first, then the most recent).
+func (g *Registrar) Locate(r *sbc.Request) ([]upstream.Target, bool) {
+	if g.cfg.Mode == ModeOff || r.Method == sip.REGISTER {
+		return nil, false
+	}
+	if r.Side == sbc.Internal && isToken(r.Recipient.User) {
+		if t := g.tokenTarget(r.Recipient.User); t != nil {
+			g.stats.Located.Add(1)
+			return []upstream.Target{*t}, true
+		}
+		return nil, false
+	}
+	if g.cfg.Mode != ModeLocal {
+		return nil, false
+	}
+	aor, known := g.localAOR(r.Recipient)
+	if !known {
+		return nil, false
+	}
+	var ts []upstream.Target
+	for _, b := range orderTargets(g.snapshot(aor, g.cfg.Now())) {
+		if t, ok := target(b); ok {
+			ts = append(ts, t)
+		}
+	}
+	if len(ts) == 0 {
+		return nil, false
+	}
+	g.stats.Located.Add(1)
+	return ts, true
+}
+
+// Unreachable drops the binding behind a target Locate returned, once the
+// B2BUA failed to reach its flow (transport error, no answer): a phone that
+// is gone must not keep attracting calls until its expiry.
+func (g *Registrar) Unreachable(t upstream.Target) {
+	token, ok := strings.CutPrefix(t.Name, targetPrefix)
+	if !ok {
+		return
+	}
+	g.mu.RLock()
+	aor, ok := g.tokens[token]
+	g.mu.RUnlock()
+	if !ok {
+		return
+	}
+	_, err := g.commit(aor, func(old []Binding, _ time.Time) ([]Binding, *reject, error) {
+		out := slices.DeleteFunc(slices.Clone(old), func(b Binding) bool { return b.Token == token })
+		return out, nil, nil
+	})
+	if err != nil {
+		g.log.Warn("drop unreachable binding failed", "error", err)
+		return
+	}
+	g.stats.Unreachable.Add(1)
+	g.log.Info("unreachable binding dropped", "target", t.Name, "addr", t.Addr.String())
+}
+
+// Sweep drops expired bindings from memory; the store's own Sweeper
+// removes expired records from disk.
+func (g *Registrar) Sweep() int {
+	now := g.cfg.Now()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for aor, bs := range g.aors {
+		live := liveBindings(bs, now)
+		if len(live) == len(bs) {
+			continue
+		}
+		n += len(bs) - len(live)
+		for _, b := range bs {
+			if !slices.ContainsFunc(live, func(l Binding) bool { return l.Token == b.Token }) {
+				delete(g.tokens, b.Token)
+			}
+		}
+		if len(live) == 0 {
+			delete(g.aors, aor)
+		} else {
+			g.aors[aor] = live
+		}
+	}
+	return n
+}
+
+// Run sweeps expired bindings from memory until ctx is done.
+func (g *Registrar) Run(ctx context.Context) {
+	t := time.NewTicker(g.cfg.SweepEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			g.Sweep()
+		}
+	}
+}
+
+// tokenTarget is the target of the binding a token names, nil if none is
+// live.
+func (g *Registrar) tokenTarget(token string) *upstream.Target {
+	now := g.cfg.Now()
+	g.mu.RLock()
+	aor, ok := g.tokens[token]
+	var found *Binding
+	if ok {
+		for _, b := range g.aors[aor] {
+			if b.Token == token && b.Expires.After(now) {
+				found = &b
+				break
+			}
+		}
+	}
+	g.mu.RUnlock()
+	if found == nil {
+		return nil
+	}
+	t, ok := target(*found)
+	if !ok {
+		return nil
+	}
+	return &t
+}
+
+// localAOR maps a Request-URI onto a registered or registrable local AOR:
+// user@host when the host is a domain; for any other host (the SBC's own
+// address, typically) the first domain, in configured order, where the
+// user has bindings. known is false when the user is not a local user.
+func (g *Registrar) localAOR(u sip.Uri) (aor string, known bool) {
+	if g.cfg.Mode != ModeLocal || u.User == "" || !g.users[u.User] {
+		return "", false
+	}
+	host := strings.ToLower(strings.TrimSuffix(u.Host, "."))
+	if g.domains[host] {
+		return u.User + "@" + host, true
+	}
+	now := g.cfg.Now()
+	for _, d := range g.cfg.Domains {
+		a := u.User + "@" + strings.ToLower(d)
+		if len(g.snapshot(a, now)) > 0 {
+			return a, true
+		}
+	}
+	return u.User + "@" + strings.ToLower(g.cfg.Domains[0]), true
+}
+
+// snapshot copies the live bindings of aor.
+func (g *Registrar) snapshot(aor string, now time.Time) []Binding {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	return liveBindings(g.aors[aor], now)
+}
+
+// target turns a binding into a B2BUA target: the phone's Contact as the
+// Request-URI, its flow as the destination.
+func target(b Binding) (upstream.Target, bool) {
+	var u sip.Uri
+	if err := sip.ParseUri(b.Contact, &u); err != nil {
+		return upstream.Target{}, false
+	}
+	ap, err := netip.ParseAddrPort(b.Peer)
+	if err != nil {
+		return upstream.Target{}, false
+	}
+	return upstream.Target{
+		Name:      targetPrefix + b.Token,
+		URI:       u,
+		Addr:      ap,
+		Transport: b.Transport,
+		Priority:  1,
+		Weight:    1,
+		Exact:     true,
+		External:  true,
+	}, true
+}
+
+// orderTargets sorts bindings best q first, then most recently refreshed.
+func orderTargets(bs []Binding) []Binding {
+	slices.SortStableFunc(bs, func(a, b Binding) int {
+		if a.Q != b.Q {
+			return b.Q - a.Q
+		}
+		return b.Updated.Compare(a.Updated)
+	})
+	return bs
+}
+
+// liveBindings copies the bindings that have not expired at now.
+func liveBindings(bs []Binding, now time.Time) []Binding {
+	out := make([]Binding, 0, len(bs))
+	for _, b := range bs {
+		if b.Expires.After(now) {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+func isToken(user string) bool {
+	if len(user) != len(tokenPrefix)+24 || !strings.HasPrefix(user, tokenPrefix) {
+		return false
+	}
+	_, err := hex.DecodeString(user[len(tokenPrefix):])
+	return err == nil
+}
+
+func newToken() string {
+	var buf [12]byte
+	_, _ = rand.Read(buf[:])
+	return tokenPrefix + hex.EncodeToString(buf[:])
+}
+
+// mapID derives a stable inside identifier from an outside one, so the PBX
+// sees one Call-ID per phone registration while learning nothing of it.
+func (g *Registrar) mapID(kind, v string) string {
+	m := hmac.New(sha256.New, g.secret)
+	m.Write([]byte(kind))
+	m.Write([]byte{0})
+	m.Write([]byte(v))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// normalizeAOR lower-cases the host of "user@host"; user parts are case
+// sensitive (RFC 3261 19.1.4).
+func normalizeAOR(aor string) string {
+	user, host, ok := strings.Cut(aor, "@")
+	if !ok {
+		return aor
+	}
+	return user + "@" + strings.ToLower(host)
+}
