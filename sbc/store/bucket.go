@@ -117,7 +117,7 @@ func (b *Bucket[T]) put(key string, v T, exp time.Time) error {
 	if err != nil {
 		return err
 	}
-	return b.s.update(func(tx *bolt.Tx) error {
+	return b.s.batch(func(tx *bolt.Tx) error {
 		bk, err := txBucket(tx, b.name)
 		if err != nil {
 			return err
@@ -163,7 +163,7 @@ func (b *Bucket[T]) Delete(key string) error {
 	if err := checkKey(key); err != nil {
 		return err
 	}
-	return b.s.update(func(tx *bolt.Tx) error {
+	return b.s.batch(func(tx *bolt.Tx) error {
 		bk, err := txBucket(tx, b.name)
 		if err != nil {
 			return err
