@@ -11,7 +11,6 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
-	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -133,9 +132,6 @@ func (b *B2BUA) mapID(kind, v string) string {
 	m.Write([]byte(v))
 	return hex.EncodeToString(m.Sum(nil)[:16])
 }
-
-// noBuild tells sipgo the request is complete: add nothing.
-func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 
 // ServeSIP implements sbc.Handler.
 func (b *B2BUA) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
@@ -355,7 +351,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	c.mu.Unlock()
 	b.table.index(c, bl)
 
-	btx, err := b.cfg.Client.TransactionRequest(context.Background(), inv, noBuild)
+	btx, err := b.cfg.Client.TransactionRequest(context.Background(), inv, sbc.NoBuild)
 	if err != nil {
 		b.log.Warn("send INVITE failed", "target", t.Name, "error", err)
 		b.markUpstream(t, false)
@@ -616,7 +612,7 @@ func (b *B2BUA) ackAndBye(c *call, bl *leg, inv *sip.Request, res *sip.Response)
 	bye := b.newRequest(bl, sip.BYE, bl.nextCSeq(), "")
 	bye.SetBody(nil)
 	c.mu.Unlock()
-	_ = b.cfg.Client.WriteRequest(ack, noBuild)
+	_ = b.cfg.Client.WriteRequest(ack, sbc.NoBuild)
 	ctx, cancel := context.WithTimeout(context.Background(), 32*time.Second)
 	defer cancel()
 	_, _ = b.do(ctx, bye)
@@ -719,7 +715,7 @@ func (b *B2BUA) awaitAck(c *call, l *leg, cseq uint32, tx sip.ServerTransaction,
 				}
 				c.mu.Unlock()
 				if ack != nil {
-					_ = b.cfg.Client.WriteRequest(ack.Clone(), noBuild)
+					_ = b.cfg.Client.WriteRequest(ack.Clone(), sbc.NoBuild)
 				}
 				b.stats.NoAck.Add(1)
 				b.teardown(c, "no ACK")
@@ -756,7 +752,7 @@ func (b *B2BUA) ack(c *call, from *leg, req *sip.Request) {
 	to.lastAck = ack
 	c.activity = b.cfg.Now()
 	c.mu.Unlock()
-	if err := b.cfg.Client.WriteRequest(ack.Clone(), noBuild); err != nil {
+	if err := b.cfg.Client.WriteRequest(ack.Clone(), sbc.NoBuild); err != nil {
 		b.log.Debug("send ACK failed", "error", err)
 	}
 }
@@ -781,34 +777,14 @@ func (b *B2BUA) OnUnhandledResponse(res *sip.Response) {
 	}
 	c.mu.Unlock()
 	if ack != nil {
-		_ = b.cfg.Client.WriteRequest(ack, noBuild)
+		_ = b.cfg.Client.WriteRequest(ack, sbc.NoBuild)
 	}
 }
 
 // do sends a request in a client transaction and waits for its final
 // response. The transaction is terminated before return.
 func (b *B2BUA) do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
-	tx, err := b.cfg.Client.TransactionRequest(ctx, req, noBuild)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode < 200 {
-				continue
-			}
-			return res, nil
-		case <-tx.Done():
-			if err := tx.Err(); err != nil {
-				return nil, err
-			}
-			return nil, errors.New("transaction ended without response")
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+	return sbc.Do(ctx, b.cfg.Client, req)
 }
 
 // inDialog relays a request inside an existing call to the other leg.

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
@@ -25,9 +24,6 @@ var relayResponseHeaders = []string{"WWW-Authenticate", "Proxy-Authenticate", "R
 
 // errNoUpstream means no PBX gave an answer the phone can use.
 var errNoUpstream = errors.New("registrar: no upstream answered")
-
-// noBuild tells sipgo the request is complete: add nothing.
-func noBuild(*sipgo.Client, *sip.Request) error { return nil }
 
 // relayRegister handles a REGISTER in relay mode: answered from the cache
 // when it is a refresh inside the window, otherwise relayed to the PBX and
@@ -275,27 +271,7 @@ func tokenContact(token, host string, port int, tr string, exp time.Duration) *s
 // do sends a request in a client transaction and waits for its final
 // response; the transaction is terminated before return.
 func (g *Registrar) do(ctx context.Context, req *sip.Request) (*sip.Response, error) {
-	tx, err := g.cfg.Client.TransactionRequest(ctx, req, noBuild)
-	if err != nil {
-		return nil, err
-	}
-	defer tx.Terminate()
-	for {
-		select {
-		case res := <-tx.Responses():
-			if res.StatusCode < 200 {
-				continue
-			}
-			return res, nil
-		case <-tx.Done():
-			if err := tx.Err(); err != nil {
-				return nil, err
-			}
-			return nil, errors.New("registrar: transaction ended without response")
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		}
-	}
+	return sbc.Do(ctx, g.cfg.Client, req)
 }
 
 func hostPort(a sip.Addr) (string, int) {
