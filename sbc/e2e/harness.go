@@ -509,6 +509,43 @@ func StartSBC(t testing.TB, cfg SBCConfig) *SBC {
 	return s
 }
 
+// PID is the process id of the running sipwall.
+func (s *SBC) PID() int { return s.p.cmd.Process.Pid }
+
+// Alive reports whether sipwall is still running.
+func (s *SBC) Alive() bool { return !s.p.exited() }
+
+// RSS is sipwall's resident set size in bytes, VmRSS of /proc/PID/status
+// (Linux only; the error says why it could not be read).
+func (s *SBC) RSS() (int64, error) { return procStatusBytes(s.PID(), "VmRSS") }
+
+// PeakRSS is sipwall's peak resident set size in bytes (VmHWM).
+func (s *SBC) PeakRSS() (int64, error) { return procStatusBytes(s.PID(), "VmHWM") }
+
+// procStatusBytes reads a "Key:   N kB" line of /proc/PID/status.
+func procStatusBytes(pid int, key string) (int64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		k, v, ok := strings.Cut(line, ":")
+		if !ok || k != key {
+			continue
+		}
+		f := strings.Fields(v)
+		if len(f) != 2 || f[1] != "kB" {
+			return 0, fmt.Errorf("/proc/%d/status: %s: unexpected value %q", pid, key, v)
+		}
+		n, err := strconv.ParseInt(f[0], 10, 64)
+		if err != nil {
+			return 0, fmt.Errorf("/proc/%d/status: %s: %v", pid, key, err)
+		}
+		return n << 10, nil
+	}
+	return 0, fmt.Errorf("/proc/%d/status: no %s line", pid, key)
+}
+
 // waitReady sends OPTIONS over UDP until a 200 comes back, then checks the
 // TCP listener accepts a connection.
 func (s *SBC) waitReady(d time.Duration) error {
