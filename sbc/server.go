@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo"
@@ -50,6 +51,12 @@ type Options struct {
 	// ResponseFilter, when set, vets every response datagram after parsing
 	// (sanity.ValidateResponse); false drops it before any transaction.
 	ResponseFilter func(*sip.Response) bool
+	// DialAllowed decides whether the SBC may open a stream connection to
+	// an address (upstreams, the trunk). Nil allows none: replies and
+	// requests to outside peers reuse the connection they opened. This
+	// keeps a Via or Contact from making the SBC connect where an attacker
+	// points it.
+	DialAllowed func(netip.AddrPort) bool
 	// OnUnhandledResponse receives responses that match no transaction
 	// (retransmitted 2xx the B2BUA must re-ACK).
 	OnUnhandledResponse func(*sip.Response)
@@ -85,7 +92,7 @@ type Server struct {
 // Stats counts what the root of the chain saw.
 type Stats struct {
 	Requests, Panics, Overload, Dropped, Rejected, Answered, Forwarded, Errors atomic.Int64
-	ConnsRefused, SlowMessages, Keepalives                                     atomic.Int64
+	ConnsRefused, SlowMessages, Keepalives, DialsRefused                       atomic.Int64
 	// PreParseDrops counts datagrams dropped before parsing, by
 	// wire.Reason (index 0: responses refused by the response filter).
 	PreParseDrops [32]atomic.Int64
@@ -107,7 +114,7 @@ func NewServer(opts Options) (*Server, error) {
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "server"), sem: make(chan struct{}, opts.MaxInflight)}
 
-	tcp := &sip.TransportTCP{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout}
+	tcp := &sip.TransportTCP{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout, DialerCreate: s.dialer}
 	txOpts := []sip.TransactionLayerOption{}
 	if opts.OnUnhandledResponse != nil {
 		txOpts = append(txOpts, sip.WithTransactionLayerUnhandledResponseHandler(opts.OnUnhandledResponse))
@@ -118,6 +125,10 @@ func NewServer(opts Options) (*Server, error) {
 	s.parser = sip.NewParser()
 	ua, err := sipgo.NewUA(
 		sipgo.WithUserAgent("sipwall"),
+		// sipwall resolves no names: upstreams are IP literals, and a host
+		// name in a Via or Contact must not make the SBC send DNS queries
+		// an attacker chose.
+		sipgo.WithUserAgentDNSResolver(noDNS),
 		sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.readFilter),
@@ -445,4 +456,32 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		s.Stats.Rejected.Add(1)
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 501, "Not Implemented", nil))
 	}
+}
+
+// ErrDialRefused is returned for a stream connection to an address that is
+// not an upstream or trunk.
+var ErrDialRefused = errors.New("connection to this address not allowed")
+
+// dialer is sipgo's TCP dialer with the destination vetted before connect.
+func (s *Server) dialer(laddr net.Addr) net.Dialer {
+	return net.Dialer{
+		Timeout:   10 * time.Second,
+		LocalAddr: laddr,
+		Control: func(_, address string, _ syscall.RawConn) error {
+			ap, err := netip.ParseAddrPort(address)
+			if err != nil || s.opts.DialAllowed == nil || !s.opts.DialAllowed(netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())) {
+				s.Stats.DialsRefused.Add(1)
+				return fmt.Errorf("dial %s: %w", address, ErrDialRefused)
+			}
+			return nil
+		},
+	}
+}
+
+// noDNS is a resolver that never sends a query.
+var noDNS = &net.Resolver{
+	PreferGo: true,
+	Dial: func(context.Context, string, string) (net.Conn, error) {
+		return nil, errors.New("name resolution is disabled")
+	},
 }

@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -278,5 +279,46 @@ func TestIPv6Listener(t *testing.T) {
 		if peer := <-peers; !strings.HasPrefix(peer, "[::1]:") {
 			t.Fatalf("%s: peer %q, want the v6 transport address", tr, peer)
 		}
+	}
+}
+
+// A request on a stream whose connection is gone must not make the SBC
+// connect to the address in its Via (an attacker's choice): the dial is
+// refused and counted, and nothing reaches that address.
+func TestNoDialToViaAddress(t *testing.T) {
+	trap, err := net.Listen("tcp", "127.0.0.9:0")
+	if err != nil {
+		t.Skipf("cannot bind 127.0.0.9: %v", err)
+	}
+	defer trap.Close()
+	reached := make(chan struct{}, 1)
+	go func() {
+		if c, err := trap.Accept(); err == nil {
+			reached <- struct{}{}
+			c.Close()
+		}
+	}()
+	s := startTestServer(t, Options{IdleTimeout: 5 * time.Second})
+	addr := tcpAddr(t, s)
+	trapAddr := trap.Addr().String()
+	for i := 0; i < 5; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		msg := strings.Replace(options("gone"+strconv.Itoa(i)), "127.0.0.1:5999;rport", trapAddr, 1)
+		msg = strings.Replace(msg, "OPTIONS sip:127.0.0.1", "OPTIONS sip:bob@127.0.0.1", 1)
+		if _, err := io.WriteString(c, msg); err != nil {
+			t.Fatal(err)
+		}
+		if tc, ok := c.(*net.TCPConn); ok {
+			_ = tc.SetLinger(0) // reset: the connection is gone at once
+		}
+		c.Close()
+	}
+	select {
+	case <-reached:
+		t.Fatal("the SBC connected to the address named in a Via")
+	case <-time.After(2 * time.Second):
 	}
 }

@@ -169,6 +169,14 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		IdleTimeout:       cfg.Limits.TCP.IdleTimeout.D(),
 		WriteTimeout:      cfg.Limits.TCP.WriteTimeout.D(),
 		MessageTimeout:    cfg.Limits.TCP.MessageTimeout.D(),
+		// Stream connections are opened only toward the upstreams and the
+		// trunk; everyone else is answered on the connection they opened.
+		DialAllowed: func(ap netip.AddrPort) bool {
+			if _, ok := pool.Lookup(ap.Addr()); ok {
+				return true
+			}
+			return outbound != nil && outbound.Addr == ap
+		},
 		IsInternal: func(a netip.Addr) bool {
 			_, ok := pool.Lookup(a)
 			return ok
