@@ -5,6 +5,8 @@ import (
 	"net/netip"
 	"sync"
 	"time"
+
+	"github.com/sipwall/sipwall/sbc/sanity/wire"
 )
 
 // limitListener caps inbound stream connections in total and per source
@@ -183,7 +185,7 @@ func (f *framer) endLine() {
 		return
 	}
 	name := trimSpace(line[:colon])
-	if !(equalFold(name, "content-length") || equalFold(name, "l")) {
+	if !(wire.EqualFoldLower(name, "content-length") || wire.EqualFoldLower(name, "l")) {
 		return
 	}
 	v := 0
@@ -206,18 +208,3 @@ func trimSpace(b []byte) []byte {
 	return b
 }
 
-func equalFold(b []byte, s string) bool {
-	if len(b) != len(s) {
-		return false
-	}
-	for i := range b {
-		c := b[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != s[i] {
-			return false
-		}
-	}
-	return true
-}

@@ -627,6 +627,10 @@ func isToken(b []byte) bool {
 	return true
 }
 
+// EqualFoldLower compares b to an ASCII lower-case literal without
+// allocating (header names on raw bytes).
+func EqualFoldLower(b []byte, lower string) bool { return equalFoldB(b, lower) }
+
 // equalFoldB compares b to an ASCII lower-case literal without allocating.
 func equalFoldB(b []byte, lower string) bool {
 	if len(b) != len(lower) {
