@@ -207,4 +207,3 @@ func trimSpace(b []byte) []byte {
 	}
 	return b
 }
-
