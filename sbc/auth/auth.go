@@ -1,0 +1,429 @@
+package auth
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+)
+
+// Defaults of Options.
+const (
+	DefaultNonceTTL  = 300 * time.Second
+	DefaultMaxSkew   = 5 * time.Second
+	DefaultMaxNonces = 65536
+)
+
+// Failure reasons, as counted in Stats and passed to OnFailure.
+const (
+	ReasonMalformed    = "malformed"     // 400: unparsable or unacceptable credentials
+	ReasonURIMismatch  = "uri-mismatch"  // 400: digest uri is not the Request-URI
+	ReasonBadOpaque    = "bad-opaque"    // 400: opaque does not belong to the nonce
+	ReasonForeignNonce = "foreign-nonce" // not our nonce, or issued to another peer
+	ReasonStale        = "stale"         // our nonce, expired
+	ReasonFutureNonce  = "future-nonce"  // our nonce, issued after now
+	ReasonReplay       = "replay"        // nonce-count not above the last accepted
+	ReasonUnknownUser  = "unknown-user"  // evidence: OnFailure
+	ReasonBadPassword  = "bad-password"  // evidence: OnFailure
+	ReasonDisabled     = "disabled"      // evidence: OnFailure
+)
+
+var reasons = []string{
+	ReasonMalformed, ReasonURIMismatch, ReasonBadOpaque, ReasonForeignNonce,
+	ReasonStale, ReasonFutureNonce, ReasonReplay, ReasonUnknownUser,
+	ReasonBadPassword, ReasonDisabled,
+}
+
+// Options configure the layer. Realm and Users are required.
+type Options struct {
+	Realm string
+	Users Users
+	// Key signs nonces; at least 32 bytes. Empty: a random key, so nonces
+	// do not survive a restart (clients are simply challenged again).
+	Key []byte
+	// NonceTTL is how long a nonce is accepted (default 300s); after that
+	// the client gets a new challenge with stale=true.
+	NonceTTL time.Duration
+	// MaxSkew is how far in the future a nonce may be dated (default 5s),
+	// for nodes sharing Key with slightly different clocks.
+	MaxSkew time.Duration
+	// MaxNonces bounds the nonce-count table (default 65536).
+	MaxNonces int
+	// EnableMD5 also offers and accepts MD5, for old phones.
+	EnableMD5 bool
+	// Trusted matches peers that skip digest (trunks, the PBX) by address.
+	Trusted func(netip.Addr) (name string, ok bool)
+	// OnFailure is called when a peer answered one of our valid nonces with
+	// a wrong response: unknown user, wrong password or disabled account.
+	// user is what the peer sent and must be treated as untrusted text.
+	OnFailure func(peer netip.Addr, user string, reason string)
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Stats is a snapshot of the layer's counters.
+type Stats struct {
+	Challenges uint64
+	Successes  uint64
+	Trusted    uint64
+	Failures   map[string]uint64
+}
+
+// Auth is the digest authentication layer, name "auth".
+type Auth struct {
+	opt    Options
+	algs   []string // offered, strongest first
+	nonces nonceMinter
+	nc     *ncTable
+	dummy  map[string]string // HA1 per algorithm for users that do not exist
+
+	challenges, successes, trusted atomic.Uint64
+	failures                       map[string]*atomic.Uint64
+}
+
+var _ sbc.Handler = (*Auth)(nil)
+
+// New builds the layer.
+func New(opt Options) (*Auth, error) {
+	if opt.Realm == "" || strings.ContainsAny(opt.Realm, "\"\\\r\n") {
+		return nil, fmt.Errorf("auth: invalid realm %q", opt.Realm)
+	}
+	if opt.Users == nil {
+		return nil, errors.New("auth: no users")
+	}
+	if len(opt.Key) == 0 {
+		opt.Key = make([]byte, 32)
+		_, _ = rand.Read(opt.Key)
+	} else if len(opt.Key) < 32 {
+		return nil, errors.New("auth: nonce key shorter than 32 bytes")
+	}
+	if opt.NonceTTL <= 0 {
+		opt.NonceTTL = DefaultNonceTTL
+	}
+	if opt.MaxSkew <= 0 {
+		opt.MaxSkew = DefaultMaxSkew
+	}
+	if opt.MaxNonces <= 0 {
+		opt.MaxNonces = DefaultMaxNonces
+	}
+	if opt.Now == nil {
+		opt.Now = time.Now
+	}
+	a := &Auth{
+		opt:      opt,
+		algs:     []string{SHA256, SHA512256},
+		nonces:   nonceMinter{key: opt.Key},
+		nc:       newNCTable(opt.MaxNonces),
+		dummy:    map[string]string{},
+		failures: map[string]*atomic.Uint64{},
+	}
+	if opt.EnableMD5 {
+		a.algs = append(a.algs, MD5)
+	}
+	seed := make([]byte, 16)
+	_, _ = rand.Read(seed)
+	for _, alg := range []string{SHA256, SHA512256, MD5} {
+		a.dummy[alg] = hexHash(alg, "dummy:"+string(seed))
+	}
+	for _, r := range reasons {
+		a.failures[r] = new(atomic.Uint64)
+	}
+	return a, nil
+}
+
+// Name implements sbc.Handler.
+func (a *Auth) Name() string { return "auth" }
+
+// Stats returns the counters.
+func (a *Auth) Stats() Stats {
+	s := Stats{
+		Challenges: a.challenges.Load(),
+		Successes:  a.successes.Load(),
+		Trusted:    a.trusted.Load(),
+		Failures:   make(map[string]uint64, len(a.failures)),
+	}
+	for r, c := range a.failures {
+		s.Failures[r] = c.Load()
+	}
+	return s
+}
+
+// kind is the registrar (401) or proxy (407) flavour of the exchange.
+type kind struct {
+	code      int
+	reason    string
+	challenge string
+	creds     string
+}
+
+var (
+	registrar = kind{401, "Unauthorized", "WWW-Authenticate", "Authorization"}
+	proxy     = kind{407, "Proxy Authentication Required", "Proxy-Authenticate", "Proxy-Authorization"}
+)
+
+// ServeSIP implements sbc.Handler.
+func (a *Auth) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
+	if r.Side == sbc.Internal {
+		return sbc.Continue, nil
+	}
+	ip := r.Peer.Addr().Unmap()
+	if a.opt.Trusted != nil {
+		if name, ok := a.opt.Trusted(ip); ok {
+			a.trusted.Add(1)
+			r.Identity = &sbc.Identity{Trusted: name, Realm: a.opt.Realm}
+			return sbc.Continue, nil
+		}
+	}
+	switch r.Method {
+	case sip.ACK, sip.CANCEL:
+		// ACK cannot be challenged and CANCEL must match its INVITE.
+		return sbc.Continue, nil
+	}
+	if to := r.To(); to != nil {
+		if _, ok := to.Params.Get("tag"); ok {
+			// In-dialog: the B2BUA only accepts dialogs it created, and
+			// those were authenticated when created.
+			return sbc.Continue, nil
+		}
+	}
+	if r.Method == sip.OPTIONS && r.Recipient.User == "" {
+		// OPTIONS to the SBC itself is a keepalive, answered later.
+		return sbc.Continue, nil
+	}
+	k := proxy
+	if r.Method == sip.REGISTER {
+		k = registrar
+	}
+	return a.authenticate(w, r, k, ip)
+}
+
+func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr) (sbc.Verdict, error) {
+	var mine *Credentials
+	for _, h := range r.GetHeaders(k.creds) {
+		c, err := ParseCredentials(h.Value())
+		if err != nil {
+			return a.badRequest(w, r, ReasonMalformed)
+		}
+		if c.Get("realm") != a.opt.Realm {
+			continue // meant for another hop
+		}
+		if mine != nil {
+			return a.badRequest(w, r, ReasonMalformed)
+		}
+		mine = c
+	}
+	if mine == nil {
+		return a.challenge(w, r, k, ip, false)
+	}
+	cr, ok := a.validate(mine)
+	if !ok {
+		return a.badRequest(w, r, ReasonMalformed)
+	}
+	if !a.sameURI(cr.uri, r) {
+		return a.badRequest(w, r, ReasonURIMismatch)
+	}
+	now := a.opt.Now()
+	state, issued := a.nonces.check(cr.nonce, now, ip, a.opt.Realm, a.opt.NonceTTL, a.opt.MaxSkew)
+	switch state {
+	case nonceForeign:
+		a.fail(ReasonForeignNonce)
+		return a.challenge(w, r, k, ip, false)
+	case nonceFuture:
+		a.fail(ReasonFutureNonce)
+		return a.challenge(w, r, k, ip, false)
+	case nonceStale:
+		// stale=true without checking the digest: checking it would turn
+		// expired nonces into a password oracle that OnFailure never sees.
+		a.fail(ReasonStale)
+		return a.challenge(w, r, k, ip, true)
+	}
+	if op, given := mine.Params["opaque"]; given &&
+		subtle.ConstantTimeCompare([]byte(op), []byte(a.nonces.opaque(cr.nonce))) != 1 {
+		return a.badRequest(w, r, ReasonBadOpaque)
+	}
+	switch a.nc.peek(cr.nonce, issued, cr.nc) {
+	case ncReplay:
+		a.fail(ReasonReplay)
+		return a.challenge(w, r, k, ip, true)
+	case ncForgot:
+		a.fail(ReasonStale)
+		return a.challenge(w, r, k, ip, true)
+	}
+
+	// The same work whether or not the user exists, has this algorithm or
+	// is disabled, so that neither the response nor its timing tells.
+	ha1s, disabled, known := a.opt.Users.Lookup(cr.username, a.opt.Realm)
+	ha1, have := ha1s[cr.alg]
+	if !known || !have || len(ha1) != hexLen(cr.alg) {
+		ha1, known = a.dummy[cr.alg], false
+	}
+	want := response(cr.alg, ha1, string(r.Method), cr.uri, cr.nonce, cr.ncHex, cr.cnonce)
+	match := subtle.ConstantTimeCompare([]byte(want), []byte(cr.response)) == 1
+	var reason string
+	switch {
+	case !known:
+		reason = ReasonUnknownUser
+	case !match:
+		reason = ReasonBadPassword
+	case disabled:
+		reason = ReasonDisabled
+	}
+	if reason != "" {
+		a.fail(reason)
+		if a.opt.OnFailure != nil {
+			a.opt.OnFailure(ip, cr.username, reason)
+		}
+		return a.challenge(w, r, k, ip, false)
+	}
+	switch a.nc.use(cr.nonce, issued, cr.nc, now, a.opt.NonceTTL) {
+	case ncReplay:
+		a.fail(ReasonReplay)
+		return a.challenge(w, r, k, ip, true)
+	case ncForgot:
+		a.fail(ReasonStale)
+		return a.challenge(w, r, k, ip, true)
+	}
+	a.successes.Add(1)
+	// Credentials are for us only; none may reach the next hop.
+	removeHeaders(r.Request, "authorization", "proxy-authorization")
+	r.Identity = &sbc.Identity{User: cr.username, Realm: a.opt.Realm}
+	return sbc.Continue, nil
+}
+
+// checked holds validated credential fields.
+type checked struct {
+	username, uri, nonce, cnonce, response, alg, ncHex string
+	nc                                                 uint32
+}
+
+// validate applies what the parser does not know: required fields, offered
+// algorithm, qop=auth, a non-zero 8-digit nc, a response of the right size.
+func (a *Auth) validate(c *Credentials) (checked, bool) {
+	p := c.Params
+	var cr checked
+	for _, f := range []string{"username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce"} {
+		if p[f] == "" {
+			return cr, false
+		}
+	}
+	if _, ok := p["username*"]; ok {
+		return cr, false // RFC 8187 extended user names are not supported
+	}
+	if u, ok := p["userhash"]; ok && !strings.EqualFold(u, "false") {
+		return cr, false // not offered
+	}
+	cr.alg = MD5 // RFC 7616 3.4: absent algorithm means MD5
+	if v, ok := p["algorithm"]; ok {
+		cr.alg = ""
+		for _, alg := range a.algs {
+			if strings.EqualFold(v, alg) {
+				cr.alg = alg
+			}
+		}
+	}
+	offered := false
+	for _, alg := range a.algs {
+		offered = offered || alg == cr.alg
+	}
+	if !offered || !strings.EqualFold(p["qop"], "auth") {
+		return cr, false
+	}
+	cr.ncHex = p["nc"]
+	if len(cr.ncHex) != 8 {
+		return cr, false
+	}
+	n, err := strconv.ParseUint(cr.ncHex, 16, 32)
+	if err != nil || n == 0 {
+		return cr, false
+	}
+	cr.nc = uint32(n)
+	cr.response = strings.ToLower(p["response"])
+	if len(cr.response) != hexLen(cr.alg) || strings.Trim(cr.response, "0123456789abcdef") != "" {
+		return cr, false
+	}
+	cr.cnonce = p["cnonce"]
+	if len(cr.cnonce) > maxCnonceLen {
+		return cr, false
+	}
+	cr.username, cr.uri, cr.nonce = p["username"], p["uri"], p["nonce"]
+	// Quotes and backslashes in a user name are only ever injection
+	// attempts; refusing them keeps the name safe to log and store.
+	if strings.ContainsAny(cr.username, "\"\\") || strings.ContainsAny(cr.uri, "\"\\") {
+		return cr, false
+	}
+	return cr, true
+}
+
+// sameURI reports whether the digest uri is the Request-URI. The digest
+// covers the uri parameter, so without this check a captured response
+// could be used for any other target.
+func (a *Auth) sameURI(uri string, r *sbc.Request) bool {
+	ruri := r.Recipient.String()
+	if uri == ruri {
+		return true
+	}
+	var u sip.Uri
+	if err := sip.ParseUri(uri, &u); err != nil {
+		return false
+	}
+	return u.String() == ruri
+}
+
+func (a *Auth) fail(reason string) {
+	a.failures[reason].Add(1)
+}
+
+func (a *Auth) badRequest(w sbc.ResponseWriter, r *sbc.Request, reason string) (sbc.Verdict, error) {
+	a.fail(reason)
+	if err := sbc.Respond(w, r, 400, "Bad Request"); err != nil {
+		return sbc.Rejected, fmt.Errorf("auth: send 400: %w", err)
+	}
+	return sbc.Rejected, nil
+}
+
+// challenge answers with one challenge per offered algorithm, strongest
+// first (RFC 8760 2.4), all with the same fresh nonce.
+func (a *Auth) challenge(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr, stale bool) (sbc.Verdict, error) {
+	a.challenges.Add(1)
+	nonce := a.nonces.mint(a.opt.Now(), ip, a.opt.Realm)
+	opaque := a.nonces.opaque(nonce)
+	hdrs := make([]sip.Header, 0, len(a.algs))
+	for _, alg := range a.algs {
+		v := `Digest realm="` + a.opt.Realm + `", nonce="` + nonce + `", opaque="` + opaque +
+			`", algorithm=` + alg + `, qop="auth"`
+		if stale {
+			v += ", stale=true"
+		}
+		hdrs = append(hdrs, sip.NewHeader(k.challenge, v))
+	}
+	if err := sbc.Respond(w, r, k.code, k.reason, hdrs...); err != nil {
+		return sbc.Rejected, fmt.Errorf("auth: send %d: %w", k.code, err)
+	}
+	return sbc.Rejected, nil
+}
+
+// removeHeaders drops every header with one of the lowercase names, however
+// the sender spelled it (sipgo's RemoveHeader matches the exact spelling).
+func removeHeaders(m *sip.Request, names ...string) {
+	var spell []string
+	for _, h := range m.Headers() {
+		for _, n := range names {
+			if strings.EqualFold(h.Name(), n) {
+				spell = append(spell, h.Name())
+			}
+		}
+	}
+	for _, s := range spell {
+		m.RemoveHeader(s)
+	}
+}
