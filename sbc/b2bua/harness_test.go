@@ -2,7 +2,6 @@ package b2bua_test
 
 import (
 	"context"
-	"io"
 	"log/slog"
 	"net/netip"
 	"os"
@@ -43,21 +42,12 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	sip.SetTimers(testT1, testT2, testT4)
-	// Timer D is not derived from T1 by SetTimers.
-	sip.Timer_D = 64 * testT1
+	siptest.ShortTimers(testT1, testT2, testT4)
 	sip.SetDefaultLogger(testLogger())
 	os.Exit(m.Run())
 }
 
-// testLogger discards logs unless SIPWALL_TEST_LOG is set (to see the
-// SBC's side of a failing test).
-func testLogger() *slog.Logger {
-	if os.Getenv("SIPWALL_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger() *slog.Logger { return siptest.Logger() }
 
 // harness is an in-process SBC wired like cmd/sipwall's start(): server
 // with a UDP and a TCP listener on 127.0.0.1, the upstream pool deciding

@@ -48,18 +48,12 @@ const (
 )
 
 func TestMain(m *testing.M) {
-	sip.SetTimers(testT1, testT2, testT4)
-	sip.Timer_D = 64 * testT1
+	siptest.ShortTimers(testT1, testT2, testT4)
 	sip.SetDefaultLogger(testLogger())
 	os.Exit(m.Run())
 }
 
-func testLogger() *slog.Logger {
-	if os.Getenv("SIPWALL_TEST_LOG") != "" {
-		return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
-	}
-	return slog.New(slog.NewTextHandler(io.Discard, nil))
-}
+func testLogger() *slog.Logger { return siptest.Logger() }
 
 // clock is a settable clock shared by the registrar and the store, so
 // expiry is tested without sleeping.
