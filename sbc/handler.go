@@ -83,6 +83,12 @@ type Request struct {
 	Identity *Identity
 	// Tags collects labels set by layers (e.g. a routing hint from policy).
 	Tags map[string]string
+	// Forward holds headers layers want on the request that leaves toward
+	// the inside (the asserted identity, the signed source address). The
+	// B2BUA and the registrar's relay add them to out-of-dialog requests
+	// they send to an upstream; nothing else of the incoming request's
+	// headers is copied unless allow-listed.
+	Forward []sip.Header
 }
 
 // ResponseWriter answers a request within its server transaction.

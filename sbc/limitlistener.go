@@ -18,6 +18,7 @@ type limitListener struct {
 	max, perSource int
 	msgTimeout     time.Duration
 	stats          *Stats
+	blocked        func(netip.Addr) bool
 
 	mu    sync.Mutex
 	total int
@@ -43,6 +44,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		var src netip.Addr
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
 			src = ta.AddrPort().Addr().Unmap()
+		}
+		if l.blocked != nil && l.blocked(src) {
+			l.stats.Blocked.Add(1)
+			c.Close()
+			continue
 		}
 		l.mu.Lock()
 		if l.total >= l.max || l.bySrc[src] >= l.perSource {

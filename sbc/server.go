@@ -48,6 +48,10 @@ type Options struct {
 	MessageTimeout time.Duration
 	// IsInternal tells whether a peer address is on the inside (an upstream).
 	IsInternal func(netip.Addr) bool
+	// Blocked, when set, is asked for every datagram and every accepted
+	// stream connection before anything is parsed: a banned source costs a
+	// map lookup, nothing more. It must be fast and safe for concurrent use.
+	Blocked func(netip.Addr) bool
 	// ResponseFilter, when set, vets every response datagram after parsing
 	// (sanity.ValidateResponse); false drops it before any transaction.
 	ResponseFilter func(*sip.Response) bool
@@ -93,6 +97,9 @@ type Server struct {
 type Stats struct {
 	Requests, Panics, Overload, Dropped, Rejected, Answered, Forwarded, Errors atomic.Int64
 	ConnsRefused, SlowMessages, Keepalives, DialsRefused                       atomic.Int64
+	// Blocked counts datagrams and connections dropped because Blocked
+	// said so.
+	Blocked atomic.Int64
 	// PreParseDrops counts datagrams dropped before parsing, by
 	// wire.Reason (index 0: responses refused by the response filter).
 	PreParseDrops [32]atomic.Int64
@@ -239,6 +246,7 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		}
 		l.Bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, s.opts.MessageTimeout, &s.Stats)
+		lim.blocked = s.opts.Blocked
 		l.closer = lim.Close
 		s.wg.Add(1)
 		go func() {
@@ -320,6 +328,12 @@ func (s *Server) Close() {
 // readFilter runs before parsing. It must never return an error: on UDP an
 // error stops sipgo's listener.
 func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
+	if s.opts.Blocked != nil && !wire.IsStream(props.Transport) {
+		if ua, ok := props.RemoteAddr.(*net.UDPAddr); ok && s.opts.Blocked(ua.AddrPort().Addr().Unmap()) {
+			s.Stats.Blocked.Add(1)
+			return nil, nil
+		}
+	}
 	if wire.IsStream(props.Transport) {
 		// Stream reads are arbitrary segments, not messages: the parser's
 		// size cap and the sanity layer judge them after framing.

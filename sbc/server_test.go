@@ -5,6 +5,7 @@ import (
 	"context"
 	"io"
 	"net"
+	"net/netip"
 	"strconv"
 	"strings"
 	"testing"
@@ -320,5 +321,56 @@ func TestNoDialToViaAddress(t *testing.T) {
 	case <-reached:
 		t.Fatal("the SBC connected to the address named in a Via")
 	case <-time.After(2 * time.Second):
+	}
+}
+
+// A source that Blocked names gets nothing: its datagrams are dropped
+// before parsing and its connections closed at accept, while another
+// source is answered.
+func TestBlockedSourceDropped(t *testing.T) {
+	blocked := netip.MustParseAddr("127.0.0.2")
+	s := startTestServer(t, Options{Blocked: func(a netip.Addr) bool { return a == blocked }})
+	udp, ok := s.Local("udp", External)
+	if !ok {
+		t.Fatal("no udp listener")
+	}
+	ask := func(src string) bool {
+		t.Helper()
+		c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP(src)}, net.UDPAddrFromAddrPort(udp.Bound))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		if _, err := c.Write([]byte(strings.ReplaceAll(options("blk-"+src), "TCP", "UDP"))); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		buf := make([]byte, 2048)
+		n, err := c.Read(buf)
+		return err == nil && strings.HasPrefix(string(buf[:n]), "SIP/2.0 200")
+	}
+	if ask("127.0.0.2") {
+		t.Error("blocked source was answered over UDP")
+	}
+	if !ask("127.0.0.3") {
+		t.Error("other source not answered over UDP")
+	}
+	if got := s.Stats.Blocked.Load(); got != 1 {
+		t.Errorf("Stats.Blocked = %d after one blocked datagram, want 1", got)
+	}
+
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.2")}, Timeout: time.Second}
+	c, err := d.Dial("tcp", tcpAddr(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte(options("blk-tcp")))
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if n, err := c.Read(make([]byte, 512)); err == nil {
+		t.Errorf("blocked TCP source read %d bytes, want the connection closed", n)
+	}
+	if got := s.Stats.Blocked.Load(); got != 2 {
+		t.Errorf("Stats.Blocked = %d after a blocked connection, want 2", got)
 	}
 }

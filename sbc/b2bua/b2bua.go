@@ -343,6 +343,11 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	inv.AppendHeader(b.contact(bl, user))
 	copyHeaders(relayRequestHeaders, req, inv)
 	requireFiltered(req, inv)
+	if bl.side == sbc.Internal {
+		for _, h := range r.Forward {
+			inv.AppendHeader(sip.HeaderClone(h))
+		}
+	}
 	if body := req.Body(); len(body) > 0 {
 		inv.SetBody(append([]byte(nil), body...))
 	} else {
@@ -953,6 +958,11 @@ func (b *B2BUA) forward(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reques
 		out.ReplaceHeader(&h)
 		copyHeaders(relayRequestHeaders, req, out)
 		requireFiltered(req, out)
+		if l.side == sbc.Internal {
+			for _, fh := range r.Forward {
+				out.AppendHeader(sip.HeaderClone(fh))
+			}
+		}
 		if req.Method == sip.REGISTER {
 			// Bindings pass unchanged until the registrar layer owns them.
 			for _, ct := range req.GetHeaders("Contact") {

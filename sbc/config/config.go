@@ -22,6 +22,10 @@ type Config struct {
 	Calls Calls `yaml:"calls"`
 	// Registrar configures REGISTER handling and the location service.
 	Registrar Registrar `yaml:"registrar"`
+	// Auth configures trusted peers and digest authentication.
+	Auth Auth `yaml:"auth"`
+	// Bans configures brute-force and scanner bans.
+	Bans Bans `yaml:"bans"`
 	// Store is the embedded state store.
 	Store Store `yaml:"store"`
 	// Log configures logging.
@@ -169,6 +173,86 @@ type Registrar struct {
 	// relaying them (the redirect server role). Local mode only. Default
 	// false.
 	Redirect bool `yaml:"redirect"`
+}
+
+// Auth configures who may send requests from outside (see
+// sbc/auth/README.md).
+type Auth struct {
+	// Mode is "digest" (every out-of-dialog request from an untrusted peer
+	// must authenticate) or "off" (requests pass to the upstream unchallenged;
+	// the PBX must authenticate them itself). Default digest.
+	Mode string `yaml:"mode"`
+	// Realm of the challenges. HA1 values in the users file bind it.
+	// Default "sipwall".
+	Realm string `yaml:"realm"`
+	// UsersFile is the YAML file of users and their HA1 values, written by
+	// `sipwall passwd`; reloaded when it changes. Required in digest mode
+	// unless every peer is trusted.
+	UsersFile string `yaml:"users_file"`
+	// Algorithms offered, one challenge header each, in this order:
+	// SHA-256, SHA-512-256, MD5. Default [SHA-256, SHA-512-256]; add MD5 for
+	// phones without SHA-256, first only for clients that read nothing but
+	// the first challenge.
+	Algorithms []string `yaml:"algorithms"`
+	// NonceTTL is how long a nonce is accepted; then stale=true. Default 300s.
+	NonceTTL Duration `yaml:"nonce_ttl"`
+	// MaxSkew is how far ahead of our clock a nonce may be dated (nodes
+	// sharing keys). Default 5s.
+	MaxSkew Duration `yaml:"max_skew"`
+	// KeyRotation is how often the nonce key is replaced; the previous key
+	// stays valid for one more period. Default 24h.
+	KeyRotation Duration `yaml:"key_rotation"`
+	// Trusted peers (carriers, other PBXs) skip digest and are never banned.
+	// The upstreams are always trusted.
+	Trusted []Trusted `yaml:"trusted"`
+	// AssertIdentity names a header (e.g. P-Asserted-Identity) carrying the
+	// authenticated user to the upstream as <sip:user@realm>. Empty: none.
+	AssertIdentity string `yaml:"assert_identity"`
+	// SourceHeader names a header carrying the real source address of a
+	// request to the upstream, signed with SourceKeyFile (see
+	// sbc/auth/README.md). Empty: none.
+	SourceHeader string `yaml:"source_header"`
+	// SourceKeyFile holds the HMAC key (at least 32 bytes) signing
+	// SourceHeader. Required with source_header.
+	SourceKeyFile string `yaml:"source_key_file"`
+}
+
+// Trusted is a named group of peer networks that skip digest.
+type Trusted struct {
+	// Name shows in logs and in the request's identity. Required, unique.
+	Name string `yaml:"name"`
+	// CIDRs are the peer networks, e.g. "203.0.113.0/24" or "2001:db8::/48".
+	// At least one.
+	CIDRs []string `yaml:"cidrs"`
+}
+
+// Bans configures the ban store (see sbc/ban/README.md).
+type Bans struct {
+	// Threshold is the number of failed digests (answers to our own
+	// challenge) from one address within Window that bans it. Default 5.
+	Threshold int `yaml:"threshold"`
+	// Window of the failure counts. Default 60s.
+	Window Duration `yaml:"window"`
+	// BanTime is the first ban's length; each new ban of the same address
+	// doubles it. Default 1h.
+	BanTime Duration `yaml:"ban_time"`
+	// MaxBanTime caps the doubling. Default 168h.
+	MaxBanTime Duration `yaml:"max_ban_time"`
+	// Forget drops an address's escalation this long after its last ban
+	// ended. Default 24h.
+	Forget Duration `yaml:"forget"`
+	// Prefix6Threshold: failures from one IPv6 /64 within Window that ban
+	// the whole /64. Default 20.
+	Prefix6Threshold int `yaml:"prefix6_threshold"`
+	// UserThreshold: failures for one user name (any address) within
+	// Window that lock the user for addresses it never authenticated from.
+	// Default 20.
+	UserThreshold int `yaml:"user_threshold"`
+	// UserLockTime is the length of a user lock. Default 1h.
+	UserLockTime Duration `yaml:"user_lock_time"`
+	// ScannerAgents are case-insensitive User-Agent substrings banned on
+	// first sight. Empty: the built-in list; ["none"] turns it off.
+	ScannerAgents []string `yaml:"scanner_agents"`
 }
 
 // Store is the embedded state store.

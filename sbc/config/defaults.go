@@ -35,6 +35,19 @@ const (
 	defaultMaxAORs           = 100000
 	defaultWhenFull          = WhenFullReject
 	defaultOtherDomainStatus = 403
+	defaultAuthMode          = AuthDigest
+	defaultRealm             = "sipwall"
+	defaultNonceTTL          = 300 * time.Second
+	defaultMaxSkew           = 5 * time.Second
+	defaultKeyRotation       = 24 * time.Hour
+	defaultBanThreshold      = 5
+	defaultBanWindow         = 60 * time.Second
+	defaultBanTime           = time.Hour
+	defaultMaxBanTime        = 168 * time.Hour
+	defaultBanForget         = 24 * time.Hour
+	defaultPrefix6Threshold  = 20
+	defaultUserThreshold     = 20
+	defaultUserLockTime      = time.Hour
 )
 
 // Default returns the configuration an empty file yields: every default
@@ -68,6 +81,8 @@ func (c *Config) applyDefaults() {
 	c.Limits.applyDefaults()
 	c.Calls.applyDefaults()
 	c.Registrar.applyDefaults()
+	c.Auth.applyDefaults()
+	c.Bans.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
@@ -131,4 +146,26 @@ func setDefault[T comparable](field *T, def T) {
 	if *field == zero {
 		*field = def
 	}
+}
+
+func (a *Auth) applyDefaults() {
+	setDefault(&a.Mode, defaultAuthMode)
+	setDefault(&a.Realm, defaultRealm)
+	if len(a.Algorithms) == 0 {
+		a.Algorithms = []string{AlgSHA256, AlgSHA512256}
+	}
+	setDefault(&a.NonceTTL, Duration(defaultNonceTTL))
+	setDefault(&a.MaxSkew, Duration(defaultMaxSkew))
+	setDefault(&a.KeyRotation, Duration(defaultKeyRotation))
+}
+
+func (b *Bans) applyDefaults() {
+	setDefault(&b.Threshold, defaultBanThreshold)
+	setDefault(&b.Window, Duration(defaultBanWindow))
+	setDefault(&b.BanTime, Duration(defaultBanTime))
+	setDefault(&b.MaxBanTime, Duration(defaultMaxBanTime))
+	setDefault(&b.Forget, Duration(defaultBanForget))
+	setDefault(&b.Prefix6Threshold, defaultPrefix6Threshold)
+	setDefault(&b.UserThreshold, defaultUserThreshold)
+	setDefault(&b.UserLockTime, Duration(defaultUserLockTime))
 }

@@ -116,3 +116,10 @@ func parent(path string) string {
 	}
 	return path[:i]
 }
+
+// KeyError reports a problem found after parsing, such as a file named by
+// a key that cannot be read, in the same form as Parse's errors: file,
+// line of the key, key, message.
+func (c *Config) KeyError(key string, err error) error {
+	return newError(c.pos.fileName(), []Problem{{Line: c.pos.line(key), Key: key, Msg: err.Error()}})
+}

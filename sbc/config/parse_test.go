@@ -47,6 +47,15 @@ func wantDefault() Config {
 			WhenFull:          "reject",
 			OtherDomainStatus: 403,
 		},
+		Auth: Auth{
+			Mode: "digest", Realm: "sipwall", Algorithms: []string{"SHA-256", "SHA-512-256"}, NonceTTL: Duration(300 * time.Second),
+			MaxSkew: Duration(5 * time.Second), KeyRotation: Duration(24 * time.Hour),
+		},
+		Bans: Bans{
+			Threshold: 5, Window: Duration(time.Minute), BanTime: Duration(time.Hour),
+			MaxBanTime: Duration(168 * time.Hour), Forget: Duration(24 * time.Hour),
+			Prefix6Threshold: 20, UserThreshold: 20, UserLockTime: Duration(time.Hour),
+		},
 		Store: Store{Path: "/var/lib/sipwall"},
 		Log:   Log{Level: "info", Format: "text"},
 	}
@@ -66,6 +75,12 @@ func same(t *testing.T, got *Config, want Config) {
 	}
 	if len(g.Registrar.Users) == 0 {
 		g.Registrar.Users = nil
+	}
+	if len(g.Auth.Trusted) == 0 {
+		g.Auth.Trusted = nil
+	}
+	if len(g.Bans.ScannerAgents) == 0 {
+		g.Bans.ScannerAgents = nil
 	}
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("config mismatch\n got: %+v\nwant: %+v", g, want)
@@ -169,6 +184,27 @@ func wantFull() Config {
 			WhenFull:          "replace_oldest",
 			OtherDomainStatus: 404,
 			Redirect:          true,
+		},
+		Auth: Auth{
+			Mode:        "digest",
+			Realm:       "example.com",
+			UsersFile:   "users.yaml",
+			Algorithms:  []string{"SHA-256", "MD5"},
+			NonceTTL:    Duration(120 * time.Second),
+			MaxSkew:     Duration(2 * time.Second),
+			KeyRotation: Duration(12 * time.Hour),
+			Trusted: []Trusted{
+				{Name: "carrier", CIDRs: []string{"203.0.113.0/24", "2001:db8:5::/48"}},
+			},
+			AssertIdentity: "P-Asserted-Identity",
+			SourceHeader:   "X-Source",
+			SourceKeyFile:  "source.key",
+		},
+		Bans: Bans{
+			Threshold: 3, Window: Duration(30 * time.Second), BanTime: Duration(30 * time.Minute),
+			MaxBanTime: Duration(48 * time.Hour), Forget: Duration(12 * time.Hour),
+			Prefix6Threshold: 10, UserThreshold: 15, UserLockTime: Duration(20 * time.Minute),
+			ScannerAgents: []string{"friendly-scanner", "evil-dialer"},
 		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},

@@ -42,7 +42,22 @@ const (
 // and the expiry of the PBX's binding, for the refresh that goes up.
 const maxRefreshPercent = 90
 
+// Auth modes.
+const (
+	AuthDigest = "digest"
+	AuthOff    = "off"
+)
+
+// Digest algorithms (RFC 8760).
+const (
+	AlgSHA256    = "SHA-256"
+	AlgSHA512256 = "SHA-512-256"
+	AlgMD5       = "MD5"
+)
+
 var (
+	algorithms     = []string{AlgSHA256, AlgSHA512256, AlgMD5}
+	authModes      = []string{AuthDigest, AuthOff}
 	registrarModes = []string{RegistrarRelay, RegistrarLocal, RegistrarOff}
 	whenFull       = []string{WhenFullReject, WhenFullReplaceOldest}
 )
@@ -84,6 +99,16 @@ func (c *Config) RequireUpstreams() error {
 	return newError(c.pos.fileName(), []Problem{{Line: line, Key: "upstreams", Msg: "at least one upstream is required"}})
 }
 
+// RequireUsers reports an error when auth.mode is digest but there is
+// neither a users file nor a trusted peer: nobody could ever get through.
+// Parse allows it (demo mode supplies its own users); serving needs it.
+func (c *Config) RequireUsers() error {
+	if c.Auth.Mode != AuthDigest || c.Auth.UsersFile != "" || len(c.Auth.Trusted) > 0 {
+		return nil
+	}
+	return c.KeyError("auth.users_file", errors.New("is required when auth.mode is digest (or list auth.trusted peers); write it with `sipwall passwd`"))
+}
+
 // checker collects validation problems, looking up each key's line.
 type checker struct {
 	pos      *positions
@@ -105,7 +130,9 @@ func (c *Config) problems() []Problem {
 	}
 	ch.limits(c.Limits)
 	ch.calls(c.Calls)
-	ch.registrar(c.Registrar)
+	ch.registrar(c.Registrar, c.Auth.Mode == AuthDigest)
+	ch.auth(c.Auth)
+	ch.bans(c.Bans)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -203,7 +230,7 @@ func (ch *checker) calls(c Calls) {
 	ch.positive("calls.session_timeout", c.SessionTimeout)
 }
 
-func (ch *checker) registrar(r Registrar) {
+func (ch *checker) registrar(r Registrar, authenticated bool) {
 	okMode := ch.oneOf("registrar.mode", r.Mode, registrarModes)
 	local := okMode && r.Mode == RegistrarLocal
 	seen := map[string]int{}
@@ -236,8 +263,8 @@ func (ch *checker) registrar(r Registrar) {
 	if local && len(r.Domains) == 0 {
 		ch.fail("registrar.domains", "at least one domain is required when registrar.mode is local")
 	}
-	if local && len(r.Users) == 0 {
-		ch.fail("registrar.users", "at least one user is required when registrar.mode is local (no open registrar)")
+	if local && len(r.Users) == 0 && !authenticated {
+		ch.fail("registrar.users", "at least one user is required when registrar.mode is local and auth.mode is off (no open registrar)")
 	}
 	okMin := ch.seconds("registrar.min_expires", r.MinExpires)
 	okMax := ch.seconds("registrar.max_expires", r.MaxExpires)
@@ -267,6 +294,138 @@ func (ch *checker) registrar(r Registrar) {
 	}
 	if r.Redirect && okMode && !local {
 		ch.fail("registrar.redirect", "needs registrar.mode local (the SBC must be the location service it redirects from)")
+	}
+}
+
+// minNonceTTL keeps nonces usable across a slow client's retry.
+const minNonceTTL = 10 * time.Second
+
+// coreHeaders are the headers the SBC writes itself on every request; a
+// configured identity or source header may not be one of them.
+var coreHeaders = []string{
+	"via", "v", "from", "f", "to", "t", "call-id", "i", "cseq", "contact", "m",
+	"max-forwards", "content-length", "l", "content-type", "c", "route",
+	"record-route", "authorization", "proxy-authorization",
+}
+
+func (ch *checker) auth(a Auth) {
+	ch.oneOf("auth.mode", a.Mode, authModes)
+	if a.Realm == "" || len(a.Realm) > 128 || strings.ContainsAny(a.Realm, "\"\\\r\n\t") {
+		ch.fail("auth.realm", "must be 1 to 128 characters without quotes, backslashes or control characters, got %s", quote(a.Realm))
+	}
+	if a.NonceTTL < Duration(minNonceTTL) {
+		ch.fail("auth.nonce_ttl", "must be at least %s, got %s", minNonceTTL, a.NonceTTL)
+	}
+	ch.nonNegative("auth.max_skew", a.MaxSkew)
+	algs := map[string]int{}
+	for i, alg := range a.Algorithms {
+		key := "auth.algorithms[" + strconv.Itoa(i) + "]"
+		if !ch.oneOf(key, alg, algorithms) {
+			continue
+		}
+		if j, dup := algs[alg]; dup {
+			ch.fail(key, "duplicate algorithm %s (also auth.algorithms[%d])", alg, j)
+		}
+		algs[alg] = i
+	}
+	if a.KeyRotation < a.NonceTTL {
+		ch.fail(ch.pos.written("auth.key_rotation", "auth.nonce_ttl"),
+			"auth.key_rotation (%s) must not be shorter than auth.nonce_ttl (%s): a nonce must outlive its key by no more than one rotation", a.KeyRotation, a.NonceTTL)
+	}
+	names := map[string]int{}
+	for i, t := range a.Trusted {
+		p := "auth.trusted[" + strconv.Itoa(i) + "]"
+		switch j, dup := names[t.Name]; {
+		case strings.TrimSpace(t.Name) == "":
+			ch.fail(p+".name", "is required")
+		case dup:
+			ch.fail(p+".name", "duplicate name %s (also auth.trusted[%d])", quote(t.Name), j)
+		default:
+			names[t.Name] = i
+		}
+		if len(t.CIDRs) == 0 {
+			ch.fail(p+".cidrs", "at least one network is required")
+		}
+		for k, c := range t.CIDRs {
+			if _, err := ParsePrefix(c); err != nil {
+				ch.fail(p+".cidrs["+strconv.Itoa(k)+"]", "%s is not an IP network (e.g. \"203.0.113.0/24\", \"2001:db8::/48\" or one address)", quote(c))
+			}
+		}
+	}
+	ch.headerName("auth.assert_identity", a.AssertIdentity)
+	ch.headerName("auth.source_header", a.SourceHeader)
+	if a.SourceHeader != "" && a.SourceKeyFile == "" {
+		ch.fail("auth.source_key_file", "is required with auth.source_header (the key the upstream checks the signature with)")
+	}
+	if a.AssertIdentity != "" && a.SourceHeader != "" && strings.EqualFold(a.AssertIdentity, a.SourceHeader) {
+		ch.fail("auth.source_header", "must differ from auth.assert_identity")
+	}
+}
+
+// ParsePrefix reads a network "203.0.113.0/24" or a single address (as a
+// /32 or /128), masked to its network.
+func ParsePrefix(s string) (netip.Prefix, error) {
+	if strings.Contains(s, "/") {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			return netip.Prefix{}, err
+		}
+		if p.Addr().Zone() != "" || (p.Addr().Is4In6() && p.Bits() < 96) {
+			return netip.Prefix{}, errors.New("not a network")
+		}
+		return netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-unmapBits(p.Addr())).Masked(), nil
+	}
+	a, err := netip.ParseAddr(s)
+	if err != nil || a.Zone() != "" {
+		return netip.Prefix{}, errors.New("not an address")
+	}
+	a = a.Unmap()
+	return netip.PrefixFrom(a, a.BitLen()), nil
+}
+
+// unmapBits is what a v4-mapped IPv6 prefix loses when written as IPv4.
+func unmapBits(a netip.Addr) int {
+	if a.Is4In6() {
+		return 96
+	}
+	return 0
+}
+
+// headerName checks an optional SIP header name: a token, not one the SBC
+// writes itself.
+func (ch *checker) headerName(key, s string) {
+	if s == "" {
+		return
+	}
+	if len(s) > 64 || strings.Trim(s, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-.!%*_+`'~") != "" {
+		ch.fail(key, "%s is not a header name (letters, digits and -.!%%*_+`'~)", quote(s))
+		return
+	}
+	if slices.Contains(coreHeaders, strings.ToLower(s)) {
+		ch.fail(key, "%s is a header the SBC writes itself", quote(s))
+	}
+}
+
+func (ch *checker) bans(b Bans) {
+	ch.atLeast("bans.threshold", b.Threshold, 1)
+	ch.positive("bans.window", b.Window)
+	ch.positive("bans.ban_time", b.BanTime)
+	if b.MaxBanTime < b.BanTime {
+		ch.fail(ch.pos.written("bans.max_ban_time", "bans.ban_time"),
+			"bans.max_ban_time (%s) must not be shorter than bans.ban_time (%s)", b.MaxBanTime, b.BanTime)
+	}
+	ch.nonNegative("bans.forget", b.Forget)
+	ch.atLeast("bans.prefix6_threshold", b.Prefix6Threshold, 1)
+	ch.atLeast("bans.user_threshold", b.UserThreshold, 1)
+	ch.positive("bans.user_lock_time", b.UserLockTime)
+	for i, a := range b.ScannerAgents {
+		key := "bans.scanner_agents[" + strconv.Itoa(i) + "]"
+		switch {
+		case strings.TrimSpace(a) == "":
+			ch.fail(key, "must not be empty")
+		case strings.EqualFold(a, "none") && len(b.ScannerAgents) > 1:
+			ch.fail(key, "\"none\" turns the list off and must be alone")
+		}
 	}
 }
 

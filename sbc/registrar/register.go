@@ -110,12 +110,13 @@ func (g *Registrar) parse(r *sbc.Request) (*regRequest, *reject) {
 	if len(g.domains) > 0 && !g.domains[host] {
 		return nil, rejectf(g.cfg.OtherDomainStatus, reasonFor(g.cfg.OtherDomainStatus))
 	}
-	if g.cfg.Mode == ModeLocal && !g.users[u.User] {
-		return nil, rejectf(404, "Not Found")
-	}
 	if id := r.Identity; id != nil && id.User != "" && id.User != u.User {
-		// Only the user itself may register its AOR (once auth exists).
+		// Only the user itself may register its AOR. Checked before the
+		// user list so that no authenticated user learns who else exists.
 		return nil, rejectf(403, "Forbidden")
+	}
+	if g.cfg.Mode == ModeLocal && !g.isUser(u.User) {
+		return nil, rejectf(404, "Not Found")
 	}
 	req := &regRequest{
 		aor:    u.User + "@" + host,

@@ -71,9 +71,12 @@ type Endpoint interface {
 // Config is what the registrar needs. The policy fields mirror
 // config.Registrar (FromConfig copies them); the rest is wiring.
 type Config struct {
-	Mode              Mode
-	Domains           []string
-	Users             []string
+	Mode    Mode
+	Domains []string
+	Users   []string
+	// IsUser tells local users apart when Users is empty (the auth layer's
+	// users file); wiring, not copied by FromConfig.
+	IsUser            func(user string) bool
 	MinExpires        time.Duration
 	MaxExpires        time.Duration
 	PhoneExpires      time.Duration
@@ -239,8 +242,8 @@ func New(cfg Config) (*Registrar, error) {
 	if cfg.OtherDomainStatus != 404 {
 		cfg.OtherDomainStatus = 403
 	}
-	if cfg.Mode == ModeLocal && (len(cfg.Domains) == 0 || len(cfg.Users) == 0) {
-		// Never an open registrar: local mode needs both lists.
+	if cfg.Mode == ModeLocal && (len(cfg.Domains) == 0 || (len(cfg.Users) == 0 && cfg.IsUser == nil)) {
+		// Never an open registrar: local mode needs domains and users.
 		return nil, errors.New("registrar: local mode needs domains and users")
 	}
 	if cfg.Redirect && cfg.Mode != ModeLocal {
@@ -520,7 +523,7 @@ func (g *Registrar) tokenTarget(token string) *upstream.Target {
 // address, typically) the first domain, in configured order, where the
 // user has bindings. known is false when the user is not a local user.
 func (g *Registrar) localAOR(u sip.Uri) (aor string, known bool) {
-	if g.cfg.Mode != ModeLocal || u.User == "" || !g.users[u.User] {
+	if g.cfg.Mode != ModeLocal || u.User == "" || !g.isUser(u.User) {
 		return "", false
 	}
 	host := strings.ToLower(strings.TrimSuffix(u.Host, "."))
@@ -621,4 +624,13 @@ func normalizeAOR(aor string) string {
 		return aor
 	}
 	return user + "@" + strings.ToLower(host)
+}
+
+// isUser reports whether user is a local user: one of Users when that list
+// is given, else one IsUser knows (the auth layer's users file).
+func (g *Registrar) isUser(user string) bool {
+	if len(g.users) > 0 {
+		return g.users[user]
+	}
+	return g.cfg.IsUser != nil && g.cfg.IsUser(user)
 }

@@ -234,6 +234,9 @@ func (g *Registrar) upstreamRequest(r *sbc.Request, req *regRequest, t upstream.
 			out.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
 		}
 	}
+	for _, h := range r.Forward {
+		out.AppendHeader(sip.HeaderClone(h))
+	}
 	out.SetBody(nil)
 	out.SetTransport(strings.ToUpper(tr))
 	out.SetDestination(t.Addr.String())
