@@ -7,8 +7,9 @@ import "fmt"
 // BuildChain is simply not part of the chain; a layer not named here is an
 // error, so nothing can be slipped in out of order.
 var Order = []string{
+	"ban",       // banned sources dropped, scanners banned on sight
 	"sanity",    // RFC 3261 validation (hardening issue)
-	"ratelimit", // per-source rate limits and bans
+	"ratelimit", // per-source rate limits
 	"local",     // requests the SBC answers itself (OPTIONS to the SBC)
 	"auth",      // trusted peers and digest authentication
 	"policy",    // OPA decision

@@ -7,7 +7,11 @@ import (
 	"io"
 	"net"
 	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
 
+	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/demo"
 	"github.com/sipwall/sipwall/sbc/store"
@@ -39,6 +43,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	}
 	defer cleanup()
 	cfg.Store.Path = st.Dir()
+	if err := demoAuth(cfg, st.Dir()); err != nil {
+		return err
+	}
 
 	pbx := demo.New(demo.Options{Logger: log})
 	if err := pbx.Start(ctx, demoPBXAddr, demoPBXAddr); err != nil {
@@ -60,6 +67,37 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	return nil
 }
 
+// demoUsers are the demo's users; all have the password "demo".
+var demoUsers = []string{"alice", "bob"}
+
+// demoAuth gives cfg the demo's users, written into dir.
+func demoAuth(cfg *config.Config, dir string) error {
+	usersFile, err := writeDemoUsers(dir, cfg.Auth.Realm)
+	if err != nil {
+		return fmt.Errorf("write demo users: %w", err)
+	}
+	cfg.Auth.UsersFile = usersFile
+	// sipp 3.6 and many old phones read only the first challenge and know
+	// only MD5: the demo offers it first so they can call it. Do not copy
+	// this into a real configuration without that need.
+	cfg.Auth.Algorithms = []string{config.AlgMD5, config.AlgSHA256, config.AlgSHA512256}
+	return nil
+}
+
+// writeDemoUsers writes a users file for demoUsers into dir.
+func writeDemoUsers(dir, realm string) (string, error) {
+	var b strings.Builder
+	b.WriteString("users:\n")
+	for _, u := range demoUsers {
+		fmt.Fprintf(&b, "  - name: %s\n    ha1:\n", u)
+		for _, alg := range []string{auth.SHA256, auth.SHA512256, auth.MD5} {
+			fmt.Fprintf(&b, "      %s: %q\n", alg, auth.HashPassword(u, realm, "demo", alg))
+		}
+	}
+	p := filepath.Join(dir, "demo-users.yaml")
+	return p, os.WriteFile(p, []byte(b.String()), 0o600)
+}
+
 func printDemoHelp(w io.Writer, a *app, pbx netip.AddrPort) {
 	var sbcAddr string
 	for _, l := range a.server.Listeners() {
@@ -79,11 +117,15 @@ Extensions on the demo PBX:
   1002  rings, never answers (CANCEL it, or wait for the ring timeout)
   1003  answers, then hangs up from the PBX side after 2 s
 
-Call it with sipp (Debian package sip-tester):
-  sipp -sn uac -s 1000 -m 1 %s
-  sipp -sn uac -s 1000 -m 1 -t t1 %s      # over TCP
+Users (digest, realm %q): alice and bob, password "demo".
 
-Or point a softphone at sip:1000@%s (port %s, UDP or TCP).
+Call it with sipp (Debian package sip-tester), from the source tree:
+  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -s 1000 -m 1 %s
+  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -s 1000 -m 1 -t t1 %s   # TCP
+  sipp -sf testdata/sipp/uac_register_auth.xml -au alice -ap demo -s alice -m 1 %s
+
+Or point a softphone at sip:1000@%s (port %s, UDP or TCP) as alice / demo.
+Five wrong passwords within a minute ban the address for an hour.
 Press Ctrl-C to stop.
-`, sbcAddr, pbx, sbcAddr, sbcAddr, host, port)
+`, sbcAddr, pbx, a.cfgRealm, sbcAddr, sbcAddr, sbcAddr, host, port)
 }

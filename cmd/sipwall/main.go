@@ -22,6 +22,7 @@ Usage:
   sipwall run -config FILE     serve with the given configuration
   sipwall check -config FILE   validate a configuration; print what is wrong
   sipwall demo [-listen ADDR]  serve in front of an embedded demo PBX (no config needed)
+  sipwall passwd -file F -realm R USER   set a user's password, read from stdin (-h: more)
   sipwall version              print the version
 `
 
@@ -45,6 +46,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = cmdCheck(args[1:], stdout, stderr)
 	case "demo":
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
+	case "passwd":
+		err = cmdPasswd(args[1:], os.Stdin, stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sipwall", version)
 		return 0

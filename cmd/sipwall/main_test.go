@@ -75,7 +75,7 @@ func TestVersionAndUsage(t *testing.T) {
 }
 
 func TestCheck(t *testing.T) {
-	good := writeConfig(t, "listen:\n  - {transport: udp, addr: \"127.0.0.1:0\"}\nupstreams:\n  - {name: pbx, uri: \"sip:127.0.0.3:5060\"}\n")
+	good := writeConfig(t, "listen:\n  - {transport: udp, addr: \"127.0.0.1:0\"}\nupstreams:\n  - {name: pbx, uri: \"sip:127.0.0.3:5060\"}\nauth:\n  trusted: [{name: carrier, cidrs: [192.0.2.0/24]}]\n")
 	var out, errb bytes.Buffer
 	if code := Main([]string{"check", "-config", good}, &out, &errb); code != 0 {
 		t.Fatalf("good config: code %d, stderr %s", code, errb.String())
@@ -94,6 +94,12 @@ func TestCheck(t *testing.T) {
 		if !strings.Contains(errb.String(), want) {
 			t.Errorf("bad config: stderr %q lacks %q", errb.String(), want)
 		}
+	}
+
+	noUsers := writeConfig(t, "upstreams:\n  - {name: pbx, uri: \"sip:127.0.0.3:5060\"}\nauth:\n  realm: example.com\n")
+	errb.Reset()
+	if code := Main([]string{"check", "-config", noUsers}, &out, &errb); code != 1 || !strings.Contains(errb.String(), "sipwall.yaml:4: auth.users_file: is required") {
+		t.Fatalf("no users file: code %d, stderr %q", code, errb.String())
 	}
 
 	none := writeConfig(t, "log: {level: info}\n")
@@ -144,6 +150,9 @@ func startDemo(t *testing.T) (*app, string) {
 		t.Fatal(err)
 	}
 	cfg.Store.Path = st.Dir()
+	if err := demoAuth(cfg, st.Dir()); err != nil {
+		t.Fatal(err)
+	}
 	pbx := demo.New(demo.Options{})
 	if err := pbx.Start(ctx, demoPBXAddr, demoPBXAddr); err != nil {
 		t.Fatal(err)
@@ -176,10 +185,15 @@ func TestDemoCalls(t *testing.T) {
 	_, addr := startDemo(t)
 	for _, tr := range e2e.Transports {
 		t.Run(tr.Name, func(t *testing.T) {
-			for _, tc := range []struct{ ext, scenario string }{{"1000", "uac_basic.xml"}, {"1001", "uac_expect_busy.xml"}} {
-				sp := e2e.Sipp{Name: "caller-" + tc.ext, Scenario: tc.scenario, IP: "127.0.0.2", Remote: addr, Transport: tr, Service: tc.ext, Timeout: 20 * time.Second}.Start(t)
+			// As the help text says: alice / demo, MD5 offered first.
+			for _, tc := range []struct{ service, scenario, uri string }{
+				{"1000", "uac_auth_call.xml", "1000@" + addr},
+				{"alice", "uac_register_auth.xml", ""},
+			} {
+				sp := e2e.Sipp{Name: "caller-" + tc.service, Scenario: tc.scenario, IP: "127.0.0.2", Remote: addr, Transport: tr,
+					Service: tc.service, AuthUser: "alice", AuthPass: "demo", AuthURI: tc.uri, Timeout: 20 * time.Second}.Start(t)
 				if r := sp.Wait(30 * time.Second); r.ExitCode != 0 || r.Count("SuccessfulCall(C)") != 1 {
-					t.Fatalf("ext %s: sipp exit %d, stats %v\n%s", tc.ext, r.ExitCode, r.Stats, sp.Messages())
+					t.Fatalf("%s: sipp exit %d, stats %v\n%s", tc.scenario, r.ExitCode, r.Stats, sp.Messages())
 				}
 			}
 		})
@@ -197,8 +211,8 @@ func TestGoroutinesBackToBaselineAfter1000Calls(t *testing.T) {
 	time.Sleep(200 * time.Millisecond) // let the listeners' goroutines settle before measuring
 	base := runtime.NumGoroutine()
 
-	sp := e2e.Sipp{Name: "load", Scenario: "uac_basic.xml", IP: "127.0.0.2", Remote: addr, Transport: e2e.Transports[0],
-		Service: "1000", Calls: 1000, Rate: 100, Limit: 100, Timeout: 60 * time.Second, NoTraceMsg: true}.Start(t)
+	sp := e2e.Sipp{Name: "load", Scenario: "uac_auth_call.xml", IP: "127.0.0.2", Remote: addr, Transport: e2e.Transports[0],
+		AuthUser: "alice", AuthPass: "demo", AuthURI: "1000@" + addr, Service: "1000", Calls: 1000, Rate: 100, Limit: 100, Timeout: 60 * time.Second, NoTraceMsg: true}.Start(t)
 	r := sp.Wait(90 * time.Second)
 	if r.ExitCode != 0 || r.Count("SuccessfulCall(C)") != 1000 {
 		t.Fatalf("sipp exit %d, successful %d, failed %d", r.ExitCode, r.Count("SuccessfulCall(C)"), r.Count("FailedCall(C)"))

@@ -40,6 +40,9 @@ func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, s
 	if err := cfg.RequireUpstreams(); err != nil {
 		return nil, *path, err
 	}
+	if err := cfg.RequireUsers(); err != nil {
+		return nil, *path, err
+	}
 	return cfg, *path, nil
 }
 
@@ -117,8 +120,11 @@ type app struct {
 	b2b    *b2bua.B2BUA
 	reg    *registrar.Registrar // nil when registrar.mode is off
 	pool   *upstream.Pool
-	cancel context.CancelFunc
-	wg     sync.WaitGroup
+	sec    *security
+	// cfgRealm is auth.realm, for the demo's help text.
+	cfgRealm string
+	cancel   context.CancelFunc
+	wg       sync.WaitGroup
 }
 
 func (a *app) stop() {
@@ -158,6 +164,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		}
 		specs = append(specs, sbc.ListenerSpec{Transport: l.Transport, Addr: l.Addr, Side: side, Advertise: l.Advertise})
 	}
+	sec, err := buildSecurity(cfg, st, func() *upstream.Pool { return pool }, log)
+	if err != nil {
+		return nil, err
+	}
 	san := sanity.New(sanity.Options{})
 	srv, err := sbc.NewServer(sbc.Options{
 		ResponseFilter:    san.AllowResponse,
@@ -181,6 +191,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			_, ok := pool.Lookup(a)
 			return ok
 		},
+		Blocked: func(a netip.Addr) bool {
+			_, banned := sec.bans.Banned(a)
+			return banned
+		},
 		OnUnhandledResponse: func(res *sip.Response) {
 			if b := b2bRef.Load(); b != nil {
 				b.OnUnhandledResponse(res)
@@ -199,13 +213,19 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Pinger:         upstream.NewSIPPinger(srv.Client()),
 		Logger:         log,
 	})
-	layers := map[string]sbc.Handler{"sanity": san, "local": sbc.Local{}}
+	layers := map[string]sbc.Handler{"ban": sec.bans.Layer(), "sanity": san, "local": sbc.Local{}}
+	if sec.auth != nil {
+		layers["auth"] = sec.auth
+	}
 	var reg *registrar.Registrar
 	var locate func(*sbc.Request) ([]upstream.Target, bool)
 	var unreachable func(upstream.Target)
 	if cfg.Registrar.Mode != config.RegistrarOff {
 		rc := registrar.FromConfig(cfg.Registrar)
 		rc.Client, rc.Endpoint, rc.Pool, rc.Store, rc.Logger = srv.Client(), srv, pool, st, log
+		if sec.users != nil {
+			rc.IsUser = sec.isUser
+		}
 		if reg, err = registrar.New(rc); err != nil {
 			return nil, err
 		}
@@ -238,7 +258,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		cancel()
 		return nil, err
 	}
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, cfgRealm: cfg.Auth.Realm, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
@@ -247,6 +267,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); reg.Run(ctx) }()
 	}
+	sec.run(ctx, func(f func()) {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); f() }()
+	})
 	for _, l := range srv.Listeners() {
 		log.Info("listening", "component", "server", "transport", l.Spec.Transport, "addr", l.Bound.String(), "side", l.Spec.Side.String())
 	}

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -36,20 +37,26 @@ const (
 	ReasonUnknownUser  = "unknown-user"  // evidence: OnFailure
 	ReasonBadPassword  = "bad-password"  // evidence: OnFailure
 	ReasonDisabled     = "disabled"      // evidence: OnFailure
+	ReasonLocked       = "locked"        // evidence: OnFailure; Locked said so
 )
 
 var reasons = []string{
 	ReasonMalformed, ReasonURIMismatch, ReasonBadOpaque, ReasonForeignNonce,
 	ReasonStale, ReasonFutureNonce, ReasonReplay, ReasonUnknownUser,
-	ReasonBadPassword, ReasonDisabled,
+	ReasonBadPassword, ReasonDisabled, ReasonLocked,
 }
 
 // Options configure the layer. Realm and Users are required.
 type Options struct {
 	Realm string
 	Users Users
-	// Key signs nonces; at least 32 bytes. Empty: a random key, so nonces
-	// do not survive a restart (clients are simply challenged again).
+	// Keys signs nonces with a rotated key kept in the store (see
+	// NewKeyRing); it takes precedence over Key. Starting Keys.Run, which
+	// rotates, is up to the caller.
+	Keys *KeyRing
+	// Key signs nonces with one fixed key of at least 32 bytes, when Keys
+	// is nil. Both empty: a random key, so nonces do not survive a restart
+	// (clients are simply challenged again).
 	Key []byte
 	// NonceTTL is how long a nonce is accepted (default 300s); after that
 	// the client gets a new challenge with stale=true.
@@ -59,7 +66,12 @@ type Options struct {
 	MaxSkew time.Duration
 	// MaxNonces bounds the nonce-count table (default 65536).
 	MaxNonces int
-	// EnableMD5 also offers and accepts MD5, for old phones.
+	// Algorithms are offered in this order, one challenge header each
+	// (RFC 8760). Default SHA-256, SHA-512-256, then MD5 with EnableMD5.
+	// Clients that read only the first challenge take the first one.
+	Algorithms []string
+	// EnableMD5 also offers and accepts MD5, for old phones, after the
+	// default algorithms; ignored when Algorithms is set.
 	EnableMD5 bool
 	// Trusted matches peers that skip digest (trunks, the PBX) by address.
 	Trusted func(netip.Addr) (name string, ok bool)
@@ -67,6 +79,14 @@ type Options struct {
 	// a wrong response: unknown user, wrong password or disabled account.
 	// user is what the peer sent and must be treated as untrusted text.
 	OnFailure func(peer netip.Addr, user string, reason string)
+	// OnSuccess is called when a peer authenticated as user.
+	OnSuccess func(peer netip.Addr, user string)
+	// Locked, when it returns true, makes valid credentials for user from
+	// peer fail like a wrong password (a user under a distributed
+	// brute-force attack, from an address it never used).
+	Locked func(user string, peer netip.Addr) bool
+	// Forward adds the identity and source headers toward the upstream.
+	Forward *Forwarder
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 }
@@ -101,11 +121,9 @@ func New(opt Options) (*Auth, error) {
 	if opt.Users == nil {
 		return nil, errors.New("auth: no users")
 	}
-	if len(opt.Key) == 0 {
-		opt.Key = make([]byte, 32)
-		_, _ = rand.Read(opt.Key)
-	} else if len(opt.Key) < 32 {
-		return nil, errors.New("auth: nonce key shorter than 32 bytes")
+	keys, err := opt.keyRing()
+	if err != nil {
+		return nil, err
 	}
 	if opt.NonceTTL <= 0 {
 		opt.NonceTTL = DefaultNonceTTL
@@ -122,12 +140,21 @@ func New(opt Options) (*Auth, error) {
 	a := &Auth{
 		opt:      opt,
 		algs:     []string{SHA256, SHA512256},
-		nonces:   nonceMinter{key: opt.Key},
+		nonces:   newNonceMinter(keys),
 		nc:       newNCTable(opt.MaxNonces),
 		dummy:    map[string]string{},
 		failures: map[string]*atomic.Uint64{},
 	}
-	if opt.EnableMD5 {
+	switch {
+	case len(opt.Algorithms) > 0:
+		a.algs = nil
+		for _, alg := range opt.Algorithms {
+			if hexLen(alg) == 0 || slices.Contains(a.algs, alg) {
+				return nil, fmt.Errorf("auth: algorithm %q unknown or repeated", alg)
+			}
+			a.algs = append(a.algs, alg)
+		}
+	case opt.EnableMD5:
 		a.algs = append(a.algs, MD5)
 	}
 	seed := make([]byte, 16)
@@ -181,6 +208,7 @@ func (a *Auth) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Request)
 		if name, ok := a.opt.Trusted(ip); ok {
 			a.trusted.Add(1)
 			r.Identity = &sbc.Identity{Trusted: name, Realm: a.opt.Realm}
+			a.opt.Forward.Apply(r, "", a.opt.Realm)
 			return sbc.Continue, nil
 		}
 	}
@@ -227,6 +255,7 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 	}
 	cr, ok := a.validate(mine)
 	if !ok {
+		a.evidence(mine, ip)
 		return a.badRequest(w, r, ReasonMalformed)
 	}
 	if !a.sameURI(cr.uri, r) {
@@ -269,6 +298,7 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 	}
 	want := response(cr.alg, ha1, string(r.Method), cr.uri, cr.nonce, cr.ncHex, cr.cnonce)
 	match := subtle.ConstantTimeCompare([]byte(want), []byte(cr.response)) == 1
+	locked := a.opt.Locked != nil && a.opt.Locked(cr.username, ip)
 	var reason string
 	switch {
 	case !known:
@@ -277,6 +307,8 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		reason = ReasonBadPassword
 	case disabled:
 		reason = ReasonDisabled
+	case locked:
+		reason = ReasonLocked
 	}
 	if reason != "" {
 		a.fail(reason)
@@ -294,10 +326,38 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		return a.challenge(w, r, k, ip, true)
 	}
 	a.successes.Add(1)
+	if a.opt.OnSuccess != nil {
+		a.opt.OnSuccess(ip, cr.username)
+	}
 	// Credentials are for us only; none may reach the next hop.
 	removeHeaders(r.Request, "authorization", "proxy-authorization")
 	r.Identity = &sbc.Identity{User: cr.username, Realm: a.opt.Realm}
+	a.opt.Forward.Apply(r, cr.username, a.opt.Realm)
 	return sbc.Continue, nil
+}
+
+// evidence reports unacceptable credentials (no qop, an algorithm we did
+// not offer, a bad nonce count...) that still carry a valid nonce of ours
+// issued to this very address: the peer saw our challenge, so this is not
+// spoofed, and a client that cannot answer it properly is guessing.
+// Brute-force tools that ignore qop land here.
+func (a *Auth) evidence(c *Credentials, ip netip.Addr) {
+	if a.opt.OnFailure == nil {
+		return
+	}
+	nonce := c.Get("nonce")
+	if nonce == "" {
+		return
+	}
+	state, _ := a.nonces.check(nonce, a.opt.Now(), ip, a.opt.Realm, a.opt.NonceTTL, a.opt.MaxSkew)
+	if state != nonceValid {
+		return
+	}
+	user := c.Get("username")
+	if len(user) > 64 {
+		user = user[:64]
+	}
+	a.opt.OnFailure(ip, user, ReasonMalformed)
 }
 
 // checked holds validated credential fields.

@@ -12,15 +12,19 @@ import (
 	"time"
 )
 
-// Nonce layout before base64url: 8 bytes issue time (Unix nanoseconds, big
-// endian), 8 random bytes (so two challenges in the same instant differ and
-// keep separate nonce counts), then HMAC-SHA-256 over those 16 bytes, the
-// peer IP and the realm.
+// Nonce layout before base64url: 1 byte key id (which key of the KeyRing
+// signed it, so verification needs one HMAC, not one per key), 8 bytes issue
+// time (Unix nanoseconds, big endian), 8 random bytes (so two challenges in
+// the same instant differ and keep separate nonce counts), then
+// HMAC-SHA-256 under that key over those 17 bytes, the peer IP and the
+// realm.
 const (
+	nonceIDLen    = 1
 	nonceStampLen = 8
 	nonceSaltLen  = 8
 	nonceMACLen   = sha256.Size
-	nonceRawLen   = nonceStampLen + nonceSaltLen + nonceMACLen
+	nonceHeadLen  = nonceIDLen + nonceStampLen + nonceSaltLen
+	nonceRawLen   = nonceHeadLen + nonceMACLen
 )
 
 // nonceState is the outcome of checking a nonce.
@@ -28,18 +32,25 @@ type nonceState uint8
 
 const (
 	nonceValid   nonceState = iota
-	nonceForeign            // not ours, or issued to another peer or realm
+	nonceForeign            // not ours (or its key is gone), or issued to another peer or realm
 	nonceStale              // ours, but expired (or forgotten, see ncTable)
 	nonceFuture             // ours by MAC, but issued after now
 )
 
 type nonceMinter struct {
-	key []byte
+	keys *KeyRing
+	// dead signs the opaque of a nonce whose key is unknown: a secret, so
+	// such an opaque can never be matched.
+	dead []byte
 }
 
-func (m *nonceMinter) mac(stampSalt []byte, ip netip.Addr, realm string) []byte {
-	h := hmac.New(sha256.New, m.key)
-	h.Write(stampSalt)
+func newNonceMinter(keys *KeyRing) nonceMinter {
+	return nonceMinter{keys: keys, dead: randomKey()}
+}
+
+func nonceMAC(key, head []byte, ip netip.Addr, realm string) []byte {
+	h := hmac.New(sha256.New, key)
+	h.Write(head)
 	// Unmap so that a v4-mapped v6 address and the v4 address bind alike.
 	ipb := ip.Unmap().AsSlice()
 	h.Write([]byte{byte(len(ipb))})
@@ -48,18 +59,44 @@ func (m *nonceMinter) mac(stampSalt []byte, ip netip.Addr, realm string) []byte 
 	return h.Sum(nil)
 }
 
-// mint returns a fresh nonce for ip and realm issued at now.
+// decode returns the raw bytes of a well-formed nonce and the key it names.
+func (m *nonceMinter) decode(nonce string) ([]byte, []byte, bool) {
+	if len(nonce) != base64.RawURLEncoding.EncodedLen(nonceRawLen) {
+		return nil, nil, false
+	}
+	// Strict: one nonce has one spelling, so the nonce-count table, keyed
+	// by the string, cannot be sidestepped by a second spelling.
+	raw, err := base64.RawURLEncoding.Strict().DecodeString(nonce)
+	if err != nil || len(raw) != nonceRawLen {
+		return nil, nil, false
+	}
+	key, ok := m.keys.Lookup(raw[0])
+	if !ok {
+		return nil, nil, false
+	}
+	return raw, key, true
+}
+
+// mint returns a fresh nonce for ip and realm issued at now, signed with
+// the current key.
 func (m *nonceMinter) mint(now time.Time, ip netip.Addr, realm string) string {
-	raw := make([]byte, nonceStampLen+nonceSaltLen, nonceRawLen)
-	binary.BigEndian.PutUint64(raw, uint64(now.UnixNano()))
-	_, _ = rand.Read(raw[nonceStampLen:]) // crypto/rand.Read does not fail
-	raw = append(raw, m.mac(raw, ip, realm)...)
+	id, key := m.keys.Current()
+	raw := make([]byte, nonceHeadLen, nonceRawLen)
+	raw[0] = id
+	binary.BigEndian.PutUint64(raw[nonceIDLen:], uint64(now.UnixNano()))
+	_, _ = rand.Read(raw[nonceIDLen+nonceStampLen:]) // crypto/rand.Read does not fail
+	raw = append(raw, nonceMAC(key, raw, ip, realm)...)
 	return base64.RawURLEncoding.EncodeToString(raw)
 }
 
-// opaque is derived from the nonce so that it needs no state either.
+// opaque is derived from the nonce, under the nonce's key, so that it needs
+// no state either and stays valid as long as the nonce's key does.
 func (m *nonceMinter) opaque(nonce string) string {
-	h := hmac.New(sha256.New, m.key)
+	key := m.dead
+	if _, k, ok := m.decode(nonce); ok {
+		key = k
+	}
+	h := hmac.New(sha256.New, key)
 	h.Write([]byte("opaque:"))
 	h.Write([]byte(nonce))
 	return base64.RawURLEncoding.EncodeToString(h.Sum(nil)[:12])
@@ -67,18 +104,15 @@ func (m *nonceMinter) opaque(nonce string) string {
 
 // check verifies a nonce for ip and realm and returns its issue time.
 func (m *nonceMinter) check(nonce string, now time.Time, ip netip.Addr, realm string, ttl, skew time.Duration) (nonceState, int64) {
-	if len(nonce) != base64.RawURLEncoding.EncodedLen(nonceRawLen) {
+	raw, key, ok := m.decode(nonce)
+	if !ok {
 		return nonceForeign, 0
 	}
-	raw, err := base64.RawURLEncoding.DecodeString(nonce)
-	if err != nil || len(raw) != nonceRawLen {
+	want := nonceMAC(key, raw[:nonceHeadLen], ip, realm)
+	if !hmac.Equal(want, raw[nonceHeadLen:]) {
 		return nonceForeign, 0
 	}
-	want := m.mac(raw[:nonceStampLen+nonceSaltLen], ip, realm)
-	if !hmac.Equal(want, raw[nonceStampLen+nonceSaltLen:]) {
-		return nonceForeign, 0
-	}
-	issued := int64(binary.BigEndian.Uint64(raw))
+	issued := int64(binary.BigEndian.Uint64(raw[nonceIDLen:]))
 	age := now.UnixNano() - issued
 	switch {
 	case age < -int64(skew):

@@ -25,12 +25,15 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/sipwall/sipwall/sbc/auth"
 )
 
 // Loopback addresses of the parties.
@@ -441,6 +444,15 @@ type SBCConfig struct {
 	RingTimeout time.Duration
 	// LogLevel is log.level; default debug.
 	LogLevel string
+	// Users turns digest authentication on: user name → password, written
+	// as a users file for realm "sipwall". Nil: auth.mode off, so that the
+	// call tests need no credentials.
+	Users map[string]string
+	// Auth holds more keys of the auth section in YAML flow style without
+	// braces, e.g. `algorithms: [MD5]`; only with Users.
+	Auth string
+	// Bans is the bans section in YAML flow style without braces.
+	Bans string
 }
 
 // SBC is a running sipwall.
@@ -474,6 +486,18 @@ func (c SBCConfig) YAML(port int, storeDir string) string {
 	}
 	fmt.Fprintf(&b, "health: {interval: 0s}\n")
 	fmt.Fprintf(&b, "calls: {ring_timeout: %s}\n", ring)
+	if c.Users != nil {
+		extra := ""
+		if c.Auth != "" {
+			extra = ", " + c.Auth
+		}
+		fmt.Fprintf(&b, "auth: {mode: digest, realm: sipwall, users_file: %q%s}\n", filepath.Join(filepath.Dir(storeDir), "users.yaml"), extra)
+	} else {
+		fmt.Fprintf(&b, "auth: {mode: \"off\"}\n")
+	}
+	if c.Bans != "" {
+		fmt.Fprintf(&b, "bans: {%s}\n", c.Bans)
+	}
 	fmt.Fprintf(&b, "store: {path: %q}\n", storeDir)
 	fmt.Fprintf(&b, "log: {level: %s}\n", level)
 	return b.String()
@@ -493,6 +517,11 @@ func StartSBC(t testing.TB, cfg SBCConfig) *SBC {
 	}
 	s := &SBC{Port: AllocPorts(t, SBCIP), Dir: dir}
 	s.Addr = net.JoinHostPort(SBCIP, strconv.Itoa(s.Port))
+	if cfg.Users != nil {
+		if err := WriteUsers(filepath.Join(dir, "users.yaml"), "sipwall", cfg.Users); err != nil {
+			t.Fatal(err)
+		}
+	}
 	cfgPath := filepath.Join(dir, "sipwall.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg.YAML(s.Port, store)), 0o644); err != nil {
 		t.Fatal(err)
@@ -507,6 +536,43 @@ func StartSBC(t testing.TB, cfg SBCConfig) *SBC {
 		t.Fatalf("sipwall not ready: %v\nconfig:\n%s", err, tailFile(cfgPath, logTail))
 	}
 	return s
+}
+
+// authURI is the digest uri of a sipp INVITE scenario: its Request-URI,
+// sip:<service>@<remote>, given without "sip:" (sipp adds it).
+func authURI(user, service, remote string) string {
+	if user == "" {
+		return ""
+	}
+	if service == "" {
+		service = "service"
+	}
+	return service + "@" + remote
+}
+
+// WriteUsers writes a users file with HA1 values of every algorithm for
+// the given passwords.
+func WriteUsers(path, realm string, users map[string]string) error {
+	names := make([]string, 0, len(users))
+	for u := range users {
+		names = append(names, u)
+	}
+	slices.Sort(names)
+	var b strings.Builder
+	b.WriteString("users:\n")
+	for _, u := range names {
+		fmt.Fprintf(&b, "  - name: %q\n    ha1:\n", u)
+		for _, alg := range []string{auth.SHA256, auth.SHA512256, auth.MD5} {
+			fmt.Fprintf(&b, "      %s: %q\n", alg, auth.HashPassword(u, realm, users[u], alg))
+		}
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o600)
+}
+
+// Log returns sipwall's stderr so far.
+func (s *SBC) Log() string {
+	data, _ := os.ReadFile(s.p.stderr)
+	return string(data)
 }
 
 // PID is the process id of the running sipwall.
@@ -661,6 +727,12 @@ type Sipp struct {
 	Timeout time.Duration
 	// NoTraceMsg turns off the message log (kept small for load tests).
 	NoTraceMsg bool
+	// AuthUser and AuthPass are -au and -ap, the digest credentials.
+	AuthUser, AuthPass string
+	// AuthURI is -auth_uri, the digest uri without "sip:". sipp's default is
+	// sip:<remote> without the user, which the SBC refuses for requests
+	// whose Request-URI has one (the uri must be the Request-URI).
+	AuthURI string
 }
 
 // SippProc is a running sipp.
@@ -743,6 +815,12 @@ func (s Sipp) Start(t testing.TB) *SippProc {
 	}
 	if s.Service != "" {
 		args = append(args, "-s", s.Service)
+	}
+	if s.AuthUser != "" {
+		args = append(args, "-au", s.AuthUser, "-ap", s.AuthPass)
+		if s.AuthURI != "" {
+			args = append(args, "-auth_uri", s.AuthURI)
+		}
 	}
 	if !s.NoTraceMsg {
 		args = append(args, "-trace_msg", "-message_file", sp.msgLog)
@@ -880,6 +958,11 @@ type Call struct {
 	RingTimeout time.Duration // sipwall calls.ring_timeout
 	Timeout     time.Duration // sipp -timeout of both; default 30s
 	NoTraceMsg  bool
+	// Users and Auth are SBCConfig's (digest on when Users is set);
+	// AuthUser and AuthPass the caller's -au and -ap.
+	Users              map[string]string
+	Auth               string
+	AuthUser, AuthPass string
 }
 
 // CallResult holds both sipp processes after the run.
@@ -910,7 +993,7 @@ func (c Call) Run(t testing.TB, tr Transport) CallResult {
 		Calls: c.Calls, Pause: c.UASPause, Timeout: c.Timeout, NoTraceMsg: c.NoTraceMsg,
 	}.Start(t)
 
-	cfg := SBCConfig{Transport: tr, RingTimeout: c.RingTimeout}
+	cfg := SBCConfig{Transport: tr, RingTimeout: c.RingTimeout, Users: c.Users, Auth: c.Auth}
 	callerPort := 0
 	if c.FromInside {
 		// The caller is the PBX: same address and port as the upstream.
@@ -926,7 +1009,8 @@ func (c Call) Run(t testing.TB, tr Transport) CallResult {
 		Name: "caller", Scenario: c.UAC, IP: callerIP, Port: callerPort,
 		Remote: sbc.Addr, Transport: tr, Calls: c.Calls, Limit: c.Limit,
 		Rate: c.Rate, Pause: c.UACPause, Service: c.Service, Timeout: c.Timeout,
-		NoTraceMsg: c.NoTraceMsg,
+		NoTraceMsg: c.NoTraceMsg, AuthUser: c.AuthUser, AuthPass: c.AuthPass,
+		AuthURI: authURI(c.AuthUser, c.Service, sbc.Addr),
 	}.Start(t)
 
 	res := CallResult{SBC: sbc, Caller: caller, Callee: callee}

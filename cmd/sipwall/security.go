@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/sipwall/sipwall/sbc/auth"
+	"github.com/sipwall/sipwall/sbc/ban"
+	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/store"
+	"github.com/sipwall/sipwall/sbc/upstream"
+)
+
+// security is the ban store and the digest layer built from auth and bans.
+type security struct {
+	bans  *ban.Manager
+	auth  *auth.Auth           // nil with auth.mode off
+	users *auth.ReloadingUsers // nil without a users file
+	keys  *auth.KeyRing        // nil with auth.mode off
+}
+
+// trustedSet matches a peer against the configured trusted networks and
+// the upstreams (which are always trusted).
+type trustedSet struct {
+	nets []trustedNet
+	pool func() *upstream.Pool
+}
+
+type trustedNet struct {
+	name   string
+	prefix netip.Prefix
+}
+
+func newTrustedSet(cfg config.Auth, pool func() *upstream.Pool) (*trustedSet, error) {
+	ts := &trustedSet{pool: pool}
+	for i, t := range cfg.Trusted {
+		for k, c := range t.CIDRs {
+			p, err := config.ParsePrefix(c)
+			if err != nil {
+				return nil, fmt.Errorf("auth.trusted[%d].cidrs[%d]: %w", i, k, err)
+			}
+			ts.nets = append(ts.nets, trustedNet{t.Name, p})
+		}
+	}
+	return ts, nil
+}
+
+func (ts *trustedSet) match(a netip.Addr) (string, bool) {
+	a = a.Unmap()
+	for _, n := range ts.nets {
+		if n.prefix.Contains(a) {
+			return n.name, true
+		}
+	}
+	if p := ts.pool(); p != nil {
+		if t, ok := p.Lookup(a); ok {
+			return t.Name, true
+		}
+	}
+	return "", false
+}
+
+// buildSecurity builds the ban store and, unless auth.mode is off, the
+// digest layer wired to it.
+func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Pool, log *slog.Logger) (*security, error) {
+	trusted, err := newTrustedSet(cfg.Auth, pool)
+	if err != nil {
+		return nil, err
+	}
+	b := cfg.Bans
+	agents := b.ScannerAgents
+	switch {
+	case len(agents) == 0:
+		agents = nil // the built-in list
+	case len(agents) == 1 && strings.EqualFold(agents[0], "none"):
+		agents = []string{}
+	}
+	bans, err := ban.New(ban.Options{
+		Store:            st,
+		Threshold:        b.Threshold,
+		Window:           b.Window.D(),
+		BanTime:          b.BanTime.D(),
+		MaxBanTime:       b.MaxBanTime.D(),
+		Forget:           b.Forget.D(),
+		Prefix6Threshold: b.Prefix6Threshold,
+		UserThreshold:    b.UserThreshold,
+		UserLockTime:     b.UserLockTime.D(),
+		ScannerAgents:    agents,
+		Trusted:          trusted.match,
+		Logger:           log,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("bans: %w", err)
+	}
+	sec := &security{bans: bans}
+	if cfg.Auth.Mode == config.AuthOff {
+		return sec, nil
+	}
+	a := cfg.Auth
+	var users auth.Users = emptyUsers{}
+	if a.UsersFile != "" {
+		ru, err := auth.WatchUsersFile(a.UsersFile, log)
+		if err != nil {
+			return nil, cfg.KeyError("auth.users_file", err)
+		}
+		sec.users, users = ru, ru
+	}
+	keys, err := auth.NewKeyRing(st, a.KeyRotation.D(), nil)
+	if err != nil {
+		return nil, fmt.Errorf("auth: nonce keys: %w", err)
+	}
+	sec.keys = keys
+	fw := &auth.Forwarder{IdentityHeader: a.AssertIdentity, SourceHeader: a.SourceHeader}
+	if a.SourceKeyFile != "" {
+		key, err := os.ReadFile(a.SourceKeyFile)
+		if err != nil {
+			return nil, cfg.KeyError("auth.source_key_file", err)
+		}
+		fw.Key = []byte(strings.TrimSpace(string(key)))
+		if err := fw.Check(); err != nil {
+			return nil, cfg.KeyError("auth.source_key_file", err)
+		}
+	}
+	sec.auth, err = auth.New(auth.Options{
+		Realm:      a.Realm,
+		Users:      users,
+		Keys:       keys,
+		NonceTTL:   a.NonceTTL.D(),
+		MaxSkew:    a.MaxSkew.D(),
+		Algorithms: a.Algorithms,
+		Trusted:    trusted.match,
+		OnFailure:  bans.Failure,
+		OnSuccess:  bans.Success,
+		Locked:     bans.UserLocked,
+		Forward:    fw,
+	})
+	if err != nil {
+		return nil, cfg.KeyError("auth", err)
+	}
+	return sec, nil
+}
+
+// run keeps the users file, the nonce keys and the ban expiry going until
+// ctx ends.
+func (s *security) run(ctx context.Context, spawn func(func())) {
+	spawn(func() { s.bans.Run(ctx) })
+	if s.keys != nil {
+		spawn(func() { s.keys.Run(ctx) })
+	}
+	if s.users != nil {
+		spawn(func() { s.users.Run(ctx, 2*time.Second) })
+	}
+}
+
+// isUser reports whether the users file knows user (for the local
+// registrar's user list).
+func (s *security) isUser(user string) bool {
+	if s.users == nil {
+		return false
+	}
+	_, _, ok := s.users.Lookup(user, "")
+	return ok
+}
+
+// emptyUsers is the users source when only trusted peers may pass.
+type emptyUsers struct{}
+
+func (emptyUsers) Lookup(string, string) (map[string]string, bool, bool) { return nil, false, false }
