@@ -164,7 +164,11 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		}
 		specs = append(specs, sbc.ListenerSpec{Transport: l.Transport, Addr: l.Addr, Side: side, Advertise: l.Advertise})
 	}
-	sec, err := buildSecurity(cfg, st, func() *upstream.Pool { return pool }, log)
+	owns := func(r *sbc.Request) bool {
+		b := b2bRef.Load()
+		return b != nil && b.Owns(r)
+	}
+	sec, err := buildSecurity(cfg, st, func() *upstream.Pool { return pool }, owns, log)
 	if err != nil {
 		return nil, err
 	}

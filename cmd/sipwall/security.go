@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
@@ -67,7 +68,7 @@ func (ts *trustedSet) match(a netip.Addr) (string, bool) {
 
 // buildSecurity builds the ban store and, unless auth.mode is off, the
 // digest layer wired to it.
-func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Pool, log *slog.Logger) (*security, error) {
+func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Pool, owns func(*sbc.Request) bool, log *slog.Logger) (*security, error) {
 	trusted, err := newTrustedSet(cfg.Auth, pool)
 	if err != nil {
 		return nil, err
@@ -137,6 +138,7 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 		OnFailure:  bans.Failure,
 		OnSuccess:  bans.Success,
 		Locked:     bans.UserLocked,
+		InDialog:   owns,
 		Forward:    fw,
 	})
 	if err != nil {

@@ -85,6 +85,10 @@ type Options struct {
 	// peer fail like a wrong password (a user under a distributed
 	// brute-force attack, from an address it never used).
 	Locked func(user string, peer netip.Addr) bool
+	// InDialog reports whether a request with a To tag belongs to a dialog
+	// the SBC created (the B2BUA's Owns); those pass without digest. Nil:
+	// every request is challenged.
+	InDialog func(*sbc.Request) bool
 	// Forward adds the identity and source headers toward the upstream.
 	Forward *Forwarder
 	// Now is the clock (default time.Now).
@@ -217,10 +221,11 @@ func (a *Auth) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Request)
 		// ACK cannot be challenged and CANCEL must match its INVITE.
 		return sbc.Continue, nil
 	}
-	if to := r.To(); to != nil {
-		if _, ok := to.Params.Get("tag"); ok {
-			// In-dialog: the B2BUA only accepts dialogs it created, and
-			// those were authenticated when created.
+	if to := r.To(); to != nil && r.Method != sip.REGISTER {
+		if tag, ok := to.Params.Get("tag"); ok && tag != "" && a.opt.InDialog != nil && a.opt.InDialog(r) {
+			// In a dialog the SBC created, which was authenticated when it
+			// was created. A To tag alone proves nothing: anything else
+			// is challenged like any out-of-dialog request.
 			return sbc.Continue, nil
 		}
 	}
@@ -329,8 +334,9 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 	if a.opt.OnSuccess != nil {
 		a.opt.OnSuccess(ip, cr.username)
 	}
-	// Credentials are for us only; none may reach the next hop.
-	removeHeaders(r.Request, "authorization", "proxy-authorization")
+	// Our credentials are for us only and never reach the next hop; those
+	// for another realm (the PBX's own digest) pass on.
+	removeOurCredentials(r.Request, a.opt.Realm)
 	r.Identity = &sbc.Identity{User: cr.username, Realm: a.opt.Realm}
 	a.opt.Forward.Apply(r, cr.username, a.opt.Realm)
 	return sbc.Continue, nil
@@ -470,6 +476,30 @@ func (a *Auth) challenge(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.
 		return sbc.Rejected, fmt.Errorf("auth: send %d: %w", k.code, err)
 	}
 	return sbc.Rejected, nil
+}
+
+// removeOurCredentials drops every Authorization and Proxy-Authorization
+// header (any spelling) whose realm is ours, or that does not parse.
+func removeOurCredentials(m *sip.Request, realm string) {
+	var keep []sip.Header
+	found := false
+	for _, h := range m.Headers() {
+		n := h.Name()
+		if !strings.EqualFold(n, "authorization") && !strings.EqualFold(n, "proxy-authorization") {
+			continue
+		}
+		found = true
+		if c, err := ParseCredentials(h.Value()); err == nil && c.Get("realm") != realm {
+			keep = append(keep, sip.NewHeader(n, h.Value()))
+		}
+	}
+	if !found {
+		return
+	}
+	removeHeaders(m, "authorization", "proxy-authorization")
+	for _, h := range keep {
+		m.AppendHeader(h)
+	}
 }
 
 // removeHeaders drops every header with one of the lowercase names, however

@@ -258,6 +258,11 @@ func TestPassThrough(t *testing.T) {
 		o.Trusted = func(a netip.Addr) (string, bool) {
 			return "carrier", a == trusted.Addr()
 		}
+		// The dialog with To tag "t1" is one the SBC created.
+		o.InDialog = func(r *sbc.Request) bool {
+			tag, _ := r.To().Params.Get("tag")
+			return tag == "t1"
+		}
 	})
 	internal := newReq(t, "INVITE", ruri, alicePeer, "")
 	internal.Side = sbc.Internal
@@ -284,6 +289,13 @@ func TestPassThrough(t *testing.T) {
 		}
 		if tc.trusted == "" && tc.r.Identity != nil {
 			t.Fatalf("%s: identity set: %+v", tc.name, tc.r.Identity)
+		}
+	}
+	// A To tag of a dialog the SBC does not know, or on a REGISTER, is
+	// challenged: a tag proves nothing.
+	for _, r := range []*sbc.Request{newReq(t, "BYE", ruri, alicePeer, "forged"), newReq(t, "REGISTER", "sip:"+realm, alicePeer, "t1")} {
+		if v, w := f.serve(t, r); v != sbc.Rejected || w.last(t).StatusCode < 401 {
+			t.Fatalf("%s with To tag: verdict %v", r.Method, v)
 		}
 	}
 	// Out-of-dialog BYE is not a pass: default deny.

@@ -110,3 +110,26 @@ func TestMalformedWithOurNonceIsEvidence(t *testing.T) {
 		t.Errorf("failures %q, want still one", f.fails)
 	}
 }
+
+// Credentials for another realm (the PBX's own digest) stay on the request;
+// ours never do.
+func TestOtherRealmCredentialsKept(t *testing.T) {
+	f := newFixture(t, nil)
+	c := f.challengeFor(t, "REGISTER", "sip:"+realm, alicePeer)
+	pbx := `Digest username="alice", realm="pbx.internal", nonce="abc", uri="sip:` + realm + `", response="0123456789abcdef0123456789abcdef", algorithm=MD5`
+	r := newReq(t, "REGISTER", "sip:"+realm, alicePeer, "",
+		"Authorization: "+pbx,
+		"authorization: "+authz(SHA256, "alice", "correct horse", "REGISTER", "sip:"+realm, c, "00000001", "x"))
+	if v, _ := f.serve(t, r); v != sbc.Continue {
+		t.Fatalf("verdict %v", v)
+	}
+	var left []string
+	for _, h := range r.Headers() {
+		if strings.EqualFold(h.Name(), "authorization") {
+			left = append(left, h.Value())
+		}
+	}
+	if len(left) != 1 || left[0] != pbx {
+		t.Errorf("credentials left %q, want only the PBX realm's", left)
+	}
+}

@@ -793,6 +793,34 @@ func (b *B2BUA) do(ctx context.Context, req *sip.Request) (*sip.Response, error)
 }
 
 // inDialog relays a request inside an existing call to the other leg.
+// Owns reports whether r belongs to a live dialog the B2BUA created: its
+// Call-ID and To tag name one of our legs, its From tag is that leg's
+// peer's and it comes from that leg's side. The auth layer lets such
+// requests through without digest; a To tag alone proves nothing.
+func (b *B2BUA) Owns(r *sbc.Request) bool {
+	to, from, cid := r.To(), r.From(), r.CallID()
+	if to == nil || from == nil || cid == nil {
+		return false
+	}
+	toTag, _ := to.Params.Get("tag")
+	fromTag, _ := from.Params.Get("tag")
+	if toTag == "" {
+		return false
+	}
+	c := b.table.lookup(cid.Value(), toTag)
+	if c == nil {
+		return false
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, l := range []*leg{c.a, c.b} {
+		if l != nil && l.callID == cid.Value() && l.localTag == toTag && l.remoteTag == fromTag && l.side == r.Side {
+			return c.state != stateEnded
+		}
+	}
+	return false
+}
+
 func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request, toTag string) (sbc.Verdict, error) {
 	req := r.Request
 	callID := req.CallID().Value()

@@ -1,0 +1,55 @@
+package b2bua_test
+
+import (
+	"net/netip"
+	"testing"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/siptest"
+)
+
+// Owns is true only for requests of a live dialog the B2BUA created, seen
+// from the leg's own side with the leg's tags: a To tag alone proves
+// nothing.
+func TestOwns(t *testing.T) {
+	t.Parallel()
+	caller := siptest.NewPeer(t, callerIP+":0")
+	pbx := siptest.NewPeer(t, pbxIP+":0")
+	h := startSBC(t, withUpstream("pbx", pbx, 1))
+	c := establish(t, h, caller, pbx)
+
+	req := func(callID, from, to string, side sbc.Side) *sbc.Request {
+		r := sip.NewRequest(sip.BYE, sip.Uri{Scheme: "sip", Host: "127.0.0.1"})
+		fp, tp := sip.NewParams(), sip.NewParams()
+		fp.Add("tag", from)
+		if to != "" {
+			tp.Add("tag", to)
+		}
+		r.AppendHeader(&sip.FromHeader{Address: sip.Uri{Scheme: "sip", Host: "x"}, Params: fp})
+		r.AppendHeader(&sip.ToHeader{Address: sip.Uri{Scheme: "sip", Host: "y"}, Params: tp})
+		cid := sip.CallIDHeader(callID)
+		r.AppendHeader(&cid)
+		return &sbc.Request{Request: r, Peer: netip.MustParseAddrPort(callerIP + ":5060"), Side: side}
+	}
+	aCID, aFrom, aTo := c.AInv.CallID().Value(), fromTag(c.AInv), toTag(c.A200)
+	if !h.B2B.Owns(req(aCID, aFrom, aTo, sbc.External)) {
+		t.Fatal("the caller's own dialog is not owned")
+	}
+	for name, r := range map[string]*sbc.Request{
+		"forged To tag":   req(aCID, aFrom, "forged", sbc.External),
+		"other From tag":  req(aCID, "other", aTo, sbc.External),
+		"other Call-ID":   req("nope", aFrom, aTo, sbc.External),
+		"from the inside": req(aCID, aFrom, aTo, sbc.Internal),
+		"no To tag":       req(aCID, aFrom, "", sbc.External),
+	} {
+		if h.B2B.Owns(r) {
+			t.Errorf("%s: owned", name)
+		}
+	}
+	c.hangup(t)
+	if h.B2B.Owns(req(aCID, aFrom, aTo, sbc.External)) {
+		t.Error("an ended dialog is still owned")
+	}
+}
