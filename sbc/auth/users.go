@@ -65,7 +65,7 @@ func ParseUsers(data []byte) (*FileUsers, error) {
 	}
 	fu := &FileUsers{users: make(map[string]UserEntry, len(f.Users))}
 	for i, u := range f.Users {
-		if u.Name == "" || strings.ContainsAny(u.Name, "\"\\\r\n") {
+		if !ValidUserName(u.Name) {
 			return nil, fmt.Errorf("user %d: invalid name %q", i+1, u.Name)
 		}
 		if _, dup := fu.users[u.Name]; dup {
