@@ -19,6 +19,7 @@ type limitListener struct {
 	msgTimeout     time.Duration
 	stats          *Stats
 	blocked        func(netip.Addr) bool
+	outbound       func(netip.AddrPort, []byte) bool
 
 	mu    sync.Mutex
 	total int
@@ -60,7 +61,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.total++
 		l.bySrc[src]++
 		l.mu.Unlock()
-		return &limitConn{Conn: c, l: l, src: src}, nil
+		lc := &limitConn{Conn: c, l: l, src: src}
+		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+			lc.peer = ta.AddrPort()
+		}
+		return lc, nil
 	}
 }
 
@@ -77,6 +82,7 @@ type limitConn struct {
 	net.Conn
 	l    *limitListener
 	src  netip.Addr
+	peer netip.AddrPort
 	once sync.Once
 	fr   framer
 	// started is when the message now being received began; zero between
@@ -109,6 +115,15 @@ func (c *limitConn) Read(b []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// Write passes what sipgo writes (one whole message per call) through the
+// Outbound filter; a stopped message is reported as written.
+func (c *limitConn) Write(b []byte) (int, error) {
+	if c.l.outbound != nil && !c.l.outbound(c.peer, b) {
+		return len(b), nil
+	}
+	return c.Conn.Write(b)
 }
 
 func (c *limitConn) Close() error {

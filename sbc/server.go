@@ -48,6 +48,12 @@ type Options struct {
 	MessageTimeout time.Duration
 	// IsInternal tells whether a peer address is on the inside (an upstream).
 	IsInternal func(netip.Addr) bool
+	// Outbound, when set, sees every message about to leave a UDP listener
+	// or an inbound TCP connection toward a peer that is not internal
+	// (IsInternal), serialized, and returns false to stop it: the topology
+	// guard, the last line of defence against leaking the inside. Blocked
+	// messages are counted in Stats.OutboundBlocked and not sent.
+	Outbound func(dst netip.AddrPort, msg []byte) bool
 	// Blocked, when set, is asked for every datagram and every accepted
 	// stream connection before anything is parsed: a banned source costs a
 	// map lookup, nothing more. It must be fast and safe for concurrent use.
@@ -100,6 +106,8 @@ type Stats struct {
 	// Blocked counts datagrams and connections dropped because Blocked
 	// said so.
 	Blocked atomic.Int64
+	// OutboundBlocked counts messages the Outbound filter stopped.
+	OutboundBlocked atomic.Int64
 	// PreParseDrops counts datagrams dropped before parsing, by
 	// wire.Reason (index 0: responses refused by the response filter).
 	PreParseDrops [32]atomic.Int64
@@ -232,6 +240,9 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		}
 		l.Bound = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 		l.closer = pc.Close
+		if s.opts.Outbound != nil {
+			pc = &guardedPacketConn{PacketConn: pc, s: s}
+		}
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -247,6 +258,9 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		l.Bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, s.opts.MessageTimeout, &s.Stats)
 		lim.blocked = s.opts.Blocked
+		if s.opts.Outbound != nil {
+			lim.outbound = s.outboundOK
+		}
 		l.closer = lim.Close
 		s.wg.Add(1)
 		go func() {
@@ -353,6 +367,35 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 	}
 	s.countDrop(res.Reason)
 	return nil, nil
+}
+
+// outboundOK applies the Outbound filter to a message for dst; messages
+// to internal peers are not judged.
+func (s *Server) outboundOK(dst netip.AddrPort, msg []byte) bool {
+	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
+	if s.opts.IsInternal != nil && s.opts.IsInternal(dst.Addr()) {
+		return true
+	}
+	if s.opts.Outbound(dst, msg) {
+		return true
+	}
+	s.Stats.OutboundBlocked.Add(1)
+	return false
+}
+
+// guardedPacketConn passes every datagram written through the Outbound
+// filter. A stopped datagram is reported as written: the transaction layer
+// retransmits or times out as if it were lost.
+type guardedPacketConn struct {
+	net.PacketConn
+	s *Server
+}
+
+func (c *guardedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	if ua, ok := addr.(*net.UDPAddr); ok && !c.s.outboundOK(ua.AddrPort(), b) {
+		return len(b), nil
+	}
+	return c.PacketConn.WriteTo(b, addr)
 }
 
 // responseOK parses a response datagram and asks the response filter: a

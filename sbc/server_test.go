@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -372,5 +373,46 @@ func TestBlockedSourceDropped(t *testing.T) {
 	}
 	if got := s.Stats.Blocked.Load(); got != 2 {
 		t.Errorf("Stats.Blocked = %d after a blocked connection, want 2", got)
+	}
+}
+
+// The Outbound filter sees every message toward a non-internal peer and can
+// stop it, over UDP and TCP alike.
+func TestOutboundFilter(t *testing.T) {
+	var seen atomic.Int64
+	s := startTestServer(t, Options{Outbound: func(dst netip.AddrPort, msg []byte) bool {
+		seen.Add(1)
+		return !strings.Contains(string(msg), "Call-ID: stop-")
+	}})
+	udp, _ := s.Local("udp", External)
+	ask := func(tag string) bool {
+		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(udp.Bound))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte(strings.ReplaceAll(options(tag), "TCP", "UDP")))
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Read(make([]byte, 2048))
+		return err == nil && n > 0
+	}
+	if !ask("pass-1") {
+		t.Error("allowed response not delivered")
+	}
+	if ask("stop-1") {
+		t.Error("stopped response delivered over UDP")
+	}
+	c, err := net.Dial("tcp", tcpAddr(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, _ = c.Write([]byte(options("stop-2")))
+	_ = c.SetReadDeadline(time.Now().Add(time.Second))
+	if n, err := c.Read(make([]byte, 512)); err == nil {
+		t.Errorf("stopped response delivered over TCP (%d bytes)", n)
+	}
+	if got := s.Stats.OutboundBlocked.Load(); got != 2 || seen.Load() < 3 {
+		t.Errorf("OutboundBlocked = %d, filter saw %d; want 2 and at least 3", got, seen.Load())
 	}
 }

@@ -15,13 +15,30 @@
 # registrar (relay mode) to a sipp registrar as the PBX and stored; the
 # table reports REGISTER/s, failures and CPU per 1,000 registrations.
 #
+# AUTH=1 turns sipwall's digest authentication on (section auth, realm
+# "sipwall"; users file written into the work directory):
+#   - MODE=call: sipwall offers MD5 only (sipp 3.6 computes nothing else and
+#     reads only the first challenge); the UAC runs uac_auth_call.xml as
+#     "alice" (sipp -au/-ap/-auth_uri): INVITE, 407, ACK, INVITE with
+#     Proxy-Authorization, then the call as above.
+#   - MODE=register: sipp cannot take per-call credentials, so bench/regload
+#     (built into the work directory) registers user1..userCALLS, each with
+#     its own password, answering the 401 with SHA-256 (RFC 7616, qop=auth);
+#     sipwall offers SHA-256 only. UDP only. The table adds regload's
+#     latency of the authenticated round (REGISTER with Authorization to
+#     200) and of the whole registration.
+# Without AUTH, auth.mode is "off" (requests pass unchallenged).
+#
 # Environment:
 #   MODE=call       call or register
+#   AUTH=0          1: digest authentication on (see above)
 #   RATE=200        calls (registrations) per second offered
 #   CALLS=5000      calls placed (register mode: 10000 distinct users)
 #   TRANSPORT=udp   udp or tcp, on both sides of sipwall
 #   LIMIT           sipp's limit of simultaneous calls (default 5*RATE)
 #   BENCH_KEEP=1    keep the work directory (logs, stats) after the run
+#   BENCH_VERSION   sipwall version in the table (default: git describe),
+#                   for a tree exported without .git (git archive)
 #   TMPDIR          where the work directory, and so sipwall's store, lives;
 #                   its filesystem type is in the table (disk and tmpfs
 #                   give different numbers when the store syncs to disk)
@@ -50,6 +67,37 @@ register)
 esac
 TRANSPORT=${TRANSPORT:-udp}
 LIMIT=${LIMIT:-$((RATE * 5))}
+AUTH=${AUTH:-0}
+case "$AUTH" in
+0 | "") AUTH=0 ;;
+1) ;;
+*)
+	echo "bench: AUTH must be 0 or 1" >&2
+	exit 2
+	;;
+esac
+REALM=sipwall
+# Load generator: sipp, or bench/regload for authenticated registrations.
+loadgen=sipp
+auth_alg=""
+if [ "$AUTH" = 1 ]; then
+	case "$MODE" in
+	call)
+		uac_scen=uac_auth_call.xml auth_alg=MD5
+		auth_label="digest MD5 (sipp -au alice)"
+		;;
+	register)
+		loadgen=regload auth_alg=SHA-256
+		auth_label="digest SHA-256 (bench/regload, 8 UDP sockets)"
+		if [ "$TRANSPORT" != udp ]; then
+			echo "bench: MODE=register AUTH=1 runs over UDP only (bench/regload)" >&2
+			exit 2
+		fi
+		;;
+	esac
+else
+	auth_label=off
+fi
 
 case "$TRANSPORT" in
 udp) sipp_t=u1 uri_param="" ;;
@@ -149,8 +197,12 @@ stat_col() {
 }
 
 echo "== bench: building sipwall"
-version=$(git describe --always --dirty 2>/dev/null || echo dev)
-go build -ldflags "-X main.version=$version" -o "$work/sipwall" ./cmd/sipwall
+version=${BENCH_VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}
+go build -ldflags "-X 'main.version=$version'" -o "$work/sipwall" ./cmd/sipwall
+if [ "$loadgen" = regload ]; then
+	echo "== bench: building bench/regload"
+	go build -o "$work/regload" ./bench/regload
+fi
 
 pbx_port=$(free_block "$PBX_IP")
 sbc_port=$(free_block "$SBC_IP")
@@ -175,6 +227,20 @@ wait_listen "$proto" "$pbx_port" || {
 }
 
 mkdir -p "$work/store"
+# auth section of the configuration, and the users file it names.
+auth_pass=bench-alice-secret
+if [ "$AUTH" = 1 ]; then
+	users="$work/users.yaml"
+	if [ "$loadgen" = regload ]; then
+		"$work/regload" -write-users "$users" -users "$CALLS" -realm "$REALM" -alg "$auth_alg"
+	else
+		echo "$auth_pass" | "$work/sipwall" passwd -file "$users" -realm "$REALM" -md5 alice >/dev/null
+	fi
+	auth_yaml="auth: {realm: $REALM, users_file: \"$users\", algorithms: [$auth_alg]}"
+else
+	# Explicit: the default is digest, which needs a users file.
+	auth_yaml="auth: {mode: \"off\"}"
+fi
 cat >"$work/sipwall.yaml" <<YAML
 listen:
   - {transport: udp, addr: "$SBC_IP:$sbc_port"}
@@ -185,6 +251,7 @@ health: {interval: 0s}
 calls: {ring_timeout: 30s}
 store: {path: "$work/store"}
 log: {level: warn}
+$auth_yaml
 YAML
 
 echo "== bench: sipwall on $SBC_IP:$sbc_port"
@@ -203,18 +270,32 @@ sw_pid=$(pgrep -P "$sbc_pid" -x sipwall || true)
 [ -n "$sw_pid" ] || sw_pid=$sbc_pid
 ticks_before=$(cpu_ticks "$sw_pid")
 
-echo "== bench: $CALLS $unit at $RATE/s over $TRANSPORT (limit $LIMIT)"
+echo "== bench: $CALLS $unit at $RATE/s over $TRANSPORT (auth: $auth_label, limit $LIMIT)"
 t0=$(date +%s.%N)
 uac_rc=0
-timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
-	-i "$UAC_IP" -p "$uac_port" -ci "$UAC_IP" -cp $((uac_port + 1)) \
-	-mi "$UAC_IP" -mp $((uac_port + 2)) \
-	-r "$RATE" -m "$CALLS" -l "$LIMIT" -d 0 -nostdin \
-	-timeout "${run_s}s" -recv_timeout 10000 \
-	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
-	-trace_stat -stf "$work/uac_stat.csv" -fd 1 \
-	-trace_err -error_file "$work/uac_errors.log" \
-	>"$work/uac.stdout" 2>"$work/uac.stderr" || uac_rc=$?
+if [ "$loadgen" = regload ]; then
+	# Its own deadline (-deadline) ends it; timeout(1) is the backstop.
+	timeout $((run_s + 30)) "$work/regload" -sbc "$SBC_IP:$sbc_port" -src "$UAC_IP" \
+		-users "$CALLS" -rate "$RATE" -sockets 8 -alg "$auth_alg" -deadline "${run_s}s" \
+		>"$work/uac.stdout" 2>"$work/uac.stderr" || uac_rc=$?
+else
+	auth_args=()
+	if [ "$AUTH" = 1 ]; then
+		# -auth_uri gets "sip:" prepended: the digest uri is then the
+		# Request-URI of uac_auth_call.xml, as sipwall requires.
+		auth_args=(-au alice -ap "$auth_pass" -auth_uri "$uac_user@$SBC_IP:$sbc_port")
+	fi
+	timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
+		-i "$UAC_IP" -p "$uac_port" -ci "$UAC_IP" -cp $((uac_port + 1)) \
+		-mi "$UAC_IP" -mp $((uac_port + 2)) \
+		-r "$RATE" -m "$CALLS" -l "$LIMIT" -d 0 -nostdin \
+		"${auth_args[@]}" \
+		-timeout "${run_s}s" -recv_timeout 10000 \
+		-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
+		-trace_stat -stf "$work/uac_stat.csv" -fd 1 \
+		-trace_err -error_file "$work/uac_errors.log" \
+		>"$work/uac.stdout" 2>"$work/uac.stderr" || uac_rc=$?
+fi
 t1=$(date +%s.%N)
 
 if ! kill -0 "$sw_pid" 2>/dev/null; then
@@ -232,15 +313,40 @@ for _ in $(seq 1 50); do
 	sleep 0.2
 done
 
-stat="$work/uac_stat.csv"
-if [ ! -s "$stat" ]; then
-	echo "bench: sipp wrote no statistics (exit $uac_rc)" >&2
-	tail -n 20 "$work/uac.stderr" >&2
-	exit 1
+# regload_val KEY: a value of regload's summary ("key value" lines).
+regload_val() {
+	awk -v k="$1" '$1 == k { v = $2 } END { print (v != "" ? v : "?") }' "$work/uac.stdout"
+}
+extra_rows=""
+if [ "$loadgen" = regload ]; then
+	if ! grep -q '^attempted ' "$work/uac.stdout"; then
+		echo "bench: regload printed no summary (exit $uac_rc)" >&2
+		tail -n 20 "$work/uac.stderr" >&2
+		exit 1
+	fi
+	created=$(regload_val attempted)
+	ok=$(regload_val succeeded)
+	failed=$(regload_val failed)
+	extra_rows=$(
+		cat <<MD
+| authenticated round (REGISTER with Authorization → 200) | p50 $(regload_val auth_p50_ms) ms, p99 $(regload_val auth_p99_ms) ms |
+| whole registration (first REGISTER → 200) | p50 $(regload_val register_p50_ms) ms, p99 $(regload_val register_p99_ms) ms |
+| regload retransmissions | $(regload_val retransmissions) |
+| regload failures | $(regload_val failures) |
+MD
+	)
+	extra_rows=$'\n'$extra_rows
+else
+	stat="$work/uac_stat.csv"
+	if [ ! -s "$stat" ]; then
+		echo "bench: sipp wrote no statistics (exit $uac_rc)" >&2
+		tail -n 20 "$work/uac.stderr" >&2
+		exit 1
+	fi
+	created=$(stat_col "$stat" "TotalCallCreated")
+	ok=$(stat_col "$stat" "SuccessfulCall(C)")
+	failed=$(stat_col "$stat" "FailedCall(C)")
 fi
-created=$(stat_col "$stat" "TotalCallCreated")
-ok=$(stat_col "$stat" "SuccessfulCall(C)")
-failed=$(stat_col "$stat" "FailedCall(C)")
 elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 cps=$(awk -v n="$ok" -v s="$elapsed" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')
 cpu_s=$(awk -v d=$((ticks_after - ticks_before)) -v c="$clk" 'BEGIN { printf "%.2f", d / c }')
@@ -258,6 +364,7 @@ table=$(
 | sipwall | $version |
 | mode | $MODE |
 | transport | $TRANSPORT |
+| auth | $auth_label |
 | offered rate | $RATE $unit/s |
 | $unit placed | $created of $CALLS |
 | successful $unit | $ok |
@@ -265,8 +372,8 @@ table=$(
 | elapsed | ${elapsed} s |
 | $unit/s achieved | $cps |
 | sipwall CPU | ${cpu_s} s (${cpu_per_k} s per 1,000 $unit) |
-| sipwall peak RSS (VmHWM) | ${rss_mib} MiB |
-| sipp exit code | $uac_rc |
+| sipwall peak RSS (VmHWM) | ${rss_mib} MiB |${extra_rows}
+| $loadgen exit code | $uac_rc |
 | store filesystem | $store_fs |
 | machine | $(nproc) CPUs, $cpu_model |
 MD
@@ -280,6 +387,8 @@ out="bench/results/$(date -u +%Y-%m-%d).md"
 if [ ! -f "$out" ]; then
 	printf '# sipwall bench results, %s\n\nWritten by scripts/bench.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
 fi
-printf '\n## %s, %s, %s %s at %s/s\n\n%s\n' "$now" "$TRANSPORT" "$CALLS" "$unit" "$RATE" "$table" >>"$out"
+heading_auth=""
+[ "$AUTH" = 1 ] && heading_auth=", auth $auth_alg"
+printf '\n## %s, %s, %s %s at %s/s%s\n\n%s\n' "$now" "$TRANSPORT" "$CALLS" "$unit" "$RATE" "$heading_auth" "$table" >>"$out"
 echo
 echo "bench: appended to $out"

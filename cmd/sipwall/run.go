@@ -18,10 +18,12 @@ import (
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/media"
 	"github.com/sipwall/sipwall/sbc/registrar"
 	"github.com/sipwall/sipwall/sbc/sanity"
 	"github.com/sipwall/sipwall/sbc/store"
 	"github.com/sipwall/sipwall/sbc/upstream"
+	"github.com/sipwall/sipwall/topology"
 )
 
 // loadConfig parses the -config flag of a sub-command and loads the file
@@ -121,6 +123,7 @@ type app struct {
 	reg    *registrar.Registrar // nil when registrar.mode is off
 	pool   *upstream.Pool
 	sec    *security
+	relay  *media.Manager // nil with media.mode off
 	// cfgRealm is auth.realm, for the demo's help text.
 	cfgRealm string
 	cancel   context.CancelFunc
@@ -131,6 +134,9 @@ func (a *app) stop() {
 	a.cancel()
 	a.server.Close()
 	a.wg.Wait()
+	if a.relay != nil {
+		a.relay.Close()
+	}
 }
 
 // start builds and starts every part from a validated configuration.
@@ -172,6 +178,14 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if err != nil {
 		return nil, err
 	}
+	topo, err := buildTopology(cfg.Topology, func() *upstream.Pool { return pool })
+	if err != nil {
+		return nil, err
+	}
+	var outboundFilter func(netip.AddrPort, []byte) bool
+	if topo.GuardMode() != topology.GuardOff {
+		outboundFilter = (&guard{policy: topo, log: log}).check
+	}
 	san := sanity.New(sanity.Options{})
 	srv, err := sbc.NewServer(sbc.Options{
 		ResponseFilter:    san.AllowResponse,
@@ -199,6 +213,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			_, banned := sec.bans.Banned(a)
 			return banned
 		},
+		Outbound: outboundFilter,
 		OnUnhandledResponse: func(res *sip.Response) {
 			if b := b2bRef.Load(); b != nil {
 				b.OnUnhandledResponse(res)
@@ -235,6 +250,23 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		}
 		layers["registrar"], locate, unreachable = reg, reg.Locate, reg.Unreachable
 	}
+	// Listen first: the media relay takes its addresses from the bound
+	// listeners. Until the chain is set, requests get 501.
+	ctx, cancel := context.WithCancel(parent)
+	if err := srv.Start(ctx); err != nil {
+		cancel()
+		return nil, err
+	}
+	relay, err := buildMedia(cfg.Media, srv.Listeners(), log)
+	if err != nil {
+		cancel()
+		srv.Close()
+		return nil, err
+	}
+	var mediaHook b2bua.Media
+	if relay != nil {
+		mediaHook = relay
+	}
 	b2b := b2bua.New(b2bua.Config{
 		Client:          srv.Client(),
 		Endpoint:        srv,
@@ -242,6 +274,8 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Outbound:        outbound,
 		Locate:          locate,
 		Unreachable:     unreachable,
+		Topology:        topo,
+		Media:           mediaHook,
 		MaxDialogs:      cfg.Limits.MaxDialogs,
 		RingTimeout:     cfg.Calls.RingTimeout.D(),
 		MaxDuration:     cfg.Calls.MaxDuration.D(),
@@ -253,16 +287,15 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	layers["b2bua"] = b2b
 	chain, err := sbc.BuildChain(layers)
 	if err != nil {
+		cancel()
+		srv.Close()
+		if relay != nil {
+			relay.Close()
+		}
 		return nil, err
 	}
 	srv.SetChain(chain)
-
-	ctx, cancel := context.WithCancel(parent)
-	if err := srv.Start(ctx); err != nil {
-		cancel()
-		return nil, err
-	}
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, cfgRealm: cfg.Auth.Realm, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, cfgRealm: cfg.Auth.Realm, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
@@ -270,6 +303,13 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if reg != nil {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); reg.Run(ctx) }()
+	}
+	if relay != nil {
+		a.wg.Add(1)
+		go func() {
+			defer a.wg.Done()
+			relay.Run(ctx, func(key string) { b2b.EndCall(key, "media inactivity") })
+		}()
 	}
 	sec.run(ctx, func(f func()) {
 		a.wg.Add(1)

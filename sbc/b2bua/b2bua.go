@@ -24,6 +24,7 @@ import (
 
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/upstream"
+	"github.com/sipwall/sipwall/topology"
 )
 
 // Endpoint gives the listener to send from on a side. *sbc.Server has it.
@@ -47,6 +48,13 @@ type Config struct {
 	// drops a binding whose flow is dead. Nil: nobody listens.
 	Unreachable func(upstream.Target)
 
+	// Topology decides which headers cross between legs and rewrites
+	// inside URIs toward the outside. Nil: topology.New's defaults.
+	Topology *topology.Policy
+	// Media rewrites SDP bodies between legs (the media relay). Nil: SDP
+	// crosses unchanged and media flows end to end.
+	Media Media
+
 	MaxDialogs      int
 	RingTimeout     time.Duration
 	MaxDuration     time.Duration
@@ -54,6 +62,15 @@ type Config struct {
 	FollowRedirects bool
 	Logger          *slog.Logger
 	Now             func() time.Time
+}
+
+// Media is the media relay as the B2BUA sees it (*media.Manager).
+type Media interface {
+	// Rewrite turns an SDP body from the other side into the body for the
+	// side toward, with the relay's address and ports.
+	Rewrite(key string, toward sbc.Side, body []byte) ([]byte, error)
+	// Release frees the call's relay ports.
+	Release(key string)
 }
 
 // B2BUA is the "b2bua" layer: the last layer of the chain.
@@ -95,6 +112,9 @@ func New(cfg Config) *B2BUA {
 	}
 	if cfg.SessionTimeout <= 0 {
 		cfg.SessionTimeout = 2 * time.Hour
+	}
+	if cfg.Topology == nil {
+		cfg.Topology, _ = topology.New(topology.Config{}, nil) // the defaults are valid
 	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
@@ -212,13 +232,20 @@ func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, 
 	}
 	target.Headers = nil
 	from, to := r.From(), r.To()
+	// From and To name the caller's and callee's hosts: toward the outside
+	// an inside host becomes the SBC's address.
+	dir := topology.ToInside
+	if side == sbc.External {
+		dir = topology.ToOutside
+	}
+	host, port := hostPort(local.Advertise)
 	return &leg{
 		name:         "b",
 		callID:       newCallID(),
 		localTag:     sip.GenerateTagN(16),
-		localURI:     from.Address,
+		localURI:     b.cfg.Topology.URI(dir, from.Address, host, port),
 		localName:    from.DisplayName,
-		remoteURI:    to.Address,
+		remoteURI:    b.cfg.Topology.URI(dir, to.Address, host, port),
 		remoteName:   to.DisplayName,
 		localCSeq:    uint32(randN(1 << 15)),
 		remoteTarget: target,
@@ -341,18 +368,23 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 		user = ct.Address.User
 	}
 	inv.AppendHeader(b.contact(bl, user))
-	copyHeaders(relayRequestHeaders, req, inv)
+	b.copyFor(bl, req, inv)
 	requireFiltered(req, inv)
 	if bl.side == sbc.Internal {
 		for _, h := range r.Forward {
 			inv.AppendHeader(sip.HeaderClone(h))
 		}
 	}
-	if body := req.Body(); len(body) > 0 {
-		inv.SetBody(append([]byte(nil), body...))
-	} else {
-		inv.SetBody(nil)
+	body, err := b.bodyFor(c, bl, req)
+	if err != nil {
+		c.mu.Unlock()
+		b.log.Debug("offer refused", "error", err)
+		b.finish(c, "bad offer")
+		b.stats.Failed.Add(1)
+		_ = b.respondOnce(w, req, localResponse(req, 488, "Not Acceptable Here", c.a))
+		return sbc.Rejected, done
 	}
+	inv.SetBody(body)
 	c.mu.Unlock()
 	b.table.index(c, bl)
 
@@ -391,7 +423,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 				if bReliable {
 					b.prack(c, bl, res)
 				}
-				out := b.responseTo(c.a, req, res, true)
+				out := b.responseTo(c, c.a, req, res, true)
 				if aReliable || (aSupports && bReliable) {
 					rseq++
 					out.AppendHeader(sip.NewHeader("Require", "100rel"))
@@ -422,7 +454,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 				}
 				b.finish(c, "rejected "+strconv.Itoa(res.StatusCode))
 				b.stats.Failed.Add(1)
-				_ = b.respondOnce(w, req, b.responseTo(c.a, req, res, false))
+				_ = b.respondOnce(w, req, b.responseTo(c, c.a, req, res, false))
 				return sbc.Rejected, done
 			}
 		case <-btx.Done():
@@ -652,7 +684,7 @@ func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip
 	b.table.index(c, bl)
 	b.stats.Answered.Add(1)
 
-	out := b.responseTo(a, req, res, true)
+	out := b.responseTo(c, a, req, res, true)
 	tx := w.Tx()
 	if err := w.Respond(out); err != nil {
 		b.log.Debug("relay 2xx failed", "error", err)
@@ -746,14 +778,15 @@ func (b *B2BUA) ack(c *call, from *leg, req *sip.Request) {
 	}
 	to := c.other(from)
 	ack := b.newRequest(to, sip.ACK, mapped, "")
-	if body := req.Body(); len(body) > 0 {
-		if ct := req.ContentType(); ct != nil {
-			ack.AppendHeader(sip.NewHeader("Content-Type", ct.Value()))
-		}
-		ack.SetBody(append([]byte(nil), body...))
-	} else {
-		ack.SetBody(nil)
+	body, err := b.bodyFor(c, to, req)
+	if err != nil {
+		b.log.Debug("ACK body dropped", "error", err)
+		body = nil
 	}
+	if ct := req.ContentType(); ct != nil && len(body) > 0 {
+		ack.AppendHeader(sip.NewHeader("Content-Type", ct.Value()))
+	}
+	ack.SetBody(body)
 	to.lastAck = ack
 	c.activity = b.cfg.Now()
 	c.mu.Unlock()
@@ -899,13 +932,16 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 	if refresh {
 		out.AppendHeader(b.contact(to, ""))
 	}
-	copyHeaders(relayRequestHeaders, req, out)
+	b.copyFor(to, req, out)
 	requireFiltered(req, out)
-	if body := req.Body(); len(body) > 0 {
-		out.SetBody(append([]byte(nil), body...))
-	} else {
-		out.SetBody(nil)
+	body, err := b.bodyFor(c, to, req)
+	if err != nil {
+		c.inviteBusy = c.inviteBusy && req.Method != sip.INVITE
+		c.mu.Unlock()
+		b.log.Debug("in-dialog body refused", "method", string(req.Method), "error", err)
+		return sbc.Rejected, sbc.Respond(w, r, 488, "Not Acceptable Here")
 	}
+	out.SetBody(body)
 	c.mu.Unlock()
 
 	res, err := b.do(ctx, out)
@@ -931,7 +967,7 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		// The other dialog is gone: this one must go too.
 		defer b.teardown(c, "481 from "+to.name)
 	}
-	outRes := b.responseTo(from, req, res, refresh)
+	outRes := b.responseTo(c, from, req, res, refresh)
 	if req.Method == sip.INVITE && res.IsSuccess() {
 		c.mu.Lock()
 		if ct := res.Contact(); ct != nil {
@@ -984,7 +1020,7 @@ func (b *B2BUA) forward(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reques
 		out := b.newRequest(l, req.Method, req.CSeq().SeqNo, "")
 		h := sip.MaxForwardsHeader(mf)
 		out.ReplaceHeader(&h)
-		copyHeaders(relayRequestHeaders, req, out)
+		b.copyFor(l, req, out)
 		requireFiltered(req, out)
 		if l.side == sbc.Internal {
 			for _, fh := range r.Forward {
@@ -997,18 +1033,16 @@ func (b *B2BUA) forward(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reques
 				out.AppendHeader(sip.HeaderClone(ct))
 			}
 		}
-		if body := req.Body(); len(body) > 0 {
-			out.SetBody(append([]byte(nil), body...))
-		} else {
-			out.SetBody(nil)
-		}
+		body, _ := b.bodyFor(nil, l, req) // no call: never SDP through the relay
+		out.SetBody(body)
 		res, err := b.do(ctx, out)
 		if err != nil || res.StatusCode == 503 {
 			b.markUpstream(t, false)
 			continue
 		}
-		pseudo := &leg{localTag: b.mapID("to-tag", req.CallID().Value())[:16]}
-		outRes := b.responseTo(pseudo, req, res, false)
+		pseudo := &leg{localTag: b.mapID("to-tag", req.CallID().Value())[:16], side: r.Side}
+		pseudo.local, _ = b.cfg.Endpoint.Local(strings.ToLower(r.Transport), r.Side)
+		outRes := b.responseTo(nil, pseudo, req, res, false)
 		if req.Method == sip.REGISTER {
 			for _, ct := range res.GetHeaders("Contact") {
 				outRes.AppendHeader(sip.HeaderClone(ct))
@@ -1048,6 +1082,26 @@ func (b *B2BUA) teardown(c *call, reason string) {
 	}
 }
 
+// EndCall tears down the confirmed call named key (a Media key): BYE on
+// both legs. The media relay calls it for calls whose media went silent;
+// a call still ringing is left to the ring timeout (no media while it
+// rings is normal).
+func (b *B2BUA) EndCall(key, reason string) bool {
+	for _, c := range b.table.snapshot() {
+		if c.key() != key {
+			continue
+		}
+		c.mu.Lock()
+		confirmed := c.state == stateConfirmed
+		c.mu.Unlock()
+		if confirmed {
+			b.teardown(c, reason)
+		}
+		return confirmed
+	}
+	return false
+}
+
 // finish removes a call from the table once.
 func (b *B2BUA) finish(c *call, reason string) {
 	c.mu.Lock()
@@ -1055,6 +1109,9 @@ func (b *B2BUA) finish(c *call, reason string) {
 	c.mu.Unlock()
 	if c.end() {
 		b.table.remove(c)
+		if b.cfg.Media != nil {
+			b.cfg.Media.Release(c.key())
+		}
 		b.log.Debug("call ended", "call", c.id, "reason", reason)
 	}
 }

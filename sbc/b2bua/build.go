@@ -7,30 +7,50 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/topology"
 )
 
-// Headers copied from one leg to the other. Everything else is dropped: a
-// B2BUA builds each leg's messages itself, so nothing leaks by default.
-var relayRequestHeaders = []string{
-	"Content-Type", "Allow", "Supported", "Accept", "Subject", "Priority",
-	"Event", "Subscription-State", "Refer-To", "Referred-By", "Replaces",
-	"Info-Package", "Recv-Info", "Allow-Events", "Session-Expires", "Min-SE",
-	"Expires", "Reason", "Content-Disposition", "Content-Encoding", "Content-Language",
-	"Accept-Language", "Accept-Encoding", "Date", "In-Reply-To", "Organization",
-}
-
-var relayResponseHeaders = []string{
-	"Content-Type", "Allow", "Supported", "Accept", "Unsupported", "Retry-After",
-	"Min-Expires", "Expires", "Event", "Allow-Events", "Session-Expires", "Min-SE",
-	"Reason", "Content-Disposition", "Accept-Language", "Accept-Encoding", "Recv-Info",
-}
-
-func copyHeaders(names []string, from, to sip.Message) {
-	for _, n := range names {
-		for _, h := range from.GetHeaders(n) {
-			to.AppendHeader(sip.NewHeader(h.Name(), h.Value()))
-		}
+// dirOf is the topology direction of messages sent on leg l.
+func dirOf(l *leg) topology.Direction {
+	if l.side == sbc.External {
+		return topology.ToOutside
 	}
+	return topology.ToInside
+}
+
+// copyFor copies the headers the topology policy lets cross onto a message
+// for leg to. Everything else is dropped: a B2BUA builds each leg's
+// messages itself, so nothing leaks by default.
+func (b *B2BUA) copyFor(to *leg, from, out sip.Message) {
+	var host string
+	var port int
+	if to.local != nil {
+		host, port = hostPort(to.local.Advertise)
+	}
+	b.cfg.Topology.CopyHeaders(dirOf(to), from, out, host, port)
+}
+
+// bodyFor is the body of from as it may be sent on leg to: SDP through the
+// media relay (when there is one and the message belongs to call c), other
+// bodies through the topology policy (sipfrag scrubbed toward the outside).
+func (b *B2BUA) bodyFor(c *call, to *leg, from sip.Message) ([]byte, error) {
+	body := from.Body()
+	if len(body) == 0 {
+		return nil, nil
+	}
+	ct := ""
+	if hs := from.GetHeaders("Content-Type"); len(hs) > 0 {
+		ct = hs[0].Value()
+	}
+	if b.cfg.Media != nil && c != nil && isSDP(ct) {
+		return b.cfg.Media.Rewrite(c.key(), to.side, body)
+	}
+	return append([]byte(nil), b.cfg.Topology.Body(dirOf(to), ct, body)...), nil
+}
+
+func isSDP(ct string) bool {
+	ct, _, _ = strings.Cut(ct, ";")
+	return strings.EqualFold(strings.TrimSpace(ct), "application/sdp")
 }
 
 // requireFiltered copies Require values the B2BUA can honour end to end.
@@ -105,24 +125,42 @@ func (b *B2BUA) bindLocal(req *sip.Request, l *leg) {
 
 // responseTo builds our response on leg l to req, carrying what the other
 // leg answered in res.
-func (b *B2BUA) responseTo(l *leg, req *sip.Request, res *sip.Response, withContact bool) *sip.Response {
+func (b *B2BUA) responseTo(c *call, l *leg, req *sip.Request, res *sip.Response, withContact bool) *sip.Response {
 	out := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
 	setToTag(req, out, l)
-	copyHeaders(relayResponseHeaders, res, out)
+	b.copyFor(l, res, out)
 	requireFiltered(res, out)
 	if res.StatusCode >= 300 && res.StatusCode < 400 {
-		// Redirect targets are the point of a 3xx; the topology layer will
-		// vet the ones that point inside.
-		for _, ct := range res.GetHeaders("Contact") {
-			out.AppendHeader(sip.HeaderClone(ct))
+		// Redirect targets are the point of a 3xx; toward the outside,
+		// those naming an inside host are rewritten to the SBC (which
+		// routes them inside again), the others pass.
+		var host string
+		var port int
+		if l.local != nil {
+			host, port = hostPort(l.local.Advertise)
+		}
+		for _, h := range res.GetHeaders("Contact") {
+			ct, ok := h.(*sip.ContactHeader)
+			if !ok {
+				continue
+			}
+			nc := ct.Clone()
+			nc.Address = b.cfg.Topology.URI(dirOf(l), ct.Address, host, port)
+			out.AppendHeader(nc)
 		}
 	}
 	if withContact && (res.StatusCode >= 101 && res.StatusCode < 300) {
 		out.AppendHeader(b.contact(l, ""))
 	}
-	if body := res.Body(); len(body) > 0 {
-		out.SetBody(append([]byte(nil), body...))
+	body, err := b.bodyFor(c, l, res)
+	if err != nil {
+		// An answer the relay cannot read must not cross as it is: it
+		// names the other side's media address.
+		b.log.Warn("response body dropped", "status", res.StatusCode, "error", err)
+		out.RemoveHeader("Content-Type")
+		body = nil
 	}
+	out.SetBody(body)
 	return out
 }
 

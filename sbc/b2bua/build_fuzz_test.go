@@ -59,14 +59,14 @@ func FuzzBuild(f *testing.F) {
 		}
 		out := b.newRequest(bl, req.Method, bl.nextCSeq(), "")
 		out.AppendHeader(b.contact(bl, ""))
-		copyHeaders(relayRequestHeaders, req, out)
+		b.copyFor(bl, req, out)
 		requireFiltered(req, out)
 		out.SetBody(req.Body())
 		if _, err := parser.ParseSIP([]byte(out.String())); err != nil {
 			t.Fatalf("built request does not parse: %v\n%s", err, out.String())
 		}
 		res := sip.NewResponseFromRequest(out, 180, "Ringing", nil)
-		back := b.responseTo(a, req, res, true)
+		back := b.responseTo(nil, a, req, res, true)
 		if _, err := parser.ParseSIP([]byte(back.String())); err != nil {
 			t.Fatalf("built response does not parse: %v\n%s", err, back.String())
 		}

@@ -83,6 +83,9 @@ type call struct {
 	dst        string
 }
 
+// key names the call toward the media relay.
+func (c *call) key() string { return strconv.FormatUint(c.id, 10) }
+
 func (c *call) other(l *leg) *leg {
 	if l == c.a {
 		return c.b

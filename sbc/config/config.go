@@ -26,6 +26,10 @@ type Config struct {
 	Auth Auth `yaml:"auth"`
 	// Bans configures brute-force and scanner bans.
 	Bans Bans `yaml:"bans"`
+	// Topology configures what of the inside may be seen from outside.
+	Topology Topology `yaml:"topology"`
+	// Media configures the media relay.
+	Media Media `yaml:"media"`
 	// Store is the embedded state store.
 	Store Store `yaml:"store"`
 	// Log configures logging.
@@ -253,6 +257,52 @@ type Bans struct {
 	// ScannerAgents are case-insensitive User-Agent substrings banned on
 	// first sight. Empty: the built-in list; ["none"] turns it off.
 	ScannerAgents []string `yaml:"scanner_agents"`
+}
+
+// Topology configures topology hiding (see topology/README.md).
+type Topology struct {
+	// UserAgent is written as User-Agent and Server toward the outside.
+	// Empty: none (the inside's are always removed).
+	UserAgent string `yaml:"user_agent"`
+	// ToOutside lists extra headers copied from the inside to the outside.
+	ToOutside []string `yaml:"to_outside"`
+	// ToInside lists extra headers copied from the outside to the inside.
+	ToInside []string `yaml:"to_inside"`
+	// InternalNets are inside networks beyond the upstreams' addresses:
+	// rewritten in URIs toward the outside and looked for by the guard.
+	InternalNets []string `yaml:"internal_nets"`
+	// InternalNames are inside host names (and their subdomains).
+	InternalNames []string `yaml:"internal_names"`
+	// Guard scans every message sent outside for inside addresses and
+	// names: block (default), log or off.
+	Guard string `yaml:"guard"`
+}
+
+// Media configures the media relay (see sbc/media/README.md).
+type Media struct {
+	// Mode is relay (default: RTP/RTCP flow through the SBC and SDP shows
+	// only its addresses) or off (SDP crosses unchanged; media flows end to
+	// end and the guard blocks SDP that names inside addresses).
+	Mode string `yaml:"mode"`
+	// PortMin and PortMax bound the UDP ports of relay sockets.
+	// Default 40000 and 44999.
+	PortMin int `yaml:"port_min"`
+	PortMax int `yaml:"port_max"`
+	// ExternalIP and InternalIP are the addresses relay sockets bind on each
+	// side. Default: the IP of the first external (internal) UDP listener;
+	// with no internal listener the external one serves both.
+	ExternalIP string `yaml:"external_ip"`
+	InternalIP string `yaml:"internal_ip"`
+	// AdvertiseExternal and AdvertiseInternal are the addresses written in
+	// SDP. Default: the bind address, or the listener's advertised address
+	// when it binds a wildcard.
+	AdvertiseExternal string `yaml:"advertise_external"`
+	AdvertiseInternal string `yaml:"advertise_internal"`
+	// Inactivity ends a call whose media saw no packet in either direction
+	// for this long; 0 disables. Default 60s.
+	Inactivity Duration `yaml:"inactivity"`
+	// MaxSessions bounds the calls with relayed media. Default 10000.
+	MaxSessions int `yaml:"max_sessions"`
 }
 
 // Store is the embedded state store.

@@ -48,6 +48,12 @@ const (
 	defaultPrefix6Threshold  = 20
 	defaultUserThreshold     = 20
 	defaultUserLockTime      = time.Hour
+	defaultGuard             = GuardBlock
+	defaultMediaMode         = MediaRelay
+	defaultMediaPortMin      = 40000
+	defaultMediaPortMax      = 44999
+	defaultMediaInactivity   = 60 * time.Second
+	defaultMediaMaxSessions  = 10000
 )
 
 // Default returns the configuration an empty file yields: every default
@@ -83,6 +89,8 @@ func (c *Config) applyDefaults() {
 	c.Registrar.applyDefaults()
 	c.Auth.applyDefaults()
 	c.Bans.applyDefaults()
+	setDefault(&c.Topology.Guard, defaultGuard)
+	c.Media.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
@@ -168,4 +176,12 @@ func (b *Bans) applyDefaults() {
 	setDefault(&b.Prefix6Threshold, defaultPrefix6Threshold)
 	setDefault(&b.UserThreshold, defaultUserThreshold)
 	setDefault(&b.UserLockTime, Duration(defaultUserLockTime))
+}
+
+func (m *Media) applyDefaults() {
+	setDefault(&m.Mode, defaultMediaMode)
+	setDefault(&m.PortMin, defaultMediaPortMin)
+	setDefault(&m.PortMax, defaultMediaPortMax)
+	setDefault(&m.Inactivity, Duration(defaultMediaInactivity))
+	setDefault(&m.MaxSessions, defaultMediaMaxSessions)
 }

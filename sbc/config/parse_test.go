@@ -56,8 +56,10 @@ func wantDefault() Config {
 			MaxBanTime: Duration(168 * time.Hour), Forget: Duration(24 * time.Hour),
 			Prefix6Threshold: 20, UserThreshold: 20, UserLockTime: Duration(time.Hour),
 		},
-		Store: Store{Path: "/var/lib/sipwall"},
-		Log:   Log{Level: "info", Format: "text"},
+		Topology: Topology{Guard: "block"},
+		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
+		Store:    Store{Path: "/var/lib/sipwall"},
+		Log:      Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -81,6 +83,11 @@ func same(t *testing.T, got *Config, want Config) {
 	}
 	if len(g.Bans.ScannerAgents) == 0 {
 		g.Bans.ScannerAgents = nil
+	}
+	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames} {
+		if len(*l) == 0 {
+			*l = nil
+		}
 	}
 	if !reflect.DeepEqual(g, want) {
 		t.Errorf("config mismatch\n got: %+v\nwant: %+v", g, want)
@@ -205,6 +212,14 @@ func wantFull() Config {
 			MaxBanTime: Duration(48 * time.Hour), Forget: Duration(12 * time.Hour),
 			Prefix6Threshold: 10, UserThreshold: 15, UserLockTime: Duration(20 * time.Minute),
 			ScannerAgents: []string{"friendly-scanner", "evil-dialer"},
+		},
+		Topology: Topology{
+			UserAgent: "sbc", ToOutside: []string{"X-Call-Ref"}, ToInside: []string{"X-Customer"},
+			InternalNets: []string{"10.0.0.0/8"}, InternalNames: []string{"pbx.corp.local"}, Guard: "log",
+		},
+		Media: Media{
+			Mode: "relay", PortMin: 30000, PortMax: 30999, ExternalIP: "192.0.2.10", InternalIP: "10.0.0.2",
+			AdvertiseExternal: "203.0.113.10", AdvertiseInternal: "10.0.0.2", Inactivity: Duration(90 * time.Second), MaxSessions: 500,
 		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},

@@ -42,6 +42,20 @@ const (
 // and the expiry of the PBX's binding, for the refresh that goes up.
 const maxRefreshPercent = 90
 
+// Topology guard modes and media modes.
+const (
+	GuardBlock = "block"
+	GuardLog   = "log"
+	GuardOff   = "off"
+	MediaRelay = "relay"
+	MediaOff   = "off"
+)
+
+var (
+	guardModes = []string{GuardBlock, GuardLog, GuardOff}
+	mediaModes = []string{MediaRelay, MediaOff}
+)
+
 // Auth modes.
 const (
 	AuthDigest = "digest"
@@ -133,6 +147,8 @@ func (c *Config) problems() []Problem {
 	ch.registrar(c.Registrar, c.Auth.Mode == AuthDigest)
 	ch.auth(c.Auth)
 	ch.bans(c.Bans)
+	ch.topology(c.Topology)
+	ch.media(c.Media)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -427,6 +443,55 @@ func (ch *checker) bans(b Bans) {
 			ch.fail(key, "\"none\" turns the list off and must be alone")
 		}
 	}
+}
+
+func (ch *checker) topology(t Topology) {
+	if strings.ContainsAny(t.UserAgent, "\r\n\x00") || len(t.UserAgent) > 128 {
+		ch.fail("topology.user_agent", "must be at most 128 characters on one line")
+	}
+	for i, h := range t.ToOutside {
+		ch.headerName("topology.to_outside["+strconv.Itoa(i)+"]", h)
+	}
+	for i, h := range t.ToInside {
+		ch.headerName("topology.to_inside["+strconv.Itoa(i)+"]", h)
+	}
+	for i, n := range t.InternalNets {
+		if _, err := ParsePrefix(n); err != nil {
+			ch.fail("topology.internal_nets["+strconv.Itoa(i)+"]", "%s is not an IP network (e.g. \"10.0.0.0/8\")", quote(n))
+		}
+	}
+	for i, n := range t.InternalNames {
+		if !isHostname(strings.TrimSuffix(n, ".")) {
+			ch.fail("topology.internal_names["+strconv.Itoa(i)+"]", "%s is not a host name", quote(n))
+		}
+	}
+	ch.oneOf("topology.guard", t.Guard, guardModes)
+}
+
+func (ch *checker) media(m Media) {
+	ch.oneOf("media.mode", m.Mode, mediaModes)
+	if m.PortMin < 1024 || m.PortMin > 65534 || m.PortMin%2 != 0 {
+		ch.fail("media.port_min", "must be an even port from 1024 to 65534, got %d", m.PortMin)
+	}
+	if m.PortMax > 65535 || m.PortMax < m.PortMin+3 {
+		ch.fail(ch.pos.written("media.port_max", "media.port_min"), "media.port_max (%d) must be at most 65535 and leave room for two port pairs above media.port_min (%d)", m.PortMax, m.PortMin)
+	}
+	for _, k := range []struct{ key, v string }{
+		{"media.external_ip", m.ExternalIP}, {"media.internal_ip", m.InternalIP},
+		{"media.advertise_external", m.AdvertiseExternal}, {"media.advertise_internal", m.AdvertiseInternal},
+	} {
+		if k.v == "" {
+			continue
+		}
+		a, err := netip.ParseAddr(k.v)
+		if err != nil || a.Zone() != "" {
+			ch.fail(k.key, "%s is not an IP address", quote(k.v))
+		} else if strings.HasPrefix(k.key, "media.advertise") && a.IsUnspecified() {
+			ch.fail(k.key, "must not be a wildcard address")
+		}
+	}
+	ch.nonNegative("media.inactivity", m.Inactivity)
+	ch.atLeast("media.max_sessions", m.MaxSessions, 1)
 }
 
 // written returns the first of keys that the file sets, or the first key

@@ -453,6 +453,8 @@ type SBCConfig struct {
 	Auth string
 	// Bans is the bans section in YAML flow style without braces.
 	Bans string
+	// Extra is appended to the configuration as it is (whole sections).
+	Extra string
 }
 
 // SBC is a running sipwall.
@@ -499,6 +501,7 @@ func (c SBCConfig) YAML(port int, storeDir string) string {
 		fmt.Fprintf(&b, "bans: {%s}\n", c.Bans)
 	}
 	fmt.Fprintf(&b, "store: {path: %q}\n", storeDir)
+	b.WriteString(c.Extra)
 	fmt.Fprintf(&b, "log: {level: %s}\n", level)
 	return b.String()
 }
@@ -729,6 +732,9 @@ type Sipp struct {
 	NoTraceMsg bool
 	// AuthUser and AuthPass are -au and -ap, the digest credentials.
 	AuthUser, AuthPass string
+	// RTPEcho is -rtp_echo: RTP received on the media port (-mp, base+2)
+	// is sent back to its source.
+	RTPEcho bool
 	// AuthURI is -auth_uri, the digest uri without "sip:". sipp's default is
 	// sip:<remote> without the user, which the SBC refuses for requests
 	// whose Request-URI has one (the uri must be the Request-URI).
@@ -815,6 +821,9 @@ func (s Sipp) Start(t testing.TB) *SippProc {
 	}
 	if s.Service != "" {
 		args = append(args, "-s", s.Service)
+	}
+	if s.RTPEcho {
+		args = append(args, "-rtp_echo")
 	}
 	if s.AuthUser != "" {
 		args = append(args, "-au", s.AuthUser, "-ap", s.AuthPass)

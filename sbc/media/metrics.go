@@ -1,0 +1,83 @@
+package media
+
+// Names under which Stats are to be exported.
+const (
+	MetricSessions      = "sipwall_media_sessions"            // gauge: Stats.Sessions
+	MetricStreams       = "sipwall_media_streams"             // gauge: Stats.Streams
+	MetricPortsInUse    = "sipwall_media_ports_in_use"        // gauge: Stats.PortsInUse
+	MetricPacketsTotal  = "sipwall_media_packets_total"       // Stats.Packets
+	MetricBytesTotal    = "sipwall_media_bytes_total"         // Stats.Bytes
+	MetricDroppedTotal  = "sipwall_media_dropped_total"       // label reason: Stats.Dropped
+	MetricRefusedTotal  = "sipwall_media_refused_total"       // label reason full|no-ports: Stats.Full, Stats.NoPorts
+	MetricBindFailTotal = "sipwall_media_bind_failures_total" // Stats.BindFailures
+)
+
+// Drop reasons, the keys of Stats.Dropped.
+const (
+	DropUnlatched = "unlatched"  // source is not the latched peer
+	DropNoPeer    = "no-peer"    // the other side has no address yet (no SDP, hold, refused)
+	DropTooLarge  = "too-large"  // datagram over MaxDatagram bytes
+	DropStopped   = "stopped"    // stream disabled by port 0
+	DropRefused   = "refused"    // would latch to our own relay port, loopback or another family
+	DropSendError = "send-error" // the write (or a read) failed
+)
+
+var dropNames = [nDrops]string{
+	dropUnlatched: DropUnlatched,
+	dropNoPeer:    DropNoPeer,
+	dropTooLarge:  DropTooLarge,
+	dropStopped:   DropStopped,
+	dropRefused:   DropRefused,
+	dropSendError: DropSendError,
+}
+
+// Stats is a snapshot of the relay. Counters are monotonic over the
+// Manager's life, released sessions included.
+type Stats struct {
+	Sessions   int    // calls with relay state
+	Streams    int    // relayed streams (four sockets each)
+	PortsInUse int    // relay ports bound, RTP and RTCP, both sides
+	Packets    uint64 // datagrams relayed, either direction
+	Bytes      uint64 // UDP payload bytes relayed
+	// Dropped counts datagrams not relayed, by reason (Drop… constants;
+	// every reason present).
+	Dropped      map[string]uint64
+	Full         uint64 // Rewrites refused with ErrFull
+	NoPorts      uint64 // Rewrites refused with ErrNoPorts
+	BindFailures uint64 // port pairs skipped because another process held a port
+}
+
+// counters are summed socket counters.
+type counters struct {
+	packets, bytes uint64
+	drops          [nDrops]uint64
+}
+
+// Stats returns a snapshot. It sums the counters of every live socket
+// under the Manager's lock: for scrapes, not for a hot path.
+func (m *Manager) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.total
+	s := Stats{Sessions: len(m.sessions), Full: m.full, NoPorts: m.noPorts}
+	for _, sess := range m.sessions {
+		for _, st := range sess.streams {
+			if st != nil {
+				s.Streams++
+				st.counters(&c)
+			}
+		}
+	}
+	s.Packets, s.Bytes = c.packets, c.bytes
+	s.Dropped = make(map[string]uint64, nDrops)
+	for i, name := range dropNames {
+		s.Dropped[name] = c.drops[i]
+	}
+	s.PortsInUse = 2 * m.pools[0].inUse
+	s.BindFailures = m.pools[0].bindFailures
+	if m.pools[1] != m.pools[0] {
+		s.PortsInUse += 2 * m.pools[1].inUse
+		s.BindFailures += m.pools[1].bindFailures
+	}
+	return s
+}

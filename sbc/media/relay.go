@@ -1,0 +1,266 @@
+package media
+
+import (
+	"errors"
+	"net"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sipwall/sipwall/sbc"
+)
+
+const (
+	rtp  = 0
+	rtcp = 1
+)
+
+// peerState is where packets for one remote endpoint go. It is immutable:
+// a change swaps the pointer, so the relay goroutines read it with one
+// atomic load and no lock.
+type peerState struct {
+	dst     netip.AddrPort // invalid: not known yet (or refused), drop
+	latched bool           // dst is the source of a packet; others are dropped
+}
+
+// sdpPeer is what the last SDP from one side said about one stream.
+// Guarded by Manager.mu.
+type sdpPeer struct {
+	seen bool
+	off  bool              // port 0, or a stream we do not relay
+	raw  [2]netip.AddrPort // RTP and RTCP as written, before the address policy
+}
+
+// stream is the relay of one m= line: four sockets, four goroutines.
+type stream struct {
+	m    *Manager
+	key  string
+	port [2]int      // RTP port per side; RTCP is port+1
+	sock [2][2]*sock // [side][rtp|rtcp]
+	// peer[side][kind] is the remote endpoint on side: packets read on
+	// sock[side][kind] must come from it, packets for it leave through
+	// sock[side][kind].
+	peer    [2][2]atomic.Pointer[peerState]
+	stopped atomic.Bool
+	sdp     [2]sdpPeer // guarded by Manager.mu
+	wg      sync.WaitGroup
+}
+
+// Drop reasons, as indexes of sock.drops.
+const (
+	dropUnlatched = iota
+	dropNoPeer
+	dropTooLarge
+	dropStopped
+	dropRefused
+	dropSendError
+	nDrops
+)
+
+// sock is one relay socket and the counters of its reader. Each counter
+// has a single writer (the reader goroutine), so there is no contention
+// between sockets.
+type sock struct {
+	conn    *net.UDPConn
+	side    int
+	kind    int
+	packets atomic.Uint64 // relayed
+	bytes   atomic.Uint64
+	drops   [nDrops]atomic.Uint64
+}
+
+// newStream binds the four sockets of a stream. The caller holds m.mu.
+func (m *Manager) newStream(key string) (*stream, error) {
+	st := &stream{m: m, key: key}
+	for side := range 2 {
+		r, c, port, err := m.pools[side].alloc()
+		if err != nil {
+			st.closeSockets()
+			st.freePorts()
+			return nil, err
+		}
+		st.port[side] = port
+		st.sock[side][rtp] = &sock{conn: r, side: side, kind: rtp}
+		st.sock[side][rtcp] = &sock{conn: c, side: side, kind: rtcp}
+		for kind := range 2 {
+			st.peer[side][kind].Store(&peerState{})
+		}
+	}
+	return st, nil
+}
+
+// start runs the four readers.
+func (st *stream) start() {
+	for side := range 2 {
+		for kind := range 2 {
+			st.wg.Add(1)
+			go st.serve(st.sock[side][kind])
+		}
+	}
+}
+
+func (st *stream) closeSockets() {
+	for side := range 2 {
+		for kind := range 2 {
+			if s := st.sock[side][kind]; s != nil {
+				s.conn.Close()
+			}
+		}
+	}
+}
+
+// freePorts returns the stream's pairs; the sockets must be closed.
+func (st *stream) freePorts() {
+	for side := range 2 {
+		if st.port[side] != 0 {
+			st.m.pools[side].free(st.port[side])
+			st.port[side] = 0
+		}
+	}
+}
+
+// serve is the hot path: read, check the source against the latch, write
+// to the peer on the other side. No allocation, no lock, no map.
+func (st *stream) serve(in *sock) {
+	defer st.wg.Done()
+	buf := make([]byte, MaxDatagram+1) // one more byte tells a datagram too large
+	other := 1 - in.side
+	from := &st.peer[in.side][in.kind]
+	to := &st.peer[other][in.kind]
+	out := st.sock[other][in.kind].conn
+	for {
+		n, src, err := in.conn.ReadFromUDPAddrPort(buf)
+		if err != nil {
+			if errors.Is(err, net.ErrClosed) {
+				return
+			}
+			// Not expected on an unconnected UDP socket; do not spin.
+			in.drops[dropSendError].Add(1)
+			time.Sleep(time.Millisecond)
+			continue
+		}
+		if n > MaxDatagram {
+			in.drops[dropTooLarge].Add(1)
+			continue
+		}
+		if st.stopped.Load() {
+			in.drops[dropStopped].Add(1)
+			continue
+		}
+		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+		if p := from.Load(); !p.latched {
+			if !st.m.allowed(in.side, src) {
+				in.drops[dropRefused].Add(1)
+				continue
+			}
+			if !from.CompareAndSwap(p, &peerState{dst: src, latched: true}) {
+				// Re-armed by a new SDP meanwhile; the next packet latches.
+				in.drops[dropUnlatched].Add(1)
+				continue
+			}
+			st.m.log.Debug("media latched", "key", st.key, "side", sbc.Side(in.side), "kind", kindName(in.kind), "peer", src)
+		} else if p.dst != src {
+			in.drops[dropUnlatched].Add(1)
+			continue
+		}
+		dst := to.Load().dst
+		if !dst.IsValid() {
+			in.drops[dropNoPeer].Add(1)
+			continue
+		}
+		if _, err := out.WriteToUDPAddrPort(buf[:n], dst); err != nil {
+			in.drops[dropSendError].Add(1)
+			continue
+		}
+		in.packets.Add(1)
+		in.bytes.Add(uint64(n))
+	}
+}
+
+// setPeer records what a new SDP from side says about the stream and
+// re-arms latching when the address changed. The caller holds m.mu.
+func (st *stream) setPeer(side int, rtpAddr, rtcpAddr netip.AddrPort) {
+	old := st.sdp[side]
+	raw := [2]netip.AddrPort{rtpAddr, rtcpAddr}
+	st.sdp[side] = sdpPeer{seen: true, raw: raw}
+	for kind := range 2 {
+		if old.seen && !old.off && old.raw[kind] == raw[kind] {
+			continue // same address: keep the latch (hold, resume, session refresh)
+		}
+		dst := raw[kind]
+		if !st.m.allowed(side, dst) {
+			dst = netip.AddrPort{} // wait for latching
+		}
+		st.peer[side][kind].Store(&peerState{dst: dst})
+	}
+	st.updateStopped()
+}
+
+// setOff records a port-0 (or not relayed) m= line from side.
+func (st *stream) setOff(side int) {
+	st.sdp[side] = sdpPeer{seen: true, off: true}
+	st.updateStopped()
+}
+
+func (st *stream) updateStopped() {
+	st.stopped.Store(st.sdp[0].off || st.sdp[1].off)
+}
+
+// counters adds the stream's socket counters to c.
+func (st *stream) counters(c *counters) {
+	for side := range 2 {
+		for kind := range 2 {
+			s := st.sock[side][kind]
+			c.packets += s.packets.Load()
+			c.bytes += s.bytes.Load()
+			for i := range c.drops {
+				c.drops[i] += s.drops[i].Load()
+			}
+		}
+	}
+}
+
+// activity is the number of packets the stream relayed so far.
+func (st *stream) activity() uint64 {
+	var n uint64
+	for side := range 2 {
+		for kind := range 2 {
+			n += st.sock[side][kind].packets.Load()
+		}
+	}
+	return n
+}
+
+// allowed tells whether ap may be a peer on side: a destination from SDP
+// or a source to latch to. Refused: our own relay ports (a loop between
+// two relay sockets would spin at line rate), loopback unless the side is
+// bound to loopback, unspecified (hold), multicast, and the other address
+// family.
+func (m *Manager) allowed(side int, ap netip.AddrPort) bool {
+	a := ap.Addr()
+	if !ap.IsValid() || ap.Port() == 0 || a.IsUnspecified() || a.IsMulticast() {
+		return false
+	}
+	if a.Is4() != m.v4[side] {
+		return false // the socket of that side could not send there
+	}
+	if a.IsLoopback() && !m.loopback[side] {
+		return false
+	}
+	if p := int(ap.Port()); p >= m.cfg.PortMin && p <= m.cfg.PortMax {
+		for _, o := range m.own {
+			if a == o {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+func kindName(kind int) string {
+	if kind == rtcp {
+		return "rtcp"
+	}
+	return "rtp"
+}
