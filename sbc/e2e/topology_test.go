@@ -227,3 +227,28 @@ func rtpPacket(seq uint16, payload []byte) []byte {
 	binary.BigEndian.PutUint32(b[8:], 0x5157a11)
 	return append(b, payload...)
 }
+
+// TestTopologyHiddenFromInside: a call placed by the PBX (sipp on PBXIP)
+// out through the trunk (sipp on TrunkIP). The trunk's side of the wire
+// holds neither the PBX's address nor its ports: From, Contact, Via,
+// Call-ID and SDP name the SBC only.
+func TestTopologyHiddenFromInside(t *testing.T) {
+	SkipIfShort(t)
+	RequireSipp(t)
+	capt := startCapture(t, "host "+TrunkIP)
+	r := Call{UAC: "uac_basic.xml", UAS: "uas_answer.xml", FromInside: true, UACPause: 200 * time.Millisecond}.Run(t, Transports[0])
+	if t.Failed() {
+		return
+	}
+	time.Sleep(300 * time.Millisecond)
+	pcap := capt.stop()
+	if !bytes.Contains(pcap, []byte("INVITE sip:")) {
+		t.Fatalf("capture (%d bytes) holds no INVITE", len(pcap))
+	}
+	for _, leak := range []string{PBXIP, ":" + strconv.Itoa(r.Caller.Port), " " + strconv.Itoa(r.Caller.Port+2) + " "} {
+		if i := bytes.Index(pcap, []byte(leak)); i >= 0 {
+			lo, hi := max(0, i-200), min(len(pcap), i+100)
+			t.Errorf("trunk-side capture holds %q: ...%q...", leak, pcap[lo:hi])
+		}
+	}
+}
