@@ -3,6 +3,7 @@ package media
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/netip"
 	"os"
@@ -25,21 +26,64 @@ var (
 	strangerIP = netip.MustParseAddr("127.0.0.5")
 )
 
-// Test port range: below Linux's ephemeral range, so the test's own
-// sockets never take a relay port.
+// Relay ports in tests come from below Linux's ephemeral range (32768-),
+// so the tests' own sockets never take one, at a random free spot: another
+// test binary (go test ./... runs packages at once) may hold some.
 const (
-	testPortMin = 21000
-	testPortMax = 21999
+	testPortLow  = 20000
+	testPortHigh = 32000
 )
+
+// freeRange returns an even first port and the last port of pairs
+// even/odd pairs that are free on both relay addresses right now.
+func freeRange(t testing.TB, pairs int) (first, last int) {
+	t.Helper()
+	for range 100 {
+		first = testPortLow + 2*rand.IntN((testPortHigh-testPortLow-2*pairs)/2)
+		last = first + 2*pairs - 1
+		if rangeFree(first, last) {
+			return first, last
+		}
+	}
+	t.Fatalf("no free range of %d port pairs", pairs)
+	return 0, 0
+}
+
+func rangeFree(first, last int) bool {
+	var held []*net.UDPConn
+	defer func() {
+		for _, c := range held {
+			c.Close()
+		}
+	}()
+	for _, ip := range []netip.Addr{extIP, intIP} {
+		for p := first; p <= last; p++ {
+			c, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(ip, uint16(p))))
+			if err != nil {
+				return false
+			}
+			held = append(held, c)
+		}
+	}
+	return true
+}
 
 // waitFor bounds every blocking read in the tests.
 const waitFor = 2 * time.Second
 
+// withPairs gives the Manager a range of n free port pairs.
+func withPairs(t testing.TB, n int) func(*Config) {
+	t.Helper()
+	first, last := freeRange(t, n)
+	return func(c *Config) { c.PortMin, c.PortMax = first, last }
+}
+
 func newTestManager(t testing.TB, mod func(*Config)) *Manager {
 	t.Helper()
+	first, last := freeRange(t, 64)
 	cfg := Config{
-		PortMin:  testPortMin,
-		PortMax:  testPortMax,
+		PortMin:  first,
+		PortMax:  last,
 		External: extIP,
 		Internal: intIP,
 		Logger:   siptest.Logger(),

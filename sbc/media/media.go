@@ -7,8 +7,8 @@
 package media
 
 import (
-	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -61,7 +61,8 @@ type session struct {
 type origin struct {
 	id      string
 	version uint64
-	last    []byte // last body sent that way
+	sent    bool
+	last    [sha256.Size]byte // digest of the last body sent that way
 }
 
 // Rewrite takes an SDP body that arrived from the side opposite to toward
@@ -139,20 +140,24 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 
 	o := &s.origin[to]
 	version := o.version
-	if o.last == nil {
+	if !o.sent {
 		version = 1
 	}
 	t := sdp.Target{Addr: m.advertise(to), Ports: ports, Origin: sdp.Origin{
 		User: originUser, SessID: o.id, Version: strconv.FormatUint(version, 10), Addr: m.advertise(to),
 	}}
 	out, err := parsed.Rewrite(t)
-	if err == nil && o.last != nil && !bytes.Equal(out, o.last) {
+	if err == nil && o.sent && sha256.Sum256(out) != o.last {
 		version++
 		t.Origin.Version = strconv.FormatUint(version, 10)
 		out, err = parsed.Rewrite(t)
 	}
 	if err != nil {
 		rollback()
+		if errors.Is(err, sdp.ErrTooLarge) {
+			// Our lines made it too big: unacceptable as well.
+			return nil, fmt.Errorf("media: rewrite sdp: %w: %w", sdp.ErrMalformed, err)
+		}
 		return nil, fmt.Errorf("media: rewrite sdp: %w", err)
 	}
 
@@ -176,8 +181,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 		rtpAddr, rtcpAddr := peerAddrs(md)
 		st.setPeer(from, rtpAddr, rtcpAddr)
 	}
-	o.version = version
-	o.last = bytes.Clone(out)
+	o.version, o.last, o.sent = version, sha256.Sum256(out), true
 	s.lastSeen = m.cfg.Now()
 	s.reported = false
 	if isNew {
@@ -266,7 +270,7 @@ func (m *Manager) release(streams []*stream) {
 // activity, so a call is not reported while it is being set up; the
 // B2BUA should still ignore reports for calls not yet answered.
 func (m *Manager) Run(ctx context.Context, onInactive func(key string)) {
-	if m.cfg.Inactivity < 0 {
+	if m.cfg.Inactivity <= 0 {
 		select {
 		case <-ctx.Done():
 		case <-m.done:

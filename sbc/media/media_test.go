@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net/netip"
 	"runtime"
+	"runtime/pprof"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -55,7 +56,7 @@ func TestNewConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c := m.cfg; c.PortMin != DefaultPortMin || c.PortMax != DefaultPortMax || c.Inactivity != DefaultInactivity ||
+	if c := m.cfg; c.PortMin != DefaultPortMin || c.PortMax != DefaultPortMax || c.Inactivity != 0 ||
 		c.MaxSessions != DefaultMaxSessions || c.AdvertiseExternal != v4 || c.AdvertiseInternal != intIP {
 		t.Errorf("defaults not applied: %+v", c)
 	}
@@ -82,7 +83,7 @@ func TestRewriteOfferAnswer(t *testing.T) {
 		t.Fatalf("%d streams after rewrite, want 2", len(offered))
 	}
 	for i, md := range offered {
-		if md.Addr != intIP || md.Port < testPortMin || md.Port > testPortMax || md.Port%2 != 0 {
+		if md.Addr != intIP || md.Port < m.cfg.PortMin || md.Port > m.cfg.PortMax || md.Port%2 != 0 {
 			t.Errorf("stream %d toward inside at %s:%d, want %s and an even port in range", i, md.Addr, md.Port, intIP)
 		}
 	}
@@ -100,7 +101,7 @@ func TestRewriteOfferAnswer(t *testing.T) {
 		t.Fatalf("%d streams in the answer, want 2", len(answered))
 	}
 	for i, md := range answered {
-		if md.Addr != extIP || md.Port < testPortMin || md.Port > testPortMax || md.Port%2 != 0 {
+		if md.Addr != extIP || md.Port < m.cfg.PortMin || md.Port > m.cfg.PortMax || md.Port%2 != 0 {
 			t.Errorf("stream %d toward outside at %s:%d", i, md.Addr, md.Port)
 		}
 	}
@@ -448,7 +449,7 @@ func TestRefusedPeers(t *testing.T) {
 	if m2.allowed(0, netip.MustParseAddrPort("127.0.0.1:5000")) {
 		t.Error("loopback allowed as an outside peer of a wildcard bind")
 	}
-	if m2.allowed(0, netip.MustParseAddrPort("192.0.2.1:21002")) {
+	if m2.allowed(0, netip.AddrPortFrom(netip.MustParseAddr("192.0.2.1"), uint16(m2.cfg.PortMin+2))) {
 		t.Error("our advertised address on a relay port allowed as a peer")
 	}
 	if !m2.allowed(0, netip.MustParseAddrPort("192.0.2.1:5000")) {
@@ -508,7 +509,7 @@ func TestFullAndNoPorts(t *testing.T) {
 	}
 
 	// Two pairs per side: two streams, then ErrNoPorts.
-	m = newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 23000, 23003 })
+	m = newTestManager(t, withPairs(t, 2))
 	rewrite(t, m, "a", sbc.Internal, audioSDP("alice", 1, phone))
 	// Two more streams do not fit: nothing of the attempt is kept.
 	if _, err := m.Rewrite("b", sbc.Internal, avSDP("bob", phone, 4000)); !errors.Is(err, ErrNoPorts) {
@@ -533,7 +534,7 @@ func TestFullAndNoPorts(t *testing.T) {
 func TestSharedBindAddress(t *testing.T) {
 	// External and Internal on one address share one range.
 	phone := netip.MustParseAddrPort("198.51.100.7:49170")
-	m := newTestManager(t, func(c *Config) { c.Internal = extIP; c.PortMin, c.PortMax = 23100, 23107 })
+	m := newTestManager(t, func(c *Config) { withPairs(t, 4)(c); c.Internal = extIP })
 	offer := rewrite(t, m, "a", sbc.Internal, audioSDP("alice", 1, phone))
 	ans := rewrite(t, m, "a", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("10.0.0.1:3000")))
 	if relayAddr(t, offer, 0, false) == relayAddr(t, ans, 0, false) {
@@ -547,11 +548,11 @@ func TestSharedBindAddress(t *testing.T) {
 
 func TestBindFailureSkipped(t *testing.T) {
 	// Another process holds the first RTCP port: that pair is skipped.
-	newEndpointPort(t, extIP, 23201)
-	m := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 23200, 23203 })
+	m := newTestManager(t, withPairs(t, 2))
+	newEndpointPort(t, extIP, uint16(m.cfg.PortMin+1))
 	ans := rewrite(t, m, "a", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("10.0.0.1:3000")))
-	if p := relayAddr(t, ans, 0, false).Port(); p != 23202 {
-		t.Fatalf("external port %d, want 23202", p)
+	if p := int(relayAddr(t, ans, 0, false).Port()); p != m.cfg.PortMin+2 {
+		t.Fatalf("external port %d, want %d", p, m.cfg.PortMin+2)
 	}
 	if st := m.Stats(); st.BindFailures == 0 {
 		t.Error("bind failure not counted")
@@ -562,8 +563,8 @@ func TestBindFailureSkipped(t *testing.T) {
 }
 
 func TestReleaseGoroutinesAndPorts(t *testing.T) {
-	m := newTestManager(t, func(c *Config) { c.PortMin, c.PortMax = 23300, 23339 })
-	base := runtime.NumGoroutine()
+	m := newTestManager(t, withPairs(t, 10))
+	base := settledGoroutines()
 	var calls []*call
 	for i := range 5 {
 		c := setupCall(t, m, fmt.Sprint("call-", i))
@@ -577,9 +578,9 @@ func TestReleaseGoroutinesAndPorts(t *testing.T) {
 	for _, c := range calls {
 		m.Release(c.key)
 	}
-	if n := runtime.NumGoroutine(); n != base {
-		t.Errorf("%d goroutines after Release, baseline %d", n, base)
-	}
+	// Release waited for the relay goroutines; the relay's are the only
+	// ones started since the baseline.
+	checkGoroutines(t, "after Release", base)
 	st := m.Stats()
 	if st.Sessions != 0 || st.Streams != 0 || st.PortsInUse != 0 || st.Packets != 5 {
 		t.Errorf("after Release: %+v", st)
@@ -590,9 +591,7 @@ func TestReleaseGoroutinesAndPorts(t *testing.T) {
 	}
 	m.Close()
 	m.Close()
-	if n := runtime.NumGoroutine(); n != base {
-		t.Errorf("%d goroutines after Close, baseline %d", n, base)
-	}
+	checkGoroutines(t, "after Close", base)
 	if _, err := m.Rewrite("x", sbc.Internal, audioSDP("a", 1, netip.MustParseAddrPort("192.0.2.1:4000"))); !errors.Is(err, ErrClosed) {
 		t.Errorf("Rewrite after Close: %v", err)
 	}
@@ -677,7 +676,7 @@ func TestRunReports(t *testing.T) {
 	}
 
 	// Disabled, Run still returns on Close.
-	m2 := newTestManager(t, func(c *Config) { c.Inactivity = -1 })
+	m2 := newTestManager(t, nil) // Inactivity 0: off
 	done2 := make(chan struct{})
 	go func() { m2.Run(context.Background(), func(string) { t.Error("report while disabled") }); close(done2) }()
 	m2.Close()
@@ -708,5 +707,30 @@ func TestSRTPUntouched(t *testing.T) {
 	phone.send(relayAddr(t, ans, 0, false), p)
 	if got, _ := pbx.recv(); !bytes.Equal(got, p) {
 		t.Fatal("SRTP packet altered")
+	}
+}
+
+// settledGoroutines is the goroutine count once those of earlier tests
+// (closing sockets, returning Run loops) have wound down: stable for 20ms,
+// or after a bounded wait.
+func settledGoroutines() int {
+	n := runtime.NumGoroutine()
+	for stable, tries := 0, 0; stable < 4 && tries < 200; tries++ {
+		time.Sleep(5 * time.Millisecond) // polling interval
+		if m := runtime.NumGoroutine(); m == n {
+			stable++
+		} else {
+			n, stable = m, 0
+		}
+	}
+	return n
+}
+
+func checkGoroutines(t *testing.T, when string, base int) {
+	t.Helper()
+	if n := runtime.NumGoroutine(); n != base {
+		var sb strings.Builder
+		_ = pprof.Lookup("goroutine").WriteTo(&sb, 1)
+		t.Errorf("%d goroutines %s, baseline %d\n%s", n, when, base, sb.String())
 	}
 }

@@ -14,12 +14,12 @@ const (
 
 // Drop reasons, the keys of Stats.Dropped.
 const (
-	DropUnlatched = "unlatched"  // source is not the latched peer
-	DropNoPeer    = "no-peer"    // the other side has no address yet (no SDP, hold, refused)
-	DropTooLarge  = "too-large"  // datagram over MaxDatagram bytes
-	DropStopped   = "stopped"    // stream disabled by port 0
-	DropRefused   = "refused"    // would latch to our own relay port, loopback or another family
-	DropSendError = "send-error" // the write (or a read) failed
+	DropUnlatched = "unlatched" // source is not the latched peer
+	DropNoPeer    = "no-peer"   // the other side has no address yet (no SDP, hold, refused)
+	DropTooLarge  = "too-large" // datagram over MaxDatagram bytes
+	DropStopped   = "stopped"   // stream disabled by port 0, or not relayable (TCP)
+	DropRefused   = "refused"   // would latch to our own relay port, loopback or another family
+	DropError     = "error"     // a read or a write failed
 )
 
 var dropNames = [nDrops]string{
@@ -28,7 +28,7 @@ var dropNames = [nDrops]string{
 	dropTooLarge:  DropTooLarge,
 	dropStopped:   DropStopped,
 	dropRefused:   DropRefused,
-	dropSendError: DropSendError,
+	dropError:     DropError,
 }
 
 // Stats is a snapshot of the relay. Counters are monotonic over the

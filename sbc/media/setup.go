@@ -9,7 +9,8 @@ import (
 	"time"
 )
 
-// Defaults applied by New to zero Config fields.
+// Defaults applied by New to zero Config fields, except DefaultInactivity:
+// a zero Inactivity is off, and the configuration applies the default.
 const (
 	DefaultPortMin     = 40000
 	DefaultPortMax     = 44999
@@ -51,8 +52,8 @@ type Config struct {
 	// the bind address, which must then not be unspecified.
 	AdvertiseExternal, AdvertiseInternal netip.Addr
 	// Inactivity is how long a session may relay no packet, in either
-	// direction, before Run reports it. Zero: DefaultInactivity; negative:
-	// never reported.
+	// direction, before Run reports it. Zero or negative: never reported.
+	// DefaultInactivity is the configuration's default, not New's.
 	Inactivity time.Duration
 	// MaxSessions bounds the calls with a relay; beyond it Rewrite fails
 	// with ErrFull. Zero: DefaultMaxSessions.
@@ -83,9 +84,6 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.AdvertiseInternal, err = advertised("internal", cfg.Internal, cfg.AdvertiseInternal); err != nil {
 		return nil, err
-	}
-	if cfg.Inactivity == 0 {
-		cfg.Inactivity = DefaultInactivity
 	}
 	if cfg.MaxSessions == 0 {
 		cfg.MaxSessions = DefaultMaxSessions
