@@ -728,7 +728,13 @@ func settledGoroutines() int {
 
 func checkGoroutines(t *testing.T, when string, base int) {
 	t.Helper()
-	if n := runtime.NumGoroutine(); n != base {
+	// Release waits for the readers' WaitGroup; a reader that has called
+	// Done may still be on its way out, so allow it a moment to finish.
+	n := runtime.NumGoroutine()
+	for deadline := time.Now().Add(2 * time.Second); n != base && time.Now().Before(deadline); n = runtime.NumGoroutine() {
+		time.Sleep(5 * time.Millisecond)
+	}
+	if n != base {
 		var sb strings.Builder
 		_ = pprof.Lookup("goroutine").WriteTo(&sb, 1)
 		t.Errorf("%d goroutines %s, baseline %d\n%s", n, when, base, sb.String())
