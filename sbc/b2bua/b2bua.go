@@ -92,6 +92,9 @@ type B2BUA struct {
 // Stats counts calls.
 type Stats struct {
 	Calls, Answered, Failed, Cancelled, NoAck, Timeouts, Failovers, Redirects, Rejected481 atomic.Int64
+	// Retransmissions counts INVITEs dropped as repeats of a call in
+	// progress whose transaction had already ended.
+	Retransmissions atomic.Int64
 }
 
 var _ sbc.Handler = (*B2BUA)(nil)
@@ -301,7 +304,15 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	}
 	now := b.cfg.Now()
 	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.From().Address.User, dst: r.Recipient.User}
-	if !b.table.add(c) {
+	c.originCSeq = r.CSeq().SeqNo
+	if via := r.Via(); via != nil {
+		c.originBranch, _ = via.Params.Get("branch")
+	}
+	added, prev := b.table.add(c, key(c.a.callID, c.a.remoteTag))
+	if prev != nil {
+		return b.repeatedInvite(w, r, prev)
+	}
+	if !added {
 		return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 	}
 	b.stats.Calls.Add(1)
@@ -345,6 +356,26 @@ func (b *B2BUA) respondOnce(w sbc.ResponseWriter, req *sip.Request, res *sip.Res
 	return w.Respond(res)
 }
 
+// repeatedInvite answers an INVITE without To tag whose Call-ID and From
+// tag belong to a call in progress. The same transaction again (same CSeq
+// and branch) is a retransmission that outlived its transaction (the 2xx
+// ends it): it is dropped, the 2xx is retransmitted by awaitAck until the
+// ACK. Anything else is a merged request (RFC 3261 8.2.2.2): 482.
+func (b *B2BUA) repeatedInvite(w sbc.ResponseWriter, r *sbc.Request, prev *call) (sbc.Verdict, error) {
+	branch := ""
+	if via := r.Via(); via != nil {
+		branch, _ = via.Params.Get("branch")
+	}
+	prev.mu.Lock()
+	retrans := r.CSeq().SeqNo == prev.originCSeq && branch == prev.originBranch
+	prev.mu.Unlock()
+	if retrans {
+		b.stats.Retransmissions.Add(1)
+		return sbc.Dropped, nil
+	}
+	return sbc.Rejected, sbc.Respond(w, r, 482, "Loop Detected")
+}
+
 // attempt tries one target for the INVITE.
 func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.ResponseWriter, t upstream.Target, mf uint32, cancelled <-chan struct{}) (sbc.Verdict, outcome) {
 	req := r.Request
@@ -355,9 +386,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	}
 	c.mu.Lock()
 	if c.b != nil {
-		b.table.remove(c) // drop the previous attempt's index, keep the call
-		b.table.add(c)
-		b.table.index(c, c.a)
+		b.table.unindex(c, c.b) // the previous attempt's leg; the call stays
 	}
 	c.b = bl
 	inv := b.newRequest(bl, sip.INVITE, bl.nextCSeq(), "")

@@ -81,6 +81,11 @@ type call struct {
 	endOnce    sync.Once
 	user       string
 	dst        string
+	// origin and the initial INVITE's CSeq and branch tell its
+	// retransmissions from new requests (see table.byOrigin).
+	origin       string
+	originCSeq   uint32
+	originBranch string
 }
 
 // key names the call toward the media relay.
@@ -114,30 +119,50 @@ type table struct {
 	max   int
 	calls map[uint64]*call
 	byKey map[string]*call
-	seq   uint64
+	// byOrigin finds a call by its initial INVITE's Call-ID and From tag,
+	// so a retransmission of that INVITE arriving after its transaction
+	// ended on the 2xx does not become a second call.
+	byOrigin map[string]*call
+	seq      uint64
 }
 
 func newTable(max int) *table {
-	return &table{max: max, calls: map[uint64]*call{}, byKey: map[string]*call{}}
+	return &table{max: max, calls: map[uint64]*call{}, byKey: map[string]*call{}, byOrigin: map[string]*call{}}
 }
 
-// add reserves room for a call; false when the table is full.
-func (t *table) add(c *call) bool {
+// add reserves room for a call whose initial INVITE has the given origin
+// (key of Call-ID and From tag). It fails when the table is full, or
+// returns the call that already has this origin.
+func (t *table) add(c *call, origin string) (ok bool, existing *call) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	if prev := t.byOrigin[origin]; prev != nil {
+		return false, prev
+	}
 	if len(t.calls) >= t.max {
-		return false
+		return false, nil
 	}
 	t.seq++
 	c.id = t.seq
+	c.origin = origin
 	t.calls[c.id] = c
-	return true
+	t.byOrigin[origin] = c
+	return true, nil
 }
 
 // index makes a leg findable by its dialog identifiers.
 func (t *table) index(c *call, l *leg) {
 	t.mu.Lock()
 	t.byKey[key(l.callID, l.localTag)] = c
+	t.mu.Unlock()
+}
+
+// unindex forgets one leg of c (a failed attempt toward an upstream).
+func (t *table) unindex(c *call, l *leg) {
+	t.mu.Lock()
+	if t.byKey[key(l.callID, l.localTag)] == c {
+		delete(t.byKey, key(l.callID, l.localTag))
+	}
 	t.mu.Unlock()
 }
 
@@ -151,6 +176,9 @@ func (t *table) remove(c *call) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.calls, c.id)
+	if t.byOrigin[c.origin] == c {
+		delete(t.byOrigin, c.origin)
+	}
 	for _, l := range []*leg{c.a, c.b} {
 		if l != nil {
 			if t.byKey[key(l.callID, l.localTag)] == c {

@@ -3,6 +3,7 @@ package b2bua_test
 import (
 	"net/netip"
 	"testing"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -52,4 +53,34 @@ func TestOwns(t *testing.T) {
 	if h.B2B.Owns(req(aCID, aFrom, aTo, sbc.External)) {
 		t.Error("an ended dialog is still owned")
 	}
+}
+
+// An INVITE retransmitted after its transaction ended on the 2xx (the
+// caller missed the 200) is not a second call; the same Call-ID and From
+// tag with another branch is a merged request and gets 482.
+func TestRepeatedInvite(t *testing.T) {
+	t.Parallel()
+	caller := siptest.NewPeer(t, callerIP+":0")
+	pbx := siptest.NewPeer(t, pbxIP+":0")
+	h := startSBC(t, withUpstream("pbx", pbx, 1))
+	c := establish(t, h, caller, pbx)
+
+	// sipgo's transaction layer may still absorb it; if it reaches the
+	// B2BUA it is counted and dropped. Either way: no second call.
+	raw := []byte(c.AInv.String())
+	caller.SendRaw(h.UDP, raw)
+	pbx.NoMessage(300 * time.Millisecond)
+	if n := h.B2B.Active(); n != 1 {
+		t.Errorf("%d calls after the retransmission, want 1", n)
+	}
+
+	merged := c.AInv.Clone()
+	via := merged.Via()
+	via.Params.Remove("branch")
+	via.Params.Add("branch", "z9hG4bK-merged-1")
+	caller.SendRaw(h.UDP, []byte(merged.String()))
+	res := caller.ExpectResponse(482, wait)
+	pbx.NoMessage(200 * time.Millisecond)
+	c.A.AckFailure(res)
+	c.hangup(t)
 }
