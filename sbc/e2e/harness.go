@@ -967,6 +967,11 @@ type Call struct {
 	RingTimeout time.Duration // sipwall calls.ring_timeout
 	Timeout     time.Duration // sipp -timeout of both; default 30s
 	NoTraceMsg  bool
+	// CallerIP replaces OutsideIP as the caller's address (calls from
+	// outside only).
+	CallerIP string
+	// Extra is SBCConfig.Extra.
+	Extra string
 	// Users and Auth are SBCConfig's (digest on when Users is set);
 	// AuthUser and AuthPass the caller's -au and -ap.
 	Users              map[string]string
@@ -994,6 +999,9 @@ func (c Call) Run(t testing.TB, tr Transport) CallResult {
 		c.Timeout = defaultRunTime
 	}
 	calleeIP, callerIP := PBXIP, OutsideIP
+	if c.CallerIP != "" {
+		callerIP = c.CallerIP
+	}
 	if c.FromInside {
 		calleeIP, callerIP = TrunkIP, PBXIP
 	}
@@ -1002,7 +1010,7 @@ func (c Call) Run(t testing.TB, tr Transport) CallResult {
 		Calls: c.Calls, Pause: c.UASPause, Timeout: c.Timeout, NoTraceMsg: c.NoTraceMsg,
 	}.Start(t)
 
-	cfg := SBCConfig{Transport: tr, RingTimeout: c.RingTimeout, Users: c.Users, Auth: c.Auth}
+	cfg := SBCConfig{Transport: tr, RingTimeout: c.RingTimeout, Users: c.Users, Auth: c.Auth, Extra: c.Extra}
 	callerPort := 0
 	if c.FromInside {
 		// The caller is the PBX: same address and port as the upstream.

@@ -252,3 +252,45 @@ func TestTopologyHiddenFromInside(t *testing.T) {
 		}
 	}
 }
+
+// TestTopologyHiddenFlows runs the other call flows with a capture of the
+// caller's side: hold/resume (re-INVITEs with new SDP), CANCEL, a busy
+// PBX (4xx) and a PBX redirecting to one of its own extensions (302 with
+// an inside Contact, which sipwall must rewrite), and a REGISTER relayed
+// to the PBX. No byte outside names
+// the PBX's address.
+func TestTopologyHiddenFlows(t *testing.T) {
+	SkipIfShort(t)
+	RequireSipp(t)
+	const callerIP = "127.0.0.12"
+	for _, tc := range []struct {
+		name, uac, uas string
+		ring           time.Duration
+		want           string // must appear outside
+	}{
+		{"hold-resume", "uac_hold.xml", "uas_hold.xml", 0, "a=sendonly"},
+		{"cancel", "uac_cancel.xml", "uas_noanswer.xml", 0, "487 Request Terminated"},
+		{"busy", "uac_expect_busy.xml", "uas_busy.xml", 0, "486 Busy Here"},
+		{"redirect-inside", "uac_expect_redirect.xml", "uas_redirect_inside.xml", 0, "Contact: <sip:2000@" + SBCIP},
+		{"register", "uac_register.xml", "uas_register.xml", 0, "SIP/2.0 200 OK"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			capt := startCapture(t, "host "+callerIP)
+			r := Call{UAC: tc.uac, UAS: tc.uas, CallerIP: callerIP, UACPause: 200 * time.Millisecond, RingTimeout: tc.ring}.Run(t, Transports[0])
+			if t.Failed() {
+				return
+			}
+			time.Sleep(300 * time.Millisecond)
+			pcap := capt.stop()
+			if !bytes.Contains(pcap, []byte(tc.want)) {
+				t.Errorf("outside capture (%d bytes) lacks %q", len(pcap), tc.want)
+			}
+			for _, leak := range []string{PBXIP, ":" + strconv.Itoa(r.Callee.Port), "Asterisk", "Warning"} {
+				if i := bytes.Index(pcap, []byte(leak)); i >= 0 {
+					lo, hi := max(0, i-200), min(len(pcap), i+100)
+					t.Errorf("outside capture holds %q: ...%q...", leak, pcap[lo:hi])
+				}
+			}
+		})
+	}
+}
