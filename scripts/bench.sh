@@ -7,8 +7,10 @@
 # (INVITE/100/180/200/ACK/BYE/200). Reports calls/s achieved, failed calls
 # (from sipp's statistics file), sipwall's CPU seconds per 1,000 calls
 # (utime+stime from /proc/PID/stat, in clock ticks) and its peak RSS
-# (VmHWM). The table goes to stdout and is appended to
-# bench/results/<UTC date>.md.
+# (VmHWM); also how many calls the PBX side completed (it can fail calls
+# the UAC saw succeed) and the 1-minute load average before and after the
+# run (other work on the machine disturbs the numbers). The table goes to
+# stdout and is appended to bench/results/<UTC date>.md.
 #
 # MODE=register measures registrations instead: each "call" is one
 # REGISTER of a different user (user1, user2, ...), relayed by sipwall's
@@ -211,11 +213,16 @@ proto=udp
 [ "$TRANSPORT" = tcp ] && proto=tcp
 
 echo "== bench: PBX (sipp UAS) on $PBX_IP:$pbx_port/$TRANSPORT"
+# -m is only a bound: a stray message (an ACK arriving after the BYE that
+# ended its call, say) opens a "call" of its own, and with -m CALLS the PBX
+# would stop before the last real calls and make them time out. It is told
+# to quit (SIGUSR1) once the UAC is done.
 timeout $((run_s + 30)) sipp -sf "$scen/$uas_scen" -t "$sipp_t" \
 	-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
 	-mi "$PBX_IP" -mp $((pbx_port + 2)) \
-	-m "$CALLS" -nostdin -timeout "${run_s}s" -recv_timeout 10000 \
+	-m $((CALLS * 2)) -nostdin -timeout "${run_s}s" -recv_timeout 10000 \
 	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
+	-trace_stat -stf "$work/uas_stat.csv" -fd 1 \
 	-trace_err -error_file "$work/uas_errors.log" \
 	>"$work/uas.stdout" 2>"$work/uas.stderr" &
 uas_pid=$!
@@ -269,6 +276,8 @@ sleep 0.5
 sw_pid=$(pgrep -P "$sbc_pid" -x sipwall || true)
 [ -n "$sw_pid" ] || sw_pid=$sbc_pid
 ticks_before=$(cpu_ticks "$sw_pid")
+# Other work on the machine disturbs the numbers: keep the 1-minute load.
+load_before=$(cut -d' ' -f1 /proc/loadavg)
 
 echo "== bench: $CALLS $unit at $RATE/s over $TRANSPORT (auth: $auth_label, limit $LIMIT)"
 t0=$(date +%s.%N)
@@ -304,10 +313,15 @@ if ! kill -0 "$sw_pid" 2>/dev/null; then
 	exit 1
 fi
 ticks_after=$(cpu_ticks "$sw_pid")
+load_after=$(cut -d' ' -f1 /proc/loadavg)
 hwm_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$sw_pid/status")
 clk=$(getconf CLK_TCK)
 
-# Let the PBX finish its last calls (bounded), then stop everything.
+# The UAC has its answer to every call, so the PBX has finished them too:
+# tell it to quit (SIGUSR1: no new calls, exit when none is open; to sipp
+# itself, not to timeout(1)), wait for it (bounded), then stop everything.
+uas_sipp=$(pgrep -P "$uas_pid" -x sipp || true)
+[ -n "$uas_sipp" ] && kill -USR1 "$uas_sipp" 2>/dev/null || true
 for _ in $(seq 1 50); do
 	kill -0 "$uas_pid" 2>/dev/null || break
 	sleep 0.2
@@ -347,6 +361,19 @@ else
 	ok=$(stat_col "$stat" "SuccessfulCall(C)")
 	failed=$(stat_col "$stat" "FailedCall(C)")
 fi
+if [ "$created" = 0 ] || [ "$created" = "?" ]; then
+	echo "bench: the $loadgen UAC placed no $unit (exit $uac_rc)" >&2
+	tail -n 20 "$work/uac.stderr" >&2
+	exit 1
+fi
+# What the PBX completed: it may fail calls the UAC sees succeed (a BYE
+# that overtook the ACK of its call: sipp answers the BYE with 200 and
+# aborts its own side). Its failed count also holds the stray messages.
+uas_ok="?" uas_failed="?"
+if [ -s "$work/uas_stat.csv" ]; then
+	uas_ok=$(stat_col "$work/uas_stat.csv" "SuccessfulCall(C)")
+	uas_failed=$(stat_col "$work/uas_stat.csv" "FailedCall(C)")
+fi
 elapsed=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.2f", b - a }')
 cps=$(awk -v n="$ok" -v s="$elapsed" 'BEGIN { printf "%.1f", (s > 0 ? n / s : 0) }')
 cpu_s=$(awk -v d=$((ticks_after - ticks_before)) -v c="$clk" 'BEGIN { printf "%.2f", d / c }')
@@ -369,6 +396,7 @@ table=$(
 | $unit placed | $created of $CALLS |
 | successful $unit | $ok |
 | failed $unit | $failed |
+| $unit completed at the PBX (sipp UAS) | $uas_ok of $CALLS (sipp: $uas_failed failed, stray messages included) |
 | elapsed | ${elapsed} s |
 | $unit/s achieved | $cps |
 | sipwall CPU | ${cpu_s} s (${cpu_per_k} s per 1,000 $unit) |
@@ -376,6 +404,7 @@ table=$(
 | $loadgen exit code | $uac_rc |
 | store filesystem | $store_fs |
 | machine | $(nproc) CPUs, $cpu_model |
+| load average (1 min) before / after | $load_before / $load_after |
 MD
 )
 

@@ -284,6 +284,10 @@ const (
 // redirectName names targets taken from a 3xx.
 const redirectName = "redirect"
 
+// ackOvertakeWait bounds how long an in-dialog request waits for the ACK
+// of a 2xx that it may have overtaken.
+const ackOvertakeWait = 500 * time.Millisecond
+
 // maxRedirects bounds how many 3xx one call follows (loop protection).
 const maxRedirects = 3
 
@@ -909,6 +913,29 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		}
 		b.stats.Rejected481.Add(1)
 		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+	}
+	if req.Method != sip.ACK && req.Method != sip.CANCEL && len(from.acked) > 0 {
+		// A request sent right after an ACK can overtake it here (each
+		// request is handled on its own goroutine): wait, bounded, for the
+		// pending ACK to be relayed first, so the far side never sees a
+		// BYE or re-INVITE before the ACK of the 2xx it answers.
+		var pending chan struct{}
+		for _, ch := range from.acked {
+			pending = ch
+			break
+		}
+		c.mu.Unlock()
+		select {
+		case <-pending:
+		case <-time.After(ackOvertakeWait):
+		case <-ctx.Done():
+		}
+		c.mu.Lock()
+		if c.state == stateEnded {
+			c.mu.Unlock()
+			b.stats.Rejected481.Add(1)
+			return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
+		}
 	}
 	c.activity = b.cfg.Now()
 	switch req.Method {

@@ -84,3 +84,34 @@ func TestRepeatedInvite(t *testing.T) {
 	c.A.AckFailure(res)
 	c.hangup(t)
 }
+
+// A BYE that overtakes the ACK of the 2xx (sent right after it, handled on
+// another goroutine) waits for that ACK: the PBX sees ACK, then BYE.
+func TestByeWaitsForPendingAck(t *testing.T) {
+	t.Parallel()
+	caller := siptest.NewPeer(t, callerIP+":0")
+	pbx := siptest.NewPeer(t, pbxIP+":0")
+	h := startSBC(t, withUpstream("pbx", pbx, 1))
+	a := caller.Invite(h.UDP, h.URI("bob"), nil, offerSDP(callerIP))
+	bInv := pbx.ExpectRequest("INVITE", wait)
+	pbx.ReplyBody(bInv, 200, "OK", offerSDP(pbxIP))
+	a200 := caller.ExpectResponse(200, wait)
+	a.Learn(a200)
+	a.Send("BYE", nil, "")
+	time.Sleep(100 * time.Millisecond)
+	a.Ack(nil, "")
+	pbx.ExpectRequest("ACK", wait)
+	bye := pbx.ExpectRequest("BYE", wait)
+	pbx.Reply(bye, 200, "OK")
+	// The 2xx of the INVITE may still be retransmitted once before the
+	// BYE's 200 arrives.
+	for i := 0; ; i++ {
+		res := caller.ExpectResponse(200, wait)
+		if res.CSeq().MethodName == sip.BYE {
+			break
+		}
+		if i == 3 {
+			t.Fatal("no 200 to the BYE")
+		}
+	}
+}
