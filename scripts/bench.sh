@@ -34,6 +34,8 @@
 # Environment:
 #   MODE=call       call or register
 #   AUTH=0          1: digest authentication on (see above)
+#   HIDING=on       off: media relay off (SDP crosses unchanged) and the
+#                   outbound guard off, to measure what hiding costs
 #   RATE=200        calls (registrations) per second offered
 #   CALLS=5000      calls placed (register mode: 10000 distinct users)
 #   TRANSPORT=udp   udp or tcp, on both sides of sipwall
@@ -70,6 +72,15 @@ esac
 TRANSPORT=${TRANSPORT:-udp}
 LIMIT=${LIMIT:-$((RATE * 5))}
 AUTH=${AUTH:-0}
+HIDING=${HIDING:-on}
+case "$HIDING" in
+on) hiding_yaml="" ;;
+off) hiding_yaml=$'topology: {guard: "off"}\nmedia: {mode: "off"}' ;;
+*)
+	echo "bench: HIDING must be on or off" >&2
+	exit 2
+	;;
+esac
 case "$AUTH" in
 0 | "") AUTH=0 ;;
 1) ;;
@@ -259,6 +270,7 @@ calls: {ring_timeout: 30s}
 store: {path: "$work/store"}
 log: {level: warn}
 $auth_yaml
+$hiding_yaml
 YAML
 
 echo "== bench: sipwall on $SBC_IP:$sbc_port"
@@ -392,6 +404,7 @@ table=$(
 | mode | $MODE |
 | transport | $TRANSPORT |
 | auth | $auth_label |
+| hiding (media relay, guard) | $HIDING |
 | offered rate | $RATE $unit/s |
 | $unit placed | $created of $CALLS |
 | successful $unit | $ok |
