@@ -30,6 +30,8 @@ type Config struct {
 	Topology Topology `yaml:"topology"`
 	// Media configures the media relay.
 	Media Media `yaml:"media"`
+	// Policy configures the OPA policy layer.
+	Policy Policy `yaml:"policy"`
 	// Store is the embedded state store.
 	Store Store `yaml:"store"`
 	// Log configures logging.
@@ -303,6 +305,35 @@ type Media struct {
 	Inactivity Duration `yaml:"inactivity"`
 	// MaxSessions bounds the calls with relayed media. Default 10000.
 	MaxSessions int `yaml:"max_sessions"`
+}
+
+// Policy configures the OPA policy layer (see policy/README.md).
+type Policy struct {
+	// Mode is enforce (default), shadow (decide, log and count what would
+	// be denied, enforce nothing) or off.
+	Mode string `yaml:"mode"`
+	// Dir holds the policy: .rego files (with their _test.rego tests) and
+	// data.json / data.yaml. Empty: the built-in policy, which allows
+	// authenticated users, trusted peers and in-dialog requests. Reloaded
+	// when it changes; a policy that does not compile or whose tests fail
+	// keeps the one before.
+	Dir string `yaml:"dir"`
+	// Query is the Rego query of the decision. Default data.sipwall.decision.
+	Query string `yaml:"query"`
+	// Timeout bounds one decision; past it the request is refused
+	// (fail closed). Default 20ms.
+	Timeout Duration `yaml:"timeout"`
+	// FailStatus answers requests when the policy fails or times out:
+	// 500 or 403. Default 500.
+	FailStatus int `yaml:"fail_status"`
+	// Zone is the IANA time zone of input.time.local. Default UTC.
+	Zone string `yaml:"zone"`
+	// Country (ISO 3166 alpha-2, e.g. GB) turns national numbers (leading
+	// 0) into E.164 in input.destination. Empty: only international forms.
+	Country string `yaml:"country"`
+	// SampleAllows logs one allowed request in this many (denials are
+	// always logged, rate-limited); 0 logs none. Default 100.
+	SampleAllows int `yaml:"sample_allows"`
 }
 
 // Store is the embedded state store.

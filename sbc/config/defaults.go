@@ -54,6 +54,12 @@ const (
 	defaultMediaPortMax      = 44999
 	defaultMediaInactivity   = 60 * time.Second
 	defaultMediaMaxSessions  = 10000
+	defaultPolicyMode        = PolicyEnforce
+	defaultPolicyQuery       = "data.sipwall.decision"
+	defaultPolicyTimeout     = 20 * time.Millisecond
+	defaultPolicyFailStatus  = 500
+	defaultPolicyZone        = "UTC"
+	defaultSampleAllows      = 100
 )
 
 // Default returns the configuration an empty file yields: every default
@@ -91,6 +97,7 @@ func (c *Config) applyDefaults() {
 	c.Bans.applyDefaults()
 	setDefault(&c.Topology.Guard, defaultGuard)
 	c.Media.applyDefaults()
+	c.Policy.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
@@ -184,4 +191,13 @@ func (m *Media) applyDefaults() {
 	setDefault(&m.PortMax, defaultMediaPortMax)
 	setDefault(&m.Inactivity, Duration(defaultMediaInactivity))
 	setDefault(&m.MaxSessions, defaultMediaMaxSessions)
+}
+
+func (p *Policy) applyDefaults() {
+	setDefault(&p.Mode, defaultPolicyMode)
+	setDefault(&p.Query, defaultPolicyQuery)
+	setDefault(&p.Timeout, Duration(defaultPolicyTimeout))
+	setDefault(&p.FailStatus, defaultPolicyFailStatus)
+	setDefault(&p.Zone, defaultPolicyZone)
+	setDefault(&p.SampleAllows, defaultSampleAllows)
 }

@@ -58,6 +58,7 @@ func wantDefault() Config {
 		},
 		Topology: Topology{Guard: "block"},
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
+		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(20 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
 		Store:    Store{Path: "/var/lib/sipwall"},
 		Log:      Log{Level: "info", Format: "text"},
 	}
@@ -220,6 +221,10 @@ func wantFull() Config {
 		Media: Media{
 			Mode: "relay", PortMin: 30000, PortMax: 30999, ExternalIP: "192.0.2.10", InternalIP: "10.0.0.2",
 			AdvertiseExternal: "203.0.113.10", AdvertiseInternal: "10.0.0.2", Inactivity: Duration(90 * time.Second), MaxSessions: 500,
+		},
+		Policy: Policy{
+			Mode: "shadow", Dir: "policies", Query: "data.acme.decision", Timeout: Duration(10 * time.Millisecond),
+			FailStatus: 403, Zone: "Europe/London", Country: "GB", SampleAllows: 10,
 		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},

@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	// Time zones resolve the same on machines without a zoneinfo database.
+	_ "time/tzdata"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -55,6 +57,15 @@ var (
 	guardModes = []string{GuardBlock, GuardLog, GuardOff}
 	mediaModes = []string{MediaRelay, MediaOff}
 )
+
+// Policy modes.
+const (
+	PolicyEnforce = "enforce"
+	PolicyShadow  = "shadow"
+	PolicyOff     = "off"
+)
+
+var policyModes = []string{PolicyEnforce, PolicyShadow, PolicyOff}
 
 // Auth modes.
 const (
@@ -149,6 +160,7 @@ func (c *Config) problems() []Problem {
 	ch.bans(c.Bans)
 	ch.topology(c.Topology)
 	ch.media(c.Media)
+	ch.policy(c.Policy)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -492,6 +504,28 @@ func (ch *checker) media(m Media) {
 	}
 	ch.nonNegative("media.inactivity", m.Inactivity)
 	ch.atLeast("media.max_sessions", m.MaxSessions, 1)
+}
+
+func (ch *checker) policy(p Policy) {
+	ch.oneOf("policy.mode", p.Mode, policyModes)
+	if !strings.HasPrefix(p.Query, "data.") || strings.ContainsAny(p.Query, " \t\r\n") {
+		ch.fail("policy.query", "must be a reference under data, e.g. \"data.sipwall.decision\", got %s", quote(p.Query))
+	}
+	if p.Timeout <= 0 || p.Timeout > Duration(time.Second) {
+		ch.fail("policy.timeout", "must be greater than 0 and at most 1s, got %s", p.Timeout)
+	}
+	if p.FailStatus != 403 && p.FailStatus != 500 {
+		ch.fail("policy.fail_status", "must be 403 or 500, got %d", p.FailStatus)
+	}
+	if _, err := time.LoadLocation(p.Zone); err != nil || p.Zone == "" {
+		ch.fail("policy.zone", "%s is not an IANA time zone (e.g. \"Europe/London\")", quote(p.Zone))
+	}
+	if p.Country != "" && (len(p.Country) != 2 || strings.Trim(p.Country, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "") {
+		ch.fail("policy.country", "must be an ISO 3166 alpha-2 code in capitals (e.g. GB), got %s", quote(p.Country))
+	}
+	if p.SampleAllows < 0 {
+		ch.fail("policy.sample_allows", "must not be negative, got %d", p.SampleAllows)
+	}
 }
 
 // written returns the first of keys that the file sets, or the first key
