@@ -257,7 +257,7 @@ if [ "$AUTH" = 1 ]; then
 	auth_yaml="auth: {realm: $REALM, users_file: \"$users\", algorithms: [$auth_alg]}"
 else
 	# Explicit: the default is digest, which needs a users file.
-	auth_yaml="auth: {mode: \"off\"}"
+	auth_yaml=$'auth: {mode: "off"}\npolicy: {mode: "off"}'
 fi
 cat >"$work/sipwall.yaml" <<YAML
 listen:

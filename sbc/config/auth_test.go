@@ -14,7 +14,7 @@ func TestRequireUsers(t *testing.T) {
 		{"digest without users or trusted", "log: {level: info}\nauth:\n  realm: x\n", "test.yaml:3: auth.users_file: is required"},
 		{"digest with users file", "auth:\n  users_file: u.yaml\n", ""},
 		{"digest with trusted only", "auth:\n  trusted: [{name: c, cidrs: [10.0.0.0/8]}]\n", ""},
-		{"off", "auth: {mode: \"off\"}\n", ""},
+		{"off", "auth: {mode: \"off\"}\npolicy: {mode: \"off\"}\n", ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			c, err := Parse([]byte(tc.yaml), "test.yaml")

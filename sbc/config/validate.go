@@ -161,6 +161,9 @@ func (c *Config) problems() []Problem {
 	ch.topology(c.Topology)
 	ch.media(c.Media)
 	ch.policy(c.Policy)
+	if c.Auth.Mode == AuthOff && c.Policy.Mode == PolicyEnforce && c.Policy.Dir == "" {
+		ch.fail(ch.pos.written("auth.mode", "policy.mode"), "with auth.mode off the built-in policy refuses every untrusted request from outside; set policy.dir to a policy of yours, or policy.mode to off or shadow")
+	}
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}

@@ -495,7 +495,13 @@ func (c SBCConfig) YAML(port int, storeDir string) string {
 		}
 		fmt.Fprintf(&b, "auth: {mode: digest, realm: sipwall, users_file: %q%s}\n", filepath.Join(filepath.Dir(storeDir), "users.yaml"), extra)
 	} else {
+		// Without auth the built-in policy would refuse everyone; the call
+		// tests are about the B2BUA, so the policy layer is off too unless
+		// the test brings a policy of its own.
 		fmt.Fprintf(&b, "auth: {mode: \"off\"}\n")
+		if !strings.Contains(c.Extra, "policy:") {
+			fmt.Fprintf(&b, "policy: {mode: \"off\"}\n")
+		}
 	}
 	if c.Bans != "" {
 		fmt.Fprintf(&b, "bans: {%s}\n", c.Bans)
