@@ -23,6 +23,8 @@ Usage:
   sipwall check -config FILE   validate a configuration; print what is wrong
   sipwall demo [-listen ADDR]  serve in front of an embedded demo PBX (no config needed)
   sipwall passwd -file F -realm R USER   set a user's password, read from stdin (-h: more)
+  sipwall policy test DIR      run the Rego tests of a policy directory
+  sipwall policy eval [-dir DIR] -input FILE.json   print the policy decision for an input
   sipwall version              print the version
 `
 
@@ -48,6 +50,8 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = cmdDemo(ctx, args[1:], stdout, stderr)
 	case "passwd":
 		err = cmdPasswd(args[1:], os.Stdin, stdout, stderr)
+	case "policy":
+		err = cmdPolicy(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sipwall", version)
 		return 0

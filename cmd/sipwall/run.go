@@ -15,6 +15,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipwall/sipwall/policy"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/config"
@@ -236,6 +237,13 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if sec.auth != nil {
 		layers["auth"] = sec.auth
 	}
+	var pol *policy.Engine
+	if cfg.Policy.Mode != config.PolicyOff {
+		if pol, err = buildPolicy(cfg, sec, log); err != nil {
+			return nil, err
+		}
+		layers["policy"] = pol.Layer()
+	}
 	var reg *registrar.Registrar
 	var locate func(*sbc.Request) ([]upstream.Target, bool)
 	var unreachable func(upstream.Target)
@@ -310,6 +318,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			defer a.wg.Done()
 			relay.Run(ctx, func(key string) { b2b.EndCall(key, "media inactivity") })
 		}()
+	}
+	if pol != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); pol.Run(ctx, 2*time.Second) }()
 	}
 	sec.run(ctx, func(f func()) {
 		a.wg.Add(1)

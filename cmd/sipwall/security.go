@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/sipwall/sipwall/policy"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
@@ -173,3 +174,42 @@ func (s *security) isUser(user string) bool {
 type emptyUsers struct{}
 
 func (emptyUsers) Lookup(string, string) (map[string]string, bool, bool) { return nil, false, false }
+
+// buildPolicy makes the OPA policy engine from the policy section; its
+// bans go to the ban store.
+func buildPolicy(cfg *config.Config, sec *security, log *slog.Logger) (*policy.Engine, error) {
+	p := cfg.Policy
+	zone, err := time.LoadLocation(p.Zone)
+	if err != nil {
+		return nil, cfg.KeyError("policy.zone", err)
+	}
+	sample := p.SampleAllows
+	if sample == 0 {
+		sample = -1 // config: 0 logs no allows; policy.Options: negative does
+	}
+	eng, err := policy.New(policy.Options{
+		Dir:          p.Dir,
+		Query:        p.Query,
+		Timeout:      p.Timeout.D(),
+		Shadow:       p.Mode == config.PolicyShadow,
+		FailStatus:   p.FailStatus,
+		Zone:         zone,
+		Country:      p.Country,
+		SampleAllows: sample,
+		Ban: func(ip netip.Addr, d time.Duration, reason, evidence string) {
+			ip = ip.Unmap()
+			if _, err := sec.bans.Ban(netip.PrefixFrom(ip, ip.BitLen()), d, reason, evidence); err != nil {
+				log.Warn("policy ban refused", "component", "policy", "peer", ip.String(), "error", err)
+			}
+		},
+		Logger: log,
+	})
+	if err != nil {
+		key := "policy.dir"
+		if p.Dir == "" {
+			key = "policy"
+		}
+		return nil, cfg.KeyError(key, err)
+	}
+	return eng, nil
+}

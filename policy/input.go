@@ -1,0 +1,201 @@
+package policy
+
+import (
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/emiago/sipgo/sip"
+	"github.com/open-policy-agent/opa/v1/ast"
+
+	"github.com/sipwall/sipwall/sbc"
+)
+
+// Input is the document given to Rego as `input`. Every string taken from
+// the wire is truncated to maxField bytes and made valid UTF-8. See
+// docs/policy-input.schema.json and README.md.
+type Input struct {
+	// Method is the SIP method ("INVITE", "REGISTER", …).
+	Method string `json:"method"`
+	// Transport is "udp", "tcp", "tls", "ws" or "wss".
+	Transport string `json:"transport"`
+	// Peer is the transport peer, captured at the socket (never Via).
+	Peer Peer `json:"peer"`
+	// Side is "external" or "internal".
+	Side string `json:"side"`
+	// Trusted is the name of the trusted peer (trunk, PBX) the request
+	// came from, "" if none.
+	Trusted string `json:"trusted"`
+	// Identity is the digest-authenticated user, null if none.
+	Identity *Identity `json:"identity"`
+	// From, To and RequestURI are the user and host parts of those URIs
+	// (From and To as claimed by the sender).
+	From       Party `json:"from"`
+	To         Party `json:"to"`
+	RequestURI Party `json:"request_uri"`
+	// Destination is the Request-URI user as an E.164 number.
+	Destination Destination `json:"destination"`
+	// UserAgent is the first User-Agent header, "" if none.
+	UserAgent string `json:"user_agent"`
+	// Time is when the request is decided.
+	Time Time `json:"time"`
+	// Dialog is "in-dialog" when the To header has a tag, else "new".
+	Dialog string `json:"dialog"`
+	// Counters come from the anti-fraud layer; null until it exists.
+	Counters *Counters `json:"counters"`
+}
+
+// Peer is a transport address.
+type Peer struct {
+	IP   string `json:"ip"`
+	Port int    `json:"port"`
+}
+
+// Identity is an authenticated user.
+type Identity struct {
+	User  string `json:"user"`
+	Realm string `json:"realm"`
+}
+
+// Party is the user and host of a URI.
+type Party struct {
+	User string `json:"user"`
+	Host string `json:"host"`
+}
+
+// Destination is the Request-URI user normalised by NormalizeE164.
+type Destination struct {
+	Raw   string `json:"raw"`   // the user part as received
+	E164  string `json:"e164"`  // "+<digits>", "" when not a number
+	Valid bool   `json:"valid"` // E164 is set
+}
+
+// Time is a moment in UTC and in the configured zone.
+type Time struct {
+	UTC     string `json:"utc"`     // RFC 3339, UTC
+	Local   string `json:"local"`   // RFC 3339 in Zone
+	Weekday string `json:"weekday"` // local: "Monday" … "Sunday"
+	Hour    int    `json:"hour"`    // local, 0..23
+	Zone    string `json:"zone"`    // IANA name of Zone ("UTC", "Europe/London")
+}
+
+// Counters are per-source call counters from the anti-fraud layer.
+type Counters struct {
+	CallsInProgress int `json:"calls_in_progress"`
+	CallsLastMinute int `json:"calls_last_minute"`
+}
+
+// maxField bounds every string from the wire.
+const maxField = 256
+
+func trunc(s string, n int) string {
+	if len(s) > n {
+		s = s[:n]
+	}
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	return s
+}
+
+func party(u *sip.Uri) Party {
+	if u == nil {
+		return Party{}
+	}
+	return Party{User: trunc(u.User, maxField), Host: trunc(u.Host, maxField)}
+}
+
+// NewInput builds the input document for r at now. It never panics on odd
+// requests: a missing header leaves its fields empty.
+func NewInput(r *sbc.Request, now time.Time, zone *time.Location, country string) *Input {
+	if zone == nil {
+		zone = time.UTC
+	}
+	local := now.In(zone)
+	in := &Input{
+		Transport: trunc(r.Transport, 8),
+		Side:      r.Side.String(),
+		Dialog:    "new",
+		Time: Time{
+			UTC:     now.UTC().Format(time.RFC3339),
+			Local:   local.Format(time.RFC3339),
+			Weekday: local.Weekday().String(),
+			Hour:    local.Hour(),
+			Zone:    zone.String(),
+		},
+	}
+	if r.Peer.IsValid() {
+		in.Peer = Peer{IP: r.Peer.Addr().Unmap().String(), Port: int(r.Peer.Port())}
+	}
+	if id := r.Identity; id != nil {
+		in.Trusted = trunc(id.Trusted, maxField)
+		if id.User != "" {
+			in.Identity = &Identity{User: trunc(id.User, maxField), Realm: trunc(id.Realm, maxField)}
+		}
+	}
+	req := r.Request
+	if req == nil {
+		return in
+	}
+	in.Method = trunc(string(req.Method), 32)
+	in.RequestURI = party(&req.Recipient)
+	if f := req.From(); f != nil {
+		in.From = party(&f.Address)
+	}
+	if t := req.To(); t != nil {
+		in.To = party(&t.Address)
+		if tag, ok := t.Params.Get("tag"); ok && tag != "" {
+			in.Dialog = "in-dialog"
+		}
+	}
+	if h := req.GetHeader("User-Agent"); h != nil {
+		in.UserAgent = trunc(h.Value(), maxField)
+	}
+	in.Destination.Raw = in.RequestURI.User
+	in.Destination.E164, in.Destination.Valid = NormalizeE164(req.Recipient.User, country)
+	return in
+}
+
+// value is the input as an OPA value, built directly (no JSON round
+// trip); TestInputValueMatchesJSON keeps it equal to the JSON encoding.
+func (in *Input) value() ast.Value {
+	s := ast.StringTerm
+	n := ast.IntNumberTerm
+	party := func(p Party) *ast.Term {
+		return ast.ObjectTerm(ast.Item(s("user"), s(p.User)), ast.Item(s("host"), s(p.Host)))
+	}
+	id := ast.NullTerm()
+	if in.Identity != nil {
+		id = ast.ObjectTerm(ast.Item(s("user"), s(in.Identity.User)), ast.Item(s("realm"), s(in.Identity.Realm)))
+	}
+	counters := ast.NullTerm()
+	if in.Counters != nil {
+		counters = ast.ObjectTerm(
+			ast.Item(s("calls_in_progress"), n(in.Counters.CallsInProgress)),
+			ast.Item(s("calls_last_minute"), n(in.Counters.CallsLastMinute)))
+	}
+	return ast.NewObject(
+		ast.Item(s("method"), s(in.Method)),
+		ast.Item(s("transport"), s(in.Transport)),
+		ast.Item(s("peer"), ast.ObjectTerm(ast.Item(s("ip"), s(in.Peer.IP)), ast.Item(s("port"), n(in.Peer.Port)))),
+		ast.Item(s("side"), s(in.Side)),
+		ast.Item(s("trusted"), s(in.Trusted)),
+		ast.Item(s("identity"), id),
+		ast.Item(s("from"), party(in.From)),
+		ast.Item(s("to"), party(in.To)),
+		ast.Item(s("request_uri"), party(in.RequestURI)),
+		ast.Item(s("destination"), ast.ObjectTerm(
+			ast.Item(s("raw"), s(in.Destination.Raw)),
+			ast.Item(s("e164"), s(in.Destination.E164)),
+			ast.Item(s("valid"), ast.BooleanTerm(in.Destination.Valid)))),
+		ast.Item(s("user_agent"), s(in.UserAgent)),
+		ast.Item(s("time"), ast.ObjectTerm(
+			ast.Item(s("utc"), s(in.Time.UTC)),
+			ast.Item(s("local"), s(in.Time.Local)),
+			ast.Item(s("weekday"), s(in.Time.Weekday)),
+			ast.Item(s("hour"), n(in.Time.Hour)),
+			ast.Item(s("zone"), s(in.Time.Zone)))),
+		ast.Item(s("dialog"), s(in.Dialog)),
+		ast.Item(s("counters"), counters),
+	)
+}
