@@ -134,3 +134,27 @@ func TestDenyLogRateLimited(t *testing.T) {
 		t.Fatalf("%d deny lines after a second", n)
 	}
 }
+
+// Inside an accepted dialog only REFER is decided: a deny-all policy
+// never refuses a BYE or a re-INVITE, but does refuse a transfer.
+func TestLayerInDialogOnlyRefer(t *testing.T) {
+	e := newEngine(t, Options{Dir: writeDir(t, map[string]string{"p.rego": "package sipwall\ndecision := {\"allow\": false, \"status\": 403, \"rule\": \"deny-all\"}\n"})})
+	reinvite := invite("sip:bob@sbc", "totag1")
+	bye := strings.NewReplacer("INVITE sip", "BYE sip", "314159 INVITE", "314160 BYE").Replace(reinvite)
+	refer := strings.NewReplacer("INVITE sip", "REFER sip", "314159 INVITE", "314161 REFER", "Content-Length: 0", "Refer-To: <sip:+449091234567@sbc>\r\nContent-Length: 0").Replace(reinvite)
+	for _, tc := range []struct {
+		name, raw string
+		want      sbc.Verdict
+	}{
+		{"bye", bye, sbc.Continue},
+		{"re-invite", reinvite, sbc.Continue},
+		{"refer", refer, sbc.Rejected},
+		{"new invite", invite("sip:bob@sbc", ""), sbc.Rejected},
+	} {
+		w := &recorder{}
+		v, err := e.Layer().ServeSIP(context.Background(), w, parseReq(t, tc.raw, "203.0.113.5:5060", sbc.External))
+		if err != nil || v != tc.want {
+			t.Errorf("%s: verdict %v, err %v; want %v", tc.name, v, err, tc.want)
+		}
+	}
+}

@@ -27,7 +27,7 @@ var defaultBundle embed.FS
 // Defaults of Options.
 const (
 	DefaultQuery        = "data.sipwall.decision"
-	DefaultTimeout      = 20 * time.Millisecond
+	DefaultTimeout      = 50 * time.Millisecond
 	DefaultFailStatus   = 500
 	DefaultSampleAllows = 100
 	// denyLogsPerSecond bounds the decision log lines for denials.

@@ -321,7 +321,7 @@ type Policy struct {
 	// Query is the Rego query of the decision. Default data.sipwall.decision.
 	Query string `yaml:"query"`
 	// Timeout bounds one decision; past it the request is refused
-	// (fail closed). Default 20ms.
+	// (fail closed). Default 50ms.
 	Timeout Duration `yaml:"timeout"`
 	// FailStatus answers requests when the policy fails or times out:
 	// 500 or 403. Default 500.

@@ -56,7 +56,7 @@ const (
 	defaultMediaMaxSessions  = 10000
 	defaultPolicyMode        = PolicyEnforce
 	defaultPolicyQuery       = "data.sipwall.decision"
-	defaultPolicyTimeout     = 20 * time.Millisecond
+	defaultPolicyTimeout     = 50 * time.Millisecond
 	defaultPolicyFailStatus  = 500
 	defaultPolicyZone        = "UTC"
 	defaultSampleAllows      = 100

@@ -58,7 +58,7 @@ func wantDefault() Config {
 		},
 		Topology: Topology{Guard: "block"},
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
-		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(20 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
+		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
 		Store:    Store{Path: "/var/lib/sipwall"},
 		Log:      Log{Level: "info", Format: "text"},
 	}
