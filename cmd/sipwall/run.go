@@ -8,9 +8,11 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"os/signal"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/emiago/sipgo/sip"
@@ -59,13 +61,44 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 		return fmt.Errorf("open store: %w", err)
 	}
 	defer st.Close()
-	app, err := start(ctx, cfg, st, newLogger(cfg.Log, stderr))
+	log := newLogger(cfg.Log, stderr)
+	app, err := start(ctx, cfg, st, log)
 	if err != nil {
 		return err
 	}
-	<-ctx.Done()
-	app.stop()
-	return nil
+	// SIGHUP re-reads the policy and the users file now (both are also
+	// reloaded when they change); each keeps what it has if the new one
+	// is bad. Reloading the configuration file itself is not done yet.
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	for {
+		select {
+		case <-ctx.Done():
+			app.stop()
+			return nil
+		case <-hup:
+			app.reload(log)
+		}
+	}
+}
+
+// reload re-reads the policy and the users file, each all-or-nothing.
+func (a *app) reload(log *slog.Logger) {
+	if a.pol != nil {
+		if err := a.pol.Reload(); err != nil {
+			log.Error("policy reload failed; the previous policy stays", "component", "policy", "error", err)
+		} else {
+			log.Info("policy reloaded", "component", "policy", "version", a.pol.Status().Version)
+		}
+	}
+	if a.sec.users != nil {
+		if err := a.sec.users.Reload(); err != nil {
+			log.Error("users file reload failed; the previous users stay", "component", "auth", "error", err)
+		} else {
+			log.Info("users file reloaded", "component", "auth", "users", a.sec.users.Len())
+		}
+	}
 }
 
 func cmdCheck(args []string, stdout, stderr io.Writer) error {
@@ -125,6 +158,7 @@ type app struct {
 	pool   *upstream.Pool
 	sec    *security
 	relay  *media.Manager // nil with media.mode off
+	pol    *policy.Engine // nil with policy.mode off
 	// cfgRealm is auth.realm, for the demo's help text.
 	cfgRealm string
 	cancel   context.CancelFunc
@@ -303,7 +337,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, cfgRealm: cfg.Auth.Realm, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, cfgRealm: cfg.Auth.Realm, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()

@@ -4,6 +4,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -90,4 +91,47 @@ func tailString(s string, n int) string {
 		return "..." + s[len(s)-n:]
 	}
 	return s
+}
+
+// TestPolicyReloadOnSIGHUP: SIGHUP makes sipwall re-read its policy at
+// once; a broken policy is refused and the previous one stays.
+func TestPolicyReloadOnSIGHUP(t *testing.T) {
+	SkipIfShort(t)
+	dir := t.TempDir()
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "p.rego"), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write("package sipwall\n\ndecision := {\"allow\": true, \"rule\": \"v1\"}\n")
+	sbc := StartSBC(t, SBCConfig{Transport: Transports[0], PBXPort: AllocPorts(t, PBXIP), Users: demoUsers,
+		Extra: "policy: {dir: \"" + dir + "\"}\n"})
+	waitLog := func(what string) bool {
+		deadline := time.Now().Add(5 * time.Second)
+		for time.Now().Before(deadline) {
+			if strings.Contains(sbc.Log(), what) {
+				return true
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return false
+	}
+	write("package sipwall\n\ndecision := {\"allow\": true, \"rule\": \"v2\"}\n")
+	if err := syscall.Kill(sbc.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !waitLog("msg=\"policy reloaded\"") {
+		t.Fatalf("no reload after SIGHUP:\n%s", tailString(sbc.Log(), 3000))
+	}
+	write("package sipwall\n\ndecision := {\"allow\": true,\n") // does not compile
+	if err := syscall.Kill(sbc.PID(), syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	if !waitLog("policy reload failed; the previous policy stays") {
+		t.Fatalf("a broken policy was not refused:\n%s", tailString(sbc.Log(), 3000))
+	}
+	if !sbc.Alive() {
+		t.Fatal("sipwall died on a broken policy")
+	}
 }
