@@ -5,6 +5,7 @@ package sbc
 import (
 	"context"
 	"net/netip"
+	"time"
 
 	"github.com/emiago/sipgo/sip"
 )
@@ -89,6 +90,10 @@ type Request struct {
 	// they send to an upstream; nothing else of the incoming request's
 	// headers is copied unless allow-listed.
 	Forward []sip.Header
+	// MaxDuration, when set by a layer (the anti-fraud rules), ends the
+	// call this request starts after that long, if that is sooner than
+	// calls.max_duration.
+	MaxDuration time.Duration
 }
 
 // ResponseWriter answers a request within its server transaction.

@@ -54,6 +54,10 @@ type Config struct {
 	// Media rewrites SDP bodies between legs (the media relay). Nil: SDP
 	// crosses unchanged and media flows end to end.
 	Media Media
+	// Events hears of every call from outside that the chain let through,
+	// when it is answered and when it ends (the anti-fraud counters).
+	// Called outside locks; must not block.
+	Events func(CallEvent)
 
 	MaxDialogs      int
 	RingTimeout     time.Duration
@@ -62,6 +66,29 @@ type Config struct {
 	FollowRedirects bool
 	Logger          *slog.Logger
 	Now             func() time.Time
+}
+
+// CallEvent tells Config.Events about a call. Key is the Call-ID and From
+// tag of the caller's INVITE, joined by a NUL: what a layer before the
+// B2BUA can compute from the same request (OriginKey).
+type CallEvent struct {
+	Key      string
+	Answered bool          // the call was answered (on the answer, and on its end)
+	Ended    bool          // the call is over
+	Duration time.Duration // from answer to end; 0 if never answered
+}
+
+// OriginKey is the key of the call an initial INVITE starts.
+func OriginKey(r *sbc.Request) string {
+	tag := ""
+	if f := r.From(); f != nil {
+		tag, _ = f.Params.Get("tag")
+	}
+	cid := ""
+	if h := r.CallID(); h != nil {
+		cid = h.Value()
+	}
+	return key(cid, tag)
 }
 
 // Media is the media relay as the B2BUA sees it (*media.Manager).
@@ -710,12 +737,19 @@ func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip
 	a.ackMap[cseq] = inv.CSeq().SeqNo
 	acked := make(chan struct{})
 	a.acked[cseq] = acked
-	if b.cfg.MaxDuration > 0 {
-		c.maxTimer = time.AfterFunc(b.cfg.MaxDuration, func() { b.teardown(c, "max duration") })
+	limit, why := b.cfg.MaxDuration, "max duration"
+	if r.MaxDuration > 0 && (limit == 0 || r.MaxDuration < limit) {
+		limit, why = r.MaxDuration, "duration limit (rules)"
+	}
+	if limit > 0 {
+		c.maxTimer = time.AfterFunc(limit, func() { b.teardown(c, why) })
 	}
 	c.mu.Unlock()
 	b.table.index(c, bl)
 	b.stats.Answered.Add(1)
+	if b.cfg.Events != nil {
+		b.cfg.Events(CallEvent{Key: c.origin, Answered: true})
+	}
 
 	out := b.responseTo(c, a, req, res, true)
 	tx := w.Tx()
@@ -1165,6 +1199,15 @@ func (b *B2BUA) finish(c *call, reason string) {
 	c.mu.Unlock()
 	if c.end() {
 		b.table.remove(c)
+		if b.cfg.Events != nil {
+			c.mu.Lock()
+			ev := CallEvent{Key: c.origin, Ended: true, Answered: !c.answered.IsZero()}
+			if ev.Answered {
+				ev.Duration = b.cfg.Now().Sub(c.answered)
+			}
+			c.mu.Unlock()
+			b.cfg.Events(ev)
+		}
 		if b.cfg.Media != nil {
 			b.cfg.Media.Release(c.key())
 		}

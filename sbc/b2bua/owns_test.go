@@ -8,6 +8,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/siptest"
 )
 
@@ -113,5 +114,36 @@ func TestByeWaitsForPendingAck(t *testing.T) {
 		if i == 3 {
 			t.Fatal("no 200 to the BYE")
 		}
+	}
+}
+
+// Events hears of the answer and of the end of a call, keyed like
+// OriginKey of the caller's INVITE.
+func TestCallEvents(t *testing.T) {
+	t.Parallel()
+	evs := make(chan b2bua.CallEvent, 4)
+	caller := siptest.NewPeer(t, callerIP+":0")
+	pbx := siptest.NewPeer(t, pbxIP+":0")
+	h := startSBC(t, withUpstream("pbx", pbx, 1), withConfig(func(c *b2bua.Config) {
+		c.Events = func(e b2bua.CallEvent) { evs <- e }
+	}))
+	c := establish(t, h, caller, pbx)
+	want := b2bua.OriginKey(&sbc.Request{Request: c.AInv})
+	time.Sleep(50 * time.Millisecond)
+	c.hangup(t)
+	var got []b2bua.CallEvent
+	for len(got) < 2 {
+		select {
+		case e := <-evs:
+			got = append(got, e)
+		case <-time.After(2 * time.Second):
+			t.Fatalf("events %+v, want answered and ended", got)
+		}
+	}
+	if got[0].Key != want || !got[0].Answered || got[0].Ended {
+		t.Errorf("first event %+v, want answered for %q", got[0], want)
+	}
+	if got[1].Key != want || !got[1].Ended || !got[1].Answered || got[1].Duration < 50*time.Millisecond {
+		t.Errorf("second event %+v, want ended after at least 50ms", got[1])
 	}
 }
