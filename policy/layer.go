@@ -40,6 +40,10 @@ func (l *Layer) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 	}
 	e := l.e
 	in := NewInput(r, e.opt.Now(), e.opt.Zone, e.opt.Country)
+	if e.opt.Counters != nil && in.Identity != nil && in.Identity.User != "" {
+		p, m := e.opt.Counters(in.Identity.User)
+		in.Counters = &Counters{CallsInProgress: p, CallsLastMinute: m}
+	}
 	d, err := e.Decide(ctx, in)
 	if err != nil {
 		e.logDeny(in, d, err)

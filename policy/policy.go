@@ -62,6 +62,9 @@ type Options struct {
 	// negative = no allow is logged. Denies are always logged, at most
 	// 10 lines a second.
 	SampleAllows int
+	// Counters fills input.counters for an authenticated user from the
+	// anti-fraud layer; nil leaves it null.
+	Counters func(user string) (inProgress, lastMinute int)
 	// Logger gets the decision log (component "policy").
 	Logger *slog.Logger
 	// Now is the clock (default time.Now).

@@ -327,6 +327,7 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	}
 	targets, code, reason := b.route(r)
 	if len(targets) == 0 {
+		b.endedEarly(r)
 		return sbc.Rejected, sbc.Respond(w, r, code, reason)
 	}
 	aLocal, ok := b.cfg.Endpoint.Local(r.Transport, r.Side)
@@ -344,6 +345,7 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		return b.repeatedInvite(w, r, prev)
 	}
 	if !added {
+		b.endedEarly(r)
 		return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 	}
 	b.stats.Calls.Add(1)
@@ -385,6 +387,14 @@ func (b *B2BUA) respondOnce(w sbc.ResponseWriter, req *sip.Request, res *sip.Res
 		return nil
 	}
 	return w.Respond(res)
+}
+
+// endedEarly reports a call refused before it had a place in the table,
+// so that Events sees the end of every call a layer before saw start.
+func (b *B2BUA) endedEarly(r *sbc.Request) {
+	if b.cfg.Events != nil {
+		b.cfg.Events(CallEvent{Key: OriginKey(r), Ended: true})
+	}
 }
 
 // repeatedInvite answers an INVITE without To tag whose Call-ID and From
@@ -1094,6 +1104,7 @@ func (b *B2BUA) forward(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reques
 	}
 	targets, code, reason := b.route(r)
 	if len(targets) == 0 {
+		b.endedEarly(r)
 		return sbc.Rejected, sbc.Respond(w, r, code, reason)
 	}
 	fromTag, _ := req.From().Params.Get("tag")

@@ -32,6 +32,8 @@ type Config struct {
 	Media Media `yaml:"media"`
 	// Policy configures the OPA policy layer.
 	Policy Policy `yaml:"policy"`
+	// Rules configures the anti-fraud rules.
+	Rules Rules `yaml:"rules"`
 	// Store is the embedded state store.
 	Store Store `yaml:"store"`
 	// Log configures logging.
@@ -334,6 +336,19 @@ type Policy struct {
 	// SampleAllows logs one allowed request in this many (denials are
 	// always logged, rate-limited); 0 logs none. Default 100.
 	SampleAllows int `yaml:"sample_allows"`
+}
+
+// Rules configures the anti-fraud layer (see rules/README.md).
+type Rules struct {
+	// File is the rule file (YAML): rule sets with their matches,
+	// measures, limits and actions. Reloaded when it changes and on
+	// SIGHUP, all-or-nothing. Empty: no anti-fraud rules.
+	File string `yaml:"file"`
+	// Webhook is an HTTP(S) URL every alert is POSTed to as JSON, with
+	// retries. Empty: alerts are logged only.
+	Webhook string `yaml:"webhook"`
+	// WebhookTimeout bounds one delivery attempt. Default 5s.
+	WebhookTimeout Duration `yaml:"webhook_timeout"`
 }
 
 // Store is the embedded state store.

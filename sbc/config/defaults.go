@@ -60,6 +60,7 @@ const (
 	defaultPolicyFailStatus  = 500
 	defaultPolicyZone        = "UTC"
 	defaultSampleAllows      = 100
+	defaultWebhookTimeout    = 5 * time.Second
 )
 
 // Default returns the configuration an empty file yields: every default
@@ -98,6 +99,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Topology.Guard, defaultGuard)
 	c.Media.applyDefaults()
 	c.Policy.applyDefaults()
+	setDefault(&c.Rules.WebhookTimeout, Duration(defaultWebhookTimeout))
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)

@@ -20,7 +20,7 @@ func TestProblems(t *testing.T) {
 	}{
 		// The document and the top level.
 		{"unknown top key suggests", "log: {}\nupstream: []\n", 2, "", `unknown key "upstream" (did you mean "upstreams"?)`},
-		{"unknown top key lists keys", "foo: 1\n", 1, "", `unknown key "foo" (valid keys: listen, upstreams, health, outbound, limits, calls, registrar, auth, bans, topology, media, policy, store, log)`},
+		{"unknown top key lists keys", "foo: 1\n", 1, "", `unknown key "foo" (valid keys: listen, upstreams, health, outbound, limits, calls, registrar, auth, bans, topology, media, policy, rules, store, log)`},
 		{"unknown key case and separators", "Limits: {}\n", 1, "", `(did you mean "limits"?)`},
 		{"duplicate top key", "log: {level: info}\nlog: {level: debug}\n", 2, "", `duplicate key "log" (first set on line 1)`},
 		{"top level is a list", "- listen\n", 1, "", "want a mapping of keys at the top level, got a list"},
@@ -211,6 +211,8 @@ func TestProblems(t *testing.T) {
 		{"policy fail status", "policy:\n  fail_status: 404\n", 2, "policy.fail_status", "must be 403 or 500"},
 		{"policy zone bad", "policy:\n  zone: Mars/Olympus\n", 2, "policy.zone", "is not an IANA time zone"},
 		{"policy country bad", "policy:\n  country: gbr\n", 2, "policy.country", "ISO 3166 alpha-2"},
+		{"rules webhook bad", "rules:\n  webhook: ftp://x\n", 2, "rules.webhook", "is not an http or https URL"},
+		{"rules webhook timeout", "rules:\n  webhook_timeout: 2m\n", 2, "rules.webhook_timeout", "at most 1m"},
 		{"bans threshold zero", "bans:\n  threshold: 0\n", 2, "bans.threshold", "at least 1"},
 		{"bans max shorter", "bans:\n  max_ban_time: 10m\n", 2, "bans.max_ban_time", "must not be shorter than bans.ban_time"},
 		{"bans scanner none not alone", "bans:\n  scanner_agents: [none, x]\n", 2, "bans.scanner_agents[0]", "must be alone"},

@@ -59,6 +59,7 @@ func wantDefault() Config {
 		Topology: Topology{Guard: "block"},
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
 		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
+		Rules:    Rules{WebhookTimeout: Duration(5 * time.Second)},
 		Store:    Store{Path: "/var/lib/sipwall"},
 		Log:      Log{Level: "info", Format: "text"},
 	}
@@ -226,6 +227,7 @@ func wantFull() Config {
 			Mode: "shadow", Dir: "policies", Query: "data.acme.decision", Timeout: Duration(10 * time.Millisecond),
 			FailStatus: 403, Zone: "Europe/London", Country: "GB", SampleAllows: 10,
 		},
+		Rules: Rules{File: "fraud.yaml", Webhook: "https://alerts.example.com/sipwall", WebhookTimeout: Duration(3 * time.Second)},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},
 	}

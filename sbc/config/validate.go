@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
+	"net/url"
 	"slices"
 	"strconv"
 	"strings"
@@ -161,6 +162,14 @@ func (c *Config) problems() []Problem {
 	ch.topology(c.Topology)
 	ch.media(c.Media)
 	ch.policy(c.Policy)
+	if w := c.Rules.Webhook; w != "" {
+		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			ch.fail("rules.webhook", "%s is not an http or https URL", quote(w))
+		}
+	}
+	if c.Rules.WebhookTimeout <= 0 || c.Rules.WebhookTimeout > Duration(time.Minute) {
+		ch.fail("rules.webhook_timeout", "must be greater than 0 and at most 1m, got %s", c.Rules.WebhookTimeout)
+	}
 	if c.Auth.Mode == AuthOff && c.Policy.Mode == PolicyEnforce && c.Policy.Dir == "" {
 		ch.fail(ch.pos.written("auth.mode", "policy.mode"), "with auth.mode off the built-in policy refuses every untrusted request from outside; set policy.dir to a policy of yours, or policy.mode to off or shadow")
 	}
