@@ -18,6 +18,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/policy"
+	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/config"
@@ -83,13 +84,36 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	}
 }
 
-// reload re-reads the policy and the users file, each all-or-nothing.
+// callEvents feeds the B2BUA's call events to the anti-fraud counters.
+func callEvents(fraud *rules.Engine) func(b2bua.CallEvent) {
+	if fraud == nil {
+		return nil
+	}
+	return func(e b2bua.CallEvent) {
+		switch {
+		case e.Ended:
+			fraud.Ended(e.Key, e.Answered, e.Duration)
+		case e.Answered:
+			fraud.Answered(e.Key)
+		}
+	}
+}
+
+// reload re-reads the policy, the rule file and the users file, each
+// all-or-nothing.
 func (a *app) reload(log *slog.Logger) {
 	if a.pol != nil {
 		if err := a.pol.Reload(); err != nil {
 			log.Error("policy reload failed; the previous policy stays", "component", "policy", "error", err)
 		} else {
 			log.Info("policy reloaded", "component", "policy", "version", a.pol.Status().Version)
+		}
+	}
+	if a.fraud != nil {
+		if err := reloadRules(a.fraud, a.rulesFile); err != nil {
+			log.Error("rule file reload failed; the rules before stay", "component", "rules", "error", err)
+		} else {
+			log.Info("rule file reloaded", "component", "rules", "file", a.rulesFile)
 		}
 	}
 	if a.sec.users != nil {
@@ -152,13 +176,15 @@ func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
 
 // app is a running sipwall.
 type app struct {
-	server *sbc.Server
-	b2b    *b2bua.B2BUA
-	reg    *registrar.Registrar // nil when registrar.mode is off
-	pool   *upstream.Pool
-	sec    *security
-	relay  *media.Manager // nil with media.mode off
-	pol    *policy.Engine // nil with policy.mode off
+	server    *sbc.Server
+	b2b       *b2bua.B2BUA
+	reg       *registrar.Registrar // nil when registrar.mode is off
+	pool      *upstream.Pool
+	sec       *security
+	relay     *media.Manager // nil with media.mode off
+	pol       *policy.Engine // nil with policy.mode off
+	fraud     *rules.Engine  // nil without rules.file
+	rulesFile string
 	// cfgRealm is auth.realm, for the demo's help text.
 	cfgRealm string
 	cancel   context.CancelFunc
@@ -271,9 +297,16 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if sec.auth != nil {
 		layers["auth"] = sec.auth
 	}
+	fraud, err := buildRules(cfg, st, sec, log)
+	if err != nil {
+		return nil, err
+	}
+	if fraud != nil {
+		layers["rules"] = &fraudLayer{e: fraud}
+	}
 	var pol *policy.Engine
 	if cfg.Policy.Mode != config.PolicyOff {
-		if pol, err = buildPolicy(cfg, sec, log); err != nil {
+		if pol, err = buildPolicy(cfg, sec, fraud, log); err != nil {
 			return nil, err
 		}
 		layers["policy"] = pol.Layer()
@@ -318,6 +351,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Unreachable:     unreachable,
 		Topology:        topo,
 		Media:           mediaHook,
+		Events:          callEvents(fraud),
 		MaxDialogs:      cfg.Limits.MaxDialogs,
 		RingTimeout:     cfg.Calls.RingTimeout.D(),
 		MaxDuration:     cfg.Calls.MaxDuration.D(),
@@ -337,7 +371,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, cfgRealm: cfg.Auth.Realm, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File, cfgRealm: cfg.Auth.Realm, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
@@ -356,6 +390,11 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if pol != nil {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); pol.Run(ctx, 2*time.Second) }()
+	}
+	if fraud != nil {
+		a.wg.Add(2)
+		go func() { defer a.wg.Done(); fraud.Run(ctx) }()
+		go func() { defer a.wg.Done(); watchRules(ctx, fraud, cfg.Rules.File, log) }()
 	}
 	sec.run(ctx, func(f func()) {
 		a.wg.Add(1)

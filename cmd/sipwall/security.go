@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/sipwall/sipwall/policy"
+	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
@@ -177,7 +178,7 @@ func (emptyUsers) Lookup(string, string) (map[string]string, bool, bool) { retur
 
 // buildPolicy makes the OPA policy engine from the policy section; its
 // bans go to the ban store.
-func buildPolicy(cfg *config.Config, sec *security, log *slog.Logger) (*policy.Engine, error) {
+func buildPolicy(cfg *config.Config, sec *security, fraud *rules.Engine, log *slog.Logger) (*policy.Engine, error) {
 	p := cfg.Policy
 	zone, err := time.LoadLocation(p.Zone)
 	if err != nil {
@@ -187,7 +188,7 @@ func buildPolicy(cfg *config.Config, sec *security, log *slog.Logger) (*policy.E
 	if sample == 0 {
 		sample = -1 // config: 0 logs no allows; policy.Options: negative does
 	}
-	eng, err := policy.New(policy.Options{
+	opts := policy.Options{
 		Dir:          p.Dir,
 		Query:        p.Query,
 		Timeout:      p.Timeout.D(),
@@ -196,14 +197,13 @@ func buildPolicy(cfg *config.Config, sec *security, log *slog.Logger) (*policy.E
 		Zone:         zone,
 		Country:      p.Country,
 		SampleAllows: sample,
-		Ban: func(ip netip.Addr, d time.Duration, reason, evidence string) {
-			ip = ip.Unmap()
-			if _, err := sec.bans.Ban(netip.PrefixFrom(ip, ip.BitLen()), d, reason, evidence); err != nil {
-				log.Warn("policy ban refused", "component", "policy", "peer", ip.String(), "error", err)
-			}
-		},
-		Logger: log,
-	})
+		Ban:          sec.banAddr("policy", log),
+		Logger:       log,
+	}
+	if fraud != nil {
+		opts.Counters = fraud.Counters
+	}
+	eng, err := policy.New(opts)
 	if err != nil {
 		key := "policy.dir"
 		if p.Dir == "" {
@@ -212,4 +212,15 @@ func buildPolicy(cfg *config.Config, sec *security, log *slog.Logger) (*policy.E
 		return nil, cfg.KeyError(key, err)
 	}
 	return eng, nil
+}
+
+// banAddr is the ban sink of a layer (policy, rules): one address banned
+// through the ban store, which refuses trusted peers.
+func (s *security) banAddr(component string, log *slog.Logger) func(netip.Addr, time.Duration, string, string) {
+	return func(ip netip.Addr, d time.Duration, reason, evidence string) {
+		ip = ip.Unmap()
+		if _, err := s.bans.Ban(netip.PrefixFrom(ip, ip.BitLen()), d, reason, evidence); err != nil {
+			log.Warn("ban refused", "component", component, "peer", ip.String(), "error", err)
+		}
+	}
 }
