@@ -10,7 +10,9 @@ import (
 
 // fraudRules: calls from the trusted carrier are limited to 2 s each (the
 // call is torn down at the limit), and a third call to the premium list
-// within a minute is refused.
+// in a day is refused. (calls_per_day counts a calendar day exactly;
+// calls_per_minute is a two-window estimate, which a test crossing a
+// minute boundary would see lower.)
 const fraudRules = `country: GB
 zone: Europe/London
 rule_sets:
@@ -24,7 +26,7 @@ rule_sets:
         action: teardown
       - name: premium-burst
         match: {lists: [premium]}
-        measure: calls_per_minute
+        measure: calls_per_day
         per: source
         warning: 1
         critical: 3
@@ -34,7 +36,7 @@ rule_sets:
 
 // TestFraudTeardownAtDurationLimit: a live call is torn down by sipwall
 // (BYE on both legs) when it reaches the duration the rules allow; the
-// third premium call in a minute is refused and the PBX never sees it.
+// third premium call of the day is refused and the PBX never sees it.
 func TestFraudTeardownAtDurationLimit(t *testing.T) {
 	SkipIfShort(t)
 	RequireSipp(t)
