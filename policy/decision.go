@@ -1,6 +1,8 @@
 package policy
 
 import (
+	"github.com/sipwall/sipwall/sbc"
+
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -107,7 +109,7 @@ func parseDecision(v any) (Decision, error) {
 			return Decision{}, fmt.Errorf("%w: status %d: want 400..699", ErrMalformed, d.Status)
 		}
 		if d.Reason == "" {
-			d.Reason = reasonPhrase(d.Status)
+			d.Reason = sbc.ReasonPhrase(d.Status, "Rejected by Policy")
 		}
 	}
 	return d, nil
@@ -163,28 +165,6 @@ func toTags(v any) (map[string]string, error) {
 		tags[k] = s
 	}
 	return tags, nil
-}
-
-func reasonPhrase(code int) string {
-	switch code {
-	case 403:
-		return "Forbidden"
-	case 404:
-		return "Not Found"
-	case 480:
-		return "Temporarily Unavailable"
-	case 486:
-		return "Busy Here"
-	case 488:
-		return "Not Acceptable Here"
-	case 500:
-		return "Server Internal Error"
-	case 503:
-		return "Service Unavailable"
-	case 603:
-		return "Decline"
-	}
-	return "Rejected by Policy"
 }
 
 // tagString renders tags sorted, for logs.

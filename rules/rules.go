@@ -9,6 +9,8 @@
 package rules
 
 import (
+	"github.com/sipwall/sipwall/sbc"
+
 	"container/list"
 	"context"
 	"errors"
@@ -538,7 +540,7 @@ func (e *Engine) Check(c Call) Verdict {
 				bans = append(bans, f)
 			}
 			if v.Allow {
-				v = Verdict{Status: f.r.Status, Reason: reason(f.r.Status), Rule: f.r.ID, Action: f.r.Action}
+				v = Verdict{Status: f.r.Status, Reason: sbc.ReasonPhrase(f.r.Status, "Call Rejected"), Rule: f.r.ID, Action: f.r.Action}
 			}
 		case f.maxDur > 0 && v.Allow:
 			if v.MaxDuration == 0 || f.maxDur < v.MaxDuration {
@@ -870,26 +872,6 @@ func (r *Rule) outside(t time.Time) bool {
 		return !r.Days[t.AddDate(0, 0, -1).Weekday()]
 	}
 	return true
-}
-
-func reason(status int) string {
-	switch status {
-	case 403:
-		return "Forbidden"
-	case 404:
-		return "Not Found"
-	case 480:
-		return "Temporarily Unavailable"
-	case 486:
-		return "Busy Here"
-	case 488:
-		return "Not Acceptable Here"
-	case 503:
-		return "Service Unavailable"
-	case 603:
-		return "Decline"
-	}
-	return "Call Rejected"
 }
 
 // quote makes attacker text safe for a log line.

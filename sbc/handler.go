@@ -139,3 +139,27 @@ func Respond(w ResponseWriter, r *Request, code int, reason string, hdrs ...sip.
 	}
 	return w.Respond(res)
 }
+
+// ReasonPhrase is the RFC 3261 reason phrase of the final statuses layers
+// reject with, and fallback for any other.
+func ReasonPhrase(code int, fallback string) string {
+	switch code {
+	case 403:
+		return "Forbidden"
+	case 404:
+		return "Not Found"
+	case 480:
+		return "Temporarily Unavailable"
+	case 486:
+		return "Busy Here"
+	case 488:
+		return "Not Acceptable Here"
+	case 500:
+		return "Server Internal Error"
+	case 503:
+		return "Service Unavailable"
+	case 603:
+		return "Decline"
+	}
+	return fallback
+}
