@@ -1,8 +1,6 @@
 package policy
 
 import (
-	"github.com/sipwall/sipwall/sbc"
-
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -11,6 +9,8 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
 )
 
 // Decision is what the policy decided about one request. The Rego

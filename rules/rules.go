@@ -9,8 +9,6 @@
 package rules
 
 import (
-	"github.com/sipwall/sipwall/sbc"
-
 	"container/list"
 	"context"
 	"errors"
@@ -27,6 +25,7 @@ import (
 	"time"
 
 	"github.com/sipwall/sipwall/policy"
+	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/store"
 )
 
