@@ -79,12 +79,10 @@ func skipDir(name string) bool {
 	return name != "." && (strings.HasPrefix(b, ".") || strings.HasPrefix(b, "_"))
 }
 
-// readBundle reads every .rego and data file under fsys.
-func readBundle(fsys fs.FS) (*bundleFiles, error) {
-	b := &bundleFiles{modules: map[string]string{}, data: map[string][]byte{}}
-	var names []string
-	total := 0
-	err := fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
+// walkFiles calls fn for every file under fsys, skipping hidden and
+// "_" directories, as the loader and the change watcher both must.
+func walkFiles(fsys fs.FS, fn func(p string, d fs.DirEntry) error) error {
+	return fs.WalkDir(fsys, ".", func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -94,6 +92,16 @@ func readBundle(fsys fs.FS) (*bundleFiles, error) {
 			}
 			return nil
 		}
+		return fn(p, d)
+	})
+}
+
+// readBundle reads every .rego and data file under fsys.
+func readBundle(fsys fs.FS) (*bundleFiles, error) {
+	b := &bundleFiles{modules: map[string]string{}, data: map[string][]byte{}}
+	var names []string
+	total := 0
+	err := walkFiles(fsys, func(p string, _ fs.DirEntry) error {
 		if !strings.HasSuffix(p, ".rego") && !isData(p) {
 			return nil
 		}

@@ -223,16 +223,7 @@ func (e *Engine) Run(ctx context.Context, interval time.Duration) {
 // fingerprint lists the names, sizes and mtimes of the policy files.
 func fingerprint(dir string) (string, error) {
 	var lines []string
-	err := fs.WalkDir(os.DirFS(dir), ".", func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if d.IsDir() {
-			if skipDir(p) {
-				return fs.SkipDir
-			}
-			return nil
-		}
+	err := walkFiles(os.DirFS(dir), func(p string, d fs.DirEntry) error {
 		if len(lines) > maxFiles {
 			return fs.SkipAll
 		}

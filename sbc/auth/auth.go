@@ -285,13 +285,8 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		subtle.ConstantTimeCompare([]byte(op), []byte(a.nonces.opaque(cr.nonce))) != 1 {
 		return a.badRequest(w, r, ReasonBadOpaque)
 	}
-	switch a.nc.peek(cr.nonce, issued, cr.nc) {
-	case ncReplay:
-		a.fail(ReasonReplay)
-		return a.challenge(w, r, k, ip, true)
-	case ncForgot:
-		a.fail(ReasonStale)
-		return a.challenge(w, r, k, ip, true)
+	if st := a.nc.peek(cr.nonce, issued, cr.nc); st != ncOK {
+		return a.ncRefused(w, r, k, ip, st)
 	}
 
 	// The same work whether or not the user exists, has this algorithm or
@@ -322,13 +317,8 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		}
 		return a.challenge(w, r, k, ip, false)
 	}
-	switch a.nc.use(cr.nonce, issued, cr.nc, now, a.opt.NonceTTL) {
-	case ncReplay:
-		a.fail(ReasonReplay)
-		return a.challenge(w, r, k, ip, true)
-	case ncForgot:
-		a.fail(ReasonStale)
-		return a.challenge(w, r, k, ip, true)
+	if st := a.nc.use(cr.nonce, issued, cr.nc, now, a.opt.NonceTTL); st != ncOK {
+		return a.ncRefused(w, r, k, ip, st)
 	}
 	a.successes.Add(1)
 	if a.opt.OnSuccess != nil {
@@ -364,6 +354,17 @@ func (a *Auth) evidence(c *Credentials, ip netip.Addr) {
 		user = user[:64]
 	}
 	a.opt.OnFailure(ip, user, ReasonMalformed)
+}
+
+// ncRefused answers a nonce count that cannot be used: a replay, or a
+// nonce the table has forgotten; either way the client gets stale=true.
+func (a *Auth) ncRefused(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr, st ncResult) (sbc.Verdict, error) {
+	if st == ncReplay {
+		a.fail(ReasonReplay)
+	} else {
+		a.fail(ReasonStale)
+	}
+	return a.challenge(w, r, k, ip, true)
 }
 
 // checked holds validated credential fields.
