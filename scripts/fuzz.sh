@@ -38,6 +38,6 @@ n=0
 while read -r dir name; do
 	n=$((n + 1))
 	echo "== fuzz: $name in ./$dir for $FUZZTIME"
-	"$GO" test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" "./$dir"
+	"$GO" test -run='^$' -fuzz="^${name}\$" -fuzztime="$FUZZTIME" -fuzzminimizetime="${FUZZMINTIME:-10s}" "./$dir"
 done <<<"$list"
 echo "fuzz: $n target(s) done"
