@@ -121,8 +121,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%d ports: at most %d", len(c.UDPPorts)+len(c.TCPPorts), maxPorts)
 	}
 	for _, p := range slices.Concat(c.Allow, c.Deny) {
-		if !p.IsValid() {
-			return errors.New("invalid prefix")
+		if _, err := normPrefix(p); err != nil {
+			return err
 		}
 	}
 	return nil
@@ -181,6 +181,27 @@ func (c *Config) portMap() map[uint16]uint8 {
 		m[p] |= portTCP
 	}
 	return m
+}
+
+// ErrPrefix is returned for a prefix the maps cannot hold: invalid, or an
+// IPv4-mapped address with fewer than 96 bits (ambiguous: an IPv6 network
+// over the mapped range, or an IPv4 network written the long way?).
+var ErrPrefix = errors.New("xdp: invalid or ambiguous prefix")
+
+// normPrefix gives IPv4 prefixes in their 4-byte form (an IPv4-mapped
+// /96../128 becomes /0../32) and masks the host bits.
+func normPrefix(p netip.Prefix) (netip.Prefix, error) {
+	if !p.IsValid() {
+		return p, ErrPrefix
+	}
+	a, bits := p.Addr().WithZone(""), p.Bits()
+	if a.Is4In6() {
+		if bits < 96 {
+			return p, fmt.Errorf("%w: %s", ErrPrefix, p)
+		}
+		a, bits = a.Unmap(), bits-96
+	}
+	return netip.PrefixFrom(a, bits).Masked(), nil
 }
 
 // Addr16 is an address in the kernel's 16-byte form (IPv4 mapped).
@@ -403,7 +424,7 @@ type Counters struct {
 	Passed, Dropped [NumClasses]uint64
 }
 
-// Dropped sums the reasons that drop.
+// TotalDropped sums the reasons that drop.
 func (c *Counters) TotalDropped() uint64 {
 	var n uint64
 	for r, v := range c.Reasons {
@@ -461,10 +482,12 @@ func (m *Model) Configure(cfg Config) error {
 	m.ports = cfg.portMap()
 	m.allow = prefixes[struct{}]{}
 	for _, p := range cfg.Allow {
+		p, _ = normPrefix(p)
 		m.allow.set(p, struct{}{})
 	}
 	m.deny = prefixes[uint64]{}
 	for _, p := range cfg.Deny {
+		p, _ = normPrefix(p)
 		m.deny.set(p, 0)
 	}
 	return nil
@@ -472,25 +495,35 @@ func (m *Model) Configure(cfg Config) error {
 
 // Ban bans p until the monotonic time expiry (0: never), as the kernel's
 // ban maps hold it.
-func (m *Model) Ban(p netip.Prefix, expiry uint64) {
+func (m *Model) Ban(p netip.Prefix, expiry uint64) error {
+	p, err := normPrefix(p)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if k, ok := hashBanKey(p); ok {
 		m.bans[k] = expiry
-		return
+		return nil
 	}
-	m.banNets.set(p.Masked(), expiry)
+	m.banNets.set(p, expiry)
+	return nil
 }
 
 // Unban lifts a ban on p.
-func (m *Model) Unban(p netip.Prefix) {
+func (m *Model) Unban(p netip.Prefix) error {
+	p, err := normPrefix(p)
+	if err != nil {
+		return err
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if k, ok := hashBanKey(p); ok {
 		delete(m.bans, k)
-		return
+		return nil
 	}
-	m.banNets.del(p.Masked())
+	m.banNets.del(p)
+	return nil
 }
 
 // Verify marks a source as authenticated until expiry (0: never).
@@ -508,9 +541,8 @@ func (m *Model) Verify(a netip.Addr, expiry uint64) {
 }
 
 // hashBanKey is the ban hash's key for hosts and IPv6 /64s; other prefix
-// lengths go to the ban_nets trie.
+// lengths go to the ban_nets trie. p is normalised (normPrefix).
 func hashBanKey(p netip.Prefix) (banKey, bool) {
-	p = p.Masked()
 	switch {
 	case p.Addr().Is4() && p.Bits() == 32, p.Addr().Is6() && p.Bits() == 128:
 		return banKey{addr16(p.Addr()), 128}, true

@@ -245,6 +245,23 @@ func TestAdmitUserspace(t *testing.T) {
 		t.Fatalf("banned: %v %s", ok, r)
 	}
 	m.Unban(netip.MustParsePrefix("192.0.2.5/32"))
+	// An IPv4-mapped /128 is the IPv4 host; a mapped prefix under /96 is
+	// ambiguous and refused rather than read as an IPv6 network.
+	if err := m.Ban(netip.PrefixFrom(src, 128), never); err != nil {
+		t.Fatal(err)
+	}
+	if ok, r := m.Admit(netip.MustParseAddr("192.0.2.5"), ClassKeepalive, now); ok || r != ReasonBan {
+		t.Fatalf("mapped ban: %v %s", ok, r)
+	}
+	if err := m.Unban(netip.PrefixFrom(src, 128)); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Ban(netip.PrefixFrom(src, 32), never); err == nil {
+		t.Fatal("mapped /32 accepted")
+	}
+	if ok, _ := m.Admit(netip.MustParseAddr("198.51.100.7"), ClassKeepalive, now); !ok {
+		t.Fatal("refused ban still banned someone")
+	}
 	// The budget refills with time: 0.01/s is one per 100 s.
 	if ok, _ := m.Admit(src, ClassRequest, now+100e9); !ok {
 		t.Fatal("budget did not refill")

@@ -24,7 +24,7 @@ import (
 // state: bans, limiter state, verified sources, counters. The config, the
 // ports and the allow/deny lists are rewritten from the configuration at
 // every start, and the per-CPU windows are a second long.
-var pinned = []string{xdpMapBans, xdpMapBanNets, xdpMapSources, xdpMapVerified, xdpMapCounters, xdpMapClassCounters, xdpMapAllow, xdpMapDeny, xdpMapPorts, xdpMapConfig}
+var pinned = []string{xdpMapBans, xdpMapBanNets, xdpMapSources, xdpMapVerified, xdpMapCounters, xdpMapClassCounters}
 
 // Open loads the prefilter program and its maps, writes opt.Config into
 // them and attaches the program to opt.Interfaces. With no interfaces it
@@ -155,6 +155,7 @@ func (f *Filter) Configure(cfg Config) error {
 	}
 	allow := map[xdpSwLpmKey]uint8{}
 	for _, p := range cfg.Allow {
+		p, _ = normPrefix(p) // Validate checked it
 		allow[lpmKey(p)] = 1
 	}
 	if err := syncLPM(f.objs.Allow, allow); err != nil {
@@ -162,6 +163,7 @@ func (f *Filter) Configure(cfg Config) error {
 	}
 	deny := map[xdpSwLpmKey]uint64{}
 	for _, p := range cfg.Deny {
+		p, _ = normPrefix(p)
 		deny[lpmKey(p)] = 0
 	}
 	if err := syncLPM(f.objs.Deny, deny); err != nil {
@@ -223,8 +225,8 @@ func syncLPM[V comparable](m *ebpf.Map, want map[xdpSwLpmKey]V) error {
 	return nil
 }
 
+// lpmKey is the trie key of a normalised prefix (normPrefix).
 func lpmKey(p netip.Prefix) xdpSwLpmKey {
-	p = p.Masked()
 	return xdpSwLpmKey{Prefixlen: uint32(lpmBits(p)), Addr: xdpSwAddr{B: addr16(p.Addr())}}
 }
 
@@ -254,8 +256,9 @@ func Expiry(until time.Time) uint64 {
 // Ban drops every packet from p until the given time (zero: for ever). It
 // implements the ban store's Sink.
 func (f *Filter) Ban(p netip.Prefix, until time.Time) error {
-	if !p.IsValid() {
-		return errors.New("xdp: invalid prefix")
+	p, err := normPrefix(p)
+	if err != nil {
+		return err
 	}
 	exp := Expiry(until)
 	if k, ok := hashBanKey(p); ok {
@@ -267,10 +270,10 @@ func (f *Filter) Ban(p netip.Prefix, until time.Time) error {
 
 // Unban lifts a ban; lifting one that is not there is no error.
 func (f *Filter) Unban(p netip.Prefix) error {
-	if !p.IsValid() {
-		return errors.New("xdp: invalid prefix")
+	p, err := normPrefix(p)
+	if err != nil {
+		return err
 	}
-	var err error
 	if k, ok := hashBanKey(p); ok {
 		err = f.objs.Bans.Delete(&xdpSwBanKey{Addr: xdpSwAddr{B: k.addr}, Plen: k.plen})
 	} else {

@@ -19,6 +19,7 @@ type limitListener struct {
 	msgTimeout     time.Duration
 	stats          *Stats
 	blocked        func(netip.Addr) bool
+	admit          func(netip.Addr, []byte) bool
 	outbound       func(netip.AddrPort, []byte) bool
 
 	mu    sync.Mutex
@@ -48,6 +49,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		if l.blocked != nil && l.blocked(src) {
 			l.stats.Blocked.Add(1)
+			c.Close()
+			continue
+		}
+		if l.admit != nil && !l.admit(src, nil) {
+			l.stats.Prefiltered.Add(1)
 			c.Close()
 			continue
 		}

@@ -58,6 +58,11 @@ type Options struct {
 	// stream connection before anything is parsed: a banned source costs a
 	// map lookup, nothing more. It must be fast and safe for concurrent use.
 	Blocked func(netip.Addr) bool
+	// Admit, when set, is asked after Blocked for every datagram (with its
+	// bytes) and every accepted stream connection (data nil): the
+	// userspace prefilter. false drops the datagram or closes the
+	// connection, counted in Stats.Prefiltered.
+	Admit func(src netip.Addr, data []byte) bool
 	// ResponseFilter, when set, vets every response datagram after parsing
 	// (sanity.ValidateResponse); false drops it before any transaction.
 	ResponseFilter func(*sip.Response) bool
@@ -106,6 +111,8 @@ type Stats struct {
 	// Blocked counts datagrams and connections dropped because Blocked
 	// said so.
 	Blocked atomic.Int64
+	// Prefiltered counts datagrams and connections Admit refused.
+	Prefiltered atomic.Int64
 	// OutboundBlocked counts messages the Outbound filter stopped.
 	OutboundBlocked atomic.Int64
 	// PreParseDrops counts datagrams dropped before parsing, by
@@ -258,6 +265,7 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		l.Bound = ln.Addr().(*net.TCPAddr).AddrPort()
 		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, s.opts.MessageTimeout, &s.Stats)
 		lim.blocked = s.opts.Blocked
+		lim.admit = s.opts.Admit
 		if s.opts.Outbound != nil {
 			lim.outbound = s.outboundOK
 		}
@@ -342,10 +350,17 @@ func (s *Server) Close() {
 // readFilter runs before parsing. It must never return an error: on UDP an
 // error stops sipgo's listener.
 func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, error) {
-	if s.opts.Blocked != nil && !wire.IsStream(props.Transport) {
-		if ua, ok := props.RemoteAddr.(*net.UDPAddr); ok && s.opts.Blocked(ua.AddrPort().Addr().Unmap()) {
-			s.Stats.Blocked.Add(1)
-			return nil, nil
+	if (s.opts.Blocked != nil || s.opts.Admit != nil) && !wire.IsStream(props.Transport) {
+		if ua, ok := props.RemoteAddr.(*net.UDPAddr); ok {
+			src := ua.AddrPort().Addr().Unmap()
+			if s.opts.Blocked != nil && s.opts.Blocked(src) {
+				s.Stats.Blocked.Add(1)
+				return nil, nil
+			}
+			if s.opts.Admit != nil && !s.opts.Admit(src, data) {
+				s.Stats.Prefiltered.Add(1)
+				return nil, nil
+			}
 		}
 	}
 	if wire.IsStream(props.Transport) {

@@ -11,6 +11,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/sipwall/sipwall/bpf"
 )
 
 func startTestServer(t *testing.T, opts Options) *Server {
@@ -414,5 +416,63 @@ func TestOutboundFilter(t *testing.T) {
 	}
 	if got := s.Stats.OutboundBlocked.Load(); got != 2 || seen.Load() < 3 {
 		t.Errorf("OutboundBlocked = %d, filter saw %d; want 2 and at least 3", got, seen.Load())
+	}
+}
+
+// Admit is the userspace prefilter: with the bpf package's model behind it,
+// a source over its request budget gets no answer and a source over its
+// connection budget has the connection closed at accept, both counted.
+func TestAdmitPrefilter(t *testing.T) {
+	cfg := bpf.Config{}
+	cfg.Source[bpf.ClassRequest] = bpf.Limit{Rate: 0.001, Burst: 2}
+	cfg.Source[bpf.ClassSyn] = bpf.Limit{Rate: 0.001, Burst: 1}
+	m, err := bpf.NewModel(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	admit := func(src netip.Addr, data []byte) bool {
+		c := bpf.ClassSyn
+		if data != nil {
+			c = bpf.Classify(data)
+		}
+		ok, _ := m.Admit(src, c, bpf.MonoNow())
+		return ok
+	}
+	s := startTestServer(t, Options{Admit: admit})
+	udp, _ := s.Local("udp", External)
+	c, err := net.DialUDP("udp", &net.UDPAddr{IP: net.ParseIP("127.0.0.5")}, net.UDPAddrFromAddrPort(udp.Bound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	for i, want := range []bool{true, true, false} {
+		if _, err := c.Write([]byte(strings.ReplaceAll(options("adm-"+strconv.Itoa(i)), "TCP", "UDP"))); err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
+		n, err := c.Read(make([]byte, 2048))
+		if got := err == nil && n > 0; got != want {
+			t.Fatalf("request %d answered=%v, want %v", i, got, want)
+		}
+	}
+	if got := s.Stats.Prefiltered.Load(); got != 1 {
+		t.Errorf("Stats.Prefiltered = %d, want 1", got)
+	}
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP("127.0.0.5")}, Timeout: time.Second}
+	for i, want := range []bool{true, false} {
+		conn, err := d.Dial("tcp", tcpAddr(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = conn.Write([]byte(options("adm-tcp-" + strconv.Itoa(i))))
+		_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		n, err := conn.Read(make([]byte, 512))
+		conn.Close()
+		if got := err == nil && n > 0; got != want {
+			t.Fatalf("connection %d answered=%v, want %v", i, got, want)
+		}
+	}
+	if got := s.Stats.Prefiltered.Load(); got != 2 {
+		t.Errorf("Stats.Prefiltered = %d after a refused connection, want 2", got)
 	}
 }

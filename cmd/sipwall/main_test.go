@@ -136,7 +136,7 @@ func TestRunBadConfigStartsNothing(t *testing.T) {
 }
 
 // startDemo runs the same wiring as `sipwall demo` in-process, on a free port.
-func startDemo(t *testing.T) (*app, string) {
+func startDemo(t *testing.T, adjust ...func(*config.Config)) (*app, string) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := config.Default()
@@ -158,6 +158,9 @@ func startDemo(t *testing.T) (*app, string) {
 		t.Fatal(err)
 	}
 	cfg.Upstreams = []config.Upstream{{Name: "demo-pbx", URI: "sip:" + pbx.Addr("udp").String(), Priority: 1, Weight: 1}}
+	for _, f := range adjust {
+		f(cfg)
+	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +210,10 @@ func TestGoroutinesBackToBaselineAfter1000Calls(t *testing.T) {
 	e2e.SkipIfShort(t)
 	sip.SetTimers(50*time.Millisecond, 200*time.Millisecond, 250*time.Millisecond)
 	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
-	a, addr := startDemo(t)
+	// One sipp stands for a whole office behind one address: 100 calls/s
+	// with digest are 500 requests/s, over the prefilter's default budget
+	// for one source.
+	a, addr := startDemo(t, func(c *config.Config) { c.Prefilter.Rates.Request = config.Rate{Rate: 1000, Burst: 1000} })
 	time.Sleep(200 * time.Millisecond) // let the listeners' goroutines settle before measuring
 	base := runtime.NumGoroutine()
 

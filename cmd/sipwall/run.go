@@ -184,6 +184,7 @@ type app struct {
 	relay     *media.Manager // nil with media.mode off
 	pol       *policy.Engine // nil with policy.mode off
 	fraud     *rules.Engine  // nil without rules.file
+	pf        *prefilter     // nil with prefilter.mode off
 	rulesFile string
 	// cfgRealm is auth.realm, for the demo's help text.
 	cfgRealm string
@@ -198,6 +199,7 @@ func (a *app) stop() {
 	if a.relay != nil {
 		a.relay.Close()
 	}
+	a.pf.close()
 }
 
 // start builds and starts every part from a validated configuration.
@@ -235,9 +237,17 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		b := b2bRef.Load()
 		return b != nil && b.Owns(r)
 	}
-	sec, err := buildSecurity(cfg, st, func() *upstream.Pool { return pool }, owns, log)
+	pf, err := newPrefilter(cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	sec, err := buildSecurity(cfg, st, func() *upstream.Pool { return pool }, owns, pf, log)
+	if err != nil {
+		return nil, err
+	}
+	var admit func(netip.Addr, []byte) bool
+	if pf != nil {
+		admit = pf.admit
 	}
 	topo, err := buildTopology(cfg.Topology, func() *upstream.Pool { return pool })
 	if err != nil {
@@ -274,6 +284,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			_, banned := sec.bans.Banned(a)
 			return banned
 		},
+		Admit:    admit,
 		Outbound: outboundFilter,
 		OnUnhandledResponse: func(res *sip.Response) {
 			if b := b2bRef.Load(); b != nil {
@@ -332,10 +343,18 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		cancel()
 		return nil, err
 	}
+	if pf != nil {
+		if err := pf.start(cfg, srv.Listeners(), allowed(cfg, targets, outbound), sec.bans.Bans()); err != nil {
+			cancel()
+			srv.Close()
+			return nil, err
+		}
+	}
 	relay, err := buildMedia(cfg.Media, srv.Listeners(), log)
 	if err != nil {
 		cancel()
 		srv.Close()
+		pf.close()
 		return nil, err
 	}
 	var mediaHook b2bua.Media
@@ -368,10 +387,11 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		if relay != nil {
 			relay.Close()
 		}
+		pf.close()
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File, cfgRealm: cfg.Auth.Realm, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File, cfgRealm: cfg.Auth.Realm, pf: pf, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
@@ -386,6 +406,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			defer a.wg.Done()
 			relay.Run(ctx, func(key string) { b2b.EndCall(key, "media inactivity") })
 		}()
+	}
+	if pf != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); pf.run(ctx) }()
 	}
 	if pol != nil {
 		a.wg.Add(1)

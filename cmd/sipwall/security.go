@@ -70,7 +70,7 @@ func (ts *trustedSet) match(a netip.Addr) (string, bool) {
 
 // buildSecurity builds the ban store and, unless auth.mode is off, the
 // digest layer wired to it.
-func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Pool, owns func(*sbc.Request) bool, log *slog.Logger) (*security, error) {
+func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Pool, owns func(*sbc.Request) bool, pf *prefilter, log *slog.Logger) (*security, error) {
 	trusted, err := newTrustedSet(cfg.Auth, pool)
 	if err != nil {
 		return nil, err
@@ -83,7 +83,12 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 	case len(agents) == 1 && strings.EqualFold(agents[0], "none"):
 		agents = []string{}
 	}
+	var sink ban.Sink
+	if pf != nil {
+		sink = pf // never a typed nil
+	}
 	bans, err := ban.New(ban.Options{
+		Sink:             sink,
 		Store:            st,
 		Threshold:        b.Threshold,
 		Window:           b.Window.D(),
@@ -138,10 +143,15 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 		Algorithms: a.Algorithms,
 		Trusted:    trusted.match,
 		OnFailure:  bans.Failure,
-		OnSuccess:  bans.Success,
-		Locked:     bans.UserLocked,
-		InDialog:   owns,
-		Forward:    fw,
+		OnSuccess: func(ip netip.Addr, user string) {
+			bans.Success(ip, user)
+			if pf != nil {
+				pf.verified(ip)
+			}
+		},
+		Locked:   bans.UserLocked,
+		InDialog: owns,
+		Forward:  fw,
 	})
 	if err != nil {
 		return nil, cfg.KeyError("auth", err)

@@ -34,6 +34,9 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Rules configures the anti-fraud rules.
 	Rules Rules `yaml:"rules"`
+	// Prefilter configures the packet prefilter: XDP at the NIC or the
+	// same limiter in the listeners.
+	Prefilter Prefilter `yaml:"prefilter"`
 	// Store is the embedded state store.
 	Store Store `yaml:"store"`
 	// Log configures logging.
@@ -349,6 +352,71 @@ type Rules struct {
 	Webhook string `yaml:"webhook"`
 	// WebhookTimeout bounds one delivery attempt. Default 5s.
 	WebhookTimeout Duration `yaml:"webhook_timeout"`
+}
+
+// Prefilter configures the packet prefilter (see bpf/README.md).
+type Prefilter struct {
+	// Mode: "xdp" attaches the XDP program to Interfaces (and falls back to
+	// the userspace limiter, loudly, when it cannot); "userspace" runs the
+	// same decision on every datagram and connection the listeners receive;
+	// "off" turns both off. Default userspace.
+	Mode string `yaml:"mode"`
+	// Interfaces are the NICs the XDP program is attached to (mode xdp).
+	Interfaces []string `yaml:"interfaces"`
+	// Generic allows the generic (skb) XDP mode when a NIC's driver has no
+	// native XDP. Default false: such a NIC makes sipwall fall back to the
+	// userspace limiter.
+	Generic bool `yaml:"generic"`
+	// PinPath is the bpf filesystem directory where the XDP maps are
+	// pinned so a restart keeps bans and limiter state. Default
+	// /sys/fs/bpf/sipwall.
+	PinPath string `yaml:"pin_path"`
+	// Observe counts every decision but drops nothing (for a first
+	// deployment).
+	Observe bool `yaml:"observe"`
+	// Allow lists networks never limited, besides auth.trusted and the
+	// upstreams.
+	Allow []string `yaml:"allow"`
+	// Deny lists networks always dropped.
+	Deny []string `yaml:"deny"`
+	// VerifiedShare is the percent of every class cap kept for sources
+	// that authenticated within VerifiedTTL. Default 20.
+	VerifiedShare int `yaml:"verified_share"`
+	// VerifiedTTL is how long an authentication counts. Default 1h.
+	VerifiedTTL Duration `yaml:"verified_ttl"`
+	// Rates are the per-source budgets of each packet class, per IPv4
+	// address and per IPv6 /64.
+	Rates ClassRates `yaml:"rates"`
+	// Caps are packets per second per CPU of each class from all sources
+	// together; 0 means no cap.
+	Caps ClassCaps `yaml:"caps"`
+}
+
+// ClassRates are per-source budgets by packet class.
+type ClassRates struct {
+	Request   Rate `yaml:"request"`
+	Response  Rate `yaml:"response"`
+	Keepalive Rate `yaml:"keepalive"`
+	Stun      Rate `yaml:"stun"`
+	Junk      Rate `yaml:"junk"`
+	Syn       Rate `yaml:"syn"`
+}
+
+// Rate is Rate packets per second on average with bursts of Burst; rate 0
+// means no limit.
+type Rate struct {
+	Rate  int `yaml:"rate"`
+	Burst int `yaml:"burst"`
+}
+
+// ClassCaps are packets per second per CPU by packet class (0: no cap).
+type ClassCaps struct {
+	Request   int `yaml:"request"`
+	Response  int `yaml:"response"`
+	Keepalive int `yaml:"keepalive"`
+	Stun      int `yaml:"stun"`
+	Junk      int `yaml:"junk"`
+	Syn       int `yaml:"syn"`
 }
 
 // Store is the embedded state store.

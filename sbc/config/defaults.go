@@ -49,6 +49,9 @@ const (
 	defaultUserThreshold     = 20
 	defaultUserLockTime      = time.Hour
 	defaultGuard             = GuardBlock
+	defaultPinPath           = "/sys/fs/bpf/sipwall"
+	defaultVerifiedShare     = 20
+	defaultVerifiedTTL       = time.Hour
 	defaultMediaMode         = MediaRelay
 	defaultMediaPortMin      = 40000
 	defaultMediaPortMax      = 44999
@@ -100,6 +103,7 @@ func (c *Config) applyDefaults() {
 	c.Media.applyDefaults()
 	c.Policy.applyDefaults()
 	setDefault(&c.Rules.WebhookTimeout, Duration(defaultWebhookTimeout))
+	c.Prefilter.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
@@ -193,6 +197,30 @@ func (m *Media) applyDefaults() {
 	setDefault(&m.PortMax, defaultMediaPortMax)
 	setDefault(&m.Inactivity, Duration(defaultMediaInactivity))
 	setDefault(&m.MaxSessions, defaultMediaMaxSessions)
+}
+
+func (p *Prefilter) applyDefaults() {
+	setDefault(&p.Mode, PrefilterUserspace)
+	setDefault(&p.PinPath, defaultPinPath)
+	setDefault(&p.VerifiedShare, defaultVerifiedShare)
+	setDefault(&p.VerifiedTTL, Duration(defaultVerifiedTTL))
+	r := &p.Rates
+	for _, d := range []struct {
+		r           *Rate
+		rate, burst int
+	}{
+		{&r.Request, 200, 400}, {&r.Response, 400, 800}, {&r.Keepalive, 20, 40},
+		{&r.Stun, 20, 40}, {&r.Junk, 5, 10}, {&r.Syn, 20, 40},
+	} {
+		setDefault(d.r, Rate{Rate: d.rate, Burst: d.burst})
+	}
+	c := &p.Caps
+	setDefault(&c.Request, 20000)
+	setDefault(&c.Response, 40000)
+	setDefault(&c.Keepalive, 20000)
+	setDefault(&c.Stun, 10000)
+	setDefault(&c.Junk, 1000)
+	setDefault(&c.Syn, 5000)
 }
 
 func (p *Policy) applyDefaults() {

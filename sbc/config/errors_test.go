@@ -20,7 +20,11 @@ func TestProblems(t *testing.T) {
 	}{
 		// The document and the top level.
 		{"unknown top key suggests", "log: {}\nupstream: []\n", 2, "", `unknown key "upstream" (did you mean "upstreams"?)`},
-		{"unknown top key lists keys", "foo: 1\n", 1, "", `unknown key "foo" (valid keys: listen, upstreams, health, outbound, limits, calls, registrar, auth, bans, topology, media, policy, rules, store, log)`},
+		{"unknown top key lists keys", "foo: 1\n", 1, "", `unknown key "foo" (valid keys: listen, upstreams, health, outbound, limits, calls, registrar, auth, bans, topology, media, policy, rules, prefilter, store, log)`},
+		{"prefilter xdp without interfaces", "prefilter:\n  mode: xdp\n", 2, "prefilter.mode", "mode xdp needs at least one NIC in prefilter.interfaces"},
+		{"prefilter bad network", "prefilter:\n  deny: [10.0.0.0/33]\n", 2, "prefilter.deny[0]", `"10.0.0.0/33" is not an IP network`},
+		{"prefilter rate without burst", "prefilter:\n  rates:\n    junk: {rate: 3, burst: 0}\n", 3, "prefilter.rates.junk.burst", "must be 1 to 10000000 packets when prefilter.rates.junk.rate is set"},
+		{"prefilter share", "prefilter:\n  verified_share: 120\n", 2, "prefilter.verified_share", "from 0 to 100"},
 		{"unknown key case and separators", "Limits: {}\n", 1, "", `(did you mean "limits"?)`},
 		{"duplicate top key", "log: {level: info}\nlog: {level: debug}\n", 2, "", `duplicate key "log" (first set on line 1)`},
 		{"top level is a list", "- listen\n", 1, "", "want a mapping of keys at the top level, got a list"},

@@ -60,8 +60,13 @@ func wantDefault() Config {
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
 		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
 		Rules:    Rules{WebhookTimeout: Duration(5 * time.Second)},
-		Store:    Store{Path: "/var/lib/sipwall"},
-		Log:      Log{Level: "info", Format: "text"},
+		Prefilter: Prefilter{
+			Mode: "userspace", PinPath: "/sys/fs/bpf/sipwall", VerifiedShare: 20, VerifiedTTL: Duration(time.Hour),
+			Rates: ClassRates{Request: Rate{200, 400}, Response: Rate{400, 800}, Keepalive: Rate{20, 40}, Stun: Rate{20, 40}, Junk: Rate{5, 10}, Syn: Rate{20, 40}},
+			Caps:  ClassCaps{Request: 20000, Response: 40000, Keepalive: 20000, Stun: 10000, Junk: 1000, Syn: 5000},
+		},
+		Store: Store{Path: "/var/lib/sipwall"},
+		Log:   Log{Level: "info", Format: "text"},
 	}
 }
 
@@ -86,7 +91,7 @@ func same(t *testing.T, got *Config, want Config) {
 	if len(g.Bans.ScannerAgents) == 0 {
 		g.Bans.ScannerAgents = nil
 	}
-	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames} {
+	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -228,6 +233,13 @@ func wantFull() Config {
 			FailStatus: 403, Zone: "Europe/London", Country: "GB", SampleAllows: 10,
 		},
 		Rules: Rules{File: "fraud.yaml", Webhook: "https://alerts.example.com/sipwall", WebhookTimeout: Duration(3 * time.Second)},
+		Prefilter: Prefilter{
+			Mode: "xdp", Interfaces: []string{"eth0", "eth1"}, Generic: true, PinPath: "/sys/fs/bpf/edge", Observe: true,
+			Allow: []string{"192.0.2.0/24"}, Deny: []string{"203.0.113.0/24", "2001:db8:bad::/48"},
+			VerifiedShare: 30, VerifiedTTL: Duration(2 * time.Hour),
+			Rates: ClassRates{Request: Rate{100, 300}, Response: Rate{300, 600}, Keepalive: Rate{10, 20}, Stun: Rate{0, 40}, Junk: Rate{1, 2}, Syn: Rate{10, 30}},
+			Caps:  ClassCaps{Request: 10000, Response: 20000, Keepalive: 5000, Stun: 0, Junk: 100, Syn: 2000},
+		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},
 	}

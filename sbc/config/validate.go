@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/netip"
 	"net/url"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -47,16 +48,21 @@ const maxRefreshPercent = 90
 
 // Topology guard modes and media modes.
 const (
-	GuardBlock = "block"
-	GuardLog   = "log"
-	GuardOff   = "off"
+	GuardBlock         = "block"
+	GuardLog           = "log"
+	GuardOff           = "off"
+	PrefilterXDP       = "xdp"
+	PrefilterUserspace = "userspace"
+	PrefilterOff       = "off"
+
 	MediaRelay = "relay"
 	MediaOff   = "off"
 )
 
 var (
-	guardModes = []string{GuardBlock, GuardLog, GuardOff}
-	mediaModes = []string{MediaRelay, MediaOff}
+	guardModes     = []string{GuardBlock, GuardLog, GuardOff}
+	mediaModes     = []string{MediaRelay, MediaOff}
+	prefilterModes = []string{PrefilterXDP, PrefilterUserspace, PrefilterOff}
 )
 
 // Policy modes.
@@ -173,6 +179,7 @@ func (c *Config) problems() []Problem {
 	if c.Auth.Mode == AuthOff && c.Policy.Mode == PolicyEnforce && c.Policy.Dir == "" {
 		ch.fail(ch.pos.written("auth.mode", "policy.mode"), "with auth.mode off the built-in policy refuses every untrusted request from outside; set policy.dir to a policy of yours, or policy.mode to off or shadow")
 	}
+	ch.prefilter(c.Prefilter)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -516,6 +523,57 @@ func (ch *checker) media(m Media) {
 	}
 	ch.nonNegative("media.inactivity", m.Inactivity)
 	ch.atLeast("media.max_sessions", m.MaxSessions, 1)
+}
+
+func (ch *checker) prefilter(p Prefilter) {
+	ch.oneOf("prefilter.mode", p.Mode, prefilterModes)
+	if p.Mode == PrefilterXDP && len(p.Interfaces) == 0 {
+		ch.fail(ch.pos.written("prefilter.interfaces", "prefilter.mode"), "mode xdp needs at least one NIC in prefilter.interfaces")
+	}
+	for i, n := range p.Interfaces {
+		if n == "" || len(n) > 15 || strings.ContainsAny(n, "/ \t\r\n\x00:") {
+			ch.fail("prefilter.interfaces["+strconv.Itoa(i)+"]", "%s is not an interface name", quote(n))
+		}
+	}
+	if p.Mode == PrefilterXDP && p.PinPath != "" && !filepath.IsAbs(p.PinPath) {
+		ch.fail("prefilter.pin_path", "must be an absolute path on a bpf filesystem, got %s", quote(p.PinPath))
+	}
+	for _, l := range []struct {
+		key  string
+		nets []string
+	}{{"prefilter.allow", p.Allow}, {"prefilter.deny", p.Deny}} {
+		for i, n := range l.nets {
+			if _, err := ParsePrefix(n); err != nil {
+				ch.fail(l.key+"["+strconv.Itoa(i)+"]", "%s is not an IP network (e.g. \"192.0.2.0/24\")", quote(n))
+			}
+		}
+	}
+	if p.VerifiedShare < 0 || p.VerifiedShare > 100 {
+		ch.fail("prefilter.verified_share", "must be a percentage from 0 to 100, got %d", p.VerifiedShare)
+	}
+	ch.positive("prefilter.verified_ttl", p.VerifiedTTL)
+	r := p.Rates
+	for _, c := range []struct {
+		name string
+		r    Rate
+	}{{"request", r.Request}, {"response", r.Response}, {"keepalive", r.Keepalive}, {"stun", r.Stun}, {"junk", r.Junk}, {"syn", r.Syn}} {
+		key := "prefilter.rates." + c.name
+		if c.r.Rate < 0 || c.r.Rate > 1_000_000 {
+			ch.fail(key+".rate", "must be 0 (no limit) to 1000000 packets per second, got %d", c.r.Rate)
+		}
+		if c.r.Rate > 0 && (c.r.Burst < 1 || c.r.Burst > 10_000_000) {
+			ch.fail(ch.pos.written(key+".burst", key+".rate"), "must be 1 to 10000000 packets when %s.rate is set, got %d", key, c.r.Burst)
+		}
+	}
+	cp := p.Caps
+	for _, c := range []struct {
+		name string
+		v    int
+	}{{"request", cp.Request}, {"response", cp.Response}, {"keepalive", cp.Keepalive}, {"stun", cp.Stun}, {"junk", cp.Junk}, {"syn", cp.Syn}} {
+		if c.v < 0 {
+			ch.fail("prefilter.caps."+c.name, "must not be negative (0: no cap), got %d", c.v)
+		}
+	}
 }
 
 func (ch *checker) policy(p Policy) {
