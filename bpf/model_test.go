@@ -141,7 +141,10 @@ func decideCases() []decideCase {
 		{name: "denied IPv6 network", cfg: func(c *Config) { c.Deny = []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")} },
 			steps: []step{is(frame{src: v6Src, payload: sipOptions}, ReasonDeny)}},
 		{name: "allow beats ban and deny",
-			cfg:   func(c *Config) { c.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28")}; c.Deny = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")} },
+			cfg: func(c *Config) {
+				c.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/28")}
+				c.Deny = []netip.Prefix{netip.MustParsePrefix("192.0.2.0/24")}
+			},
 			setup: func(s state) { s.ban(netip.MustParsePrefix("192.0.2.10/32"), never) },
 			steps: []step{is(opts, ReasonAllow), is(frame{dport: 53}, ReasonOther), is(req("192.0.2.20"), ReasonDeny)}},
 		{name: "allow does not make malformed pass", cfg: func(c *Config) { c.Allow = []netip.Prefix{netip.MustParsePrefix("192.0.2.10/32")} },
