@@ -9,7 +9,6 @@ import "fmt"
 var Order = []string{
 	"ban",       // banned sources dropped, scanners banned on sight
 	"sanity",    // RFC 3261 validation (hardening issue)
-	"ratelimit", // per-source rate limits
 	"local",     // requests the SBC answers itself (OPTIONS to the SBC)
 	"auth",      // trusted peers and digest authentication
 	"policy",    // OPA decision
