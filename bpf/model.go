@@ -164,7 +164,8 @@ func (c *Config) raw() rawConfig {
 	}
 	for i, cp := range c.Cap {
 		r.cap[i] = cp
-		r.capUnverified[i] = cp * uint64(100-c.VerifiedShare) / 100
+		keep := uint64(100 - c.VerifiedShare) // percent unverified sources may use; no overflow for any cap
+		r.capUnverified[i] = cp/100*keep + cp%100*keep/100
 	}
 	if c.Observe {
 		r.flags |= flagObserve

@@ -309,3 +309,23 @@ func TestNamesRoundTrip(t *testing.T) {
 		t.Error("unknown class parsed")
 	}
 }
+
+// BenchmarkModelAdmit is the userspace limiter's cost per datagram: one
+// source within budget, classified from its bytes.
+func BenchmarkModelAdmit(b *testing.B) {
+	cfg := baseConfig()
+	cfg.Source[ClassRequest] = Limit{Rate: 1e9, Burst: 1 << 30}
+	cfg.Cap[ClassRequest] = 1 << 62
+	m, err := NewModel(cfg)
+	if err != nil {
+		b.Fatal(err)
+	}
+	src := netip.MustParseAddr("192.0.2.10")
+	msg := []byte(sipOptions)
+	b.ReportAllocs()
+	for b.Loop() {
+		if ok, _ := m.Admit(src, Classify(msg), MonoNow()); !ok {
+			b.Fatal("refused")
+		}
+	}
+}

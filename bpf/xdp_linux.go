@@ -231,14 +231,19 @@ func lpmKey(p netip.Prefix) xdpSwLpmKey {
 }
 
 // MonoNow is the kernel's monotonic clock in nanoseconds, the clock of the
-// expiries in the maps.
-func MonoNow() uint64 {
+// expiries in the maps. It is read once with clock_gettime and then
+// advanced with Go's monotonic clock (CLOCK_MONOTONIC as well, through the
+// vDSO), which costs no system call.
+func MonoNow() uint64 { return monoBase + uint64(time.Since(monoStart)) }
+
+var monoStart, monoBase = func() (time.Time, uint64) {
 	var ts unix.Timespec
+	start := time.Now()
 	if err := unix.ClockGettime(unix.CLOCK_MONOTONIC, &ts); err != nil {
-		return 0
+		return start, 0
 	}
-	return uint64(ts.Nano())
-}
+	return start, uint64(ts.Nano())
+}()
 
 // Expiry converts a wall-clock end to the maps' monotonic expiry; the zero
 // time means never (0). An end already past gives 1, long expired.
