@@ -10,14 +10,12 @@ import (
 	"net"
 	"net/netip"
 	"os"
-	"os/exec"
-	"runtime"
-	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sipwall/sipwall/bpf/netlab"
 )
 
 const (
@@ -26,133 +24,29 @@ const (
 	// vethMaxWait bounds a whole drain.
 	vethQuiet   = 300 * time.Millisecond
 	vethMaxWait = 3 * time.Second
-	// netnsDir is where iproute2 keeps named network namespaces.
-	netnsDir = "/var/run/netns/"
 )
 
-var vethSeq atomic.Int32
-
-// vethLab is a network namespace joined to the host by a veth pair, with
-// sockets on both ends.
+// vethLab is a network namespace joined to the host by a veth pair (see
+// package netlab), with sockets on both ends.
 type vethLab struct {
-	ns, host, peer string // namespace, host-side and namespace-side veth
-	hostV4, nsV4   netip.Addr
-	hostV6, nsV6   netip.Addr
-	net4, net6     netip.Prefix // the on-link networks of the pair
+	*netlab.Lab
 
 	sipPort, otherPort uint16
 	// Receivers on the host end: the SIP port (IPv4 and IPv6) and another
 	// port (IPv4).
 	sip4, sip6, other4 *net.UDPConn
-	// Senders inside the namespace, bound to nsV4 and nsV6.
+	// Senders inside the namespace, bound to NSV4 and NSV6.
 	send4, send6 *net.UDPConn
 }
 
-// ipCmd runs the ip command and fails the test with its output on error.
-func ipCmd(t testing.TB, args ...string) {
-	t.Helper()
-	out, err := exec.Command("ip", args...).CombinedOutput()
-	if err != nil {
-		t.Fatalf("ip %s: %v\n%s", strings.Join(args, " "), err, out)
-	}
-}
-
-// freeNets picks an IPv4 /24 in 10/8 and an IPv6 /64 in fd00::/8 that no
-// address of the host touches, varied by the process and the sequence so
-// that concurrent runs do not meet.
-func freeNets(t *testing.T, seed int) (netip.Prefix, netip.Prefix) {
-	t.Helper()
-	addrs, err := net.InterfaceAddrs()
-	if err != nil {
-		t.Fatalf("list host addresses: %v", err)
-	}
-	var taken []netip.Prefix
-	for _, a := range addrs {
-		if ipn, ok := a.(*net.IPNet); ok {
-			ip, _ := netip.AddrFromSlice(ipn.IP)
-			ones, _ := ipn.Mask.Size()
-			if p, err := ip.Unmap().Prefix(ones); err == nil {
-				taken = append(taken, p)
-			}
-		}
-	}
-	free := func(p netip.Prefix) bool {
-		for _, q := range taken {
-			if p.Overlaps(q) {
-				return false
-			}
-		}
-		return true
-	}
-	for i := range 256 {
-		x := (seed + i*97) & 0xffff
-		p4 := netip.PrefixFrom(netip.AddrFrom4([4]byte{10, 213, byte(x), 0}), 24)
-		p6 := netip.MustParsePrefix(fmt.Sprintf("fd53:7769:7770:%x::/64", x))
-		if free(p4) && free(p6) {
-			return p4, p6
-		}
-	}
-	t.Fatalf("no free test network in 10.213.0.0/16 and fd53:7769:7770::/48")
-	return netip.Prefix{}, netip.Prefix{}
-}
-
-// newVethLab creates the namespace, the veth pair, the addresses, the
-// neighbour entries and the sockets, and removes it all at cleanup. It
-// skips without root or without the ip command.
+// newVethLab creates the lab and the sockets; everything is removed at
+// cleanup. It skips without root or without the ip command.
 func newVethLab(t *testing.T) *vethLab {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("needs root to create network namespaces and attach XDP; CI runs this as root")
-	}
-	if _, err := exec.LookPath("ip"); err != nil {
-		t.Skip("needs the ip command (iproute2) to create the namespace and the veth pair")
-	}
-	n := int(vethSeq.Add(1))
-	pid := os.Getpid()
-	l := &vethLab{
-		ns:   fmt.Sprintf("swxdp-%d-%d", pid, n),
-		host: fmt.Sprintf("swh%d-%d", pid%1000000, n%100),
-		peer: fmt.Sprintf("swn%d-%d", pid%1000000, n%100),
-	}
-	l.net4, l.net6 = freeNets(t, pid*31+n)
-	l.hostV4 = l.net4.Addr().Next()
-	l.nsV4 = l.hostV4.Next()
-	l.hostV6 = l.net6.Addr().Next()
-	l.nsV6 = l.hostV6.Next()
-
-	ipCmd(t, "netns", "add", l.ns)
-	t.Cleanup(func() {
-		// Deleting one end of the pair deletes the other.
-		exec.Command("ip", "link", "del", l.host).Run()
-		if out, err := exec.Command("ip", "netns", "del", l.ns).CombinedOutput(); err != nil {
-			t.Errorf("ip netns del %s: %v\n%s", l.ns, err, out)
-		}
-	})
-	ipCmd(t, "link", "add", l.host, "type", "veth", "peer", "name", l.peer)
-	ipCmd(t, "link", "set", l.peer, "netns", l.ns)
-	ipCmd(t, "addr", "add", prefixOf(l.hostV4, l.net4), "dev", l.host)
-	ipCmd(t, "addr", "add", prefixOf(l.hostV6, l.net6), "dev", l.host, "nodad")
-	ipCmd(t, "-n", l.ns, "addr", "add", prefixOf(l.nsV4, l.net4), "dev", l.peer)
-	ipCmd(t, "-n", l.ns, "addr", "add", prefixOf(l.nsV6, l.net6), "dev", l.peer, "nodad")
-	ipCmd(t, "link", "set", l.host, "up")
-	ipCmd(t, "-n", l.ns, "link", "set", l.peer, "up")
-	ipCmd(t, "-n", l.ns, "link", "set", "lo", "up")
-	hostIfc, err := net.InterfaceByName(l.host)
-	if err != nil {
-		t.Fatalf("host veth %s: %v", l.host, err)
-	}
-	// No ARP or neighbour discovery needed for the namespace to send.
-	mac := hostIfc.HardwareAddr.String()
-	ipCmd(t, "-n", l.ns, "neigh", "replace", l.hostV4.String(), "lladdr", mac, "dev", l.peer, "nud", "permanent")
-	ipCmd(t, "-n", l.ns, "neigh", "replace", l.hostV6.String(), "lladdr", mac, "dev", l.peer, "nud", "permanent")
-
+	l := &vethLab{Lab: netlab.New(t)}
 	l.listen(t)
 	l.warmUp(t)
 	return l
-}
-
-func prefixOf(a netip.Addr, p netip.Prefix) string {
-	return netip.PrefixFrom(a, p.Bits()).String()
 }
 
 // listen opens the host receivers on a free port (the same for IPv4 and
@@ -160,12 +54,12 @@ func prefixOf(a netip.Addr, p netip.Prefix) string {
 func (l *vethLab) listen(t *testing.T) {
 	t.Helper()
 	for range 20 {
-		c4, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.hostV4, 0)))
+		c4, err := net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.HostV4, 0)))
 		if err != nil {
-			t.Fatalf("listen on %s: %v", l.hostV4, err)
+			t.Fatalf("listen on %s: %v", l.HostV4, err)
 		}
 		port := uint16(c4.LocalAddr().(*net.UDPAddr).Port)
-		c6, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.hostV6, port)))
+		c6, err := net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.HostV6, port)))
 		if err != nil {
 			c4.Close()
 			continue
@@ -174,23 +68,23 @@ func (l *vethLab) listen(t *testing.T) {
 		break
 	}
 	if l.sip4 == nil {
-		t.Fatalf("no port free on both %s and %s", l.hostV4, l.hostV6)
+		t.Fatalf("no port free on both %s and %s", l.HostV4, l.HostV6)
 	}
 	t.Cleanup(func() { l.sip4.Close(); l.sip6.Close() })
 	var err error
-	l.other4, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.hostV4, 0)))
+	l.other4, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.HostV4, 0)))
 	if err != nil {
-		t.Fatalf("listen on %s: %v", l.hostV4, err)
+		t.Fatalf("listen on %s: %v", l.HostV4, err)
 	}
 	t.Cleanup(func() { l.other4.Close() })
 	l.otherPort = uint16(l.other4.LocalAddr().(*net.UDPAddr).Port)
 
-	err = inNetns(l.ns, func() error {
+	err = l.Do(func() error {
 		var err error
-		if l.send4, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.nsV4, 0))); err != nil {
+		if l.send4, err = net.ListenUDP("udp4", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.NSV4, 0))); err != nil {
 			return err
 		}
-		l.send6, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.nsV6, 0)))
+		l.send6, err = net.ListenUDP("udp6", net.UDPAddrFromAddrPort(netip.AddrPortFrom(l.NSV6, 0)))
 		return err
 	})
 	if l.send4 != nil {
@@ -200,31 +94,8 @@ func (l *vethLab) listen(t *testing.T) {
 		t.Cleanup(func() { l.send6.Close() })
 	}
 	if err != nil {
-		t.Fatalf("senders in namespace %s: %v", l.ns, err)
+		t.Fatalf("senders in namespace %s: %v", l.NS, err)
 	}
-}
-
-// inNetns runs fn on an OS thread moved into the named network namespace.
-// Sockets fn opens belong to that namespace for their whole life, whatever
-// thread uses them later. The thread is never unlocked, so it ends with the
-// goroutine instead of going back to the scheduler in the wrong namespace.
-func inNetns(name string, fn func() error) error {
-	errc := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		f, err := os.Open(netnsDir + name)
-		if err != nil {
-			errc <- err
-			return
-		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			errc <- fmt.Errorf("setns %s: %w", name, err)
-			return
-		}
-		errc <- fn()
-	}()
-	return <-errc
 }
 
 // warmUp waits until a datagram from the namespace reaches the host on both
@@ -236,7 +107,7 @@ func (l *vethLab) warmUp(t *testing.T) {
 		dst  netip.Addr
 		from netip.Addr
 		recv *net.UDPConn
-	}{{l.send4, l.hostV4, l.nsV4, l.sip4}, {l.send6, l.hostV6, l.nsV6, l.sip6}} {
+	}{{l.send4, l.HostV4, l.NSV4, l.sip4}, {l.send6, l.HostV6, l.NSV6, l.sip6}} {
 		deadline := time.Now().Add(5 * time.Second)
 		buf := make([]byte, 2048)
 		for {
@@ -288,9 +159,9 @@ func vethDrain(t *testing.T, c *net.UDPConn, src netip.Addr) int {
 // host end, IPv4 or IPv6, as fast as it can.
 func (l *vethLab) send(t *testing.T, v6 bool, port uint16, payload []byte, count int) {
 	t.Helper()
-	c, dst := l.send4, l.hostV4
+	c, dst := l.send4, l.HostV4
 	if v6 {
-		c, dst = l.send6, l.hostV6
+		c, dst = l.send6, l.HostV6
 	}
 	to := netip.AddrPortFrom(dst, port)
 	for i := range count {
@@ -306,9 +177,9 @@ func (l *vethLab) exchange(t *testing.T, v6 bool, payload []byte, count int) int
 	t.Helper()
 	l.send(t, v6, l.sipPort, payload, count)
 	if v6 {
-		return vethDrain(t, l.sip6, l.nsV6)
+		return vethDrain(t, l.sip6, l.NSV6)
 	}
-	return vethDrain(t, l.sip4, l.nsV4)
+	return vethDrain(t, l.sip4, l.NSV4)
 }
 
 func (l *vethLab) config() Config {
@@ -319,17 +190,17 @@ func (l *vethLab) config() Config {
 // at the end of the test.
 func (l *vethLab) open(t *testing.T, cfg Config, pinPath string) *Filter {
 	t.Helper()
-	f, err := Open(Options{Interfaces: []string{l.host}, Generic: false, PinPath: pinPath, Config: cfg})
+	f, err := Open(Options{Interfaces: []string{l.Host}, Generic: false, PinPath: pinPath, Config: cfg})
 	if err != nil {
-		t.Fatalf("attach the prefilter to %s in native mode: %v", l.host, err)
+		t.Fatalf("attach the prefilter to %s in native mode: %v", l.Host, err)
 	}
 	t.Cleanup(func() {
 		if err := f.Close(); err != nil {
 			t.Errorf("close filter: %v", err)
 		}
 	})
-	if a := f.Attachments(); len(a) != 1 || a[0] != (Attachment{Interface: l.host, Mode: "native"}) {
-		t.Fatalf("attachments %+v, want %s in native mode", a, l.host)
+	if a := f.Attachments(); len(a) != 1 || a[0] != (Attachment{Interface: l.Host, Mode: "native"}) {
+		t.Fatalf("attachments %+v, want %s in native mode", a, l.Host)
 	}
 	return f
 }
@@ -415,7 +286,7 @@ var (
 func TestXDPVeth(t *testing.T) {
 	l := newVethLab(t)
 	t.Logf("namespace %s, veth %s <-> %s, %s/%s <- %s/%s, SIP port %d",
-		l.ns, l.host, l.peer, l.hostV4, l.hostV6, l.nsV4, l.nsV6, l.sipPort)
+		l.NS, l.Host, l.Peer, l.HostV4, l.HostV6, l.NSV4, l.NSV6, l.sipPort)
 
 	t.Run("Pass", func(t *testing.T) {
 		f := l.open(t, l.config(), "")
@@ -429,7 +300,7 @@ func TestXDPVeth(t *testing.T) {
 
 	t.Run("BanUnban", func(t *testing.T) {
 		f := l.open(t, l.config(), "")
-		host := netip.PrefixFrom(l.nsV4, 32)
+		host := netip.PrefixFrom(l.NSV4, 32)
 		if err := f.Ban(host, time.Now().Add(time.Hour)); err != nil {
 			t.Fatalf("ban %s: %v", host, err)
 		}
@@ -443,7 +314,7 @@ func TestXDPVeth(t *testing.T) {
 			vethDelta{reasons: map[Reason]uint64{ReasonPass: 5}, passed: map[Class]uint64{ClassRequest: 5}},
 			func() { expectGot(t, "after unban of "+host.String(), l.exchange(t, false, vethRequest, 5), 5) })
 
-		net64 := netip.PrefixFrom(l.nsV6, 64)
+		net64 := netip.PrefixFrom(l.NSV6, 64)
 		if err := f.Ban(net64, time.Now().Add(time.Hour)); err != nil {
 			t.Fatalf("ban %s: %v", net64, err)
 		}
@@ -485,7 +356,7 @@ func TestXDPVeth(t *testing.T) {
 			vethDelta{reasons: map[Reason]uint64{ReasonOther: 10}},
 			func() {
 				l.send(t, false, l.otherPort, vethRequest, 10)
-				expectGot(t, "to the other port", vethDrain(t, l.other4, l.nsV4), 10)
+				expectGot(t, "to the other port", vethDrain(t, l.other4, l.NSV4), 10)
 			})
 	})
 
@@ -497,13 +368,13 @@ func TestXDPVeth(t *testing.T) {
 		if got := l.exchange(t, false, vethRequest, 50); got < 5 || got > 6 {
 			t.Fatalf("before the allow-list: %d of 50 requests received, want 5 or 6", got)
 		}
-		cfg.Allow = []netip.Prefix{netip.PrefixFrom(l.nsV4, 32)}
+		cfg.Allow = []netip.Prefix{netip.PrefixFrom(l.NSV4, 32)}
 		if err := f.Configure(cfg); err != nil {
 			t.Fatalf("configure allow-list: %v", err)
 		}
 		vethStep(t, f, "allow-listed source",
 			vethDelta{reasons: map[Reason]uint64{ReasonAllow: 50}},
-			func() { expectGot(t, "from allow-listed "+l.nsV4.String(), l.exchange(t, false, vethRequest, 50), 50) })
+			func() { expectGot(t, "from allow-listed "+l.NSV4.String(), l.exchange(t, false, vethRequest, 50), 50) })
 		if programID(t, f) != id {
 			t.Fatal("Configure reloaded the program")
 		}
@@ -511,13 +382,13 @@ func TestXDPVeth(t *testing.T) {
 
 	t.Run("DenyList", func(t *testing.T) {
 		cfg := l.config()
-		cfg.Deny = []netip.Prefix{l.net4, l.net6}
+		cfg.Deny = []netip.Prefix{l.Net4, l.Net6}
 		f := l.open(t, cfg, "")
 		vethStep(t, f, "denied networks",
 			vethDelta{reasons: map[Reason]uint64{ReasonDeny: 10}},
 			func() {
-				expectGot(t, "from denied "+l.net4.String(), l.exchange(t, false, vethRequest, 5), 0)
-				expectGot(t, "from denied "+l.net6.String(), l.exchange(t, true, vethRequest, 5), 0)
+				expectGot(t, "from denied "+l.Net4.String(), l.exchange(t, false, vethRequest, 5), 0)
+				expectGot(t, "from denied "+l.Net6.String(), l.exchange(t, true, vethRequest, 5), 0)
 			})
 	})
 
@@ -555,7 +426,7 @@ func TestXDPVeth(t *testing.T) {
 				}
 			}
 		})
-		host := netip.PrefixFrom(l.nsV4, 32)
+		host := netip.PrefixFrom(l.NSV4, 32)
 		f := l.open(t, l.config(), dir)
 		if err := f.Ban(host, time.Now().Add(time.Hour)); err != nil {
 			t.Fatalf("ban %s: %v", host, err)

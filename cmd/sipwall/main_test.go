@@ -138,6 +138,14 @@ func TestRunBadConfigStartsNothing(t *testing.T) {
 // startDemo runs the same wiring as `sipwall demo` in-process, on a free port.
 func startDemo(t *testing.T, adjust ...func(*config.Config)) (*app, string) {
 	t.Helper()
+	a, addr, _ := startDemoLogs(t, adjust...)
+	return a, addr
+}
+
+// startDemoLogs is startDemo that also returns what the app logs. The
+// address returned is the one of the default listeners, before adjust.
+func startDemoLogs(t *testing.T, adjust ...func(*config.Config)) (*app, string, *syncBuffer) {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := config.Default()
 	port := freePort(t)
@@ -178,7 +186,7 @@ func startDemo(t *testing.T, adjust ...func(*config.Config)) (*app, string) {
 			t.Errorf("panic logged:\n%s", logs.String())
 		}
 	})
-	return a, addr
+	return a, addr, logs
 }
 
 // The demo answers 1000 and refuses 1001 busy, through the SBC, over UDP

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -26,6 +27,9 @@ type prefilter struct {
 	// userspace is true while the model judges in the listeners.
 	userspace atomic.Bool
 	log       *slog.Logger
+	// banMu orders Ban and Unban with the copy of the ban list into a
+	// newly attached program, so neither is lost or undone by the copy.
+	banMu sync.Mutex
 }
 
 // newPrefilter builds the model from the prefilter section; nil with mode
@@ -125,9 +129,9 @@ func allowed(cfg *config.Config, targets []upstream.Target, outbound *upstream.T
 
 // start configures the prefilter for the bound listeners and, in mode xdp,
 // loads and attaches the XDP program. A failure to attach is reported and
-// leaves the userspace limiter in charge; current bans are copied into the
-// kernel's map.
-func (p *prefilter) start(cfg *config.Config, listeners []*sbc.Listener, allow []netip.Prefix, bans []ban.Entry) error {
+// leaves the userspace limiter in charge; the bans in force (from bans,
+// read once the program is in place) are copied into the kernel's map.
+func (p *prefilter) start(cfg *config.Config, listeners []*sbc.Listener, allow []netip.Prefix, bans func() []ban.Entry) error {
 	bc, err := bpfConfig(cfg, listeners, allow)
 	if err != nil {
 		return err
@@ -139,6 +143,10 @@ func (p *prefilter) start(cfg *config.Config, listeners []*sbc.Listener, allow [
 		p.log.Info("userspace prefilter on", "udp_ports", bc.UDPPorts, "tcp_ports", bc.TCPPorts)
 		return nil
 	}
+	// Bans and unbans wait while the program loads, then the list is read
+	// and copied: none is lost, none undone.
+	p.banMu.Lock()
+	defer p.banMu.Unlock()
 	f, err := bpf.Open(bpf.Options{
 		Interfaces: p.conf.Interfaces, Generic: p.conf.Generic, PinPath: p.conf.PinPath,
 		Config: bc, Log: p.log,
@@ -147,7 +155,7 @@ func (p *prefilter) start(cfg *config.Config, listeners []*sbc.Listener, allow [
 		p.log.Error("XDP prefilter not attached; the userspace limiter runs instead", "interfaces", p.conf.Interfaces, "error", err)
 		return nil
 	}
-	for _, e := range bans {
+	for _, e := range bans() {
 		if err := f.Ban(e.Prefix, e.Until); err != nil {
 			p.log.Warn("ban not copied to the XDP map", "prefix", e.Prefix, "error", err)
 		}
@@ -173,6 +181,8 @@ func (p *prefilter) admit(src netip.Addr, data []byte) bool {
 
 // Ban and Unban make the prefilter the ban store's Sink.
 func (p *prefilter) Ban(pr netip.Prefix, until time.Time) error {
+	p.banMu.Lock()
+	defer p.banMu.Unlock()
 	if err := p.model.Ban(pr, bpf.Expiry(until)); err != nil {
 		return err
 	}
@@ -183,6 +193,8 @@ func (p *prefilter) Ban(pr netip.Prefix, until time.Time) error {
 }
 
 func (p *prefilter) Unban(pr netip.Prefix) error {
+	p.banMu.Lock()
+	defer p.banMu.Unlock()
 	if err := p.model.Unban(pr); err != nil {
 		return err
 	}

@@ -344,7 +344,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	if pf != nil {
-		if err := pf.start(cfg, srv.Listeners(), allowed(cfg, targets, outbound), sec.bans.Bans()); err != nil {
+		if err := pf.start(cfg, srv.Listeners(), allowed(cfg, targets, outbound), sec.bans.Bans); err != nil {
 			cancel()
 			srv.Close()
 			return nil, err
