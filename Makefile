@@ -8,7 +8,7 @@ FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := build
 
-.PHONY: all build run tools test test-short bench fuzz fmt vet clean
+.PHONY: all build run tools test test-short bench bench-xdp fuzz fmt vet clean
 
 all: build
 
@@ -37,6 +37,10 @@ test-short:
 
 bench:
 	bash scripts/bench.sh
+
+# XDP prefilter flood benchmark (root; network namespaces, under 5 minutes).
+bench-xdp:
+	bash scripts/bench-xdp.sh
 
 # Every Fuzz* target in the tree, one after the other, FUZZTIME each.
 fuzz:
