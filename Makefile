@@ -8,7 +8,7 @@ FUZZTIME ?= 60s
 
 .DEFAULT_GOAL := build
 
-.PHONY: all build run tools test test-short bench bench-xdp fuzz fmt vet clean
+.PHONY: all build run tools test test-short bench bench-xdp bpf fuzz fmt vet clean
 
 all: build
 
@@ -37,6 +37,11 @@ test-short:
 
 bench:
 	bash scripts/bench.sh
+
+# Regenerate the XDP object and its Go bindings from bpf/xdp.c (needs clang
+# and the libbpf headers: Debian clang, libbpf-dev).
+bpf:
+	BPF_CFLAGS=-I/usr/include/$$(gcc -dumpmachine) $(GO) generate ./bpf
 
 # XDP prefilter flood benchmark (root; network namespaces, under 5 minutes).
 bench-xdp:

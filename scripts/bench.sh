@@ -269,6 +269,10 @@ health: {interval: 0s}
 calls: {ring_timeout: 30s}
 store: {path: "$work/store"}
 log: {level: warn}
+# One sipp instance stands for a whole customer base behind one address:
+# the userspace prefilter stays on (its cost is measured), without a
+# per-source budget on requests and responses.
+prefilter: {rates: {request: {rate: 0}, response: {rate: 0}}, caps: {request: 0, response: 0}}
 $auth_yaml
 $hiding_yaml
 YAML
