@@ -7,14 +7,17 @@
 #   sipp      sip-tester       sbc/e2e tests, scripts/bench.sh
 #   svmap     sipvicious       scanner tests
 #   tshark    tshark           packet captures
-#   ip        iproute2         address and socket checks
+#   ip        iproute2         address and socket checks, network namespaces
+#                              and veth pairs (bpf, cmd/sipwall prefilter tests)
+#   pebble    pebble           ACME server for the tls tests
+#   socat     socat            TLS in front of sipp (sipp has no TLS here)
 #
 # As root it installs with apt-get; otherwise it prints what to install and
 # exits non-zero when something is missing.
 set -euo pipefail
 
-cmds=(sipp svmap tshark ip)
-declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2)
+cmds=(sipp svmap tshark ip pebble socat)
+declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat)
 
 # have CMD: is CMD runnable? sbin directories count even when they are not
 # in PATH (ip lives in /usr/sbin, which a non-root PATH may lack).

@@ -34,6 +34,8 @@ type Config struct {
 	Policy Policy `yaml:"policy"`
 	// Rules configures the anti-fraud rules.
 	Rules Rules `yaml:"rules"`
+	// TLS configures certificates and TLS for the tls and wss listeners.
+	TLS TLS `yaml:"tls"`
 	// Prefilter configures the packet prefilter: XDP at the NIC or the
 	// same limiter in the listeners.
 	Prefilter Prefilter `yaml:"prefilter"`
@@ -49,7 +51,8 @@ type Config struct {
 
 // Listener is one SIP socket.
 type Listener struct {
-	// Transport: udp or tcp. Required.
+	// Transport: udp, tcp, tls (SIP over TLS) or wss (SIP over secure
+	// WebSocket, RFC 7118). Required.
 	Transport string `yaml:"transport"`
 	// Addr is host:port to bind, IPv4 or IPv6 ("[::]:5060"). Required.
 	Addr string `yaml:"addr"`
@@ -233,8 +236,13 @@ type Trusted struct {
 	// Name shows in logs and in the request's identity. Required, unique.
 	Name string `yaml:"name"`
 	// CIDRs are the peer networks, e.g. "203.0.113.0/24" or "2001:db8::/48".
-	// At least one.
 	CIDRs []string `yaml:"cidrs"`
+	// CertNames and CertFingerprints identify the peer by the client
+	// certificate it presents over tls or wss (verified against
+	// tls.client_ca): a DNS SAN (or common name), or the certificate's
+	// SHA-256 in hex. With CIDRs too, both must match.
+	CertNames        []string `yaml:"cert_names"`
+	CertFingerprints []string `yaml:"cert_fingerprints"`
 }
 
 // Bans configures the ban store (see sbc/ban/README.md).
@@ -352,6 +360,48 @@ type Rules struct {
 	Webhook string `yaml:"webhook"`
 	// WebhookTimeout bounds one delivery attempt. Default 5s.
 	WebhookTimeout Duration `yaml:"webhook_timeout"`
+}
+
+// TLS configures certificates and TLS (see tls/README.md).
+type TLS struct {
+	// ACME obtains and renews certificates automatically.
+	ACME ACME `yaml:"acme"`
+	// CertFile and KeyFile are a PEM certificate chain and its key, used
+	// instead of ACME; reloaded when they change.
+	CertFile string `yaml:"cert_file"`
+	KeyFile  string `yaml:"key_file"`
+	// MinVersion is the lowest TLS version accepted: 1.2 (default) or 1.3.
+	MinVersion string `yaml:"min_version"`
+	// HandshakeTimeout bounds a TLS handshake. Default 5s.
+	HandshakeTimeout Duration `yaml:"handshake_timeout"`
+	// HandshakeRate and HandshakeBurst bound the handshakes one source may
+	// start per second. Defaults 10 and 20; rate 0: no limit.
+	HandshakeRate  int `yaml:"handshake_rate"`
+	HandshakeBurst int `yaml:"handshake_burst"`
+	// ClientCA is a PEM bundle of CAs whose client certificates identify
+	// peers (trunks, mutual TLS); CRLFile revokes some of them.
+	ClientCA string `yaml:"client_ca"`
+	CRLFile  string `yaml:"crl_file"`
+}
+
+// ACME configures automatic certificates.
+type ACME struct {
+	// Names are the DNS names to obtain a certificate for. Empty: no ACME.
+	Names []string `yaml:"names"`
+	// Email is the ACME account's contact.
+	Email string `yaml:"email"`
+	// CA is the ACME directory URL. Default Let's Encrypt.
+	CA string `yaml:"ca"`
+	// CARoot is a PEM file of roots for a private ACME server's HTTPS.
+	CARoot string `yaml:"ca_root"`
+	// HTTPPort answers HTTP-01 challenges (0: off). Default 80.
+	HTTPPort int `yaml:"http_port"`
+	// ALPN answers TLS-ALPN-01 challenges on the tls/wss listeners.
+	// Default true.
+	ALPN bool `yaml:"alpn"`
+	// RenewBefore renews when less than this much validity is left
+	// (0: a third of the lifetime).
+	RenewBefore Duration `yaml:"renew_before"`
 }
 
 // Prefilter configures the packet prefilter (see bpf/README.md).

@@ -104,6 +104,7 @@ func (c *Config) applyDefaults() {
 	c.Policy.applyDefaults()
 	setDefault(&c.Rules.WebhookTimeout, Duration(defaultWebhookTimeout))
 	c.Prefilter.applyDefaults()
+	c.TLS.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
@@ -198,6 +199,20 @@ func (m *Media) applyDefaults() {
 	setDefault(&m.Inactivity, Duration(defaultMediaInactivity))
 	setDefault(&m.MaxSessions, defaultMediaMaxSessions)
 }
+
+func (t *TLS) applyDefaults() {
+	setDefault(&t.ACME.CA, DefaultACMECA)
+	setDefault(&t.ACME.HTTPPort, 80)
+	t.ACME.ALPN = true
+	setDefault(&t.MinVersion, "1.2")
+	setDefault(&t.HandshakeTimeout, Duration(5*time.Second))
+	setDefault(&t.HandshakeRate, 10)
+	setDefault(&t.HandshakeBurst, 20)
+}
+
+// DefaultACMECA is the ACME directory used when tls.acme.ca is not set:
+// Let's Encrypt's production directory.
+const DefaultACMECA = "https://acme-v02.api.letsencrypt.org/directory"
 
 func (p *Prefilter) applyDefaults() {
 	setDefault(&p.Mode, PrefilterUserspace)

@@ -60,6 +60,10 @@ func wantDefault() Config {
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
 		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
 		Rules:    Rules{WebhookTimeout: Duration(5 * time.Second)},
+		TLS: TLS{
+			ACME:       ACME{CA: DefaultACMECA, HTTPPort: 80, ALPN: true},
+			MinVersion: "1.2", HandshakeTimeout: Duration(5 * time.Second), HandshakeRate: 10, HandshakeBurst: 20,
+		},
 		Prefilter: Prefilter{
 			Mode: "userspace", PinPath: "/sys/fs/bpf/sipwall", VerifiedShare: 20, VerifiedTTL: Duration(time.Hour),
 			Rates: ClassRates{Request: Rate{200, 400}, Response: Rate{400, 800}, Keepalive: Rate{20, 40}, Stun: Rate{20, 40}, Junk: Rate{5, 10}, Syn: Rate{20, 40}},
@@ -88,10 +92,17 @@ func same(t *testing.T, got *Config, want Config) {
 	if len(g.Auth.Trusted) == 0 {
 		g.Auth.Trusted = nil
 	}
+	for i := range g.Auth.Trusted {
+		for _, l := range []*[]string{&g.Auth.Trusted[i].CIDRs, &g.Auth.Trusted[i].CertNames, &g.Auth.Trusted[i].CertFingerprints} {
+			if len(*l) == 0 {
+				*l = nil
+			}
+		}
+	}
 	if len(g.Bans.ScannerAgents) == 0 {
 		g.Bans.ScannerAgents = nil
 	}
-	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny} {
+	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny, &g.TLS.ACME.Names} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -158,6 +169,8 @@ func wantFull() Config {
 		Listen: []Listener{
 			{Transport: "udp", Addr: "0.0.0.0:5060", Side: "external", Advertise: "sbc.example.com:5060"},
 			{Transport: "tcp", Addr: "[2001:db8::10]:5062", Side: "external", Advertise: "[2001:db8::10]"},
+			{Transport: "tls", Addr: "0.0.0.0:5061", Side: "external"},
+			{Transport: "wss", Addr: "0.0.0.0:8443", Side: "external"},
 			{Transport: "udp", Addr: "10.0.0.2:5080", Side: "internal", Advertise: "10.0.0.2"},
 		},
 		Upstreams: []Upstream{
@@ -208,7 +221,9 @@ func wantFull() Config {
 			MaxSkew:     Duration(2 * time.Second),
 			KeyRotation: Duration(12 * time.Hour),
 			Trusted: []Trusted{
-				{Name: "carrier", CIDRs: []string{"203.0.113.0/24", "2001:db8:5::/48"}},
+				{Name: "carrier", CIDRs: []string{"203.0.113.0/24", "2001:db8:5::/48"},
+					CertNames:        []string{"trunk.carrier.example"},
+					CertFingerprints: []string{"5e:88:48:98:da:28:04:71:51:d0:e5:6f:8d:c6:29:27:73:60:3d:0d:6a:ab:bd:d6:2a:11:ef:72:1d:15:42:d8"}},
 			},
 			AssertIdentity: "P-Asserted-Identity",
 			SourceHeader:   "X-Source",
@@ -233,6 +248,12 @@ func wantFull() Config {
 			FailStatus: 403, Zone: "Europe/London", Country: "GB", SampleAllows: 10,
 		},
 		Rules: Rules{File: "fraud.yaml", Webhook: "https://alerts.example.com/sipwall", WebhookTimeout: Duration(3 * time.Second)},
+		TLS: TLS{
+			ACME: ACME{Email: "ops@example.com", CA: "https://acme.example.com/directory", CARoot: "private-ca.pem",
+				HTTPPort: 8080, RenewBefore: Duration(720 * time.Hour)},
+			CertFile: "sbc.crt", KeyFile: "sbc.key", MinVersion: "1.3", HandshakeTimeout: Duration(3 * time.Second),
+			HandshakeRate: 5, HandshakeBurst: 10, ClientCA: "trunks-ca.pem", CRLFile: "trunks.crl",
+		},
 		Prefilter: Prefilter{
 			Mode: "xdp", Interfaces: []string{"eth0", "eth1"}, Generic: true, PinPath: "/sys/fs/bpf/edge", Observe: true,
 			Allow: []string{"192.0.2.0/24"}, Deny: []string{"203.0.113.0/24", "2001:db8:bad::/48"},
@@ -469,7 +490,7 @@ log:
 	want := strings.Join([]string{
 		`sipwall.yaml:2: log.format: "xml" is not one of text, json`,
 		`sipwall.yaml:4: limits.max_dialogs: want an integer, got "many"`,
-		`sipwall.yaml:6: listen[0].transport: "sctp" is not one of udp, tcp`,
+		`sipwall.yaml:6: listen[0].transport: "sctp" is not one of udp, tcp, tls, wss`,
 		`sipwall.yaml:8: unknown key "upstream" (did you mean "upstreams"?)`,
 		`sipwall.yaml:10: health.interval: "10 sec" is not a duration (use e.g. "300ms", "10s", "2h")`,
 		`sipwall.yaml:11: duplicate key "log" (first set on line 1)`,
@@ -509,7 +530,7 @@ func TestValidateBuiltInCode(t *testing.T) {
 	c.Outbound = &Outbound{}
 	err := c.Validate()
 	want := strings.Join([]string{
-		`listen[1].transport: "sctp" is not one of udp, tcp`,
+		`listen[1].transport: "sctp" is not one of udp, tcp, tls, wss`,
 		`outbound.uri: is required (e.g. "sip:10.0.0.10:5060;transport=tcp")`,
 		`calls.max_duration: must not be negative, got -1s`,
 	}, "\n")

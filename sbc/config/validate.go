@@ -17,14 +17,25 @@ import (
 	"github.com/emiago/sipgo/sip"
 )
 
-// Transports sipwall can listen on and send to. Adding a transport (tls,
-// ws, wss) means adding its constant here and to the transports list.
+// Transports sipwall can listen on. Adding a transport means adding its
+// constant here and to the transports list.
 const (
 	TransportUDP = "udp"
 	TransportTCP = "tcp"
+	TransportTLS = "tls"
+	TransportWSS = "wss"
 )
 
-var transports = []string{TransportUDP, TransportTCP}
+var transports = []string{TransportUDP, TransportTCP, TransportTLS, TransportWSS}
+
+// socketKind is the kind of socket a transport binds: tcp, tls and wss
+// all bind TCP ports and so cannot share one.
+func socketKind(transport string) string {
+	if transport == TransportUDP {
+		return "udp"
+	}
+	return "tcp"
+}
 
 // Listener sides.
 const (
@@ -63,6 +74,7 @@ var (
 	guardModes     = []string{GuardBlock, GuardLog, GuardOff}
 	mediaModes     = []string{MediaRelay, MediaOff}
 	prefilterModes = []string{PrefilterXDP, PrefilterUserspace, PrefilterOff}
+	tlsVersions    = []string{"1.2", "1.3"}
 )
 
 // Policy modes.
@@ -163,7 +175,7 @@ func (c *Config) problems() []Problem {
 	ch.limits(c.Limits)
 	ch.calls(c.Calls)
 	ch.registrar(c.Registrar, c.Auth.Mode == AuthDigest)
-	ch.auth(c.Auth)
+	ch.auth(c.Auth, c.TLS.ClientCA)
 	ch.bans(c.Bans)
 	ch.topology(c.Topology)
 	ch.media(c.Media)
@@ -180,6 +192,7 @@ func (c *Config) problems() []Problem {
 		ch.fail(ch.pos.written("auth.mode", "policy.mode"), "with auth.mode off the built-in policy refuses every untrusted request from outside; set policy.dir to a policy of yours, or policy.mode to off or shadow")
 	}
 	ch.prefilter(c.Prefilter)
+	ch.tls(c.TLS, c.Listen)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -208,7 +221,7 @@ func (ch *checker) listeners(ls []Listener) {
 		// Port 0 asks the kernel for a free port, so two such listeners
 		// never collide.
 		if okTransport && okAddr && addr.Port() != 0 {
-			s := socket{l.Transport, addr}
+			s := socket{socketKind(l.Transport), addr}
 			if j, dup := first[s]; dup {
 				ch.fail(p+".addr", "duplicate listener %s %s (same as listen[%d])", l.Transport, addr, j)
 			} else {
@@ -355,7 +368,7 @@ var coreHeaders = []string{
 	"record-route", "authorization", "proxy-authorization",
 }
 
-func (ch *checker) auth(a Auth) {
+func (ch *checker) auth(a Auth, clientCA string) {
 	ch.oneOf("auth.mode", a.Mode, authModes)
 	if a.Realm == "" || len(a.Realm) > 128 || strings.ContainsAny(a.Realm, "\"\\\r\n\t") {
 		ch.fail("auth.realm", "must be 1 to 128 characters without quotes, backslashes or control characters, got %s", quote(a.Realm))
@@ -390,8 +403,21 @@ func (ch *checker) auth(a Auth) {
 		default:
 			names[t.Name] = i
 		}
-		if len(t.CIDRs) == 0 {
-			ch.fail(p+".cidrs", "at least one network is required")
+		if len(t.CIDRs) == 0 && len(t.CertNames) == 0 && len(t.CertFingerprints) == 0 {
+			ch.fail(p+".cidrs", "at least one network (or cert_names / cert_fingerprints) is required")
+		}
+		for k, n := range t.CertNames {
+			if strings.TrimSpace(n) == "" || len(n) > 253 || strings.ContainsAny(n, " \t\r\n\x00") {
+				ch.fail(p+".cert_names["+strconv.Itoa(k)+"]", "%s is not a certificate name", quote(n))
+			}
+		}
+		for k, f := range t.CertFingerprints {
+			if _, ok := NormFingerprint(f); !ok {
+				ch.fail(p+".cert_fingerprints["+strconv.Itoa(k)+"]", "%s is not a SHA-256 fingerprint (64 hex digits, colons allowed)", quote(f))
+			}
+		}
+		if (len(t.CertNames) > 0 || len(t.CertFingerprints) > 0) && clientCA == "" {
+			ch.fail(p+".cert_names", "identifying a peer by certificate needs tls.client_ca")
 		}
 		for k, c := range t.CIDRs {
 			if _, err := ParsePrefix(c); err != nil {
@@ -523,6 +549,69 @@ func (ch *checker) media(m Media) {
 	}
 	ch.nonNegative("media.inactivity", m.Inactivity)
 	ch.atLeast("media.max_sessions", m.MaxSessions, 1)
+}
+
+// NormFingerprint gives a SHA-256 certificate fingerprint as 64 lower-case
+// hex digits, accepting colons between bytes and either case.
+func NormFingerprint(s string) (string, bool) {
+	f := strings.ToLower(strings.ReplaceAll(strings.TrimSpace(s), ":", ""))
+	if len(f) != 64 || strings.Trim(f, "0123456789abcdef") != "" {
+		return "", false
+	}
+	return f, true
+}
+
+func (ch *checker) tls(t TLS, ls []Listener) {
+	secure := -1
+	for i, l := range ls {
+		if l.Transport == TransportTLS || l.Transport == TransportWSS {
+			secure = i
+			break
+		}
+	}
+	acme := len(t.ACME.Names) > 0
+	files := t.CertFile != "" || t.KeyFile != ""
+	switch {
+	case acme && files:
+		ch.fail(ch.pos.written("tls.cert_file", "tls.key_file"), "set either tls.acme.names or tls.cert_file and tls.key_file, not both")
+	case files && (t.CertFile == "" || t.KeyFile == ""):
+		ch.fail(ch.pos.written("tls.cert_file", "tls.key_file"), "tls.cert_file and tls.key_file go together")
+	case secure >= 0 && !acme && !files:
+		ch.fail("listen["+strconv.Itoa(secure)+"].transport", "a %s listener needs a certificate: set tls.acme.names or tls.cert_file and tls.key_file", ls[secure].Transport)
+	}
+	for i, n := range t.ACME.Names {
+		if !isHostname(strings.TrimSuffix(n, ".")) || !strings.Contains(n, ".") {
+			ch.fail("tls.acme.names["+strconv.Itoa(i)+"]", "%s is not a DNS name", quote(n))
+		}
+	}
+	if t.ACME.CA != "" {
+		if u, err := url.Parse(t.ACME.CA); err != nil || u.Scheme != "https" || u.Host == "" {
+			ch.fail("tls.acme.ca", "%s is not an https URL of an ACME directory", quote(t.ACME.CA))
+		}
+	}
+	if t.ACME.HTTPPort < 0 || t.ACME.HTTPPort > 65535 {
+		ch.fail("tls.acme.http_port", "must be a port (0 turns HTTP-01 off), got %d", t.ACME.HTTPPort)
+	}
+	if acme && t.ACME.HTTPPort == 0 && !t.ACME.ALPN {
+		ch.fail(ch.pos.written("tls.acme.http_port", "tls.acme.alpn"), "ACME needs a challenge: set tls.acme.http_port or tls.acme.alpn")
+	}
+	if acme && t.ACME.ALPN && t.ACME.HTTPPort == 0 && secure < 0 {
+		ch.fail("tls.acme.alpn", "TLS-ALPN-01 is answered on a tls or wss listener, and there is none")
+	}
+	ch.nonNegative("tls.acme.renew_before", t.ACME.RenewBefore)
+	ch.oneOf("tls.min_version", t.MinVersion, tlsVersions)
+	if t.HandshakeTimeout <= 0 || t.HandshakeTimeout > Duration(time.Minute) {
+		ch.fail("tls.handshake_timeout", "must be greater than 0 and at most 1m, got %s", t.HandshakeTimeout)
+	}
+	if t.HandshakeRate < 0 {
+		ch.fail("tls.handshake_rate", "must not be negative (0: no limit), got %d", t.HandshakeRate)
+	}
+	if t.HandshakeRate > 0 && t.HandshakeBurst < 1 {
+		ch.fail(ch.pos.written("tls.handshake_burst", "tls.handshake_rate"), "must be at least 1 when tls.handshake_rate is set, got %d", t.HandshakeBurst)
+	}
+	if t.CRLFile != "" && t.ClientCA == "" {
+		ch.fail("tls.crl_file", "needs tls.client_ca (the CA whose certificates it revokes)")
+	}
 }
 
 func (ch *checker) prefilter(p Prefilter) {
