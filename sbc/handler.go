@@ -82,6 +82,9 @@ type Request struct {
 	// listener is marked internal.
 	Side     Side
 	Identity *Identity
+	// PeerCert is the verified client certificate of a tls or wss peer
+	// (mutual TLS), nil when it presented none.
+	PeerCert *PeerCert
 	// Tags collects labels set by layers (e.g. a routing hint from policy).
 	Tags map[string]string
 	// Forward holds headers layers want on the request that leaves toward
@@ -94,6 +97,14 @@ type Request struct {
 	// call this request starts after that long, if that is sooner than
 	// calls.max_duration.
 	MaxDuration time.Duration
+}
+
+// PeerCert is what a verified client certificate says about a peer.
+type PeerCert struct {
+	// Name is the certificate's first DNS SAN, else its common name.
+	Name string
+	// Fingerprint is the SHA-256 of the certificate, lower-case hex.
+	Fingerprint string
 }
 
 // ResponseWriter answers a request within its server transaction.

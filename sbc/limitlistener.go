@@ -1,12 +1,15 @@
 package sbc
 
 import (
+	"crypto/tls"
 	"net"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sipwall/sipwall/sbc/sanity/wire"
+	sbctls "github.com/sipwall/sipwall/tls"
 )
 
 // limitListener caps inbound stream connections in total and per source
@@ -20,7 +23,10 @@ type limitListener struct {
 	stats          *Stats
 	blocked        func(netip.Addr) bool
 	admit          func(netip.Addr, []byte) bool
-	outbound       func(netip.AddrPort, []byte) bool
+	// peerCerts, on tls and wss listeners, receives each connection's
+	// verified client certificate once its handshake is done.
+	peerCerts *sync.Map
+	outbound  func(netip.AddrPort, []byte) bool
 
 	mu    sync.Mutex
 	total int
@@ -94,6 +100,10 @@ type limitConn struct {
 	// started is when the message now being received began; zero between
 	// messages. Only the reading goroutine touches it.
 	started time.Time
+	// certChecked: the TLS peer certificate was looked at (reader only);
+	// certKept: it was recorded in peerCerts and must be removed at Close.
+	certChecked bool
+	certKept    atomic.Bool
 }
 
 // Read tightens the read deadline while a message is incomplete: sipgo sets
@@ -106,6 +116,10 @@ func (c *limitConn) Read(b []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Read(b)
+	if n > 0 && !c.certChecked && c.l.peerCerts != nil {
+		c.certChecked = true
+		c.recordCert()
+	}
 	if n > 0 {
 		if c.fr.feed(b[:n]) {
 			if c.started.IsZero() {
@@ -133,8 +147,30 @@ func (c *limitConn) Write(b []byte) (int, error) {
 }
 
 func (c *limitConn) Close() error {
-	c.once.Do(func() { c.l.release(c.src) })
+	c.once.Do(func() {
+		c.l.release(c.src)
+		if c.certKept.Load() {
+			c.l.peerCerts.Delete(c.peer)
+		}
+	})
 	return c.Conn.Close()
+}
+
+// recordCert notes the verified client certificate of a TLS connection,
+// after its handshake (the first successful read), for the requests that
+// arrive on it.
+func (c *limitConn) recordCert() {
+	tc, ok := c.Conn.(interface{ ConnectionState() tls.ConnectionState })
+	if !ok {
+		return
+	}
+	cs := tc.ConnectionState()
+	name, ok := sbctls.Identity(cs)
+	if !ok {
+		return
+	}
+	c.l.peerCerts.Store(c.peer, &PeerCert{Name: name, Fingerprint: sbctls.Fingerprint(cs)})
+	c.certKept.Store(true)
 }
 
 // framer follows SIP message boundaries on a stream with a byte scan: header

@@ -2,6 +2,7 @@ package sbc
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -19,6 +20,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc/sanity/wire"
+	sbctls "github.com/sipwall/sipwall/tls"
 )
 
 // ListenerSpec is one socket to serve.
@@ -63,6 +65,10 @@ type Options struct {
 	// userspace prefilter. false drops the datagram or closes the
 	// connection, counted in Stats.Prefiltered.
 	Admit func(src netip.Addr, data []byte) bool
+	// TLS is the server configuration of the tls and wss listeners (nil:
+	// such listeners cannot start). TLSListener bounds their handshakes.
+	TLS         *tls.Config
+	TLSListener sbctls.ListenerOptions
 	// ResponseFilter, when set, vets every response datagram after parsing
 	// (sanity.ValidateResponse); false drops it before any transaction.
 	ResponseFilter func(*sip.Response) bool
@@ -98,6 +104,9 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []*Listener
+	// peerCerts maps the transport address of a tls/wss connection whose
+	// peer presented a verified certificate to its *PeerCert.
+	peerCerts sync.Map
 
 	// Stats are counters for tests and, later, metrics.
 	Stats Stats
@@ -111,6 +120,9 @@ type Stats struct {
 	// Blocked counts datagrams and connections dropped because Blocked
 	// said so.
 	Blocked atomic.Int64
+	// HandshakesRefused counts TLS connections closed by the per-source
+	// handshake rate limit.
+	HandshakesRefused atomic.Int64
 	// Prefiltered counts datagrams and connections Admit refused.
 	Prefiltered atomic.Int64
 	// OutboundBlocked counts messages the Outbound filter stopped.
@@ -257,24 +269,48 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 				s.log.Error("udp listener stopped", "addr", spec.Addr, "error", err)
 			}
 		}()
-	case "tcp":
+	case "tcp", "tls", "wss":
+		if spec.Transport != "tcp" && s.opts.TLS == nil {
+			return nil, fmt.Errorf("listen %s %s: no certificate configured (tls section)", spec.Transport, spec.Addr)
+		}
 		ln, err := net.Listen("tcp", spec.Addr)
 		if err != nil {
-			return nil, fmt.Errorf("listen tcp %s: %w", spec.Addr, err)
+			return nil, fmt.Errorf("listen %s %s: %w", spec.Transport, spec.Addr, err)
 		}
 		l.Bound = ln.Addr().(*net.TCPAddr).AddrPort()
-		lim := newLimitListener(ln, s.opts.MaxConns, s.opts.MaxConnsPerSource, s.opts.MessageTimeout, &s.Stats)
+		inner, msgTimeout := ln, s.opts.MessageTimeout
+		if spec.Transport != "tcp" {
+			lo := s.opts.TLSListener
+			onRefused := lo.OnRefused
+			lo.OnRefused = func() {
+				s.Stats.HandshakesRefused.Add(1)
+				if onRefused != nil {
+					onRefused()
+				}
+			}
+			inner = sbctls.NewListener(ln, s.opts.TLS, lo)
+		}
+		if spec.Transport == "wss" {
+			// WebSocket frames are not SIP text: the byte scan that bounds
+			// a message's arrival does not apply; the idle deadline does.
+			msgTimeout = 0
+		}
+		lim := newLimitListener(inner, s.opts.MaxConns, s.opts.MaxConnsPerSource, msgTimeout, &s.Stats)
 		lim.blocked = s.opts.Blocked
 		lim.admit = s.opts.Admit
 		if s.opts.Outbound != nil {
 			lim.outbound = s.outboundOK
 		}
+		if spec.Transport != "tcp" {
+			lim.peerCerts = &s.peerCerts
+		}
 		l.closer = lim.Close
+		serve := map[string]func(net.Listener) error{"tcp": s.srv.ServeTCP, "tls": s.srv.ServeTLS, "wss": s.srv.ServeWSS}[spec.Transport]
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
-			if err := s.srv.ServeTCP(lim); err != nil && !errors.Is(err, net.ErrClosed) {
-				s.log.Debug("tcp listener stopped", "addr", spec.Addr, "error", err)
+			if err := serve(lim); err != nil && !errors.Is(err, net.ErrClosed) {
+				s.log.Debug("stream listener stopped", "transport", spec.Transport, "addr", spec.Addr, "error", err)
 			}
 		}()
 	default:
@@ -492,6 +528,11 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	}
 	if s.opts.IsInternal != nil && s.opts.IsInternal(r.Peer.Addr()) {
 		r.Side = Internal
+	}
+	if r.Transport == "tls" || r.Transport == "wss" {
+		if pc, ok := s.peerCerts.Load(r.Peer); ok {
+			r.PeerCert = pc.(*PeerCert)
+		}
 	}
 	ctx := context.WithValue(context.Background(), releaseKey{}, release)
 	if !req.IsInvite() {

@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +28,7 @@ import (
 	"github.com/sipwall/sipwall/sbc/sanity"
 	"github.com/sipwall/sipwall/sbc/store"
 	"github.com/sipwall/sipwall/sbc/upstream"
+	sbctls "github.com/sipwall/sipwall/tls"
 	"github.com/sipwall/sipwall/topology"
 )
 
@@ -181,10 +183,11 @@ type app struct {
 	reg       *registrar.Registrar // nil when registrar.mode is off
 	pool      *upstream.Pool
 	sec       *security
-	relay     *media.Manager // nil with media.mode off
-	pol       *policy.Engine // nil with policy.mode off
-	fraud     *rules.Engine  // nil without rules.file
-	pf        *prefilter     // nil with prefilter.mode off
+	relay     *media.Manager  // nil with media.mode off
+	pol       *policy.Engine  // nil with policy.mode off
+	fraud     *rules.Engine   // nil without rules.file
+	pf        *prefilter      // nil with prefilter.mode off
+	certs     *sbctls.Manager // nil without a certificate
 	rulesFile string
 	// cfgRealm is auth.realm, for the demo's help text.
 	cfgRealm string
@@ -200,6 +203,9 @@ func (a *app) stop() {
 		a.relay.Close()
 	}
 	a.pf.close()
+	if a.certs != nil {
+		a.certs.Close()
+	}
 }
 
 // start builds and starts every part from a validated configuration.
@@ -257,8 +263,18 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if topo.GuardMode() != topology.GuardOff {
 		outboundFilter = (&guard{policy: topo, log: log}).check
 	}
+	certs, err := buildTLS(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	var serverTLS *tls.Config
+	if certs != nil {
+		serverTLS = certs.ServerConfig()
+	}
 	san := sanity.New(sanity.Options{})
 	srv, err := sbc.NewServer(sbc.Options{
+		TLS:               serverTLS,
+		TLSListener:       tlsListenerOptions(cfg.TLS),
 		ResponseFilter:    san.AllowResponse,
 		Listeners:         specs,
 		MaxInflight:       cfg.Limits.MaxInflight,
@@ -391,7 +407,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File, cfgRealm: cfg.Auth.Realm, pf: pf, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File, cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
@@ -410,6 +426,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if pf != nil {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); pf.run(ctx) }()
+	}
+	if certs != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); certs.Run(ctx) }()
 	}
 	if pol != nil {
 		a.wg.Add(1)

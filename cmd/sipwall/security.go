@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
@@ -27,42 +28,87 @@ type security struct {
 	keys  *auth.KeyRing        // nil with auth.mode off
 }
 
-// trustedSet matches a peer against the configured trusted networks and
-// the upstreams (which are always trusted).
+// trustedSet matches a peer against the configured trusted peers and the
+// upstreams (which are always trusted). A peer entry names networks, a
+// client certificate (names or fingerprints), or both, which must then
+// both match.
 type trustedSet struct {
-	nets []trustedNet
-	pool func() *upstream.Pool
+	peers []trustedPeer
+	pool  func() *upstream.Pool
 }
 
-type trustedNet struct {
-	name   string
-	prefix netip.Prefix
+type trustedPeer struct {
+	name         string
+	nets         []netip.Prefix
+	certNames    []string
+	fingerprints []string
+}
+
+func (p *trustedPeer) needsCert() bool { return len(p.certNames)+len(p.fingerprints) > 0 }
+
+func (p *trustedPeer) addrOK(a netip.Addr) bool {
+	if len(p.nets) == 0 {
+		return true
+	}
+	for _, n := range p.nets {
+		if n.Contains(a) {
+			return true
+		}
+	}
+	return false
+}
+
+func (p *trustedPeer) certOK(pc *sbc.PeerCert) bool {
+	return pc != nil && (slices.Contains(p.certNames, pc.Name) || slices.Contains(p.fingerprints, pc.Fingerprint))
 }
 
 func newTrustedSet(cfg config.Auth, pool func() *upstream.Pool) (*trustedSet, error) {
 	ts := &trustedSet{pool: pool}
 	for i, t := range cfg.Trusted {
+		tp := trustedPeer{name: t.Name, certNames: t.CertNames}
 		for k, c := range t.CIDRs {
 			p, err := config.ParsePrefix(c)
 			if err != nil {
 				return nil, fmt.Errorf("auth.trusted[%d].cidrs[%d]: %w", i, k, err)
 			}
-			ts.nets = append(ts.nets, trustedNet{t.Name, p})
+			tp.nets = append(tp.nets, p)
 		}
+		for k, f := range t.CertFingerprints {
+			n, ok := config.NormFingerprint(f)
+			if !ok {
+				return nil, fmt.Errorf("auth.trusted[%d].cert_fingerprints[%d]: not a SHA-256 fingerprint", i, k)
+			}
+			tp.fingerprints = append(tp.fingerprints, n)
+		}
+		ts.peers = append(ts.peers, tp)
 	}
 	return ts, nil
 }
 
+// match trusts by address alone: the peers that need no certificate, and
+// the upstreams.
 func (ts *trustedSet) match(a netip.Addr) (string, bool) {
 	a = a.Unmap()
-	for _, n := range ts.nets {
-		if n.prefix.Contains(a) {
-			return n.name, true
+	for i := range ts.peers {
+		if p := &ts.peers[i]; !p.needsCert() && p.addrOK(a) {
+			return p.name, true
 		}
 	}
 	if p := ts.pool(); p != nil {
 		if t, ok := p.Lookup(a); ok {
 			return t.Name, true
+		}
+	}
+	return "", false
+}
+
+// matchCert trusts a peer that presented a verified client certificate
+// one of the certificate-identified peers names (at an address it allows).
+func (ts *trustedSet) matchCert(a netip.Addr, pc *sbc.PeerCert) (string, bool) {
+	a = a.Unmap()
+	for i := range ts.peers {
+		if p := &ts.peers[i]; p.needsCert() && p.certOK(pc) && p.addrOK(a) {
+			return p.name, true
 		}
 	}
 	return "", false
@@ -135,14 +181,15 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 		}
 	}
 	sec.auth, err = auth.New(auth.Options{
-		Realm:      a.Realm,
-		Users:      users,
-		Keys:       keys,
-		NonceTTL:   a.NonceTTL.D(),
-		MaxSkew:    a.MaxSkew.D(),
-		Algorithms: a.Algorithms,
-		Trusted:    trusted.match,
-		OnFailure:  bans.Failure,
+		Realm:       a.Realm,
+		Users:       users,
+		Keys:        keys,
+		NonceTTL:    a.NonceTTL.D(),
+		MaxSkew:     a.MaxSkew.D(),
+		Algorithms:  a.Algorithms,
+		Trusted:     trusted.match,
+		TrustedCert: trusted.matchCert,
+		OnFailure:   bans.Failure,
 		OnSuccess: func(ip netip.Addr, user string) {
 			bans.Success(ip, user)
 			if pf != nil {

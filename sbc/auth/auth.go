@@ -75,6 +75,9 @@ type Options struct {
 	EnableMD5 bool
 	// Trusted matches peers that skip digest (trunks, the PBX) by address.
 	Trusted func(netip.Addr) (name string, ok bool)
+	// TrustedCert matches peers identified by their verified client
+	// certificate (mutual TLS), asked when a request carries one.
+	TrustedCert func(netip.Addr, *sbc.PeerCert) (name string, ok bool)
 	// OnFailure is called when a peer answered one of our valid nonces with
 	// a wrong response: unknown user, wrong password or disabled account.
 	// user is what the peer sent and must be treated as untrusted text.
@@ -208,13 +211,18 @@ func (a *Auth) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Request)
 		return sbc.Continue, nil
 	}
 	ip := r.Peer.Addr().Unmap()
+	name, trusted := "", false
 	if a.opt.Trusted != nil {
-		if name, ok := a.opt.Trusted(ip); ok {
-			a.trusted.Add(1)
-			r.Identity = &sbc.Identity{Trusted: name, Realm: a.opt.Realm}
-			a.opt.Forward.Apply(r, "", a.opt.Realm)
-			return sbc.Continue, nil
-		}
+		name, trusted = a.opt.Trusted(ip)
+	}
+	if !trusted && r.PeerCert != nil && a.opt.TrustedCert != nil {
+		name, trusted = a.opt.TrustedCert(ip, r.PeerCert)
+	}
+	if trusted {
+		a.trusted.Add(1)
+		r.Identity = &sbc.Identity{Trusted: name, Realm: a.opt.Realm}
+		a.opt.Forward.Apply(r, "", a.opt.Realm)
+		return sbc.Continue, nil
 	}
 	switch r.Method {
 	case sip.ACK, sip.CANCEL:

@@ -401,3 +401,29 @@ func TestNew(t *testing.T) {
 		}
 	}
 }
+
+// A trunk identified by its client certificate skips digest only when the
+// request arrived with that verified certificate; the same address without
+// it, or with another certificate, is challenged.
+func TestTrustedByCertificate(t *testing.T) {
+	f := newFixture(t, func(o *Options) {
+		o.TrustedCert = func(_ netip.Addr, pc *sbc.PeerCert) (string, bool) {
+			return "carrier-tls", pc.Name == "trunk.carrier.example"
+		}
+	})
+	peer := netip.MustParseAddrPort("198.51.100.7:5061")
+	withCert := newReq(t, "INVITE", ruri, peer, "")
+	withCert.Transport = "tls"
+	withCert.PeerCert = &sbc.PeerCert{Name: "trunk.carrier.example", Fingerprint: strings.Repeat("ab", 32)}
+	if v, w := f.serve(t, withCert); v != sbc.Continue || len(w.res) != 0 || withCert.Identity == nil || withCert.Identity.Trusted != "carrier-tls" {
+		t.Fatalf("trunk with its certificate: verdict %v, identity %+v", v, withCert.Identity)
+	}
+	other := newReq(t, "INVITE", ruri, peer, "")
+	other.PeerCert = &sbc.PeerCert{Name: "someone.else.example"}
+	none := newReq(t, "INVITE", ruri, peer, "")
+	for name, r := range map[string]*sbc.Request{"other certificate": other, "no certificate": none} {
+		if v, w := f.serve(t, r); v != sbc.Rejected || w.last(t).StatusCode != 407 {
+			t.Fatalf("%s: verdict %v, want a 407 challenge", name, v)
+		}
+	}
+}
