@@ -69,6 +69,9 @@ type Options struct {
 	// such listeners cannot start). TLSListener bounds their handshakes.
 	TLS         *tls.Config
 	TLSListener sbctls.ListenerOptions
+	// ClientTLS is the configuration of TLS connections the SBC opens
+	// (toward TLS upstreams and the trunk); nil: the SIP stack's default.
+	ClientTLS *tls.Config
 	// ResponseFilter, when set, vets every response datagram after parsing
 	// (sanity.ValidateResponse); false drops it before any transaction.
 	ResponseFilter func(*sip.Response) bool
@@ -157,7 +160,11 @@ func NewServer(opts Options) (*Server, error) {
 	parser := sip.NewParser()
 	parser.MaxMessageLength = opts.MaxMessageSize
 	s.parser = sip.NewParser()
-	ua, err := sipgo.NewUA(
+	uaOpts := []sipgo.UserAgentOption{}
+	if opts.ClientTLS != nil {
+		uaOpts = append(uaOpts, sipgo.WithUserAgenTLSConfig(opts.ClientTLS))
+	}
+	ua, err := sipgo.NewUA(append(uaOpts,
 		sipgo.WithUserAgent("sipwall"),
 		// sipwall resolves no names: upstreams are IP literals, and a host
 		// name in a Via or Contact must not make the SBC send DNS queries
@@ -169,7 +176,7 @@ func NewServer(opts Options) (*Server, error) {
 			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcp}),
 		),
 		sipgo.WithUserAgentTransactionLayerOptions(txOpts...),
-	)
+	)...)
 	if err != nil {
 		return nil, fmt.Errorf("create user agent: %w", err)
 	}

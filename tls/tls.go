@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -411,4 +412,50 @@ func verifiedLeaf(cs tls.ConnectionState) *x509.Certificate {
 		return nil
 	}
 	return cs.VerifiedChains[0][0]
+}
+
+// UpstreamConfig is the TLS configuration for every connection sipwall
+// opens toward a TLS upstream or trunk. The chain is verified against
+// opt.RootFile (or the system roots) as in ClientConfig, and the leaf must
+// be valid for one of names: the upstreams' configured names, or their IP
+// addresses (as IP SANs). The SIP stack dials by IP address and one
+// configuration serves every TLS upstream, so a certificate valid for any
+// of the names is accepted from any of them: all are the operator's own
+// peers, and the name list is short (often one). opt.ServerName is ignored.
+func UpstreamConfig(opt ClientOptions, names []string) (*tls.Config, error) {
+	if len(names) == 0 {
+		return nil, errors.New("tls: no upstream name to verify")
+	}
+	opt.ServerName = ""
+	c, err := ClientConfig(opt)
+	if err != nil {
+		return nil, err
+	}
+	roots := c.RootCAs
+	names = append([]string(nil), names...)
+	// Go's own check would compare the certificate with the address the
+	// stack puts in ServerName; VerifyConnection does the same work with
+	// the configured names instead.
+	c.InsecureSkipVerify = true
+	c.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: upstream presented no certificate")
+		}
+		inter := x509.NewCertPool()
+		for _, ic := range cs.PeerCertificates[1:] {
+			inter.AddCert(ic)
+		}
+		opts := x509.VerifyOptions{Roots: roots, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}}
+		leaf := cs.PeerCertificates[0]
+		if _, err := leaf.Verify(opts); err != nil {
+			return fmt.Errorf("tls: upstream certificate: %w", err)
+		}
+		for _, n := range names {
+			if leaf.VerifyHostname(strings.Trim(n, "[]")) == nil {
+				return nil
+			}
+		}
+		return fmt.Errorf("tls: upstream certificate valid for none of %s", strings.Join(names, ", "))
+	}
+	return c, nil
 }

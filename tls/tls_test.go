@@ -438,3 +438,44 @@ func TestClientConfig(t *testing.T) {
 		t.Fatal("root file without certificates accepted")
 	}
 }
+
+// UpstreamConfig accepts an upstream dialled by IP address (ServerName set
+// to the address, as the SIP stack does) when its certificate chains to the
+// roots and is valid for one of the configured names.
+func TestUpstreamConfig(t *testing.T) {
+	ca := newTestCA(t, "upstream CA")
+	m, dir, _ := fileManager(t, ca, nil)
+	addr := serve(t, m.ServerConfig(), ListenerOptions{})
+	host, _, _ := net.SplitHostPort(addr)
+	root := writeFile(t, dir, "root.pem", ca.pem)
+	dial := func(rootFile string, names ...string) error {
+		t.Helper()
+		c, err := UpstreamConfig(ClientOptions{RootFile: rootFile}, names)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c = c.Clone()
+		c.ServerName = host // what the SIP stack sets
+		r, err := exchange(addr, c)
+		if err == nil {
+			r.conn.Close()
+		}
+		return err
+	}
+	if err := dial(root, "pbx-b.example.test", serverName); err != nil {
+		t.Fatalf("configured name: %v", err)
+	}
+	if err := dial(root, "other.example.test"); err == nil {
+		t.Fatal("certificate for another name accepted")
+	}
+	if err := dial(root, host); err == nil {
+		t.Fatal("certificate without the address as IP SAN accepted for the address")
+	}
+	other := writeFile(t, dir, "other.pem", newTestCA(t, "another CA").pem)
+	if err := dial(other, serverName); err == nil {
+		t.Fatal("certificate of another CA accepted")
+	}
+	if _, err := UpstreamConfig(ClientOptions{RootFile: root}, nil); err == nil {
+		t.Fatal("no names accepted")
+	}
+}

@@ -271,9 +271,14 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if certs != nil {
 		serverTLS = certs.ServerConfig()
 	}
+	clientTLS, err := upstreamTLS(cfg, targets, outbound)
+	if err != nil {
+		return nil, err
+	}
 	san := sanity.New(sanity.Options{})
 	srv, err := sbc.NewServer(sbc.Options{
 		TLS:               serverTLS,
+		ClientTLS:         clientTLS,
 		TLSListener:       tlsListenerOptions(cfg.TLS),
 		ResponseFilter:    san.AllowResponse,
 		Listeners:         specs,

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/upstream"
 	sbctls "github.com/sipwall/sipwall/tls"
 )
 
@@ -45,6 +46,36 @@ func tlsErrorKey(t config.TLS) string {
 		return "tls.acme"
 	}
 	return "tls.cert_file"
+}
+
+// upstreamTLS is the configuration of TLS connections toward upstreams and
+// the trunk: nil when none uses TLS. Their certificates must chain to
+// tls.upstream_ca and carry a configured tls_name (or the IP address).
+func upstreamTLS(cfg *config.Config, targets []upstream.Target, outbound *upstream.Target) (*tls.Config, error) {
+	var names []string
+	for i, t := range targets {
+		if t.Transport != "tls" {
+			continue
+		}
+		name := cfg.Upstreams[i].TLSName
+		if name == "" {
+			name = t.Addr.Addr().String()
+		}
+		names = append(names, name)
+	}
+	if outbound != nil && outbound.Transport == "tls" {
+		names = append(names, outbound.Addr.Addr().String())
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	c, err := sbctls.UpstreamConfig(sbctls.ClientOptions{
+		RootFile: cfg.TLS.UpstreamCA, CertFile: cfg.TLS.UpstreamCertFile, KeyFile: cfg.TLS.UpstreamKeyFile,
+	}, names)
+	if err != nil {
+		return nil, cfg.KeyError("tls.upstream_ca", err)
+	}
+	return c, nil
 }
 
 // tlsListenerOptions bound handshakes on the tls and wss listeners.

@@ -385,3 +385,84 @@ func TestMTLSTrunk(t *testing.T) {
 
 // testRealm is the demo's digest realm (auth.realm's default).
 var testRealm = config.Default().Auth.Realm
+
+// Toward an upstream with transport=tls sipwall opens a verified TLS
+// connection: the health check's OPTIONS reaches a PBX whose certificate
+// carries the configured tls_name, and nothing reaches one whose
+// certificate does not.
+func TestUpstreamOverTLS(t *testing.T) {
+	for _, tc := range []struct {
+		name, tlsName string
+		want          bool
+	}{{"right name", "pbx.inside.test", true}, {"wrong name", "other.inside.test", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			p := newPKI(t)
+			pbxCert, pbxKey := p.issue(t, "pbx", []string{"pbx.inside.test"}, nil)
+			kp, err := tls.LoadX509KeyPair(pbxCert, pbxKey)
+			if err != nil {
+				t.Fatal(err)
+			}
+			ln, err := tls.Listen("tcp", "127.0.0.11:0", &tls.Config{Certificates: []tls.Certificate{kp}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { ln.Close() })
+			got, attempts := make(chan string, 8), make(chan error, 8)
+			go func() {
+				for {
+					c, err := ln.Accept()
+					if err != nil {
+						return
+					}
+					go func() {
+						defer c.Close()
+						c.SetDeadline(time.Now().Add(3 * time.Second))
+						err := c.(*tls.Conn).Handshake()
+						attempts <- err
+						if err != nil {
+							return
+						}
+						if line, err := bufio.NewReader(c).ReadString('\n'); err == nil {
+							got <- line
+						}
+					}()
+				}
+			}()
+			adjust, _, _ := withTLS(t, p, func(c *config.Config) {
+				c.Upstreams = append(c.Upstreams, config.Upstream{Name: "pbx-tls", URI: "sip:" + ln.Addr().String() + ";transport=tls",
+					TLSName: tc.tlsName, Priority: 2, Weight: 1})
+				c.TLS.UpstreamCA = p.caFile
+				c.Health.Interval = config.Duration(300 * time.Millisecond)
+				c.Health.Timeout = config.Duration(250 * time.Millisecond)
+			})
+			startDemo(t, adjust)
+			select {
+			case err := <-attempts:
+				if tc.want && err != nil {
+					t.Fatalf("handshake with the PBX failed: %v", err)
+				}
+				if !tc.want && err == nil {
+					t.Fatal("handshake succeeded with a certificate for another name")
+				}
+			case <-time.After(5 * time.Second):
+				t.Fatal("sipwall never connected to the TLS upstream")
+			}
+			if tc.want {
+				select {
+				case line := <-got:
+					if !strings.HasPrefix(line, "OPTIONS sip:") {
+						t.Fatalf("first line over TLS: %q, want an OPTIONS health check", line)
+					}
+				case <-time.After(5 * time.Second):
+					t.Fatal("no OPTIONS over the TLS connection")
+				}
+			} else {
+				select {
+				case line := <-got:
+					t.Fatalf("message sent over an unverified connection: %q", line)
+				case <-time.After(time.Second):
+				}
+			}
+		})
+	}
+}

@@ -77,6 +77,9 @@ type Upstream struct {
 	Priority int `yaml:"priority"`
 	// Weight shares load between upstreams of the same priority. Default 1.
 	Weight int `yaml:"weight"`
+	// TLSName is the name the upstream's certificate must carry when the
+	// URI says transport=tls. Empty: its IP address (an IP SAN).
+	TLSName string `yaml:"tls_name"`
 }
 
 // Health configures the OPTIONS health checks of upstreams.
@@ -382,6 +385,13 @@ type TLS struct {
 	// peers (trunks, mutual TLS); CRLFile revokes some of them.
 	ClientCA string `yaml:"client_ca"`
 	CRLFile  string `yaml:"crl_file"`
+	// UpstreamCA is a PEM bundle of roots that upstreams' certificates
+	// (transport=tls) are verified with; empty: the system roots.
+	// UpstreamCertFile and UpstreamKeyFile are the client certificate
+	// presented to them (optional).
+	UpstreamCA       string `yaml:"upstream_ca"`
+	UpstreamCertFile string `yaml:"upstream_cert_file"`
+	UpstreamKeyFile  string `yaml:"upstream_key_file"`
 }
 
 // ACME configures automatic certificates.

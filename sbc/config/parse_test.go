@@ -175,7 +175,7 @@ func wantFull() Config {
 		},
 		Upstreams: []Upstream{
 			{Name: "pbx-a", URI: "sip:10.0.0.10:5060;transport=tcp", Priority: 1, Weight: 3},
-			{Name: "pbx-b", URI: "sip:[fd00::20]:5070", Priority: 2, Weight: 2},
+			{Name: "pbx-b", URI: "sip:[fd00::20]:5071;transport=tls", Priority: 2, Weight: 2, TLSName: "pbx-b.inside.example"},
 		},
 		Health:   Health{Interval: Duration(5 * time.Second), Timeout: Duration(1500 * time.Millisecond), Failures: 4, Successes: 3},
 		Outbound: &Outbound{URI: "sip:203.0.113.5:5060;transport=udp"},
@@ -253,6 +253,7 @@ func wantFull() Config {
 				HTTPPort: 8080, RenewBefore: Duration(720 * time.Hour)},
 			CertFile: "sbc.crt", KeyFile: "sbc.key", MinVersion: "1.3", HandshakeTimeout: Duration(3 * time.Second),
 			HandshakeRate: 5, HandshakeBurst: 10, ClientCA: "trunks-ca.pem", CRLFile: "trunks.crl",
+			UpstreamCA: "pbx-ca.pem", UpstreamCertFile: "sbc-client.crt", UpstreamKeyFile: "sbc-client.key",
 		},
 		Prefilter: Prefilter{
 			Mode: "xdp", Interfaces: []string{"eth0", "eth1"}, Generic: true, PinPath: "/sys/fs/bpf/edge", Observe: true,

@@ -7,6 +7,7 @@ import (
 	"net/netip"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -27,6 +28,9 @@ const (
 )
 
 var transports = []string{TransportUDP, TransportTCP, TransportTLS, TransportWSS}
+
+// sendTransports are those sipwall opens toward upstreams and the trunk.
+var sendTransports = []string{TransportUDP, TransportTCP, TransportTLS}
 
 // socketKind is the kind of socket a transport binds: tcp, tls and wss
 // all bind TCP ports and so cannot share one.
@@ -192,7 +196,7 @@ func (c *Config) problems() []Problem {
 		ch.fail(ch.pos.written("auth.mode", "policy.mode"), "with auth.mode off the built-in policy refuses every untrusted request from outside; set policy.dir to a policy of yours, or policy.mode to off or shadow")
 	}
 	ch.prefilter(c.Prefilter)
-	ch.tls(c.TLS, c.Listen)
+	ch.tls(c.TLS, c.Listen, c.Upstreams)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
@@ -244,6 +248,9 @@ func (ch *checker) upstreams(us []Upstream) {
 			first[u.Name] = i
 		}
 		ch.sipURI(p+".uri", u.URI)
+		if u.TLSName != "" && !isHostname(strings.TrimSuffix(u.TLSName, ".")) {
+			ch.fail(p+".tls_name", "%s is not a DNS name", quote(u.TLSName))
+		}
 		ch.atLeast(p+".priority", u.Priority, 1)
 		ch.atLeast(p+".weight", u.Weight, 1)
 	}
@@ -551,6 +558,8 @@ func (ch *checker) media(m Media) {
 	ch.atLeast("media.max_sessions", m.MaxSessions, 1)
 }
 
+var tlsURI = regexp.MustCompile(`(?i);transport=tls(;|$)`)
+
 // NormFingerprint gives a SHA-256 certificate fingerprint as 64 lower-case
 // hex digits, accepting colons between bytes and either case.
 func NormFingerprint(s string) (string, bool) {
@@ -561,7 +570,13 @@ func NormFingerprint(s string) (string, bool) {
 	return f, true
 }
 
-func (ch *checker) tls(t TLS, ls []Listener) {
+func (ch *checker) tls(t TLS, ls []Listener, us []Upstream) {
+	hasTLS := slices.ContainsFunc(ls, func(l Listener) bool { return l.Transport == TransportTLS })
+	for i, u := range us {
+		if !hasTLS && tlsURI.MatchString(u.URI) {
+			ch.fail("upstreams["+strconv.Itoa(i)+"].uri", "transport=tls needs a tls listener (its address goes in the Via and Contact)")
+		}
+	}
 	secure := -1
 	for i, l := range ls {
 		if l.Transport == TransportTLS || l.Transport == TransportWSS {
@@ -608,6 +623,9 @@ func (ch *checker) tls(t TLS, ls []Listener) {
 	}
 	if t.HandshakeRate > 0 && t.HandshakeBurst < 1 {
 		ch.fail(ch.pos.written("tls.handshake_burst", "tls.handshake_rate"), "must be at least 1 when tls.handshake_rate is set, got %d", t.HandshakeBurst)
+	}
+	if (t.UpstreamCertFile == "") != (t.UpstreamKeyFile == "") {
+		ch.fail(ch.pos.written("tls.upstream_cert_file", "tls.upstream_key_file"), "tls.upstream_cert_file and tls.upstream_key_file go together")
 	}
 	if t.CRLFile != "" && t.ClientCA == "" {
 		ch.fail("tls.crl_file", "needs tls.client_ca (the CA whose certificates it revokes)")
@@ -847,7 +865,7 @@ func (ch *checker) advertise(key, s string) {
 // sipURIHint shows the accepted form of upstream and outbound URIs.
 const sipURIHint = `(e.g. "sip:10.0.0.10:5060;transport=tcp")`
 
-// sipURI checks a URI to send to: sip or sips, an IP literal host, an
+// sipURI checks a URI to send to: sip (TLS is transport=tls), an IP literal host, an
 // optional port and, if present, a transport sipwall supports.
 func (ch *checker) sipURI(key, s string) {
 	if s == "" {
@@ -857,8 +875,8 @@ func (ch *checker) sipURI(key, s string) {
 	// Checked before parsing: the parser's complaints about a missing or
 	// foreign scheme are less clear than this.
 	scheme, _, _ := strings.Cut(s, ":")
-	if scheme = strings.ToLower(scheme); scheme != "sip" && scheme != "sips" {
-		ch.fail(key, "%s: scheme must be sip or sips %s", quote(s), sipURIHint)
+	if scheme = strings.ToLower(scheme); scheme != "sip" {
+		ch.fail(key, "%s: scheme must be sip (for TLS use ;transport=tls) %s", quote(s), sipURIHint)
 		return
 	}
 	var u sip.Uri
@@ -889,8 +907,8 @@ func (ch *checker) sipURI(key, s string) {
 		return
 	}
 	for _, kv := range u.UriParams {
-		if strings.EqualFold(kv.K, "transport") && !slices.Contains(transports, strings.ToLower(kv.V)) {
-			ch.fail(key, "%s: transport=%s is not one of %s", quote(s), kv.V, strings.Join(transports, ", "))
+		if strings.EqualFold(kv.K, "transport") && !slices.Contains(sendTransports, strings.ToLower(kv.V)) {
+			ch.fail(key, "%s: transport=%s is not one of %s", quote(s), kv.V, strings.Join(sendTransports, ", "))
 			return
 		}
 	}

@@ -21,7 +21,7 @@ type Target struct {
 	URI sip.Uri
 	// Addr is where packets go: the URI host (an IP literal) and port.
 	Addr netip.AddrPort
-	// Transport is "udp" or "tcp", from the URI transport parameter.
+	// Transport is "udp", "tcp" or "tls", from the URI transport parameter.
 	Transport string
 	// Priority orders failover: lower values are tried first.
 	Priority int
@@ -86,8 +86,8 @@ func ParseTarget(name, uri string, priority, weight int) (Target, error) {
 			transport = strings.ToLower(kv.V)
 		}
 	}
-	if transport != "udp" && transport != "tcp" {
-		return Target{}, fmt.Errorf("upstream %q: uri %q: unsupported transport %q (want udp or tcp)", name, uri, transport)
+	if transport != "udp" && transport != "tcp" && transport != "tls" {
+		return Target{}, fmt.Errorf("upstream %q: uri %q: unsupported transport %q (want udp, tcp or tls)", name, uri, transport)
 	}
 
 	return Target{

@@ -19,6 +19,7 @@ func TestParseTarget(t *testing.T) {
 		{"sip:pbx@10.0.0.10:5061;transport=tcp", 1, "10.0.0.10:5061", "tcp", 1},
 		{"sip:10.0.0.10;Transport=UDP", 1, "10.0.0.10:5060", "udp", 1},
 		{"sip:[2001:db8::1]:5070;transport=tcp", 1, "[2001:db8::1]:5070", "tcp", 1},
+		{"sip:10.0.0.12:5061;transport=TLS", 1, "10.0.0.12:5061", "tls", 1},
 		{"sip:[::ffff:10.0.0.1]", 1, "10.0.0.1:5060", "udp", 1},
 		{"sip:127.0.0.1", 0, "127.0.0.1:5060", "udp", 1}, // weight 0 means 1
 	}
@@ -53,7 +54,7 @@ func TestParseTargetErrors(t *testing.T) {
 		{"a", "sip:pbx.example.com", 1, 1, "ip address"},
 		{"a", "sips:10.0.0.1", 1, 1, "scheme"},
 		{"a", "tel:+15551234", 1, 1, "scheme"},
-		{"a", "sip:10.0.0.1;transport=tls", 1, 1, "unsupported transport"},
+		{"a", "sip:10.0.0.1;transport=sctp", 1, 1, "unsupported transport"},
 		{"a", "sip:10.0.0.1", -1, 1, "negative priority"},
 		{"a", "sip:10.0.0.1", 1, -2, "negative weight"},
 		{"a", "", 1, 1, "a"},
