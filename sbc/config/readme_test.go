@@ -128,3 +128,27 @@ func TestProjectREADMEHasReferenceTable(t *testing.T) {
 		}
 	}
 }
+
+// The TLS example in the project README is a valid configuration.
+func TestProjectREADMETLSExample(t *testing.T) {
+	top, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, sec, ok := strings.Cut(string(top), "\n## TLS and WSS\n")
+	if !ok {
+		t.Fatal("README has no TLS and WSS section")
+	}
+	_, block, ok := strings.Cut(sec, "```yaml\n")
+	example, _, ok2 := strings.Cut(block, "```")
+	if !ok || !ok2 {
+		t.Fatal("README's TLS section has no yaml example")
+	}
+	c, err := Parse([]byte(example), "README TLS example")
+	if err != nil {
+		t.Fatalf("README TLS example: %v", err)
+	}
+	if len(c.TLS.ACME.Names) != 1 || c.Listen[1].Transport != TransportTLS || c.Auth.Trusted[0].CertNames[0] != "trunk.carrier.example" {
+		t.Fatalf("README TLS example read as %+v", c)
+	}
+}
