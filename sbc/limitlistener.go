@@ -1,6 +1,7 @@
 package sbc
 
 import (
+	"bytes"
 	"crypto/tls"
 	"net"
 	"net/netip"
@@ -26,6 +27,11 @@ type limitListener struct {
 	// peerCerts, on tls and wss listeners, receives each connection's
 	// verified client certificate once its handshake is done.
 	peerCerts *sync.Map
+	// capture, when set, receives every message read or written (see
+	// Options.Capture), from transport on local.
+	capture   func(src, dst netip.AddrPort, transport string, data []byte)
+	transport string
+	local     netip.AddrPort
 	outbound  func(netip.AddrPort, []byte) bool
 
 	mu    sync.Mutex
@@ -97,6 +103,8 @@ type limitConn struct {
 	peer netip.AddrPort
 	once sync.Once
 	fr   framer
+	// capFr finds message ends for capture (fr's state is for deadlines).
+	capFr framer
 	// started is when the message now being received began; zero between
 	// messages. Only the reading goroutine touches it.
 	started time.Time
@@ -104,6 +112,8 @@ type limitConn struct {
 	// certKept: it was recorded in peerCerts and must be removed at Close.
 	certChecked bool
 	certKept    atomic.Bool
+	// msg holds the bytes of the message being read, for capture.
+	msg []byte
 }
 
 // Read tightens the read deadline while a message is incomplete: sipgo sets
@@ -119,6 +129,9 @@ func (c *limitConn) Read(b []byte) (int, error) {
 	if n > 0 && !c.certChecked && c.l.peerCerts != nil {
 		c.certChecked = true
 		c.recordCert()
+	}
+	if n > 0 && c.l.capture != nil && c.l.transport != "wss" {
+		c.captureRead(b[:n])
 	}
 	if n > 0 {
 		if c.fr.feed(b[:n]) {
@@ -143,6 +156,15 @@ func (c *limitConn) Write(b []byte) (int, error) {
 	if c.l.outbound != nil && !c.l.outbound(c.peer, b) {
 		return len(b), nil
 	}
+	if c.l.capture != nil {
+		msg := b
+		if c.l.transport == "wss" {
+			msg, _ = wsPayload(b)
+		}
+		if len(msg) > 0 {
+			c.l.capture(c.l.local, c.peer, c.l.transport, msg)
+		}
+	}
 	return c.Conn.Write(b)
 }
 
@@ -154,6 +176,57 @@ func (c *limitConn) Close() error {
 		}
 	})
 	return c.Conn.Close()
+}
+
+// maxCapture bounds the bytes kept of one message being read for capture;
+// longer messages are not captured (the parser refuses them anyway).
+const maxCapture = 64 << 10
+
+// captureRead cuts what was read into messages with a framer of its own
+// and hands each complete one to the capture hook.
+func (c *limitConn) captureRead(p []byte) {
+	start := 0
+	if c.capFr.ends == nil {
+		c.capFr.ends = make([]int, 0, 4)
+	}
+	c.capFr.ends = c.capFr.ends[:0]
+	c.capFr.feed(p)
+	for _, end := range c.capFr.ends {
+		if len(c.msg)+end-start <= maxCapture {
+			c.msg = append(c.msg, p[start:end]...)
+			if m := bytes.TrimLeft(c.msg, "\r\n"); len(m) > 0 {
+				c.l.capture(c.peer, c.l.local, c.l.transport, m)
+			}
+		}
+		c.msg, start = c.msg[:0], end
+	}
+	if rest := p[start:]; len(c.msg)+len(rest) <= maxCapture {
+		c.msg = append(c.msg, rest...)
+	} else {
+		c.msg = c.msg[:0]
+	}
+}
+
+// wsPayload returns the payload of one unmasked WebSocket text frame (what
+// the server writes); ok is false for anything else.
+func wsPayload(b []byte) ([]byte, bool) {
+	if len(b) < 2 || b[0]&0x0f != 1 || b[1]&0x80 != 0 {
+		return nil, false
+	}
+	n, h := int(b[1]&0x7f), 2
+	switch n {
+	case 126:
+		if len(b) < 4 {
+			return nil, false
+		}
+		n, h = int(b[2])<<8|int(b[3]), 4
+	case 127:
+		return nil, false
+	}
+	if len(b) != h+n {
+		return nil, false
+	}
+	return b[h:], true
 }
 
 // recordCert notes the verified client certificate of a TLS connection,
@@ -177,6 +250,9 @@ func (c *limitConn) recordCert() {
 // block up to CRLFCRLF, then Content-Length bytes of body. It only needs to
 // know whether a message is in progress; the real parsing is sipgo's.
 type framer struct {
+	// ends, when not nil, receives the offset after each message that
+	// ends within the bytes of a feed call.
+	ends    []int
 	state   uint8 // 0 between messages, 1 in headers, 2 in body
 	last4   uint32
 	line    [32]byte // start of the current header line, for Content-Length
@@ -205,6 +281,9 @@ func (f *framer) feed(p []byte) bool {
 						f.state, f.body = 2, f.clen
 					} else {
 						f.state = 0
+						if f.ends != nil {
+							f.ends = append(f.ends, i+1)
+						}
 					}
 				}
 				continue
@@ -218,6 +297,9 @@ func (f *framer) feed(p []byte) bool {
 			i += n - 1
 			if f.body == 0 {
 				f.state = 0
+				if f.ends != nil {
+					f.ends = append(f.ends, i+1)
+				}
 			}
 		}
 	}

@@ -69,6 +69,12 @@ type Options struct {
 	// such listeners cannot start). TLSListener bounds their handshakes.
 	TLS         *tls.Config
 	TLSListener sbctls.ListenerOptions
+	// Capture, when set, sees a copy of every SIP message received or sent
+	// on the listeners: UDP datagrams both ways (received ones after the
+	// pre-parse filter accepted them) and messages on accepted stream
+	// connections both ways. Connections the SBC opens itself (TCP/TLS
+	// toward upstreams) are not seen. It must not keep data.
+	Capture func(src, dst netip.AddrPort, transport string, data []byte)
 	// ClientTLS is the configuration of TLS connections the SBC opens
 	// (toward TLS upstreams and the trunk); nil: the SIP stack's default.
 	ClientTLS *tls.Config
@@ -266,8 +272,8 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		}
 		l.Bound = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 		l.closer = pc.Close
-		if s.opts.Outbound != nil {
-			pc = &guardedPacketConn{PacketConn: pc, s: s}
+		if s.opts.Outbound != nil || s.opts.Capture != nil {
+			pc = &guardedPacketConn{PacketConn: pc, s: s, local: l.Bound}
 		}
 		s.wg.Add(1)
 		go func() {
@@ -310,6 +316,9 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		}
 		if spec.Transport != "tcp" {
 			lim.peerCerts = &s.peerCerts
+		}
+		if s.opts.Capture != nil {
+			lim.capture, lim.transport, lim.local = s.opts.Capture, spec.Transport, l.Bound
 		}
 		l.closer = lim.Close
 		serve := map[string]func(net.Listener) error{"tcp": s.srv.ServeTCP, "tls": s.srv.ServeTLS, "wss": s.srv.ServeWSS}[spec.Transport]
@@ -418,6 +427,9 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 			s.countDrop(wire.ReasonNone)
 			return nil, nil
 		}
+		if s.opts.Capture != nil {
+			s.captureRead(props, res.Data)
+		}
 		return res.Data, nil
 	case wire.Keepalive:
 		s.Stats.Keepalives.Add(1)
@@ -446,14 +458,44 @@ func (s *Server) outboundOK(dst netip.AddrPort, msg []byte) bool {
 // retransmits or times out as if it were lost.
 type guardedPacketConn struct {
 	net.PacketConn
-	s *Server
+	s     *Server
+	local netip.AddrPort
 }
 
 func (c *guardedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
-	if ua, ok := addr.(*net.UDPAddr); ok && !c.s.outboundOK(ua.AddrPort(), b) {
-		return len(b), nil
+	if ua, ok := addr.(*net.UDPAddr); ok {
+		dst := ua.AddrPort()
+		if c.s.opts.Outbound != nil && !c.s.outboundOK(dst, b) {
+			return len(b), nil
+		}
+		if c.s.opts.Capture != nil {
+			c.s.opts.Capture(c.local, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), "udp", b)
+		}
 	}
 	return c.PacketConn.WriteTo(b, addr)
+}
+
+// captureRead copies a datagram (or WebSocket message) accepted by the
+// pre-parse filter to Options.Capture.
+func (s *Server) captureRead(props sip.TransportReadProps, data []byte) {
+	src, ok1 := addrPortOf(props.RemoteAddr)
+	dst, ok2 := addrPortOf(props.LocalAddr)
+	if ok1 && ok2 {
+		s.opts.Capture(src, dst, strings.ToLower(props.Transport), data)
+	}
+}
+
+func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
+	var ap netip.AddrPort
+	switch v := a.(type) {
+	case *net.UDPAddr:
+		ap = v.AddrPort()
+	case *net.TCPAddr:
+		ap = v.AddrPort()
+	default:
+		return ap, false
+	}
+	return netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port()), true
 }
 
 // responseOK parses a response datagram and asks the response filter: a

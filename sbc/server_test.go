@@ -8,6 +8,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -474,5 +475,77 @@ func TestAdmitPrefilter(t *testing.T) {
 	}
 	if got := s.Stats.Prefiltered.Load(); got != 2 {
 		t.Errorf("Stats.Prefiltered = %d after a refused connection, want 2", got)
+	}
+}
+
+// Capture sees each message both ways, whole: a UDP request and its
+// answer, and on TCP two requests in one write and one split over two
+// writes, each cut at its own boundary.
+func TestCaptureMessages(t *testing.T) {
+	type seen struct {
+		src, dst  netip.AddrPort
+		transport string
+		first     string
+	}
+	var mu sync.Mutex
+	var got []seen
+	s := startTestServer(t, Options{Capture: func(src, dst netip.AddrPort, tr string, data []byte) {
+		line, _, _ := strings.Cut(string(data), "\r\n")
+		mu.Lock()
+		got = append(got, seen{src, dst, tr, line})
+		mu.Unlock()
+	}})
+	wait := func(n int) []seen {
+		t.Helper()
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			mu.Lock()
+			g := append([]seen(nil), got...)
+			mu.Unlock()
+			if len(g) >= n || time.Now().After(deadline) {
+				return g
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	udp, _ := s.Local("udp", External)
+	c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(udp.Bound))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(strings.ReplaceAll(options("cap-udp"), "TCP", "UDP")))
+	g := wait(2)
+	if len(g) != 2 || g[0].first != "OPTIONS sip:127.0.0.1 SIP/2.0" || !strings.HasPrefix(g[1].first, "SIP/2.0 200") ||
+		g[0].transport != "udp" || g[0].dst != udp.Bound || g[1].src != udp.Bound || g[1].dst != g[0].src {
+		t.Fatalf("UDP capture: %+v", g)
+	}
+
+	tc, err := net.Dial("tcp", tcpAddr(t, s))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tc.Close()
+	two := options("cap-t1") + options("cap-t2")
+	third := options("cap-t3")
+	tc.Write([]byte(two + third[:20]))
+	time.Sleep(100 * time.Millisecond)
+	tc.Write([]byte(third[20:]))
+	g = wait(8)
+	var requests, responses int
+	for _, m := range g[2:] {
+		switch {
+		case m.transport != "tcp":
+			t.Fatalf("TCP capture transport %q", m.transport)
+		case m.first == "OPTIONS sip:127.0.0.1 SIP/2.0":
+			requests++
+		case strings.HasPrefix(m.first, "SIP/2.0 200"):
+			responses++
+		default:
+			t.Fatalf("TCP capture cut a message badly: %q", m.first)
+		}
+	}
+	if requests != 3 || responses != 3 {
+		t.Fatalf("TCP capture: %d requests and %d responses, want 3 and 3: %+v", requests, responses, g[2:])
 	}
 }

@@ -269,6 +269,7 @@ health: {interval: 0s}
 calls: {ring_timeout: 30s}
 store: {path: "$work/store"}
 log: {level: warn}
+admin: {addr: "127.0.0.1:0"}
 # One sipp instance stands for a whole customer base behind one address:
 # the userspace prefilter stays on (its cost is measured), without a
 # per-source budget on requests and responses.

@@ -26,6 +26,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	fs.SetOutput(stderr)
 	listen := fs.String("listen", "127.0.0.1:5060", "address the SBC serves on (UDP and TCP)")
 	level := fs.String("log", "info", "log level: debug, info, warn, error")
+	admin := fs.String("admin", "127.0.0.1:9090", "admin API address (\"\": off)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -35,6 +36,7 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 		{Transport: "tcp", Addr: *listen, Side: "external"},
 	}
 	cfg.Log.Level = *level
+	cfg.Admin.Addr = *admin
 	log := newLogger(cfg.Log, stderr)
 
 	st, cleanup, err := store.OpenTemp()
@@ -128,4 +130,10 @@ Or point a softphone at sip:1000@%s (port %s, UDP or TCP) as alice / demo.
 Five wrong passwords within a minute ban the address for an hour.
 Press Ctrl-C to stop.
 `, sbcAddr, pbx, a.cfgRealm, sbcAddr, sbcAddr, sbcAddr, host, port)
+	if a.admin != nil {
+		fmt.Fprintf(w, `
+Admin API on %[1]s: curl http://%[1]s/metrics, /api/status, /api/calls;
+or: sipwall calls -admin %[1]s, sipwall bans -admin %[1]s
+`, a.admin.Addr())
+	}
 }

@@ -26,6 +26,14 @@ Usage:
   sipwall policy test DIR      run the Rego tests of a policy directory
   sipwall policy eval [-dir DIR] -input FILE.json   print the policy decision for an input
   sipwall version              print the version
+
+Talking to a running sipwall (admin API; -config FILE, or -admin ADDR -token-file F):
+  sipwall status | calls | registrations | bans | locks | blocks
+  sipwall hangup ID            end a call in progress
+  sipwall ban PREFIX [-for D]  ban an address or network
+  sipwall unban PREFIX         lift a ban
+  sipwall unblock USER         lift an anti-fraud account block
+  sipwall reload               re-read configuration, rules, policy and users
 `
 
 func main() {
@@ -59,6 +67,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	default:
+		if _, ok := adminCommands[args[0]]; ok {
+			err = cmdAdmin(args[0], args[1:], stdout, stderr)
+			break
+		}
 		fmt.Fprintf(stderr, "sipwall: unknown command %q\n\n%s", args[0], usage)
 		return 2
 	}

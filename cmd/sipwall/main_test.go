@@ -153,6 +153,7 @@ func startDemoLogs(t *testing.T, adjust ...func(*config.Config)) (*app, string, 
 	cfg.Listen = []config.Listener{{Transport: "udp", Addr: addr, Side: "external"}, {Transport: "tcp", Addr: addr, Side: "external"}}
 	cfg.Health.Interval = 0
 	cfg.Log.Level = "warn"
+	cfg.Admin.Addr = "127.0.0.1:0"
 	st, cleanup, err := store.OpenTemp()
 	if err != nil {
 		t.Fatal(err)

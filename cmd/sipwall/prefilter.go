@@ -165,6 +165,21 @@ func (p *prefilter) start(cfg *config.Config, listeners []*sbc.Listener, allow [
 	return nil
 }
 
+// configure puts a new configuration in force in the model and, when
+// attached, the XDP program's maps (no reload of the program).
+func (p *prefilter) configure(bc bpf.Config) {
+	if err := p.model.Configure(bc); err != nil {
+		p.log.Error("prefilter configuration refused", "error", err)
+		return
+	}
+	if f := p.xdp.Load(); f != nil {
+		if err := f.Configure(bc); err != nil {
+			p.log.Error("XDP maps not updated", "error", err)
+		}
+	}
+	p.log.Info("prefilter configuration updated")
+}
+
 // admit is the listeners' hook: the model's verdict while no XDP program
 // is attached.
 func (p *prefilter) admit(src netip.Addr, data []byte) bool {

@@ -23,6 +23,7 @@ import (
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/hep"
 	"github.com/sipwall/sipwall/sbc/media"
 	"github.com/sipwall/sipwall/sbc/registrar"
 	"github.com/sipwall/sipwall/sbc/sanity"
@@ -55,7 +56,7 @@ func loadConfig(name string, args []string, stderr io.Writer) (*config.Config, s
 }
 
 func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
-	cfg, _, err := loadConfig("run", args, stderr)
+	cfg, path, err := loadConfig("run", args, stderr)
 	if err != nil {
 		return err
 	}
@@ -69,60 +70,22 @@ func cmdRun(ctx context.Context, args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	// SIGHUP re-reads the policy and the users file now (both are also
-	// reloaded when they change); each keeps what it has if the new one
-	// is bad. Reloading the configuration file itself is not done yet.
+	app.cfgPath = path
+	// SIGHUP re-reads the configuration file, the rule file and the
+	// policy, all or nothing, and the users file. SIGTERM (or SIGINT)
+	// drains: new calls are refused while calls in progress end, up to
+	// calls.drain_timeout.
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
 	for {
 		select {
 		case <-ctx.Done():
+			app.drain(cfg.Calls.DrainTimeout.D(), log)
 			app.stop()
 			return nil
 		case <-hup:
 			app.reload(log)
-		}
-	}
-}
-
-// callEvents feeds the B2BUA's call events to the anti-fraud counters.
-func callEvents(fraud *rules.Engine) func(b2bua.CallEvent) {
-	if fraud == nil {
-		return nil
-	}
-	return func(e b2bua.CallEvent) {
-		switch {
-		case e.Ended:
-			fraud.Ended(e.Key, e.Answered, e.Duration)
-		case e.Answered:
-			fraud.Answered(e.Key)
-		}
-	}
-}
-
-// reload re-reads the policy, the rule file and the users file, each
-// all-or-nothing.
-func (a *app) reload(log *slog.Logger) {
-	if a.pol != nil {
-		if err := a.pol.Reload(); err != nil {
-			log.Error("policy reload failed; the previous policy stays", "component", "policy", "error", err)
-		} else {
-			log.Info("policy reloaded", "component", "policy", "version", a.pol.Status().Version)
-		}
-	}
-	if a.fraud != nil {
-		if err := reloadRules(a.fraud, a.rulesFile); err != nil {
-			log.Error("rule file reload failed; the rules before stay", "component", "rules", "error", err)
-		} else {
-			log.Info("rule file reloaded", "component", "rules", "file", a.rulesFile)
-		}
-	}
-	if a.sec.users != nil {
-		if err := a.sec.users.Reload(); err != nil {
-			log.Error("users file reload failed; the previous users stay", "component", "auth", "error", err)
-		} else {
-			log.Info("users file reloaded", "component", "auth", "users", a.sec.users.Len())
 		}
 	}
 }
@@ -136,10 +99,20 @@ func cmdCheck(args []string, stdout, stderr io.Writer) error {
 	return nil
 }
 
-func newLogger(c config.Log, w io.Writer) *slog.Logger {
+// logLevel is the level of the loggers newLogger makes; a reload changes
+// it in place.
+var logLevel = new(slog.LevelVar)
+
+func setLogLevel(level string) {
 	var lvl slog.Level
-	_ = lvl.UnmarshalText([]byte(c.Level))
-	opts := &slog.HandlerOptions{Level: lvl}
+	if lvl.UnmarshalText([]byte(level)) == nil {
+		logLevel.Set(lvl)
+	}
+}
+
+func newLogger(c config.Log, w io.Writer) *slog.Logger {
+	setLogLevel(c.Level)
+	opts := &slog.HandlerOptions{Level: logLevel}
 	if c.Format == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}
@@ -178,16 +151,29 @@ func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
 
 // app is a running sipwall.
 type app struct {
-	server    *sbc.Server
-	b2b       *b2bua.B2BUA
-	reg       *registrar.Registrar // nil when registrar.mode is off
-	pool      *upstream.Pool
-	sec       *security
-	relay     *media.Manager  // nil with media.mode off
-	pol       *policy.Engine  // nil with policy.mode off
-	fraud     *rules.Engine   // nil without rules.file
-	pf        *prefilter      // nil with prefilter.mode off
-	certs     *sbctls.Manager // nil without a certificate
+	server  *sbc.Server
+	b2b     *b2bua.B2BUA
+	reg     *registrar.Registrar // nil when registrar.mode is off
+	pool    *upstream.Pool
+	sec     *security
+	relay   *media.Manager  // nil with media.mode off
+	pol     *policy.Engine  // nil with policy.mode off
+	fraud   *rules.Engine   // nil without rules.file
+	pf      *prefilter      // nil with prefilter.mode off
+	certs   *sbctls.Manager // nil without a certificate
+	metrics *metrics
+	hep     *hep.Exporter // nil with hep.addr empty
+	admin   *adminServer  // nil with admin.addr empty
+	// cfg is the configuration in force (replaced by a reload); cfgPath
+	// the file it came from ("" when built in code: demo, tests).
+	cfg     *config.Config
+	cfgPath string
+	// targets and outbound are the upstreams and trunk as started.
+	targets   []upstream.Target
+	outbound  *upstream.Target
+	started   time.Time
+	draining  atomic.Bool
+	reloadMu  sync.Mutex
 	rulesFile string
 	// cfgRealm is auth.realm, for the demo's help text.
 	cfgRealm string
@@ -196,6 +182,7 @@ type app struct {
 }
 
 func (a *app) stop() {
+	a.admin.close()
 	a.cancel()
 	a.server.Close()
 	a.wg.Wait()
@@ -203,6 +190,9 @@ func (a *app) stop() {
 		a.relay.Close()
 	}
 	a.pf.close()
+	if a.hep != nil {
+		a.hep.Close()
+	}
 	if a.certs != nil {
 		a.certs.Close()
 	}
@@ -263,6 +253,11 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if topo.GuardMode() != topology.GuardOff {
 		outboundFilter = (&guard{policy: topo, log: log}).check
 	}
+	m := newMetrics()
+	hepx, err := buildHEP(cfg, log)
+	if err != nil {
+		return nil, err
+	}
 	certs, err := buildTLS(cfg, log)
 	if err != nil {
 		return nil, err
@@ -306,6 +301,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			return banned
 		},
 		Admit:    admit,
+		Capture:  hepCapture(hepx),
 		Outbound: outboundFilter,
 		OnUnhandledResponse: func(res *sip.Response) {
 			if b := b2bRef.Load(); b != nil {
@@ -391,7 +387,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Unreachable:     unreachable,
 		Topology:        topo,
 		Media:           mediaHook,
-		Events:          callEvents(fraud),
+		Events:          (&callLog{fraud: fraud, metrics: m, log: log, on: cfg.Log.Calls}).event,
 		MaxDialogs:      cfg.Limits.MaxDialogs,
 		RingTimeout:     cfg.Calls.RingTimeout.D(),
 		MaxDuration:     cfg.Calls.MaxDuration.D(),
@@ -412,7 +408,18 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File, cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel}
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
+		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now()}
+	m.a = a
+	if a.admin, err = startAdmin(cfg, a, log); err != nil {
+		cancel()
+		srv.Close()
+		if relay != nil {
+			relay.Close()
+		}
+		pf.close()
+		return nil, err
+	}
 	a.wg.Add(3)
 	go func() { defer a.wg.Done(); pool.Run(ctx) }()
 	go func() { defer a.wg.Done(); b2b.Run(ctx) }()
@@ -435,6 +442,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if certs != nil {
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); certs.Run(ctx) }()
+	}
+	if hepx != nil {
+		a.wg.Add(1)
+		go func() { defer a.wg.Done(); hepx.Run(ctx) }()
 	}
 	if pol != nil {
 		a.wg.Add(1)

@@ -76,6 +76,12 @@ type CallEvent struct {
 	Answered bool          // the call was answered (on the answer, and on its end)
 	Ended    bool          // the call is over
 	Duration time.Duration // from answer to end; 0 if never answered
+	// Setup is from the INVITE to the answer (set when Answered).
+	Setup time.Duration
+	// Info describes the call (for the call log) on the answer and the
+	// end of a call that had a place in the table; Reason is why it ended.
+	Info   *CallInfo
+	Reason string
 }
 
 // OriginKey is the key of the call an initial INVITE starts.
@@ -112,9 +118,15 @@ type B2BUA struct {
 	// requires; stopping refuses new goroutines once Run is shutting down.
 	spawnMu  sync.Mutex
 	stopping bool
+	// draining refuses new calls (503) while calls in progress go on.
+	draining atomic.Bool
 
 	stats Stats
 }
+
+// SetDraining makes the B2BUA refuse new calls with 503 and Retry-After
+// (true) or take them again (false); calls in progress are not touched.
+func (b *B2BUA) SetDraining(on bool) { b.draining.Store(on) }
 
 // Stats counts calls.
 type Stats struct {
@@ -325,6 +337,10 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	if !ok {
 		return sbc.Rejected, sbc.Respond(w, r, 483, "Too Many Hops")
 	}
+	if b.draining.Load() {
+		b.endedEarly(r)
+		return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
+	}
 	targets, code, reason := b.route(r)
 	if len(targets) == 0 {
 		b.endedEarly(r)
@@ -362,6 +378,9 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	}
 	ringCtx, cancelRing := context.WithTimeout(context.Background(), b.cfg.RingTimeout)
 	defer cancelRing()
+	c.mu.Lock()
+	c.abort = cancelRing
+	c.mu.Unlock()
 
 	for i := 0; i < len(targets); i++ {
 		if i > 0 {
@@ -758,7 +777,13 @@ func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip
 	b.table.index(c, bl)
 	b.stats.Answered.Add(1)
 	if b.cfg.Events != nil {
-		b.cfg.Events(CallEvent{Key: c.origin, Answered: true})
+		ev := CallEvent{Key: c.origin, Answered: true}
+		c.mu.Lock()
+		ev.Setup = c.answered.Sub(c.created)
+		info := c.infoLocked()
+		c.mu.Unlock()
+		ev.Info = &info
+		b.cfg.Events(ev)
 	}
 
 	out := b.responseTo(c, a, req, res, true)
@@ -1212,10 +1237,13 @@ func (b *B2BUA) finish(c *call, reason string) {
 		b.table.remove(c)
 		if b.cfg.Events != nil {
 			c.mu.Lock()
-			ev := CallEvent{Key: c.origin, Ended: true, Answered: !c.answered.IsZero()}
+			ev := CallEvent{Key: c.origin, Ended: true, Answered: !c.answered.IsZero(), Reason: reason}
 			if ev.Answered {
 				ev.Duration = b.cfg.Now().Sub(c.answered)
+				ev.Setup = c.answered.Sub(c.created)
 			}
+			info := c.infoLocked()
+			ev.Info = &info
 			c.mu.Unlock()
 			b.cfg.Events(ev)
 		}
@@ -1337,20 +1365,59 @@ func (b *B2BUA) Calls() []CallInfo {
 	var out []CallInfo
 	for _, c := range b.table.snapshot() {
 		c.mu.Lock()
-		ci := CallInfo{ID: c.id, From: c.user, To: c.dst, Created: c.created, Answered: c.answered, Activity: c.activity, ACallID: c.a.callID}
-		switch c.state {
-		case stateEarly:
-			ci.State = "early"
-		case stateConfirmed:
-			ci.State = "confirmed"
-		default:
-			ci.State = "ended"
-		}
-		if c.b != nil {
-			ci.BCallID = c.b.callID
-		}
+		ci := c.infoLocked()
 		c.mu.Unlock()
 		out = append(out, ci)
 	}
 	return out
+}
+
+// infoLocked describes c; c.mu is held.
+func (c *call) infoLocked() CallInfo {
+	ci := CallInfo{ID: c.id, From: c.user, To: c.dst, Created: c.created, Answered: c.answered, Activity: c.activity, ACallID: c.a.callID}
+	switch c.state {
+	case stateEarly:
+		ci.State = "early"
+	case stateConfirmed:
+		ci.State = "confirmed"
+	default:
+		ci.State = "ended"
+	}
+	if c.b != nil {
+		ci.BCallID = c.b.callID
+	}
+	return ci
+}
+
+// abandon stops a call still ringing: the callee's INVITE is cancelled
+// and the caller gets 408, as when the ring timeout strikes.
+func (b *B2BUA) abandon(c *call, reason string) {
+	c.mu.Lock()
+	f := c.abort
+	c.mu.Unlock()
+	if f != nil {
+		b.log.Debug("call abandoned", "call", c.id, "reason", reason)
+		f()
+	}
+}
+
+// HangUp ends the call with the given ID (CallInfo.ID): BYE on both legs
+// of an answered call, CANCEL toward the callee and 487 to the caller
+// for one still ringing. It reports whether the call was found.
+func (b *B2BUA) HangUp(id uint64, reason string) bool {
+	for _, c := range b.table.snapshot() {
+		if c.id != id {
+			continue
+		}
+		c.mu.Lock()
+		confirmed := c.state == stateConfirmed
+		c.mu.Unlock()
+		if confirmed {
+			b.teardown(c, reason)
+		} else {
+			b.abandon(c, reason)
+		}
+		return true
+	}
+	return false
 }

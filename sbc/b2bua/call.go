@@ -77,10 +77,12 @@ type call struct {
 	redirects  int
 	redirectTo []upstream.Target
 	maxTimer   *time.Timer
-	ended      chan struct{}
-	endOnce    sync.Once
-	user       string
-	dst        string
+	// abort ends the ringing phase early (HangUp of an unanswered call).
+	abort   func()
+	ended   chan struct{}
+	endOnce sync.Once
+	user    string
+	dst     string
 	// origin and the initial INVITE's CSeq and branch tell its
 	// retransmissions from new requests (see table.byOrigin).
 	origin       string

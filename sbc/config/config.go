@@ -43,6 +43,10 @@ type Config struct {
 	Store Store `yaml:"store"`
 	// Log configures logging.
 	Log Log `yaml:"log"`
+	// Admin configures the admin HTTP API.
+	Admin Admin `yaml:"admin"`
+	// HEP copies SIP messages to a Homer collector.
+	HEP HEP `yaml:"hep"`
 
 	// pos remembers where each key of a parsed file was, so checks made
 	// after parsing (Validate, RequireUpstreams) can still name a line.
@@ -145,6 +149,10 @@ type Calls struct {
 	// FollowRedirects makes the B2BUA follow a 3xx from the inside instead
 	// of relaying it. Default false.
 	FollowRedirects bool `yaml:"follow_redirects"`
+	// DrainTimeout is how long a stopping sipwall (SIGTERM) lets calls in
+	// progress end by themselves, refusing new ones, before it stops.
+	// Default 30s; 0 stops at once.
+	DrainTimeout Duration `yaml:"drain_timeout"`
 }
 
 // Registrar configures REGISTER handling and the location service (see
@@ -491,4 +499,30 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format: text or json. Default text.
 	Format string `yaml:"format"`
+	// Calls writes one line per ended call (a CDR: both legs' Call-IDs,
+	// user, destination, setup time, duration, end reason). Default true.
+	Calls bool `yaml:"calls"`
+}
+
+// Admin configures the admin HTTP API (see README.md, Operations).
+type Admin struct {
+	// Addr is host:port of the admin API: health, readiness, Prometheus
+	// metrics, status, calls, registrations, bans, fraud blocks, reload.
+	// Default 127.0.0.1:9090; "" turns it off.
+	Addr string `yaml:"addr"`
+	// TokenFile holds the bearer token the API requires. Required when
+	// Addr is not a loopback address; when set, required on loopback too.
+	TokenFile string `yaml:"token_file"`
+}
+
+// HEP configures the copy of every SIP message to a Homer collector.
+type HEP struct {
+	// Addr is the collector's IP:port; "" turns HEP off.
+	Addr string `yaml:"addr"`
+	// Transport: udp (default) or tcp.
+	Transport string `yaml:"transport"`
+	// AgentID identifies this sipwall at the collector.
+	AgentID int `yaml:"agent_id"`
+	// PasswordFile holds the collector's password (optional).
+	PasswordFile string `yaml:"password_file"`
 }

@@ -108,6 +108,10 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Store.Path, defaultStorePath)
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
+	c.Log.Calls = true
+	setDefault(&c.Admin.Addr, "127.0.0.1:9090")
+	setDefault(&c.HEP.Transport, "udp")
+	setDefault(&c.Calls.DrainTimeout, Duration(30*time.Second))
 }
 
 // applyDefaults fills the zero fields of one listener. Parse also calls it

@@ -20,7 +20,7 @@ func TestProblems(t *testing.T) {
 	}{
 		// The document and the top level.
 		{"unknown top key suggests", "log: {}\nupstream: []\n", 2, "", `unknown key "upstream" (did you mean "upstreams"?)`},
-		{"unknown top key lists keys", "foo: 1\n", 1, "", `unknown key "foo" (valid keys: listen, upstreams, health, outbound, limits, calls, registrar, auth, bans, topology, media, policy, rules, tls, prefilter, store, log)`},
+		{"unknown top key lists keys", "foo: 1\n", 1, "", `unknown key "foo" (valid keys: listen, upstreams, health, outbound, limits, calls, registrar, auth, bans, topology, media, policy, rules, tls, prefilter, store, log, admin, hep)`},
 		{"tls listener without certificate", "listen:\n  - {transport: tls, addr: \"0.0.0.0:5061\"}\n", 2, "listen[0].transport", "a tls listener needs a certificate"},
 		{"tls acme and files", "tls:\n  acme: {names: [sip.example.com]}\n  cert_file: a.pem\n  key_file: a.key\n", 3, "tls.cert_file", "not both"},
 		{"tls key without cert", "tls:\n  key_file: a.key\n", 2, "tls.key_file", "go together"},

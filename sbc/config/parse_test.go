@@ -34,7 +34,7 @@ func wantDefault() Config {
 				MessageTimeout:    Duration(10 * time.Second),
 			},
 		},
-		Calls: Calls{RingTimeout: Duration(120 * time.Second), SessionTimeout: Duration(2 * time.Hour)},
+		Calls: Calls{RingTimeout: Duration(120 * time.Second), SessionTimeout: Duration(2 * time.Hour), DrainTimeout: Duration(30 * time.Second)},
 		Registrar: Registrar{
 			Mode:              "relay",
 			MinExpires:        Duration(60 * time.Second),
@@ -70,7 +70,9 @@ func wantDefault() Config {
 			Caps:  ClassCaps{Request: 20000, Response: 40000, Keepalive: 20000, Stun: 10000, Junk: 1000, Syn: 5000},
 		},
 		Store: Store{Path: "/var/lib/sipwall"},
-		Log:   Log{Level: "info", Format: "text"},
+		Log:   Log{Level: "info", Format: "text", Calls: true},
+		Admin: Admin{Addr: "127.0.0.1:9090"},
+		HEP:   HEP{Transport: "udp"},
 	}
 }
 
@@ -196,6 +198,7 @@ func wantFull() Config {
 			MaxDuration:     Duration(4 * time.Hour),
 			SessionTimeout:  Duration(30 * time.Minute),
 			FollowRedirects: true,
+			DrainTimeout:    Duration(2 * time.Minute),
 		},
 		Registrar: Registrar{
 			Mode:              "local",
@@ -264,6 +267,8 @@ func wantFull() Config {
 		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},
+		Admin: Admin{Addr: "10.0.0.2:9090", TokenFile: "admin.token"},
+		HEP:   HEP{Addr: "10.0.0.50:9060", Transport: "tcp", AgentID: 7, PasswordFile: "hep.password"},
 	}
 }
 

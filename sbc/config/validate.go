@@ -200,6 +200,11 @@ func (c *Config) problems() []Problem {
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
+	ch.admin(c.Admin)
+	ch.hep(c.HEP)
+	if c.Calls.DrainTimeout < 0 || c.Calls.DrainTimeout > Duration(time.Hour) {
+		ch.fail("calls.drain_timeout", "must be 0 to 1h, got %s", c.Calls.DrainTimeout)
+	}
 	ch.oneOf("log.level", c.Log.Level, logLevels)
 	ch.oneOf("log.format", c.Log.Format, logFormats)
 	return ch.problems
@@ -629,6 +634,32 @@ func (ch *checker) tls(t TLS, ls []Listener, us []Upstream) {
 	}
 	if t.CRLFile != "" && t.ClientCA == "" {
 		ch.fail("tls.crl_file", "needs tls.client_ca (the CA whose certificates it revokes)")
+	}
+}
+
+func (ch *checker) admin(a Admin) {
+	if a.Addr == "" {
+		return
+	}
+	ap, err := netip.ParseAddrPort(a.Addr)
+	if err != nil {
+		ch.fail("admin.addr", "%s is not IP:port (e.g. \"127.0.0.1:9090\"; \"\" turns the API off)", quote(a.Addr))
+		return
+	}
+	if !ap.Addr().IsLoopback() && a.TokenFile == "" {
+		ch.fail(ch.pos.written("admin.token_file", "admin.addr"), "admin.addr %s is not a loopback address: set admin.token_file", a.Addr)
+	}
+}
+
+func (ch *checker) hep(h HEP) {
+	if h.Addr != "" {
+		if ap, err := netip.ParseAddrPort(h.Addr); err != nil || ap.Port() == 0 || ap.Addr().IsUnspecified() {
+			ch.fail("hep.addr", "%s is not the collector's IP:port", quote(h.Addr))
+		}
+	}
+	ch.oneOf("hep.transport", h.Transport, []string{"udp", "tcp"})
+	if h.AgentID < 0 || int64(h.AgentID) > 1<<32-1 {
+		ch.fail("hep.agent_id", "must be 0 to 4294967295, got %d", h.AgentID)
 	}
 }
 

@@ -507,6 +507,10 @@ func (c SBCConfig) YAML(port int, storeDir string) string {
 		fmt.Fprintf(&b, "bans: {%s}\n", c.Bans)
 	}
 	fmt.Fprintf(&b, "store: {path: %q}\n", storeDir)
+	if !strings.Contains(c.Extra, "admin:") {
+		// Tests run side by side: each its own admin port.
+		fmt.Fprintf(&b, "admin: {addr: \"127.0.0.1:0\"}\n")
+	}
 	b.WriteString(c.Extra)
 	fmt.Fprintf(&b, "log: {level: %s}\n", level)
 	return b.String()

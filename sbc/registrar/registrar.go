@@ -328,6 +328,24 @@ func (g *Registrar) Count() (aors, bindings int) {
 	return aors, bindings
 }
 
+// All returns every AOR with its live bindings (admin API), at most max
+// AORs (0: all).
+func (g *Registrar) All(max int) map[string][]Binding {
+	now := g.cfg.Now()
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	out := map[string][]Binding{}
+	for aor, bs := range g.aors {
+		if max > 0 && len(out) >= max {
+			break
+		}
+		if live := liveBindings(bs, now); len(live) > 0 {
+			out[aor] = live
+		}
+	}
+	return out
+}
+
 // Lookup returns the live bindings of an AOR ("user@host").
 func (g *Registrar) Lookup(aor string) []Binding {
 	return g.snapshot(normalizeAOR(aor), g.cfg.Now())

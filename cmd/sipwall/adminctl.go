@@ -1,0 +1,220 @@
+package main
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/sipwall/sipwall/sbc/b2bua"
+	"github.com/sipwall/sipwall/sbc/ban"
+	"github.com/sipwall/sipwall/sbc/config"
+)
+
+// adminCommands are the sub-commands that talk to a running sipwall's
+// admin API.
+var adminCommands = map[string]string{
+	"status":        "print the running sipwall's status",
+	"calls":         "list calls in progress",
+	"hangup":        "hangup ID: end a call in progress",
+	"registrations": "list registered phones",
+	"bans":          "list bans in force",
+	"ban":           "ban PREFIX [-for 1h]: ban an address or network",
+	"unban":         "unban PREFIX: lift a ban",
+	"locks":         "list locked user names",
+	"blocks":        "list accounts blocked by the anti-fraud rules",
+	"unblock":       "unblock USER: lift an anti-fraud account block",
+	"reload":        "re-read the configuration, rule file, policy and users file",
+}
+
+// adminClient calls the admin API.
+type adminClient struct {
+	base  string
+	token string
+	http  *http.Client
+}
+
+// cmdAdmin runs one admin sub-command.
+func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	cfgPath := fs.String("config", "", "configuration file to take admin.addr and admin.token_file from")
+	addr := fs.String("admin", "", "admin API address (default: the configuration's admin.addr, else 127.0.0.1:9090)")
+	tokenFile := fs.String("token-file", "", "file holding the API token (default: the configuration's admin.token_file)")
+	banFor := fs.Duration("for", 0, "ban: length of the ban (default: the ban store's escalation)")
+	fs.Usage = func() {
+		fmt.Fprintf(stderr, "usage: sipwall %s [-config FILE | -admin ADDR -token-file F] ...\n  %s\n", name, adminCommands[name])
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	c, err := newAdminClient(*cfgPath, *addr, *tokenFile)
+	if err != nil {
+		return err
+	}
+	arg := func() (string, error) {
+		if fs.NArg() != 1 {
+			fs.Usage()
+			return "", fmt.Errorf("%s needs one argument", name)
+		}
+		return fs.Arg(0), nil
+	}
+	switch name {
+	case "status", "registrations", "locks", "blocks":
+		path := map[string]string{"status": "/api/status", "registrations": "/api/registrations", "locks": "/api/locks", "blocks": "/api/fraud/blocks"}[name]
+		return c.print(stdout, http.MethodGet, path, nil)
+	case "calls":
+		var calls []b2bua.CallInfo
+		if err := c.do(http.MethodGet, "/api/calls", nil, &calls); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "ID\tSTATE\tFROM\tTO\tSINCE\tA-LEG CALL-ID")
+		for _, ci := range calls {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ci.ID, ci.State, ci.From, ci.To, time.Since(ci.Created).Round(time.Second), ci.ACallID)
+		}
+		return tw.Flush()
+	case "bans":
+		var bans []ban.Entry
+		if err := c.do(http.MethodGet, "/api/bans", nil, &bans); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "PREFIX\tREASON\tUNTIL\tEVIDENCE")
+		for _, e := range bans {
+			until := "never"
+			if !e.Until.IsZero() {
+				until = e.Until.Format(time.RFC3339)
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", e.Prefix, e.Reason, until, e.Evidence)
+		}
+		return tw.Flush()
+	case "hangup":
+		id, err := arg()
+		if err != nil {
+			return err
+		}
+		return c.print(stdout, http.MethodDelete, "/api/calls/"+url.PathEscape(id), nil)
+	case "ban":
+		p, err := arg()
+		if err != nil {
+			return err
+		}
+		req := banRequest{Prefix: p, Evidence: "sipwall ban"}
+		if *banFor > 0 {
+			req.Duration = banFor.String()
+		}
+		return c.print(stdout, http.MethodPost, "/api/bans", req)
+	case "unban":
+		p, err := arg()
+		if err != nil {
+			return err
+		}
+		return c.print(stdout, http.MethodDelete, "/api/bans?prefix="+url.QueryEscape(p), nil)
+	case "unblock":
+		u, err := arg()
+		if err != nil {
+			return err
+		}
+		return c.print(stdout, http.MethodDelete, "/api/fraud/blocks/"+url.PathEscape(u), nil)
+	case "reload":
+		return c.print(stdout, http.MethodPost, "/api/reload", nil)
+	}
+	return fmt.Errorf("unknown admin command %q", name)
+}
+
+func newAdminClient(cfgPath, addr, tokenFile string) (*adminClient, error) {
+	if cfgPath != "" {
+		cfg, err := config.Load(cfgPath)
+		if err != nil {
+			return nil, err
+		}
+		if addr == "" {
+			addr = cfg.Admin.Addr
+		}
+		if tokenFile == "" {
+			tokenFile = cfg.Admin.TokenFile
+		}
+	}
+	if addr == "" {
+		addr = "127.0.0.1:9090"
+	}
+	c := &adminClient{base: "http://" + addr, http: &http.Client{Timeout: 30 * time.Second}}
+	if tokenFile != "" {
+		t, err := readToken(tokenFile)
+		if err != nil {
+			return nil, fmt.Errorf("token file %s: %w", tokenFile, err)
+		}
+		c.token = t
+	}
+	return c, nil
+}
+
+// do sends a request and decodes a JSON answer into out (when not nil).
+func (c *adminClient) do(method, path string, body, out any) error {
+	var rd io.Reader
+	if body != nil {
+		b, err := json.Marshal(body)
+		if err != nil {
+			return err
+		}
+		rd = bytes.NewReader(b)
+	}
+	req, err := http.NewRequest(method, c.base+path, rd)
+	if err != nil {
+		return err
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	res, err := c.http.Do(req)
+	if err != nil {
+		return fmt.Errorf("admin API: %w (is sipwall running, with admin.addr %s?)", err, strings.TrimPrefix(c.base, "http://"))
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(res.Body, 64<<20))
+	if err != nil {
+		return err
+	}
+	if res.StatusCode/100 != 2 {
+		var e struct {
+			Error string `json:"error"`
+		}
+		if json.Unmarshal(data, &e) == nil && e.Error != "" {
+			return fmt.Errorf("admin API: %s: %s", res.Status, e.Error)
+		}
+		return fmt.Errorf("admin API: %s", res.Status)
+	}
+	if out == nil {
+		return nil
+	}
+	if raw, ok := out.(*json.RawMessage); ok {
+		*raw = data
+		return nil
+	}
+	return json.Unmarshal(data, out)
+}
+
+// print sends a request and prints the JSON answer.
+func (c *adminClient) print(w io.Writer, method, path string, body any) error {
+	var raw json.RawMessage
+	if err := c.do(method, path, body, &raw); err != nil {
+		return err
+	}
+	if len(bytes.TrimSpace(raw)) == 0 {
+		return errors.New("admin API: empty answer")
+	}
+	_, err := w.Write(raw)
+	return err
+}

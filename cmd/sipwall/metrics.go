@@ -1,0 +1,204 @@
+package main
+
+import (
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/sipwall/sipwall/bpf"
+	"github.com/sipwall/sipwall/sbc/sanity/wire"
+)
+
+// metrics exposes the app's counters to Prometheus. Most are read from the
+// layers' own counters at scrape time (nothing added to the hot path); the
+// call setup histogram is fed by the B2BUA's call events.
+type metrics struct {
+	reg   *prometheus.Registry
+	setup prometheus.Histogram
+	a     *app
+}
+
+func newMetrics() *metrics {
+	m := &metrics{reg: prometheus.NewRegistry()}
+	m.setup = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name:    "sipwall_call_setup_seconds",
+		Help:    "Time from a call's INVITE to its answer.",
+		Buckets: []float64{.005, .01, .02, .05, .1, .25, .5, 1, 2.5, 5, 10, 30, 60},
+	})
+	m.reg.MustRegister(m.setup, (*appCollector)(m),
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	return m
+}
+
+// appCollector reads the app's counters at scrape time.
+type appCollector metrics
+
+func desc(name, help string, labels ...string) *prometheus.Desc {
+	return prometheus.NewDesc(name, help, labels, nil)
+}
+
+var (
+	dRequests      = desc("sipwall_server_requests_total", "SIP requests that reached the chain.")
+	dDropped       = desc("sipwall_server_dropped_total", "Datagrams, connections and requests dropped before or at the chain's root, by reason.", "reason")
+	dVerdicts      = desc("sipwall_server_verdicts_total", "Requests by the chain's verdict.", "verdict")
+	dCallsActive   = desc("sipwall_calls_active", "Calls in the dialog table.")
+	dCalls         = desc("sipwall_calls_total", "Calls by outcome (started counts every call).", "result")
+	dRegs          = desc("sipwall_registrations_active", "Live registration bindings.")
+	dAuth          = desc("sipwall_auth_total", "Digest authentication events.", "event")
+	dAuthFail      = desc("sipwall_auth_failures_total", "Failed authentications by reason.", "reason")
+	dBansActive    = desc("sipwall_bans_active", "Bans in force.")
+	dBans          = desc("sipwall_bans_total", "Bans started, by reason.", "reason")
+	dLocks         = desc("sipwall_user_locks_active", "User locks in force.")
+	dPrefilter     = desc("sipwall_prefilter_packets_total", "Packets judged by the prefilter, by reason.", "reason", "where")
+	dPrefClass     = desc("sipwall_prefilter_class_packets_total", "Judged packets by class and verdict.", "class", "verdict", "where")
+	dPolicy        = desc("sipwall_policy_decisions_total", "Policy decisions by result.", "result")
+	dPolicyReloads = desc("sipwall_policy_reloads_total", "Policy reloads by result.", "result")
+	dFraud         = desc("sipwall_fraud_actions_total", "Anti-fraud checks and actions.", "action")
+	dFraudBlocked  = desc("sipwall_fraud_blocked_accounts", "Accounts blocked by the anti-fraud rules.")
+	dTLSExpiry     = desc("sipwall_tls_certificate_expiry_timestamp_seconds", "Expiry of the certificate served (Unix time).")
+	dTLSEvents     = desc("sipwall_tls_certificate_events_total", "Certificate upkeep: obtained, renewed, failures (ACME), reloads, reload_errors (files).", "event")
+	dUpstreamUp    = desc("sipwall_upstream_up", "1 when the upstream passes its health checks.", "upstream")
+	dMediaSessions = desc("sipwall_media_sessions_active", "Calls with relayed media.")
+	dMediaPackets  = desc("sipwall_media_packets_total", "RTP/RTCP datagrams relayed.")
+	dMediaDropped  = desc("sipwall_media_dropped_total", "Media datagrams not relayed, by reason.", "reason")
+	dHEP           = desc("sipwall_hep_messages_total", "SIP messages copied to the HEP collector, by result.", "result")
+)
+
+func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
+	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dCallsActive, dCalls, dRegs, dAuth, dAuthFail,
+		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
+		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dHEP} {
+		ch <- d
+	}
+}
+
+func counter(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.CounterValue, v, labels...)
+}
+
+func gauge(ch chan<- prometheus.Metric, d *prometheus.Desc, v float64, labels ...string) {
+	ch <- prometheus.MustNewConstMetric(d, prometheus.GaugeValue, v, labels...)
+}
+
+func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
+	a := c.a
+	if a == nil {
+		return
+	}
+	st := &a.server.Stats
+	counter(ch, dRequests, float64(st.Requests.Load()))
+	for reason, v := range map[string]int64{
+		"overload": st.Overload.Load(), "no_peer": st.Dropped.Load(), "banned": st.Blocked.Load(),
+		"prefilter": st.Prefiltered.Load(), "conns_refused": st.ConnsRefused.Load(),
+		"handshakes_refused": st.HandshakesRefused.Load(), "slow_message": st.SlowMessages.Load(),
+		"outbound_guard": st.OutboundBlocked.Load(), "dials_refused": st.DialsRefused.Load(),
+	} {
+		counter(ch, dDropped, float64(v), reason)
+	}
+	for i := range st.PreParseDrops {
+		if v := st.PreParseDrops[i].Load(); v > 0 {
+			counter(ch, dDropped, float64(v), "preparse_"+wire.Reason(i).String())
+		}
+	}
+	for verdict, v := range map[string]int64{
+		"answered": st.Answered.Load(), "rejected": st.Rejected.Load(), "forwarded": st.Forwarded.Load(),
+		"error": st.Errors.Load(), "panic": st.Panics.Load(),
+	} {
+		counter(ch, dVerdicts, float64(v), verdict)
+	}
+	bs := a.b2b.Stats()
+	gauge(ch, dCallsActive, float64(a.b2b.Active()))
+	for result, v := range map[string]int64{
+		"started": bs.Calls.Load(), "answered": bs.Answered.Load(), "failed": bs.Failed.Load(),
+		"cancelled": bs.Cancelled.Load(), "timeout": bs.Timeouts.Load(), "no_ack": bs.NoAck.Load(),
+	} {
+		counter(ch, dCalls, float64(v), result)
+	}
+	if a.reg != nil {
+		_, n := a.reg.Count()
+		gauge(ch, dRegs, float64(n))
+	}
+	if a.sec.auth != nil {
+		as := a.sec.auth.Stats()
+		counter(ch, dAuth, float64(as.Challenges), "challenge")
+		counter(ch, dAuth, float64(as.Successes), "success")
+		counter(ch, dAuth, float64(as.Trusted), "trusted")
+		for reason, v := range as.Failures {
+			counter(ch, dAuthFail, float64(v), reason)
+		}
+	}
+	ban := a.sec.bans.Stats()
+	gauge(ch, dBansActive, float64(ban.Active))
+	gauge(ch, dLocks, float64(ban.Locked))
+	for reason, v := range ban.Bans {
+		counter(ch, dBans, float64(v), reason)
+	}
+	if a.pf != nil {
+		pc, where := a.pf.counters()
+		for r := range bpf.NumReasons {
+			counter(ch, dPrefilter, float64(pc.Reasons[r]), r.String(), where)
+		}
+		for cl := range bpf.NumClasses {
+			counter(ch, dPrefClass, float64(pc.Passed[cl]), cl.String(), "pass", where)
+			counter(ch, dPrefClass, float64(pc.Dropped[cl]), cl.String(), "drop", where)
+		}
+	}
+	if a.pol != nil {
+		ps := a.pol.Status().Stats
+		for result, v := range map[string]uint64{
+			"allow": ps.Allows, "deny": ps.Denies, "shadow_deny": ps.ShadowDenies, "redirect": ps.Redirects,
+			"error": ps.Errors, "timeout": ps.Timeouts,
+		} {
+			counter(ch, dPolicy, float64(v), result)
+		}
+		counter(ch, dPolicyReloads, float64(ps.ReloadsOK), "ok")
+		counter(ch, dPolicyReloads, float64(ps.ReloadsFailed), "failed")
+	}
+	if a.fraud != nil {
+		fs := a.fraud.Stats()
+		for action, v := range map[string]uint64{
+			"check": fs.Checks, "reject": fs.Rejected, "blocked": fs.Blocked, "teardown": fs.Teardowns,
+			"warning": fs.Warnings, "critical": fs.Criticals, "block_account": fs.AccountBlocks,
+			"ban": fs.SourceBans, "shadow": fs.Shadowed,
+		} {
+			counter(ch, dFraud, float64(v), action)
+		}
+		gauge(ch, dFraudBlocked, float64(fs.BlockedAccounts))
+	}
+	if a.certs != nil {
+		ts := a.certs.Stats()
+		if !ts.NotAfter.IsZero() {
+			gauge(ch, dTLSExpiry, float64(ts.NotAfter.Unix()))
+		}
+		for event, v := range map[string]uint64{
+			"obtained": ts.Obtained, "renewed": ts.Renewed, "failure": ts.Failures,
+			"reload": ts.Reloads, "reload_error": ts.ReloadErrors,
+		} {
+			counter(ch, dTLSEvents, float64(v), event)
+		}
+	}
+	for _, u := range a.pool.Status() {
+		up := 0.0
+		if u.Up {
+			up = 1
+		}
+		gauge(ch, dUpstreamUp, up, u.Name)
+	}
+	if a.relay != nil {
+		ms := a.relay.Stats()
+		gauge(ch, dMediaSessions, float64(ms.Sessions))
+		counter(ch, dMediaPackets, float64(ms.Packets))
+		for reason, v := range ms.Dropped {
+			counter(ch, dMediaDropped, float64(v), reason)
+		}
+	}
+	c.collectHEP(ch)
+}
+
+// observeSetup records a call's setup time.
+func (m *metrics) observeSetup(d time.Duration) {
+	if m != nil && d > 0 {
+		m.setup.Observe(d.Seconds())
+	}
+}
