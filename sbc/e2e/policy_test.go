@@ -93,8 +93,8 @@ func tailString(s string, n int) string {
 	return s
 }
 
-// TestPolicyReloadOnSIGHUP: SIGHUP makes sipwall re-read its policy at
-// once; a broken policy is refused and the previous one stays.
+// TestPolicyReloadOnSIGHUP: SIGHUP makes sipwall re-read its configuration
+// and policy at once; a broken policy is refused and everything stays.
 func TestPolicyReloadOnSIGHUP(t *testing.T) {
 	SkipIfShort(t)
 	dir := t.TempDir()
@@ -121,14 +121,14 @@ func TestPolicyReloadOnSIGHUP(t *testing.T) {
 	if err := syscall.Kill(sbc.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !waitLog("msg=\"policy reloaded\"") {
+	if !waitLog("msg=reloaded component=reload config=reloaded policy=\"reloaded ") {
 		t.Fatalf("no reload after SIGHUP:\n%s", tailString(sbc.Log(), 3000))
 	}
 	write("package sipwall\n\ndecision := {\"allow\": true,\n") // does not compile
 	if err := syscall.Kill(sbc.PID(), syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
-	if !waitLog("policy reload failed; the previous policy stays") {
+	if !waitLog("msg=\"reload refused; everything stays as it was\" component=reload error=\"policy: ") {
 		t.Fatalf("a broken policy was not refused:\n%s", tailString(sbc.Log(), 3000))
 	}
 	if !sbc.Alive() {
