@@ -53,19 +53,28 @@ func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintf(stderr, "usage: sipwall %s [-config FILE | -admin ADDR -token-file F] ...\n  %s\n", name, adminCommands[name])
 		fs.PrintDefaults()
 	}
-	if err := fs.Parse(args); err != nil {
-		return err
+	// Flags may come before or after the argument (ban 192.0.2.7 -for 1h).
+	var positional []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
 	c, err := newAdminClient(*cfgPath, *addr, *tokenFile)
 	if err != nil {
 		return err
 	}
 	arg := func() (string, error) {
-		if fs.NArg() != 1 {
+		if len(positional) != 1 {
 			fs.Usage()
 			return "", fmt.Errorf("%s needs one argument", name)
 		}
-		return fs.Arg(0), nil
+		return positional[0], nil
 	}
 	switch name {
 	case "status", "registrations", "locks", "blocks":

@@ -175,7 +175,7 @@ func (a *app) reload(log *slog.Logger) reloadResult {
 	}
 	if next != a.cfg {
 		if pfCfg != nil {
-			a.pf.configure(*pfCfg)
+			a.pf.configure(*pfCfg, next.Prefilter.VerifiedTTL.D())
 		}
 		setLogLevel(next.Log.Level)
 		res.Restart = restartNeeded(a.cfg, next)

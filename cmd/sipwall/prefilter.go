@@ -26,6 +26,8 @@ type prefilter struct {
 	xdp   atomic.Pointer[bpf.Filter]
 	// userspace is true while the model judges in the listeners.
 	userspace atomic.Bool
+	// verifiedTTL is prefilter.verified_ttl (a reload may change it).
+	verifiedTTL atomic.Int64
 	log       *slog.Logger
 	// banMu orders Ban and Unban with the copy of the ban list into a
 	// newly attached program, so neither is lost or undone by the copy.
@@ -49,6 +51,7 @@ func newPrefilter(cfg *config.Config, log *slog.Logger) (*prefilter, error) {
 	}
 	p := &prefilter{conf: c, model: m, log: log.With("component", "prefilter")}
 	p.userspace.Store(true)
+	p.verifiedTTL.Store(int64(c.VerifiedTTL))
 	return p, nil
 }
 
@@ -167,11 +170,12 @@ func (p *prefilter) start(cfg *config.Config, listeners []*sbc.Listener, allow [
 
 // configure puts a new configuration in force in the model and, when
 // attached, the XDP program's maps (no reload of the program).
-func (p *prefilter) configure(bc bpf.Config) {
+func (p *prefilter) configure(bc bpf.Config, verifiedTTL time.Duration) {
 	if err := p.model.Configure(bc); err != nil {
 		p.log.Error("prefilter configuration refused", "error", err)
 		return
 	}
+	p.verifiedTTL.Store(int64(verifiedTTL))
 	if f := p.xdp.Load(); f != nil {
 		if err := f.Configure(bc); err != nil {
 			p.log.Error("XDP maps not updated", "error", err)
@@ -222,7 +226,7 @@ func (p *prefilter) Unban(pr netip.Prefix) error {
 // verified marks a source that authenticated, for the share of the class
 // caps kept for known sources.
 func (p *prefilter) verified(a netip.Addr) {
-	until := time.Now().Add(p.conf.VerifiedTTL.D())
+	until := time.Now().Add(time.Duration(p.verifiedTTL.Load()))
 	p.model.Verify(a, bpf.Expiry(until))
 	if f := p.xdp.Load(); f != nil {
 		if err := f.Verify(a, until); err != nil {

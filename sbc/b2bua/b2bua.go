@@ -11,6 +11,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strconv"
@@ -352,6 +353,10 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	}
 	now := b.cfg.Now()
 	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.From().Address.User, dst: r.Recipient.User}
+	// A hang-up (admin) may come as soon as the call is in the table.
+	hung, hangUp := context.WithCancelCause(context.Background())
+	defer hangUp(nil)
+	c.abort = func() { hangUp(errHungUp) }
 	c.originCSeq = r.CSeq().SeqNo
 	if via := r.Via(); via != nil {
 		c.originBranch, _ = via.Params.Get("branch")
@@ -376,11 +381,8 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		b.stats.Cancelled.Add(1)
 		return sbc.Rejected, nil
 	}
-	ringCtx, cancelRing := context.WithTimeout(context.Background(), b.cfg.RingTimeout)
+	ringCtx, cancelRing := context.WithTimeout(hung, b.cfg.RingTimeout)
 	defer cancelRing()
-	c.mu.Lock()
-	c.abort = cancelRing
-	c.mu.Unlock()
 
 	for i := 0; i < len(targets); i++ {
 		if i > 0 {
@@ -565,8 +567,13 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 			b.cancelPending(c, bl, inv, btx, trying)
 			return sbc.Rejected, done
 		case <-ctx.Done():
-			b.stats.Timeouts.Add(1)
 			b.cancelPending(c, bl, inv, btx, trying)
+			if errors.Is(context.Cause(ctx), errHungUp) {
+				b.stats.Cancelled.Add(1)
+				_ = b.respondOnce(w, req, localResponse(req, 487, "Request Terminated", c.a))
+				return sbc.Rejected, done
+			}
+			b.stats.Timeouts.Add(1)
 			_ = b.respondOnce(w, req, localResponse(req, 408, "Request Timeout", c.a))
 			return sbc.Rejected, done
 		}
@@ -1389,8 +1396,11 @@ func (c *call) infoLocked() CallInfo {
 	return ci
 }
 
+// errHungUp is the cause of a ringing call's end by HangUp.
+var errHungUp = errors.New("hung up")
+
 // abandon stops a call still ringing: the callee's INVITE is cancelled
-// and the caller gets 408, as when the ring timeout strikes.
+// and the caller gets 487 Request Terminated.
 func (b *B2BUA) abandon(c *call, reason string) {
 	c.mu.Lock()
 	f := c.abort
