@@ -3,6 +3,7 @@ package bpf
 import (
 	"errors"
 	"log/slog"
+	"time"
 )
 
 // ErrNotSupported is returned where XDP is not available (not Linux).
@@ -27,4 +28,17 @@ type Options struct {
 type Attachment struct {
 	Interface string
 	Mode      string // "native" or "generic"
+}
+
+// Expiry converts a wall-clock end to the maps' monotonic expiry; the zero
+// time means never (0). An end already past gives 1, long expired.
+func Expiry(until time.Time) uint64 {
+	if until.IsZero() {
+		return 0
+	}
+	d := time.Until(until)
+	if d <= 0 {
+		return 1
+	}
+	return MonoNow() + uint64(d)
 }

@@ -245,19 +245,6 @@ var monoStart, monoBase = func() (time.Time, uint64) {
 	return start, uint64(ts.Nano())
 }()
 
-// Expiry converts a wall-clock end to the maps' monotonic expiry; the zero
-// time means never (0). An end already past gives 1, long expired.
-func Expiry(until time.Time) uint64 {
-	if until.IsZero() {
-		return 0
-	}
-	d := time.Until(until)
-	if d <= 0 {
-		return 1
-	}
-	return MonoNow() + uint64(d)
-}
-
 // Ban drops every packet from p until the given time (zero: for ever). It
 // implements the ban store's Sink.
 func (f *Filter) Ban(p netip.Prefix, until time.Time) error {

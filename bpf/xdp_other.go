@@ -24,15 +24,5 @@ func (*Filter) Sweep() int                         { return 0 }
 func (*Filter) Close() error                       { return nil }
 func Unpin(string) error                           { return ErrNotSupported }
 func MonoNow() uint64                              { return uint64(time.Since(start)) }
-func Expiry(until time.Time) uint64 {
-	if until.IsZero() {
-		return 0
-	}
-	d := time.Until(until)
-	if d <= 0 {
-		return 1
-	}
-	return MonoNow() + uint64(d)
-}
 
 var start = time.Now()

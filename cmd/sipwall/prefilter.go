@@ -28,7 +28,7 @@ type prefilter struct {
 	userspace atomic.Bool
 	// verifiedTTL is prefilter.verified_ttl (a reload may change it).
 	verifiedTTL atomic.Int64
-	log       *slog.Logger
+	log         *slog.Logger
 	// banMu orders Ban and Unban with the copy of the ban list into a
 	// newly attached program, so neither is lost or undone by the copy.
 	banMu sync.Mutex

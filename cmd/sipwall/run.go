@@ -397,14 +397,18 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	})
 	b2bRef.Store(b2b)
 	layers["b2bua"] = b2b
-	chain, err := sbc.BuildChain(layers)
-	if err != nil {
+	// undo stops what has started so far when a later step fails.
+	undo := func() {
 		cancel()
 		srv.Close()
 		if relay != nil {
 			relay.Close()
 		}
 		pf.close()
+	}
+	chain, err := sbc.BuildChain(layers)
+	if err != nil {
+		undo()
 		return nil, err
 	}
 	srv.SetChain(chain)
@@ -412,12 +416,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now()}
 	m.a = a
 	if a.admin, err = startAdmin(cfg, a, log); err != nil {
-		cancel()
-		srv.Close()
-		if relay != nil {
-			relay.Close()
-		}
-		pf.close()
+		undo()
 		return nil, err
 	}
 	a.wg.Add(3)

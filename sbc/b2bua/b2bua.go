@@ -1220,19 +1220,24 @@ func (b *B2BUA) teardown(c *call, reason string) {
 // a call still ringing is left to the ring timeout (no media while it
 // rings is normal).
 func (b *B2BUA) EndCall(key, reason string) bool {
-	for _, c := range b.table.snapshot() {
-		if c.key() != key {
-			continue
-		}
-		c.mu.Lock()
-		confirmed := c.state == stateConfirmed
-		c.mu.Unlock()
-		if confirmed {
-			b.teardown(c, reason)
-		}
-		return confirmed
+	c, confirmed := b.lookup(func(c *call) bool { return c.key() == key })
+	if confirmed {
+		b.teardown(c, reason)
 	}
-	return false
+	return confirmed
+}
+
+// lookup finds a call in the table and tells whether it is confirmed.
+func (b *B2BUA) lookup(match func(*call) bool) (*call, bool) {
+	for _, c := range b.table.snapshot() {
+		if match(c) {
+			c.mu.Lock()
+			confirmed := c.state == stateConfirmed
+			c.mu.Unlock()
+			return c, confirmed
+		}
+	}
+	return nil, false
 }
 
 // finish removes a call from the table once.
@@ -1415,19 +1420,14 @@ func (b *B2BUA) abandon(c *call, reason string) {
 // of an answered call, CANCEL toward the callee and 487 to the caller
 // for one still ringing. It reports whether the call was found.
 func (b *B2BUA) HangUp(id uint64, reason string) bool {
-	for _, c := range b.table.snapshot() {
-		if c.id != id {
-			continue
-		}
-		c.mu.Lock()
-		confirmed := c.state == stateConfirmed
-		c.mu.Unlock()
-		if confirmed {
-			b.teardown(c, reason)
-		} else {
-			b.abandon(c, reason)
-		}
-		return true
+	c, confirmed := b.lookup(func(c *call) bool { return c.id == id })
+	switch {
+	case c == nil:
+		return false
+	case confirmed:
+		b.teardown(c, reason)
+	default:
+		b.abandon(c, reason)
 	}
-	return false
+	return true
 }
