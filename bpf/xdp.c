@@ -348,6 +348,19 @@ static __always_inline int capped(struct sw_config *cfg, struct sw_addr *a,
 	return 0;
 }
 
+// by_address is the judgement by source address alone: ALLOW, BAN, DENY,
+// or PASS when none applies.
+static __always_inline __u32 by_address(struct sw_addr *src, int v4, __u64 now)
+{
+	if (in_trie(&allow, src))
+		return REASON_ALLOW;
+	if (banned(src, v4, now))
+		return REASON_BAN;
+	if (denied(&deny, src, now))
+		return REASON_DENY;
+	return REASON_PASS;
+}
+
 static __always_inline int verdict(struct sw_config *cfg, __u32 reason)
 {
 	count(reason);
@@ -454,13 +467,8 @@ int sipwall_xdp(struct xdp_md *ctx)
 
 	if (fragment) {
 		// No transport header: judged by address alone.
-		if (in_trie(&allow, &src))
-			return verdict(cfg, REASON_ALLOW);
-		if (banned(&src, v4, now))
-			return verdict(cfg, REASON_BAN);
-		if (denied(&deny, &src, now))
-			return verdict(cfg, REASON_DENY);
-		return verdict(cfg, REASON_FRAGMENT);
+		__u32 r = by_address(&src, v4, now);
+		return verdict(cfg, r != REASON_PASS ? r : REASON_FRAGMENT);
 	}
 
 	__u32 class;
@@ -476,12 +484,9 @@ int sipwall_xdp(struct xdp_md *ctx)
 		__u32 ulen = bpf_ntohs(udp->len);
 		if (ulen < sizeof(*udp) || (!first_fragment && ulen > l3_payload))
 			return verdict(cfg, REASON_MALFORMED);
-		if (in_trie(&allow, &src))
-			return verdict(cfg, REASON_ALLOW);
-		if (banned(&src, v4, now))
-			return verdict(cfg, REASON_BAN);
-		if (denied(&deny, &src, now))
-			return verdict(cfg, REASON_DENY);
+		__u32 r = by_address(&src, v4, now);
+		if (r != REASON_PASS)
+			return verdict(cfg, r);
 		__u8 *p = (__u8 *)(udp + 1);
 		__u32 n = ulen - sizeof(*udp);
 		class = classify(p, n, end);
@@ -493,12 +498,9 @@ int sipwall_xdp(struct xdp_md *ctx)
 		__u8 *mask = bpf_map_lookup_elem(&ports, &dport);
 		if (!mask || !(*mask & PORT_TCP))
 			return verdict(cfg, REASON_OTHER);
-		if (in_trie(&allow, &src))
-			return verdict(cfg, REASON_ALLOW);
-		if (banned(&src, v4, now))
-			return verdict(cfg, REASON_BAN);
-		if (denied(&deny, &src, now))
-			return verdict(cfg, REASON_DENY);
+		__u32 r = by_address(&src, v4, now);
+		if (r != REASON_PASS)
+			return verdict(cfg, r);
 		if (!tcp->syn || tcp->ack)
 			return verdict(cfg, REASON_STREAM);
 		class = CLASS_SYN;
