@@ -334,7 +334,7 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 	}
 	// Our credentials are for us only and never reach the next hop; those
 	// for another realm (the PBX's own digest) pass on.
-	removeOurCredentials(r.Request, a.opt.Realm)
+	r.Request = withoutOurCredentials(r.Request, a.opt.Realm)
 	r.Identity = &sbc.Identity{User: cr.username, Realm: a.opt.Realm}
 	a.opt.Forward.Apply(r, cr.username, a.opt.Realm)
 	return sbc.Continue, nil
@@ -487,9 +487,12 @@ func (a *Auth) challenge(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.
 	return sbc.Rejected, nil
 }
 
-// removeOurCredentials drops every Authorization and Proxy-Authorization
-// header (any spelling) whose realm is ours, or that does not parse.
-func removeOurCredentials(m *sip.Request, realm string) {
+// withoutOurCredentials returns m without the Authorization and
+// Proxy-Authorization headers (any spelling) whose realm is ours, or that do
+// not parse. When there are some it returns a copy: the request belongs to
+// its server transaction, which reads its headers from other goroutines
+// (the automatic 100 Trying), so it is never changed in place.
+func withoutOurCredentials(m *sip.Request, realm string) *sip.Request {
 	var keep []sip.Header
 	found := false
 	for _, h := range m.Headers() {
@@ -503,12 +506,14 @@ func removeOurCredentials(m *sip.Request, realm string) {
 		}
 	}
 	if !found {
-		return
+		return m
 	}
+	m = m.Clone()
 	removeHeaders(m, "authorization", "proxy-authorization")
 	for _, h := range keep {
 		m.AppendHeader(h)
 	}
+	return m
 }
 
 // removeHeaders drops every header with one of the lowercase names, however
