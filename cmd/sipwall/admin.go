@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"net/netip"
 	"os"
 	"strconv"
@@ -79,6 +80,13 @@ func startAdmin(cfg *config.Config, a *app, log *slog.Logger) (*adminServer, err
 	mux.Handle("GET /api/fraud/blocks", s.auth(http.HandlerFunc(s.fraudBlocks)))
 	mux.Handle("DELETE /api/fraud/blocks/{user}", s.auth(http.HandlerFunc(s.fraudUnblock)))
 	mux.Handle("POST /api/reload", s.auth(http.HandlerFunc(s.reload)))
+	if cfg.Admin.Pprof {
+		mux.Handle("GET /debug/pprof/", s.auth(http.HandlerFunc(pprof.Index)))
+		mux.Handle("GET /debug/pprof/cmdline", s.auth(http.HandlerFunc(pprof.Cmdline)))
+		mux.Handle("GET /debug/pprof/profile", s.auth(http.HandlerFunc(pprof.Profile)))
+		mux.Handle("GET /debug/pprof/symbol", s.auth(http.HandlerFunc(pprof.Symbol)))
+		mux.Handle("GET /debug/pprof/trace", s.auth(http.HandlerFunc(pprof.Trace)))
+	}
 	s.srv = &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,

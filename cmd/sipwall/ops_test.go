@@ -223,6 +223,29 @@ func TestAdminAPIAuth(t *testing.T) {
 	}
 }
 
+// admin.pprof serves the runtime profiles behind the token; without it
+// there are none.
+func TestAdminPprof(t *testing.T) {
+	tokenFile := writeTokenFile(t, opsToken)
+	off, _ := startDemo(t, func(c *config.Config) { c.Admin.TokenFile = tokenFile })
+	if code, _ := apiCall(t, off, http.MethodGet, "/debug/pprof/cmdline", opsToken, nil); code != http.StatusNotFound {
+		t.Errorf("GET /debug/pprof/cmdline with admin.pprof off: %d, want 404", code)
+	}
+	on, _ := startDemo(t, func(c *config.Config) { c.Admin.TokenFile = tokenFile; c.Admin.Pprof = true })
+	if code, _ := apiCall(t, on, http.MethodGet, "/debug/pprof/cmdline", "", nil); code != http.StatusUnauthorized {
+		t.Errorf("GET /debug/pprof/cmdline without the token: %d, want 401", code)
+	}
+	code, body := apiCall(t, on, http.MethodGet, "/debug/pprof/heap?debug=1", opsToken, nil)
+	if code != http.StatusOK || !bytes.Contains(body, []byte("heap profile:")) {
+		t.Errorf("GET /debug/pprof/heap?debug=1: %d %.100q, want 200 with a heap profile", code, body)
+	}
+	code, body = apiCall(t, on, http.MethodGet, "/debug/pprof/profile?seconds=1", opsToken, nil)
+	// A CPU profile is gzip-compressed protobuf.
+	if code != http.StatusOK || len(body) < 2 || body[0] != 0x1f || body[1] != 0x8b {
+		t.Errorf("GET /debug/pprof/profile?seconds=1: %d, %d bytes, want 200 and a gzip stream", code, len(body))
+	}
+}
+
 // scrape reads /metrics and parses it.
 func scrape(t *testing.T, a *app, token string) map[string]*dto.MetricFamily {
 	t.Helper()

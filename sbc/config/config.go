@@ -513,6 +513,11 @@ type Admin struct {
 	// TokenFile holds the bearer token the API requires. Required when
 	// Addr is not a loopback address; when set, required on loopback too.
 	TokenFile string `yaml:"token_file"`
+	// Pprof serves Go's runtime profiles (net/http/pprof) under
+	// /debug/pprof/, behind the same token. Off by default: a CPU profile
+	// costs CPU while it runs, and the heap profile shows memory contents'
+	// shape. Used by `make bench` to profile the hot path.
+	Pprof bool `yaml:"pprof"`
 }
 
 // HEP configures the copy of every SIP message to a Homer collector.

@@ -267,7 +267,7 @@ func wantFull() Config {
 		},
 		Store: Store{Path: "state/sipwall"},
 		Log:   Log{Level: "debug", Format: "json"},
-		Admin: Admin{Addr: "10.0.0.2:9090", TokenFile: "admin.token"},
+		Admin: Admin{Addr: "10.0.0.2:9090", TokenFile: "admin.token", Pprof: true},
 		HEP:   HEP{Addr: "10.0.0.50:9060", Transport: "tcp", AgentID: 7, PasswordFile: "hep.password"},
 	}
 }
