@@ -21,6 +21,8 @@
 # Environment:
 #   AUTH=0          1: digest authentication (MD5, realm "sipwall", user alice)
 #   DIALOG=1        0: no dialog tracking (dialog module not loaded)
+#   TOPOH=1         0: no topology hiding (topoh not loaded): a plain
+#                   stateful relay
 #   RATE=200        calls per second offered
 #   CALLS=5000      calls placed
 #   TRANSPORT=udp   udp or tcp, on both sides of Kamailio
@@ -32,6 +34,9 @@
 #                   CHILDREN=1 keeps the order.
 #   SHM_MB=256      Kamailio shared memory, MiB
 #   BENCH_KEEP=1    keep the work directory (logs, stats) after the run
+#   BENCH_RESULTS   file the row is appended to (default
+#                   bench/results/kamailio-<date>.md); "-" for none
+#   BENCH_SUMMARY   file to write the figures to as "key value" lines
 #
 # Every process has a deadline (sipp -timeout plus timeout(1)); the trap
 # stops only the processes this script started, by PID.
@@ -45,6 +50,7 @@ TRANSPORT=${TRANSPORT:-udp}
 LIMIT=${LIMIT:-$((RATE * 5))}
 AUTH=${AUTH:-0}
 DIALOG=${DIALOG:-1}
+TOPOH=${TOPOH:-1}
 CHILDREN=${CHILDREN:-2}
 SHM_MB=${SHM_MB:-256}
 REALM=sipwall
@@ -93,71 +99,10 @@ run_s=$(((CALLS + RATE - 1) / RATE + 60))
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/kamailio-bench.XXXXXX")
 pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		for _ in 1 2 3 4 5 6 7 8 9 10; do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.3
-		done
-		kill -KILL "$p" 2>/dev/null || true
-	done
-	if [ "${BENCH_KEEP:-}" = 1 ]; then
-		echo "bench-kamailio: logs kept in $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-
-# free_block IP: a port P such that P..P+5 are unused (TCP and UDP).
-free_block() {
-	local p i busy
-	for _ in $(seq 1 100); do
-		p=$((20000 + (RANDOM % 2000) * 6))
-		busy=0
-		for i in 0 1 2 3 4 5; do
-			if [ -n "$(ss -Htuan "( sport = :$((p + i)) )" 2>/dev/null)" ]; then
-				busy=1
-				break
-			fi
-		done
-		if [ "$busy" = 0 ]; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "bench-kamailio: no free ports" >&2
-	return 1
-}
-
-# wait_listen PROTO PORT: until a socket is bound (udp) or listening (tcp).
-wait_listen() {
-	local proto=$1 port=$2 flag
-	[ "$proto" = tcp ] && flag=-Hltn || flag=-Hlun
-	for _ in $(seq 1 100); do
-		if [ -n "$(ss $flag "( sport = :$port )" 2>/dev/null)" ]; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-
-# cpu_ticks PID: utime+stime of the process in clock ticks (0 if gone).
-cpu_ticks() {
-	local s
-	s=$(cat "/proc/$1/stat" 2>/dev/null) || {
-		echo 0
-		return
-	}
-	s=${s##*) }
-	set -- $s
-	echo $((${12} + ${13}))
-}
+bench_name=bench-kamailio
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
+trap bench_cleanup EXIT
 
 # kam_pids: the Kamailio main process and all its descendants.
 kam_pids() {
@@ -170,14 +115,6 @@ kam_pids() {
 			todo+=("$c")
 		done
 	done
-}
-
-# stat_col FILE NAME: the value of column NAME in the last row of sipp's CSV.
-stat_col() {
-	awk -F';' -v name="$2" '
-		NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
-		NF > 1 { last = $col }
-		END { print (col && last != "" ? last : "?") }' "$1"
 }
 
 pbx_port=$(free_block)
@@ -211,6 +148,7 @@ if [ "$TRANSPORT" = tcp ]; then
 	defs+=(-A "SBC_LISTEN_TCP=tcp:$SBC_IP:$sbc_port")
 fi
 [ "$DIALOG" = 1 ] && defs+=(-A WITH_DIALOG)
+[ "$TOPOH" = 1 ] && defs+=(-A WITH_TOPOH)
 if [ "$AUTH" = 1 ]; then
 	# The users "file": a db_text table (plain text) of one user, alice,
 	# with the MD5 HA1 of her password, loaded into an htable at start.
@@ -259,7 +197,8 @@ if [ "$AUTH" = 1 ]; then
 fi
 t0=$(date +%s.%N)
 uac_rc=0
-timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
+# In the work directory: -trace_rtt writes <scenario>_<pid>_rtt.csv there.
+(cd "$work" && exec timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
 	-i "$UAC_IP" -p "$uac_port" -ci "$UAC_IP" -cp $((uac_port + 1)) \
 	-mi "$UAC_IP" -mp $((uac_port + 2)) \
 	-r "$RATE" -m "$CALLS" -l "$LIMIT" -d 0 -nostdin \
@@ -267,8 +206,8 @@ timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp
 	-timeout "${run_s}s" -recv_timeout 10000 \
 	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
 	-trace_stat -stf "$work/uac_stat.csv" -fd 1 \
-	-trace_err -error_file "$work/uac_errors.log" \
-	>"$work/uac.stdout" 2>"$work/uac.stderr" || uac_rc=$?
+	-trace_err -error_file "$work/uac_errors.log" -trace_rtt -rtt_freq 1 \
+	>"$work/uac.stdout" 2>"$work/uac.stderr") || uac_rc=$?
 t1=$(date +%s.%N)
 
 if ! kill -0 "$kam_main" 2>/dev/null; then
@@ -320,15 +259,36 @@ cpu_per_k=$(awk -v s="$cpu_s" -v n="$created" 'BEGIN { printf "%.3f", (n > 0 ? s
 pss_mib=$(awk -v k="$pss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 kam_version=$(kamailio -v 2>/dev/null | awk '/^version:/ { print $3; exit }')
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
-machine="$(nproc) CPUs, $cpu_model"
+machine=$(machine)
+p50="?" p99="?"
+rtt=$(ls "$work"/*_rtt.csv 2>/dev/null | head -n 1 || true)
+[ -n "$rtt" ] && [ -s "$rtt" ] && read -r p50 p99 < <(rtt_percentiles "$rtt")
+if [ -n "${BENCH_SUMMARY:-}" ]; then
+	cat >"$BENCH_SUMMARY" <<SUM
+created $created
+ok $ok
+failed $failed
+uas_ok $uas_ok
+elapsed $elapsed
+cps $cps
+cpu_s $cpu_s
+cpu_per_k $cpu_per_k
+pss_mib $pss_mib
+p50_ms $p50
+p99_ms $p99
+SUM
+fi
 
-row="| $now | $kam_version | $TRANSPORT | $auth_label | $DIALOG | $CHILDREN ($nprocs_after procs) | $RATE/s | $created of $CALLS | $ok | $failed | $uas_ok (sipp: $uas_failed failed) | $elapsed s | $cps/s | $cpu_s s | $cpu_per_k s | $pss_mib MiB | $uac_rc | $machine | $load_before / $load_after |"
-header="| time (UTC) | kamailio | transport | auth | dialog | children | offered | calls placed | successful | failed | completed at the PBX | elapsed | achieved | kamailio CPU | CPU per 1,000 calls | PSS at end | sipp exit | machine | load 1 min before / after |
-| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+row="| $now | $kam_version | $TRANSPORT | $auth_label | $DIALOG | $TOPOH | $CHILDREN ($nprocs_after procs) | $RATE/s | $created of $CALLS | $ok | $failed | $uas_ok (sipp: $uas_failed failed) | $elapsed s | $cps/s | $cpu_s s | $cpu_per_k s | $pss_mib MiB | $p50 / $p99 ms | $uac_rc | $machine | $load_before / $load_after |"
+header="| time (UTC) | kamailio | transport | auth | dialog | topoh | children | offered | calls placed | successful | failed | completed at the PBX | elapsed | achieved | kamailio CPU | CPU per 1,000 calls | PSS at end | setup p50 / p99 | sipp exit | machine | load 1 min before / after |
+| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"
 
+if [ "${BENCH_RESULTS:-}" = - ]; then
+	printf '%s\n%s\n' "$header" "$row"
+	exit 0
+fi
 mkdir -p bench/results
-out="bench/results/kamailio-$(date -u +%Y-%m-%d).md"
+out=${BENCH_RESULTS:-"bench/results/kamailio-$(date -u +%Y-%m-%d).md"}
 if [ ! -f "$out" ]; then
 	{
 		printf '# Kamailio bench results, %s\n\n' "$(date -u +%Y-%m-%d)"

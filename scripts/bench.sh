@@ -31,15 +31,37 @@
 #     200) and of the whole registration.
 # Without AUTH, auth.mode is "off" (requests pass unchallenged).
 #
+# CHAIN picks the layers at once (and overrides AUTH, HIDING, POLICY and
+# FRAUD): plain (B2BUA relay only: no auth, no media relay, no outbound
+# guard, no policy, no fraud rules), hiding (+ media relay and guard),
+# auth (+ digest MD5), full (+ the built-in OPA policy and fraud rules).
+#
 # Environment:
 #   MODE=call       call or register
 #   AUTH=0          1: digest authentication on (see above)
 #   HIDING=on       off: media relay off (SDP crosses unchanged) and the
 #                   outbound guard off, to measure what hiding costs
+#   POLICY          on: the OPA policy (built-in) decides; default on with
+#                   AUTH=1, off without (it denies unauthenticated calls)
+#   FRAUD=0         1: anti-fraud rules (bench/rules.yaml: rate, concurrency
+#                   and daily counters per user, destination lists)
 #   RATE=200        calls (registrations) per second offered
 #   CALLS=5000      calls placed (register mode: 10000 distinct users)
 #   TRANSPORT=udp   udp or tcp, on both sides of sipwall
 #   LIMIT           sipp's limit of simultaneous calls (default 5*RATE)
+#   HOLD_MS=0       talk time of each call (sipp -d), for concurrency runs
+#   MEM_AT          seconds after the load starts at which sipwall's RSS and
+#                   the calls in progress are sampled (with HOLD_MS: when
+#                   every call is up); the baseline is sampled just before
+#   PROFILE         a directory: CPU profile of sipwall (admin.pprof) from
+#                   2 s into the load for PROFILE_SECONDS (default 10), and
+#                   an allocation profile at the end, with `go tool pprof
+#                   -top` summaries
+#   BENCH_BIN       a sipwall binary to use instead of building one
+#   BENCH_RESULTS   file the table is appended to (default
+#                   bench/results/<date>.md); "-" for none
+#   BENCH_SUMMARY   file to write the figures to as "key value" lines
+#                   (used by scripts/bench-suite.sh)
 #   BENCH_KEEP=1    keep the work directory (logs, stats) after the run
 #   BENCH_VERSION   sipwall version in the table (default: git describe),
 #                   for a tree exported without .git (git archive)
@@ -70,9 +92,38 @@ register)
 	;;
 esac
 TRANSPORT=${TRANSPORT:-udp}
-LIMIT=${LIMIT:-$((RATE * 5))}
+HOLD_MS=${HOLD_MS:-0}
+if [ "$HOLD_MS" -gt 0 ]; then
+	LIMIT=${LIMIT:-$CALLS}
+else
+	LIMIT=${LIMIT:-$((RATE * 5))}
+fi
+# sipp fails a call whose next message takes longer than this.
+recv_ms=$((HOLD_MS + 10000))
 AUTH=${AUTH:-0}
 HIDING=${HIDING:-on}
+FRAUD=${FRAUD:-0}
+case "${CHAIN:-}" in
+"") ;;
+plain) AUTH=0 HIDING=off POLICY=off FRAUD=0 ;;
+hiding) AUTH=0 HIDING=on POLICY=off FRAUD=0 ;;
+auth) AUTH=1 HIDING=on POLICY=off FRAUD=0 ;;
+full) AUTH=1 HIDING=on POLICY=on FRAUD=1 ;;
+*)
+	echo "bench: CHAIN must be plain, hiding, auth or full" >&2
+	exit 2
+	;;
+esac
+if [ -z "${POLICY:-}" ]; then
+	[ "$AUTH" = 1 ] && POLICY=on || POLICY=off
+fi
+case "$POLICY" in
+on | off) ;;
+*)
+	echo "bench: POLICY must be on or off" >&2
+	exit 2
+	;;
+esac
 case "$HIDING" in
 on) hiding_yaml="" ;;
 off) hiding_yaml=$'topology: {guard: "off"}\nmedia: {mode: "off"}' ;;
@@ -134,92 +185,30 @@ PBX_IP=127.0.0.3
 scen="$root/testdata/sipp"
 
 # Expected run time plus generous slack bounds every process.
-run_s=$(((CALLS + RATE - 1) / RATE + 60))
+run_s=$(((CALLS + RATE - 1) / RATE + HOLD_MS / 1000 + 60))
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-bench.XXXXXX")
 pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		for _ in 1 2 3 4 5 6 7 8 9 10; do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.3
-		done
-		kill -KILL "$p" 2>/dev/null || true
-	done
-	if [ "${BENCH_KEEP:-}" = 1 ]; then
-		echo "bench: logs kept in $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
+bench_name=bench
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
+trap bench_cleanup EXIT
 
-# free_block IP: a port P such that P..P+5 are unused on IP (TCP and UDP).
-free_block() {
-	local ip=$1 p i busy
-	for _ in $(seq 1 100); do
-		p=$((20000 + (RANDOM % 2000) * 6))
-		busy=0
-		for i in 0 1 2 3 4 5; do
-			if [ -n "$(ss -Htuan "( sport = :$((p + i)) )" 2>/dev/null)" ]; then
-				busy=1
-				break
-			fi
-		done
-		if [ "$busy" = 0 ]; then
-			echo "$p"
-			return 0
-		fi
-	done
-	echo "bench: no free ports" >&2
-	return 1
-}
-
-# wait_listen PROTO PORT: until a socket is bound (udp) or listening (tcp).
-wait_listen() {
-	local proto=$1 port=$2 flag
-	[ "$proto" = tcp ] && flag=-Hltn || flag=-Hlun
-	for _ in $(seq 1 100); do
-		if [ -n "$(ss $flag "( sport = :$port )" 2>/dev/null)" ]; then
-			return 0
-		fi
-		sleep 0.1
-	done
-	return 1
-}
-
-# cpu_ticks PID: utime+stime of the process in clock ticks.
-cpu_ticks() {
-	local s
-	s=$(cat "/proc/$1/stat")
-	s=${s##*) } # drop "pid (comm) "; field 1 is now the state (3rd overall)
-	set -- $s
-	echo $((${12} + ${13}))
-}
-
-# stat_col FILE NAME: the value of column NAME in the last row of sipp's CSV.
-stat_col() {
-	awk -F';' -v name="$2" '
-		NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
-		NF > 1 { last = $col }
-		END { print (col && last != "" ? last : "?") }' "$1"
-}
-
-echo "== bench: building sipwall"
 version=${BENCH_VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}
-go build -ldflags "-X 'main.version=$version'" -o "$work/sipwall" ./cmd/sipwall
+if [ -n "${BENCH_BIN:-}" ]; then
+	cp "$BENCH_BIN" "$work/sipwall"
+else
+	echo "== bench: building sipwall"
+	go build -ldflags "-X 'main.version=$version'" -o "$work/sipwall" ./cmd/sipwall
+fi
 if [ "$loadgen" = regload ]; then
 	echo "== bench: building bench/regload"
 	go build -o "$work/regload" ./bench/regload
 fi
 
-pbx_port=$(free_block "$PBX_IP")
-sbc_port=$(free_block "$SBC_IP")
-uac_port=$(free_block "$UAC_IP")
+pbx_port=$(free_block)
+sbc_port=$(free_block)
+uac_port=$(free_block)
 proto=udp
 [ "$TRANSPORT" = tcp ] && proto=tcp
 
@@ -231,7 +220,7 @@ echo "== bench: PBX (sipp UAS) on $PBX_IP:$pbx_port/$TRANSPORT"
 timeout $((run_s + 30)) sipp -sf "$scen/$uas_scen" -t "$sipp_t" \
 	-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
 	-mi "$PBX_IP" -mp $((pbx_port + 2)) \
-	-m $((CALLS * 2)) -nostdin -timeout "${run_s}s" -recv_timeout 10000 \
+	-m $((CALLS * 2)) -nostdin -timeout "${run_s}s" -recv_timeout "$recv_ms" \
 	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
 	-trace_stat -stf "$work/uas_stat.csv" -fd 1 \
 	-trace_err -error_file "$work/uas_errors.log" \
@@ -257,8 +246,25 @@ if [ "$AUTH" = 1 ]; then
 	auth_yaml="auth: {realm: $REALM, users_file: \"$users\", algorithms: [$auth_alg]}"
 else
 	# Explicit: the default is digest, which needs a users file.
-	auth_yaml=$'auth: {mode: "off"}\npolicy: {mode: "off"}'
+	auth_yaml='auth: {mode: "off"}'
 fi
+if [ "$POLICY" = on ]; then
+	policy_yaml='policy: {mode: enforce}'
+else
+	policy_yaml='policy: {mode: "off"}'
+fi
+rules_yaml=""
+if [ "$FRAUD" = 1 ]; then
+	rules_yaml="rules: {file: \"$root/bench/rules.yaml\"}"
+fi
+# Long calls: the relay must not end silent calls (sipp sends no RTP) and
+# needs a port pair per call and side.
+if [ "$HOLD_MS" -gt 0 ] && [ "$HIDING" = on ]; then
+	hiding_yaml="media: {port_min: 10000, port_max: 64999, max_sessions: $((CALLS + 100)), inactivity: $((HOLD_MS / 1000 + 120))s}"
+fi
+admin_port=$((sbc_port + 3))
+pprof=false
+[ -n "${PROFILE:-}" ] && pprof=true
 cat >"$work/sipwall.yaml" <<YAML
 listen:
   - {transport: udp, addr: "$SBC_IP:$sbc_port"}
@@ -269,14 +275,19 @@ health: {interval: 0s}
 calls: {ring_timeout: 30s}
 store: {path: "$work/store"}
 log: {level: warn}
-admin: {addr: "127.0.0.1:0"}
+admin: {addr: "127.0.0.1:$admin_port", pprof: $pprof}
+limits: {max_dialogs: $((CALLS > 20000 ? CALLS + 100 : 20000))}
 # One sipp instance stands for a whole customer base behind one address:
 # the userspace prefilter stays on (its cost is measured), without a
 # per-source budget on requests and responses.
 prefilter: {rates: {request: {rate: 0}, response: {rate: 0}}, caps: {request: 0, response: 0}}
 $auth_yaml
+$policy_yaml
+$rules_yaml
 $hiding_yaml
 YAML
+# A socket per relay port: more than the usual 1,024 descriptors.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
 
 echo "== bench: sipwall on $SBC_IP:$sbc_port"
 timeout $((run_s + 60)) "$work/sipwall" run -config "$work/sipwall.yaml" \
@@ -299,6 +310,40 @@ load_before=$(cut -d' ' -f1 /proc/loadavg)
 echo "== bench: $CALLS $unit at $RATE/s over $TRANSPORT (auth: $auth_label, limit $LIMIT)"
 t0=$(date +%s.%N)
 uac_rc=0
+admin_url="http://127.0.0.1:$admin_port"
+# rss_kib: sipwall's resident set now.
+rss_kib() { awk '/^VmRSS:/ { print $2 }' "/proc/$sw_pid/status"; }
+# calls_active: calls in progress, from the admin API.
+calls_active() {
+	curl -fsS --max-time 5 "$admin_url/api/status" 2>/dev/null |
+		sed -n 's/.*"calls_active": *\([0-9]*\).*/\1/p'
+}
+bg=()
+if [ -n "${MEM_AT:-}" ]; then
+	echo "rss_before_kib $(rss_kib)" >"$work/mem.txt"
+	curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null |
+		awk '$1 == "go_memstats_heap_inuse_bytes" { print "heap_before_bytes", $2 }' >>"$work/mem.txt" || true
+	(
+		sleep "$MEM_AT"
+		echo "rss_at_kib $(rss_kib)"
+		echo "calls_at $(calls_active)"
+		curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null |
+			awk '$1 == "go_memstats_heap_inuse_bytes" { print "heap_inuse_bytes", $2 }
+			     $1 == "go_goroutines" { print "goroutines", $2 }'
+	) >>"$work/mem.txt" &
+	bg+=("$!")
+	pids+=("$!")
+fi
+if [ -n "${PROFILE:-}" ]; then
+	mkdir -p "$PROFILE"
+	(
+		sleep 2
+		curl -fsS --max-time $((${PROFILE_SECONDS:-10} + 10)) -o "$PROFILE/cpu.pprof" \
+			"$admin_url/debug/pprof/profile?seconds=${PROFILE_SECONDS:-10}"
+	) &
+	bg+=("$!")
+	pids+=("$!")
+fi
 if [ "$loadgen" = regload ]; then
 	# Its own deadline (-deadline) ends it; timeout(1) is the backstop.
 	timeout $((run_s + 30)) "$work/regload" -sbc "$SBC_IP:$sbc_port" -src "$UAC_IP" \
@@ -311,18 +356,27 @@ else
 		# Request-URI of uac_auth_call.xml, as sipwall requires.
 		auth_args=(-au alice -ap "$auth_pass" -auth_uri "$uac_user@$SBC_IP:$sbc_port")
 	fi
-	timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
+	# In the work directory: -trace_rtt writes <scenario>_<pid>_rtt.csv
+	# there, each call's time from its first INVITE to the 200 (rtd).
+	(cd "$work" && exec timeout $((run_s + 30)) sipp "$SBC_IP:$sbc_port" -sf "$scen/$uac_scen" -t "$sipp_t" -s "$uac_user" \
 		-i "$UAC_IP" -p "$uac_port" -ci "$UAC_IP" -cp $((uac_port + 1)) \
 		-mi "$UAC_IP" -mp $((uac_port + 2)) \
-		-r "$RATE" -m "$CALLS" -l "$LIMIT" -d 0 -nostdin \
+		-r "$RATE" -m "$CALLS" -l "$LIMIT" -d "$HOLD_MS" -nostdin \
 		"${auth_args[@]}" \
-		-timeout "${run_s}s" -recv_timeout 10000 \
+		-timeout "${run_s}s" -recv_timeout "$recv_ms" \
 		-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
 		-trace_stat -stf "$work/uac_stat.csv" -fd 1 \
-		-trace_err -error_file "$work/uac_errors.log" \
-		>"$work/uac.stdout" 2>"$work/uac.stderr" || uac_rc=$?
+		-trace_err -error_file "$work/uac_errors.log" -trace_rtt -rtt_freq 1 \
+		>"$work/uac.stdout" 2>"$work/uac.stderr") || uac_rc=$?
 fi
 t1=$(date +%s.%N)
+for p in "${bg[@]}"; do
+	wait "$p" 2>/dev/null || true
+done
+if [ -n "${PROFILE:-}" ]; then
+	curl -fsS --max-time 20 -o "$PROFILE/allocs.pprof" "$admin_url/debug/pprof/allocs" || true
+	cp "$work/sipwall" "$PROFILE/sipwall"
+fi
 
 if ! kill -0 "$sw_pid" 2>/dev/null; then
 	echo "bench: sipwall died during the run" >&2
@@ -397,9 +451,37 @@ cpu_s=$(awk -v d=$((ticks_after - ticks_before)) -v c="$clk" 'BEGIN { printf "%.
 cpu_per_k=$(awk -v s="$cpu_s" -v n="$created" 'BEGIN { printf "%.3f", (n > 0 ? s * 1000 / n : 0) }')
 rss_mib=$(awk -v k="$hwm_kb" 'BEGIN { printf "%.1f", k / 1024 }')
 
+# Setup latency: sipp's response times (first INVITE to 200) of the
+# successful calls, in ms.
+p50="?" p99="?"
+rtt=$(ls "$work"/*_rtt.csv 2>/dev/null | head -n 1 || true)
+if [ -n "$rtt" ] && [ -s "$rtt" ]; then
+	read -r p50 p99 < <(rtt_percentiles "$rtt")
+	extra_rows=$extra_rows$'\n'"| setup latency (first INVITE → 200, sipp) | p50 $p50 ms, p99 $p99 ms |"
+fi
+# Memory per concurrent call (MEM_AT): RSS growth over the calls up then.
+mem_per_call="?"
+if [ -s "$work/mem.txt" ]; then
+	mem_val() { awk -v k="$1" '$1 == k { v = $2 } END { print (v != "" ? v : "?") }' "$work/mem.txt"; }
+	rss0=$(mem_val rss_before_kib) rss1=$(mem_val rss_at_kib) calls_at=$(mem_val calls_at)
+	heap=$(mem_val heap_inuse_bytes) heap0=$(mem_val heap_before_bytes) gor=$(mem_val goroutines)
+	mem_per_call=$(awk -v a="$rss0" -v b="$rss1" -v n="$calls_at" 'BEGIN {
+		if (n + 0 > 0 && b != "?" && a != "?") printf "%.1f", (b - a) / n; else print "?" }')
+	heap_per_call=$(awk -v h="$heap" -v h0="$heap0" -v n="$calls_at" 'BEGIN {
+		if (n + 0 > 0 && h != "?" && h0 != "?") printf "%.1f", (h - h0) / 1024 / n; else print "?" }')
+	extra_rows=$extra_rows$'\n'"| calls in progress at ${MEM_AT} s | $calls_at (goroutines $gor) |"
+	extra_rows=$extra_rows$'\n'"| RSS before / at ${MEM_AT} s | $rss0 KiB / $rss1 KiB |"
+	extra_rows=$extra_rows$'\n'"| memory per call in progress | $mem_per_call KiB RSS, $heap_per_call KiB Go heap in use (growth / calls) |"
+fi
+if [ -n "${PROFILE:-}" ] && [ -s "$PROFILE/cpu.pprof" ]; then
+	go tool pprof -top -nodecount=25 "$PROFILE/sipwall" "$PROFILE/cpu.pprof" >"$PROFILE/cpu-top.txt" 2>/dev/null || true
+	go tool pprof -top -cum -nodecount=40 "$PROFILE/sipwall" "$PROFILE/cpu.pprof" >"$PROFILE/cpu-cum.txt" 2>/dev/null || true
+	[ -s "$PROFILE/allocs.pprof" ] && go tool pprof -sample_index=alloc_space -top -nodecount=25 \
+		"$PROFILE/sipwall" "$PROFILE/allocs.pprof" >"$PROFILE/allocs-top.txt" 2>/dev/null || true
+fi
+
 store_fs=$(stat -f -c %T "$work/store" 2>/dev/null || echo unknown)
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
-cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)
 table=$(
 	cat <<MD
 | metric | value |
@@ -408,8 +490,12 @@ table=$(
 | sipwall | $version |
 | mode | $MODE |
 | transport | $TRANSPORT |
+| chain | ${CHAIN:-custom} |
 | auth | $auth_label |
 | hiding (media relay, guard) | $HIDING |
+| policy (built-in Rego) | $POLICY |
+| fraud rules | $([ "$FRAUD" = 1 ] && echo bench/rules.yaml || echo off) |
+| talk time | $HOLD_MS ms |
 | offered rate | $RATE $unit/s |
 | $unit placed | $created of $CALLS |
 | successful $unit | $ok |
@@ -421,7 +507,7 @@ table=$(
 | sipwall peak RSS (VmHWM) | ${rss_mib} MiB |${extra_rows}
 | $loadgen exit code | $uac_rc |
 | store filesystem | $store_fs |
-| machine | $(nproc) CPUs, $cpu_model |
+| machine | $(machine) |
 | load average (1 min) before / after | $load_before / $load_after |
 MD
 )
@@ -429,8 +515,34 @@ MD
 echo
 echo "$table"
 
+if [ -n "${BENCH_SUMMARY:-}" ]; then
+	cat >"$BENCH_SUMMARY" <<SUM
+created $created
+ok $ok
+failed $failed
+uas_ok $uas_ok
+elapsed $elapsed
+cps $cps
+cpu_s $cpu_s
+cpu_per_k $cpu_per_k
+rss_mib $rss_mib
+p50_ms $p50
+p99_ms $p99
+mem_per_call_kib $mem_per_call
+heap_per_call_kib ${heap_per_call:-?}
+SUM
+	if [ -s "$work/mem.txt" ]; then cat "$work/mem.txt" >>"$BENCH_SUMMARY"; fi
+	if [ "$loadgen" = regload ]; then
+		for k in auth_p50_ms auth_p99_ms register_p50_ms register_p99_ms; do
+			echo "$k $(regload_val "$k")" >>"$BENCH_SUMMARY"
+		done
+	fi
+fi
+if [ "${BENCH_RESULTS:-}" = - ]; then
+	exit 0
+fi
 mkdir -p bench/results
-out="bench/results/$(date -u +%Y-%m-%d).md"
+out=${BENCH_RESULTS:-"bench/results/$(date -u +%Y-%m-%d).md"}
 if [ ! -f "$out" ]; then
 	printf '# sipwall bench results, %s\n\nWritten by scripts/bench.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
 fi

@@ -12,12 +12,20 @@
 #   pebble    pebble           ACME server for the tls tests
 #   socat     socat            TLS in front of sipp (sipp has no TLS here)
 #
+# With --bench, also what `make bench` uses:
+#   curl      curl             admin API samples and profiles (scripts/bench.sh)
+#   kamailio  kamailio         the reference proxy (scripts/bench-kamailio.sh)
+#
 # As root it installs with apt-get; otherwise it prints what to install and
 # exits non-zero when something is missing.
 set -euo pipefail
 
 cmds=(sipp svmap tshark ip pebble socat)
-declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat)
+declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat
+	[curl]=curl [kamailio]=kamailio)
+if [ "${1:-}" = --bench ]; then
+	cmds+=(curl kamailio)
+fi
 
 # have CMD: is CMD runnable? sbin directories count even when they are not
 # in PATH (ip lives in /usr/sbin, which a non-root PATH may lack).

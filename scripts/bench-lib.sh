@@ -1,0 +1,96 @@
+# Helpers shared by the call benchmarks (scripts/bench.sh,
+# scripts/bench-kamailio.sh, scripts/bench-suite.sh); sourced, not run.
+# The sourcing script sets `work` (its work directory), `pids` (an array of
+# the PIDs it started) and `bench_name` (prefix of its messages) before it
+# calls bench_cleanup.
+
+# bench_cleanup stops the processes the script started (TERM, then KILL
+# after 3 s), by PID, and removes the work directory unless BENCH_KEEP=1.
+bench_cleanup() {
+	local p
+	for p in "${pids[@]}"; do
+		kill -TERM "$p" 2>/dev/null || true
+	done
+	for p in "${pids[@]}"; do
+		for _ in 1 2 3 4 5 6 7 8 9 10; do
+			kill -0 "$p" 2>/dev/null || break
+			sleep 0.3
+		done
+		kill -KILL "$p" 2>/dev/null || true
+	done
+	if [ "${BENCH_KEEP:-}" = 1 ]; then
+		echo "$bench_name: logs kept in $work"
+	else
+		rm -rf "$work"
+	fi
+}
+
+# free_block: a port P such that P..P+5 are unused (TCP and UDP, any
+# address).
+free_block() {
+	local p i busy
+	for _ in $(seq 1 100); do
+		p=$((20000 + (RANDOM % 2000) * 6))
+		busy=0
+		for i in 0 1 2 3 4 5; do
+			if [ -n "$(ss -Htuan "( sport = :$((p + i)) )" 2>/dev/null)" ]; then
+				busy=1
+				break
+			fi
+		done
+		if [ "$busy" = 0 ]; then
+			echo "$p"
+			return 0
+		fi
+	done
+	echo "$bench_name: no free ports" >&2
+	return 1
+}
+
+# wait_listen PROTO PORT: until a socket is bound (udp) or listening (tcp).
+wait_listen() {
+	local proto=$1 port=$2 flag
+	[ "$proto" = tcp ] && flag=-Hltn || flag=-Hlun
+	for _ in $(seq 1 100); do
+		if [ -n "$(ss $flag "( sport = :$port )" 2>/dev/null)" ]; then
+			return 0
+		fi
+		sleep 0.1
+	done
+	return 1
+}
+
+# cpu_ticks PID: utime+stime of the process in clock ticks (0 if gone).
+cpu_ticks() {
+	local s
+	s=$(cat "/proc/$1/stat" 2>/dev/null) || {
+		echo 0
+		return
+	}
+	s=${s##*) } # drop "pid (comm) "; field 1 is now the state (3rd overall)
+	set -- $s
+	echo $((${12} + ${13}))
+}
+
+# stat_col FILE NAME: the value of column NAME in the last row of sipp's CSV.
+stat_col() {
+	awk -F';' -v name="$2" '
+		NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
+		NF > 1 { last = $col }
+		END { print (col && last != "" ? last : "?") }' "$1"
+}
+
+# rtt_percentiles FILE: "p50 p99" of the response times (ms) in a sipp
+# -trace_rtt file (Date_ms;response_time_ms;rtd_no), "? ?" when empty.
+rtt_percentiles() {
+	awk -F';' 'NR > 1 && $2 != "" { print $2 }' "$1" | sort -g |
+		awk '{ v[NR] = $1 } END {
+			if (NR == 0) { print "? ?"; exit }
+			i50 = int(NR * 0.50 + 0.999); i99 = int(NR * 0.99 + 0.999)
+			printf "%.2f %.2f\n", v[i50], v[i99] }'
+}
+
+# machine: CPU count and model.
+machine() {
+	echo "$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)"
+}

@@ -1,0 +1,305 @@
+#!/usr/bin/env bash
+# `make bench`: every figure users compare, in one bounded run on the
+# loopback network, as one Markdown report (stdout and
+# bench/results/<UTC date>.md):
+#
+#   - the highest call rate with 0 failed calls (sipp INVITE-200-ACK-BYE,
+#     rates stepped by STEP from START until a step fails), and sipwall's
+#     CPU per 1,000 calls and the setup latency p50/p99 at half that rate,
+#     for four chains: plain relay, + topology hiding (media relay and
+#     outbound guard), + digest auth (MD5), + OPA policy and fraud rules
+#     (the full chain; bench/rules.yaml);
+#   - the same runs against Kamailio (bench/kamailio/kamailio.cfg) when it is
+#     installed, and the ratio sipwall/Kamailio per row;
+#   - authenticated REGISTER/s for 10,000 users (SHA-256, bench/regload);
+#   - memory per concurrent call at 10,000 concurrent calls (RSS growth /
+#     calls up), full chain with media relay and without it;
+#   - media relay packets/s per core (scripts/bench-relay.sh);
+#   - XDP drop rate (scripts/bench-xdp.sh, root only);
+#   - a CPU and allocation profile of the full chain (admin.pprof), its
+#     top entries in the report.
+#
+# Each part is scripts/bench.sh (or bench-kamailio.sh, ...) with the
+# settings below; their own tables go to the work directory's log.
+#
+# Environment:
+#   START=100 STEP=100 MAX_RATE=3000   rate search (calls/s)
+#   STEP_SECONDS=8                     length of each search step
+#   HALF_SECONDS=20                    length of the half-rate runs
+#   CHAINS="plain hiding auth full"
+#   KAMAILIO=auto                      auto (if installed), 0 or 1
+#   KAM_CHILDREN=1                     Kamailio workers (more reorder
+#                                      back-to-back messages: failed calls)
+#   REG_RATES="500 1000 1500"          REGISTER rates tried, 10,000 users
+#   MEM_CALLS=10000 MEM_RATE=500       concurrency run
+#   PARTS="calls register memory relay xdp"
+#   RELAY_PPS="10000 40000 80000"         media relay rates (100 calls)
+#   XDP_SETUPS, XDP_MODES               scripts/bench-xdp.sh SETUPS, MODES
+#   BENCH_KEEP=1                       keep the work directory
+#
+# Every child run is bounded by its own deadlines; this script adds none of
+# its own processes besides them.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+
+START=${START:-100}
+STEP=${STEP:-100}
+MAX_RATE=${MAX_RATE:-3000}
+STEP_SECONDS=${STEP_SECONDS:-8}
+HALF_SECONDS=${HALF_SECONDS:-20}
+CHAINS=${CHAINS:-plain hiding auth full}
+KAMAILIO=${KAMAILIO:-auto}
+KAM_CHILDREN=${KAM_CHILDREN:-1}
+REG_RATES=${REG_RATES:-500 1000 1500}
+MEM_CALLS=${MEM_CALLS:-10000}
+MEM_RATE=${MEM_RATE:-500}
+PARTS=${PARTS:-calls register memory relay xdp}
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-suite.XXXXXX")
+pids=()
+bench_name=bench-suite
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
+trap bench_cleanup EXIT
+log="$work/suite.log"
+
+if [ "$KAMAILIO" = auto ]; then
+	if command -v kamailio >/dev/null 2>&1 || [ -x /usr/sbin/kamailio ]; then
+		KAMAILIO=1
+	else
+		KAMAILIO=0
+	fi
+fi
+PATH=$PATH:/usr/sbin:/sbin
+
+has_part() { [[ " $PARTS " == *" $1 "* ]]; }
+
+version=${BENCH_VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}
+echo "== bench-suite: building sipwall ($version)"
+go build -ldflags "-X 'main.version=$version'" -o "$work/sipwall" ./cmd/sipwall
+export BENCH_BIN="$work/sipwall" BENCH_VERSION="$version" BENCH_RESULTS=-
+
+# val FILE KEY: a figure of a summary file ("?" when absent).
+val() { awk -v k="$2" '$1 == k { v = $2 } END { print (v != "" ? v : "?") }' "$1" 2>/dev/null || echo "?"; }
+
+# passed FILE RATE: the run had 0 failures, every call completed at both
+# ends, and reached 95 % of the offered rate.
+passed() {
+	local f=$1 rate=$2
+	[ -s "$f" ] || return 1
+	awk -v c="$(val "$f" created)" -v o="$(val "$f" ok)" -v x="$(val "$f" failed)" \
+		-v u="$(val "$f" uas_ok)" -v cps="$(val "$f" cps)" -v r="$rate" 'BEGIN {
+		exit !(x == 0 && o == c && o > 0 && (u == "?" || u == o) && cps >= 0.95 * r) }'
+}
+
+# run_target TARGET CHAIN RATE CALLS SUMMARY [ENV...]: one run.
+run_target() {
+	local target=$1 chain=$2 rate=$3 calls=$4 sum=$5
+	shift 5
+	rm -f "$sum"
+	if [ "$target" = sipwall ]; then
+		env "$@" CHAIN="$chain" RATE="$rate" CALLS="$calls" BENCH_SUMMARY="$sum" \
+			bash scripts/bench.sh >>"$log" 2>&1 || true
+	else
+		local a=0 t=1
+		case "$chain" in
+		plain) t=0 ;;
+		hiding) ;;
+		auth | full) a=1 ;;
+		esac
+		env "$@" AUTH=$a TOPOH=$t CHILDREN="$KAM_CHILDREN" RATE="$rate" CALLS="$calls" \
+			BENCH_SUMMARY="$sum" bash scripts/bench-kamailio.sh >>"$log" 2>&1 || true
+	fi
+}
+
+# search TARGET CHAIN: the highest rate that passed (0 if none), rates
+# stepping from START by STEP; after the first failure one half step above
+# the last pass is tried.
+search() {
+	local target=$1 chain=$2 rate=$START best=0 sum
+	while [ "$rate" -le "$MAX_RATE" ]; do
+		sum="$work/$target-$chain-$rate.sum"
+		run_target "$target" "$chain" "$rate" $((rate * STEP_SECONDS)) "$sum"
+		if passed "$sum" "$rate"; then
+			echo "   $target $chain: $rate/s passed (cpu $(val "$sum" cpu_per_k) s/1k)" >&2
+			best=$rate
+			rate=$((rate + STEP))
+		else
+			echo "   $target $chain: $rate/s failed (ok $(val "$sum" ok) of $(val "$sum" created), $(val "$sum" cps)/s)" >&2
+			break
+		fi
+	done
+	if [ "$best" -gt 0 ] && [ "$rate" -le "$MAX_RATE" ] && [ $((STEP / 2)) -ge 10 ]; then
+		rate=$((best + STEP / 2))
+		sum="$work/$target-$chain-$rate.sum"
+		run_target "$target" "$chain" "$rate" $((rate * STEP_SECONDS)) "$sum"
+		if passed "$sum" "$rate"; then
+			echo "   $target $chain: $rate/s passed" >&2
+			best=$rate
+		else
+			echo "   $target $chain: $rate/s failed" >&2
+		fi
+	fi
+	echo "$best"
+}
+
+ratio() {
+	awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "–" }'
+}
+
+declare -A label=([plain]="plain relay (B2BUA)" [hiding]="+ topology hiding (media relay, guard)"
+	[auth]="+ digest auth (MD5)" [full]="+ OPA policy + fraud rules (full chain)")
+rows=()
+profile_dir="$work/profile"
+t_start=$(date +%s)
+load_start=$(cut -d' ' -f1 /proc/loadavg)
+
+if has_part calls; then
+	for chain in $CHAINS; do
+		echo "== bench-suite: $chain: rate search (sipwall)"
+		sw_max=$(search sipwall "$chain")
+		half=$((sw_max / 2))
+		[ "$half" -lt 10 ] && half=10
+		echo "== bench-suite: $chain: $half/s for ${HALF_SECONDS}s (sipwall)"
+		extra=()
+		[ "$chain" = full ] && extra=(PROFILE="$profile_dir" PROFILE_SECONDS=$((HALF_SECONDS > 14 ? 10 : HALF_SECONDS - 4)))
+		sw_half="$work/sipwall-$chain-half.sum"
+		run_target sipwall "$chain" "$half" $((half * HALF_SECONDS)) "$sw_half" "${extra[@]}"
+		km_max="–" km_half=/dev/null
+		if [ "$KAMAILIO" = 1 ]; then
+			echo "== bench-suite: $chain: rate search (Kamailio)"
+			km_max=$(search kamailio "$chain")
+			echo "== bench-suite: $chain: $half/s for ${HALF_SECONDS}s (Kamailio)"
+			km_half="$work/kamailio-$chain-half.sum"
+			run_target kamailio "$chain" "$half" $((half * HALF_SECONDS)) "$km_half"
+		fi
+		failed_half="$(val "$sw_half" failed)"
+		rows+=("| max calls/s with 0 failures: ${label[$chain]} | $sw_max | $km_max | $(ratio "$sw_max" "$km_max") |")
+		rows+=("| CPU-s per 1,000 calls at $half/s: ${label[$chain]} | $(val "$sw_half" cpu_per_k) ($failed_half failed) | $(val "$km_half" cpu_per_k) ($(val "$km_half" failed) failed) | $(ratio "$(val "$sw_half" cpu_per_k)" "$(val "$km_half" cpu_per_k)") |")
+		rows+=("| setup latency p50 / p99 at $half/s (50 % of max): ${label[$chain]} | $(val "$sw_half" p50_ms) / $(val "$sw_half" p99_ms) ms | $(val "$km_half" p50_ms) / $(val "$km_half" p99_ms) ms | $(ratio "$(val "$sw_half" p99_ms)" "$(val "$km_half" p99_ms)") (p99) |")
+	done
+fi
+
+if has_part register; then
+	echo "== bench-suite: authenticated REGISTER, 10,000 users"
+	best=0 best_sum=""
+	for r in $REG_RATES; do
+		sum="$work/register-$r.sum"
+		rm -f "$sum"
+		MODE=register AUTH=1 RATE="$r" CALLS=10000 BENCH_SUMMARY="$sum" bash scripts/bench.sh >>"$log" 2>&1 || true
+		if passed "$sum" "$r"; then
+			echo "   register: $r/s passed" >&2
+			best=$r best_sum=$sum
+		else
+			echo "   register: $r/s failed (ok $(val "$sum" ok) of $(val "$sum" created))" >&2
+			break
+		fi
+	done
+	if [ -n "$best_sum" ]; then
+		rows+=("| authenticated REGISTER/s, 10,000 users, SHA-256, 0 failures | $(val "$best_sum" cps) (offered $best/s; $(val "$best_sum" cpu_per_k) CPU-s per 1,000; round p50 / p99 $(val "$best_sum" auth_p50_ms) / $(val "$best_sum" auth_p99_ms) ms) | – | – |")
+	else
+		rows+=("| authenticated REGISTER/s, 10,000 users, SHA-256 | none of $REG_RATES/s passed | – | – |")
+	fi
+fi
+
+if has_part memory; then
+	# Every call is up MEM_CALLS/MEM_RATE seconds after the start and stays
+	# up for hold seconds; the sample is taken 5 s after the last call.
+	ramp=$(((MEM_CALLS + MEM_RATE - 1) / MEM_RATE))
+	hold_ms=$(((ramp + 25) * 1000))
+	for chain in full plain; do
+		echo "== bench-suite: $MEM_CALLS concurrent calls ($chain)"
+		sum="$work/memory-$chain.sum"
+		run_target sipwall "$chain" "$MEM_RATE" "$MEM_CALLS" "$sum" HOLD_MS="$hold_ms" MEM_AT=$((ramp + 5))
+		what="full chain, media relay"
+		[ "$chain" = plain ] && what="plain relay, no media relay"
+		rows+=("| memory per concurrent call, $(val "$sum" calls_at) calls up ($what) | $(val "$sum" mem_per_call_kib) KiB RSS, $(val "$sum" heap_per_call_kib) KiB Go heap ($(val "$sum" goroutines) goroutines; $(val "$sum" failed) failed) | – | – |")
+	done
+fi
+
+relay_table=""
+if has_part relay && [ -f scripts/bench-relay.sh ]; then
+	echo "== bench-suite: media relay"
+	relay_out="$work/relay.md"
+	PPS_LIST="${RELAY_PPS:-10000 40000 80000}" bash scripts/bench-relay.sh >"$relay_out" 2>>"$log" || true
+	relay_table=$(grep '^|' "$relay_out" || true)
+fi
+
+xdp_table=""
+if has_part xdp; then
+	if [ "$(id -u)" = 0 ]; then
+		echo "== bench-suite: XDP prefilter flood"
+		xdp_out="$work/xdp.md"
+		SETUPS="${XDP_SETUPS:-xdp-native iptables}" MODES="${XDP_MODES:-single rotating}" \
+			bash scripts/bench-xdp.sh >"$xdp_out" 2>>"$log" || true
+		xdp_table=$(grep '^|' "$xdp_out" || true)
+	else
+		xdp_table="(skipped: scripts/bench-xdp.sh needs root for network namespaces and XDP)"
+	fi
+fi
+
+profile_md=""
+if [ -s "$profile_dir/cpu-top.txt" ]; then
+	profile_md=$(
+		echo '### CPU profile, full chain (top 25 by own time)'
+		echo
+		echo '```'
+		sed -n '/flat%/,$p' "$profile_dir/cpu-top.txt"
+		echo '```'
+		echo
+		echo '### CPU profile, full chain (sipwall functions by cumulative time)'
+		echo
+		echo '```'
+		go tool pprof -top -cum -nodecount=200 "$profile_dir/sipwall" "$profile_dir/cpu.pprof" 2>/dev/null |
+			grep -E 'flat%|sipwall/' | head -n 26
+		echo '```'
+		if [ -s "$profile_dir/allocs-top.txt" ]; then
+			echo
+			echo '### Allocations, full chain (top 25 by bytes)'
+			echo
+			echo '```'
+			sed -n '/flat%/,$p' "$profile_dir/allocs-top.txt"
+			echo '```'
+		fi
+	)
+fi
+
+t_end=$(date +%s)
+now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+kam_version="–"
+[ "$KAMAILIO" = 1 ] && kam_version=$(kamailio -v 2>/dev/null | awk '/^version:/ { print $3; exit }')
+report=$(
+	cat <<MD
+| measure | sipwall | Kamailio | sipwall / Kamailio |
+| --- | --- | --- | --- |
+$(printf '%s\n' "${rows[@]}")
+
+sipwall $version, Kamailio $kam_version (bench/kamailio/kamailio.cfg, $KAM_CHILDREN worker(s)); $(machine);
+UDP on the loopback network, sipp UAC and UAS on the same CPUs; finished $now, $((t_end - t_start)) s;
+load average (1 min) at the start / end: $load_start / $(cut -d' ' -f1 /proc/loadavg).
+Rate search: from $START/s by $STEP/s, ${STEP_SECONDS} s per step, a step passes with 0 failed calls,
+every call completed at the PBX and 95 % of the offered rate reached; half-rate runs last ${HALF_SECONDS} s.
+The Kamailio "full chain" row is its auth configuration: it has no policy engine or fraud rules.
+MD
+)
+if [ -n "$relay_table" ]; then
+	report=$report$'\n\n### Media relay (scripts/bench-relay.sh)\n\n'$relay_table
+fi
+if [ -n "$xdp_table" ]; then
+	report=$report$'\n\n### XDP prefilter (scripts/bench-xdp.sh)\n\n'$xdp_table
+fi
+if [ -n "$profile_md" ]; then
+	report=$report$'\n\n'$profile_md
+fi
+
+echo
+echo "$report"
+mkdir -p bench/results
+out="bench/results/$(date -u +%Y-%m-%d).md"
+if [ ! -f "$out" ]; then
+	printf '# sipwall bench results, %s\n\nWritten by scripts/bench-suite.sh (make bench) and scripts/bench.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
+fi
+printf '\n## make bench, %s\n\n%s\n' "$now" "$report" >>"$out"
+echo
+echo "bench-suite: appended to $out (run log: $log, kept with BENCH_KEEP=1)"
