@@ -204,17 +204,20 @@ if has_part register; then
 fi
 
 if has_part memory; then
-	# Every call is up MEM_CALLS/MEM_RATE seconds after the start and stays
-	# up for hold seconds; the sample is taken 5 s after the last call.
+	# Every call is up MEM_CALLS/MEM_RATE seconds after the start. The
+	# sample is taken 40 s after that: the transactions that set the calls
+	# up have ended (64*T1 = 32 s after the 2xx), so what is left is what a
+	# long call costs. Calls last until after the sample.
 	ramp=$(((MEM_CALLS + MEM_RATE - 1) / MEM_RATE))
-	hold_ms=$(((ramp + 25) * 1000))
+	mem_at=$((ramp + 40))
+	hold_ms=$(((ramp + 50) * 1000))
 	for chain in full plain; do
 		echo "== bench-suite: $MEM_CALLS concurrent calls ($chain)"
 		sum="$work/memory-$chain.sum"
-		run_target sipwall "$chain" "$MEM_RATE" "$MEM_CALLS" "$sum" HOLD_MS="$hold_ms" MEM_AT=$((ramp + 5))
+		run_target sipwall "$chain" "$MEM_RATE" "$MEM_CALLS" "$sum" HOLD_MS="$hold_ms" MEM_AT="$mem_at"
 		what="full chain, media relay"
 		[ "$chain" = plain ] && what="plain relay, no media relay"
-		rows+=("| memory per concurrent call, $(val "$sum" calls_at) calls up ($what) | $(val "$sum" mem_per_call_kib) KiB RSS, $(val "$sum" heap_per_call_kib) KiB Go heap ($(val "$sum" goroutines) goroutines; $(val "$sum" failed) failed) | – | – |")
+		rows+=("| memory per concurrent call, $(val "$sum" calls_at) calls up ($what) | $(val "$sum" mem_per_call_kib) KiB RSS, $(val "$sum" heap_per_call_kib) KiB Go heap in use, $(val "$sum" live_per_call_kib) KiB live after a GC ($(val "$sum" goroutines) goroutines; $(val "$sum" failed) failed) | – | – |")
 	done
 fi
 

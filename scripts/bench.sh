@@ -264,7 +264,7 @@ if [ "$HOLD_MS" -gt 0 ] && [ "$HIDING" = on ]; then
 fi
 admin_port=$((sbc_port + 3))
 pprof=false
-[ -n "${PROFILE:-}" ] && pprof=true
+[ -n "${PROFILE:-}" ] || [ -n "${MEM_AT:-}" ] && pprof=true
 cat >"$work/sipwall.yaml" <<YAML
 listen:
   - {transport: udp, addr: "$SBC_IP:$sbc_port"}
@@ -320,13 +320,26 @@ calls_active() {
 }
 bg=()
 if [ -n "${MEM_AT:-}" ]; then
+	# live_bytes: the Go heap still reachable after a collection (the
+	# heap profile with gc=1 forces one), from the metrics.
+	live_bytes() {
+		curl -fsS --max-time 20 -o /dev/null "$admin_url/debug/pprof/heap?gc=1" 2>/dev/null || true
+		curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null |
+			awk '$1 == "go_memstats_heap_alloc_bytes" { printf "%.0f\n", $2 }'
+	}
 	echo "rss_before_kib $(rss_kib)" >"$work/mem.txt"
 	curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null |
 		awk '$1 == "go_memstats_heap_inuse_bytes" { print "heap_before_bytes", $2 }' >>"$work/mem.txt" || true
+	echo "live_before_bytes $(live_bytes)" >>"$work/mem.txt"
 	(
 		sleep "$MEM_AT"
 		echo "rss_at_kib $(rss_kib)"
 		echo "calls_at $(calls_active)"
+		if [ -n "${PROFILE:-}" ]; then
+			mkdir -p "$PROFILE"
+			curl -fsS --max-time 20 -o "$PROFILE/heap.pprof" "$admin_url/debug/pprof/heap" || true
+		fi
+		echo "live_at_bytes $(live_bytes)"
 		curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null |
 			awk '$1 == "go_memstats_heap_inuse_bytes" { print "heap_inuse_bytes", $2 }
 			     $1 == "go_goroutines" { print "goroutines", $2 }'
@@ -465,13 +478,15 @@ if [ -s "$work/mem.txt" ]; then
 	mem_val() { awk -v k="$1" '$1 == k { v = $2 } END { print (v != "" ? v : "?") }' "$work/mem.txt"; }
 	rss0=$(mem_val rss_before_kib) rss1=$(mem_val rss_at_kib) calls_at=$(mem_val calls_at)
 	heap=$(mem_val heap_inuse_bytes) heap0=$(mem_val heap_before_bytes) gor=$(mem_val goroutines)
+	live_per_call=$(awk -v a="$(mem_val live_before_bytes)" -v b="$(mem_val live_at_bytes)" -v n="$calls_at" 'BEGIN {
+		if (n + 0 > 0 && a != "?" && b != "?" && b != "") printf "%.1f", (b - a) / 1024 / n; else print "?" }')
 	mem_per_call=$(awk -v a="$rss0" -v b="$rss1" -v n="$calls_at" 'BEGIN {
 		if (n + 0 > 0 && b != "?" && a != "?") printf "%.1f", (b - a) / n; else print "?" }')
 	heap_per_call=$(awk -v h="$heap" -v h0="$heap0" -v n="$calls_at" 'BEGIN {
 		if (n + 0 > 0 && h != "?" && h0 != "?") printf "%.1f", (h - h0) / 1024 / n; else print "?" }')
 	extra_rows=$extra_rows$'\n'"| calls in progress at ${MEM_AT} s | $calls_at (goroutines $gor) |"
 	extra_rows=$extra_rows$'\n'"| RSS before / at ${MEM_AT} s | $rss0 KiB / $rss1 KiB |"
-	extra_rows=$extra_rows$'\n'"| memory per call in progress | $mem_per_call KiB RSS, $heap_per_call KiB Go heap in use (growth / calls) |"
+	extra_rows=$extra_rows$'\n'"| memory per call in progress | $mem_per_call KiB RSS, $heap_per_call KiB Go heap in use, $live_per_call KiB live after a GC (growth / calls) |"
 fi
 if [ -n "${PROFILE:-}" ] && [ -s "$PROFILE/cpu.pprof" ]; then
 	go tool pprof -top -nodecount=25 "$PROFILE/sipwall" "$PROFILE/cpu.pprof" >"$PROFILE/cpu-top.txt" 2>/dev/null || true
@@ -530,6 +545,7 @@ p50_ms $p50
 p99_ms $p99
 mem_per_call_kib $mem_per_call
 heap_per_call_kib ${heap_per_call:-?}
+live_per_call_kib ${live_per_call:-?}
 SUM
 	if [ -s "$work/mem.txt" ]; then cat "$work/mem.txt" >>"$BENCH_SUMMARY"; fi
 	if [ "$loadgen" = regload ]; then

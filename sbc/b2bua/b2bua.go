@@ -857,7 +857,7 @@ func (b *B2BUA) awaitAck(c *call, l *leg, cseq uint32, tx sip.ServerTransaction,
 					// a dialog it never saw confirmed.
 					ack = b.newRequest(to, sip.ACK, mapped, "")
 					ack.SetBody(nil)
-					to.lastAck = ack
+					to.keepAck(ack)
 				}
 				c.mu.Unlock()
 				if ack != nil {
@@ -897,7 +897,7 @@ func (b *B2BUA) ack(c *call, from *leg, req *sip.Request) {
 		ack.AppendHeader(sip.NewHeader("Content-Type", ct.Value()))
 	}
 	ack.SetBody(body)
-	to.lastAck = ack
+	to.keepAck(ack)
 	c.activity = b.cfg.Now()
 	c.mu.Unlock()
 	if err := b.cfg.Client.WriteRequest(ack.Clone(), sbc.NoBuild); err != nil {
@@ -927,8 +927,8 @@ func (b *B2BUA) OnUnhandledResponse(res *sip.Response) {
 	c.mu.Lock()
 	var ack *sip.Request
 	for _, l := range []*leg{c.a, c.b} {
-		if l != nil && l.callID == res.CallID().Value() && l.lastAck != nil && l.lastAck.CSeq().SeqNo == res.CSeq().SeqNo {
-			ack = l.lastAck.Clone()
+		if l != nil && l.callID == res.CallID().Value() && l.lastAck != nil && l.lastAckCSeq == res.CSeq().SeqNo {
+			ack = l.resendAck()
 		}
 	}
 	c.mu.Unlock()

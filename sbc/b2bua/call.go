@@ -43,8 +43,34 @@ type leg struct {
 	ackMap map[uint32]uint32
 	// acked is closed when the ACK for a relayed 2xx arrived (per CSeq).
 	acked map[uint32]chan struct{}
-	// lastAck is the ACK we sent on this leg, re-sent on retransmitted 2xx.
-	lastAck *sip.Request
+	// lastAck is the ACK we sent on this leg, re-sent on retransmitted 2xx,
+	// kept as it went on the wire: a parsed request costs several times
+	// its size in memory for every call, and is only needed again when a
+	// 2xx is retransmitted. lastAckCSeq is its CSeq number.
+	lastAck     []byte
+	lastAckCSeq uint32
+}
+
+// keepAck remembers the ACK sent on this leg for retransmitted 2xx.
+func (l *leg) keepAck(ack *sip.Request) {
+	l.lastAck = []byte(ack.String())
+	l.lastAckCSeq = ack.CSeq().SeqNo
+}
+
+// resendAck is the remembered ACK, ready to send again; nil if it does not
+// parse (it was built by us, so it does).
+func (l *leg) resendAck() *sip.Request {
+	msg, err := sip.ParseMessage(l.lastAck)
+	if err != nil {
+		return nil
+	}
+	ack, ok := msg.(*sip.Request)
+	if !ok {
+		return nil
+	}
+	ack.SetTransport(l.transport)
+	ack.SetDestination(l.dest)
+	return ack
 }
 
 func (l *leg) nextCSeq() uint32 {
