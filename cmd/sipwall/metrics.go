@@ -62,13 +62,16 @@ var (
 	dMediaSessions = desc("sipwall_media_sessions_active", "Calls with relayed media.")
 	dMediaPackets  = desc("sipwall_media_packets_total", "RTP/RTCP datagrams relayed.")
 	dMediaDropped  = desc("sipwall_media_dropped_total", "Media datagrams not relayed, by reason.", "reason")
+	dMediaPorts    = desc("sipwall_media_ports", "Relay ports bound, by state: in_use (held by calls) or warm (idle, kept for reuse).", "state")
+	dMediaBinds    = desc("sipwall_media_binds_total", "Relay port pairs bound.")
+	dMediaReused   = desc("sipwall_media_reused_total", "Relay port pairs handed to a new call without a new bind.")
 	dHEP           = desc("sipwall_hep_messages_total", "SIP messages copied to the HEP collector, by result.", "result")
 )
 
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dCallsActive, dCalls, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
-		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dHEP} {
+		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dHEP} {
 		ch <- d
 	}
 }
@@ -192,6 +195,10 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 		for reason, v := range ms.Dropped {
 			counter(ch, dMediaDropped, float64(v), reason)
 		}
+		gauge(ch, dMediaPorts, float64(ms.PortsInUse), "in_use")
+		gauge(ch, dMediaPorts, float64(ms.PortsWarm), "warm")
+		counter(ch, dMediaBinds, float64(ms.Binds))
+		counter(ch, dMediaReused, float64(ms.Reused))
 	}
 	c.collectHEP(ch)
 }

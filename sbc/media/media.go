@@ -108,10 +108,10 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 	usable := make([]bool, len(media))
 	ports := make([]sdp.PortPair, len(media))
 	fresh := make(map[int]*stream)
+	now := m.cfg.Now()
 	rollback := func() {
 		for _, st := range fresh {
-			st.closeSockets()
-			st.freePorts()
+			st.recycle(now) // never started: nothing to stop
 		}
 	}
 	for i, md := range media {
@@ -124,7 +124,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			st = s.streams[i]
 		}
 		if st == nil {
-			if st, err = m.newStream(key); err != nil {
+			if st, err = m.newStream(key, now); err != nil {
 				rollback()
 				if errors.Is(err, ErrNoPorts) {
 					m.noPorts++
@@ -182,7 +182,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 		st.setPeer(from, rtpAddr, rtcpAddr)
 	}
 	o.version, o.last, o.sent = version, sha256.Sum256(out), true
-	s.lastSeen = m.cfg.Now()
+	s.lastSeen = now
 	s.reported = false
 	if isNew {
 		m.sessions[key] = s
@@ -233,8 +233,10 @@ func newSessID() string {
 	return strconv.FormatUint(rand.Uint64()>>2+1, 10)
 }
 
-// Release closes the sockets of the call key and frees its ports. The
-// relay goroutines have exited when it returns. Idempotent.
+// Release stops the relay of the call key and gives its ports back: the
+// relay goroutines have exited when it returns, and its port pairs are
+// kept warm for reuse after a quarantine (or closed, beyond the warm
+// bound). Idempotent.
 func (m *Manager) Release(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -243,23 +245,36 @@ func (m *Manager) Release(key string) {
 		return
 	}
 	delete(m.sessions, key)
-	m.release(s.streams)
+	m.release(s.streams, false)
 	m.log.Debug("media released", "key", key)
 }
 
-// release stops streams: sockets closed first so the readers of all of
-// them wind down together. The caller holds m.mu.
-func (m *Manager) release(streams []*stream) {
+// release stops streams, all readers woken first so that they wind down
+// together: by a deadline in the past, the pairs then going warm, or by
+// closing the sockets (closing true: the Manager is closed). The caller
+// holds m.mu.
+func (m *Manager) release(streams []*stream, closing bool) {
 	for _, st := range streams {
-		if st != nil {
+		if st == nil {
+			continue
+		}
+		if closing {
 			st.closeSockets()
+		} else {
+			st.stop()
 		}
 	}
+	now := m.cfg.Now()
 	for _, st := range streams {
-		if st != nil {
-			st.wg.Wait()
-			st.counters(&m.total)
+		if st == nil {
+			continue
+		}
+		st.wg.Wait()
+		st.counters(&m.total)
+		if closing {
 			st.freePorts()
+		} else {
+			st.recycle(now)
 		}
 	}
 }
@@ -318,8 +333,9 @@ func (m *Manager) inactive(now time.Time) []string {
 	return keys
 }
 
-// Close releases every session; later Rewrites fail with ErrClosed and Run
-// returns. Idempotent.
+// Close releases every session and closes every socket, warm ones
+// included; later Rewrites fail with ErrClosed and Run returns.
+// Idempotent.
 func (m *Manager) Close() {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -332,6 +348,8 @@ func (m *Manager) Close() {
 		all = append(all, s.streams...)
 		delete(m.sessions, key)
 	}
-	m.release(all)
+	m.release(all, true)
+	m.pools[0].closeWarm()
+	m.pools[1].closeWarm() // the same pool again when shared: a no-op
 	close(m.done)
 }

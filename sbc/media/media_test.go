@@ -585,13 +585,34 @@ func TestReleaseGoroutinesAndPorts(t *testing.T) {
 	if st.Sessions != 0 || st.Streams != 0 || st.PortsInUse != 0 || st.Packets != 5 {
 		t.Errorf("after Release: %+v", st)
 	}
-	// Released ports are bound again: the range holds exactly 5 calls.
-	for i := range 5 {
-		setupCall(t, m, fmt.Sprint("again-", i))
+	if canDrain && st.PortsWarm != 5*2*2 {
+		t.Errorf("after Release: %d warm ports, want 20: %+v", st.PortsWarm, st)
+	}
+	// The range holds 10 calls: 5 on fresh pairs (the released ones rest
+	// in their quarantine), then 5 on the released pairs, warm or not.
+	for i := range 10 {
+		c := setupCall(t, m, fmt.Sprint("again-", i))
+		c.phone.send(c.toExt, rtpPacket(1, 172))
+		c.pbx.recv()
+	}
+	if _, err := m.Rewrite("x", sbc.Internal, audioSDP("a", 1, netip.MustParseAddrPort("192.0.2.1:4000"))); !errors.Is(err, ErrNoPorts) {
+		t.Errorf("11th call: %v, want ErrNoPorts", err)
+	}
+	st = m.Stats()
+	if st.PortsInUse != 40 || st.PortsWarm != 0 || st.Binds+st.Reused != 30 || canDrain && st.Reused != 10 {
+		t.Errorf("range full: %+v", st)
+	}
+	for _, reason := range []string{DropError, DropUnlatched} {
+		if st.Dropped[reason] != 0 {
+			t.Errorf("%d dropped (%s)", st.Dropped[reason], reason)
+		}
 	}
 	m.Close()
 	m.Close()
 	checkGoroutines(t, "after Close", base)
+	if st := m.Stats(); st.PortsInUse != 0 || st.PortsWarm != 0 || !rangeFree(m.cfg.PortMin, m.cfg.PortMax) {
+		t.Errorf("after Close: sockets left, %+v", st)
+	}
 	if _, err := m.Rewrite("x", sbc.Internal, audioSDP("a", 1, netip.MustParseAddrPort("192.0.2.1:4000"))); !errors.Is(err, ErrClosed) {
 		t.Errorf("Rewrite after Close: %v", err)
 	}

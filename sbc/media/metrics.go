@@ -10,6 +10,10 @@ const (
 	MetricDroppedTotal  = "sipwall_media_dropped_total"       // label reason: Stats.Dropped
 	MetricRefusedTotal  = "sipwall_media_refused_total"       // label reason full|no-ports: Stats.Full, Stats.NoPorts
 	MetricBindFailTotal = "sipwall_media_bind_failures_total" // Stats.BindFailures
+	MetricPortsWarm     = "sipwall_media_ports_warm"          // gauge: Stats.PortsWarm
+	MetricBindsTotal    = "sipwall_media_binds_total"         // Stats.Binds
+	MetricReusedTotal   = "sipwall_media_reused_total"        // Stats.Reused
+	MetricDrainedTotal  = "sipwall_media_drained_total"       // Stats.Drained
 )
 
 // Drop reasons, the keys of Stats.Dropped.
@@ -36,7 +40,8 @@ var dropNames = [nDrops]string{
 type Stats struct {
 	Sessions   int    // calls with relay state
 	Streams    int    // relayed streams (four sockets each)
-	PortsInUse int    // relay ports bound, RTP and RTCP, both sides
+	PortsInUse int    // relay ports held by streams, RTP and RTCP, both sides
+	PortsWarm  int    // relay ports bound and idle, kept for reuse (free for capacity)
 	Packets    uint64 // datagrams relayed, either direction
 	Bytes      uint64 // UDP payload bytes relayed
 	// Dropped counts datagrams not relayed, by reason (Drop… constants;
@@ -45,6 +50,9 @@ type Stats struct {
 	Full         uint64 // Rewrites refused with ErrFull
 	NoPorts      uint64 // Rewrites refused with ErrNoPorts
 	BindFailures uint64 // port pairs skipped because another process held a port
+	Binds        uint64 // port pairs bound (two sockets each)
+	Reused       uint64 // warm port pairs handed out again, without a bind
+	Drained      uint64 // datagrams that reached a warm pair, discarded before its reuse
 }
 
 // counters are summed socket counters.
@@ -73,11 +81,16 @@ func (m *Manager) Stats() Stats {
 	for i, name := range dropNames {
 		s.Dropped[name] = c.drops[i]
 	}
-	s.PortsInUse = 2 * m.pools[0].inUse
-	s.BindFailures = m.pools[0].bindFailures
-	if m.pools[1] != m.pools[0] {
-		s.PortsInUse += 2 * m.pools[1].inUse
-		s.BindFailures += m.pools[1].bindFailures
+	for i, p := range m.pools {
+		if i == 1 && p == m.pools[0] {
+			break // shared
+		}
+		s.PortsInUse += 2 * p.inUse
+		s.PortsWarm += 2 * p.nwarm
+		s.BindFailures += p.bindFailures
+		s.Binds += p.binds
+		s.Reused += p.reused
+		s.Drained += p.drained
 	}
 	return s
 }

@@ -43,8 +43,11 @@ type stream struct {
 	// sock[side][kind].
 	peer    [2][2]atomic.Pointer[peerState]
 	stopped atomic.Bool
-	sdp     [2]sdpPeer // guarded by Manager.mu
-	wg      sync.WaitGroup
+	// halt tells the readers to exit on the next error: Release sets it,
+	// then puts the sockets' deadlines in the past to wake them.
+	halt atomic.Bool
+	sdp  [2]sdpPeer // guarded by Manager.mu
+	wg   sync.WaitGroup
 }
 
 // Drop reasons, as indexes of sock.drops.
@@ -72,14 +75,14 @@ type sock struct {
 	_       [40]byte
 }
 
-// newStream binds the four sockets of a stream. The caller holds m.mu.
-func (m *Manager) newStream(key string) (*stream, error) {
+// newStream takes the four sockets of a stream from the pools (warm or
+// freshly bound). The caller holds m.mu.
+func (m *Manager) newStream(key string, now time.Time) (*stream, error) {
 	st := &stream{m: m, key: key}
 	for side := range 2 {
-		r, c, port, err := m.pools[side].alloc()
+		r, c, port, err := m.pools[side].alloc(now)
 		if err != nil {
-			st.closeSockets()
-			st.freePorts()
+			st.recycle(now)
 			return nil, err
 		}
 		st.port[side] = port
@@ -98,6 +101,34 @@ func (st *stream) start() {
 		for kind := range 2 {
 			st.wg.Add(1)
 			go st.serve(st.sock[side][kind])
+		}
+	}
+}
+
+// past is a deadline that has passed: it wakes a blocked reader (or
+// writer) at once.
+var past = time.Unix(1, 0)
+
+// stop makes the readers exit without closing the sockets; wg.Wait then
+// waits for them.
+func (st *stream) stop() {
+	st.halt.Store(true)
+	for side := range 2 {
+		for kind := range 2 {
+			if s := st.sock[side][kind]; s != nil {
+				s.conn.SetDeadline(past)
+			}
+		}
+	}
+}
+
+// recycle gives the stream's pairs back to the pools, to be kept warm or
+// closed; the readers must have exited (or never started).
+func (st *stream) recycle(now time.Time) {
+	for side := range 2 {
+		if st.port[side] != 0 {
+			st.m.pools[side].put(st.sock[side][rtp].conn, st.sock[side][rtcp].conn, st.port[side], now)
+			st.port[side] = 0
 		}
 	}
 }
@@ -134,8 +165,8 @@ func (st *stream) serve(in *sock) {
 	for {
 		n, src, err := in.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return
+			if st.halt.Load() || errors.Is(err, net.ErrClosed) {
+				return // released: the deadline in the past, or closed
 			}
 			// Not expected on an unconnected UDP socket; do not spin.
 			in.drops[dropError].Add(1)
@@ -172,6 +203,9 @@ func (st *stream) serve(in *sock) {
 			continue
 		}
 		if _, err := out.WriteToUDPAddrPort(buf[:n], dst); err != nil {
+			if st.halt.Load() {
+				return // released while the packet was on its way
+			}
 			in.drops[dropError].Add(1)
 			continue
 		}

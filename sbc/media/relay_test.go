@@ -10,7 +10,23 @@ import (
 // included, while one packet crosses and comes back.
 func TestHotPathNoAlloc(t *testing.T) {
 	m := newTestManager(t, nil)
+	hotPathNoAlloc(t, setupCall(t, m, "k"))
+}
+
+// TestHotPathNoAllocReused: the same through a reused (warm) pair.
+func TestHotPathNoAllocReused(t *testing.T) {
+	m := newTestManager(t, withPairs(t, 1))
+	setupCall(t, m, "before")
+	m.Release("before")
 	c := setupCall(t, m, "k")
+	if st := m.Stats(); canDrain && st.Reused != 2 {
+		t.Fatalf("pairs not reused: %+v", st)
+	}
+	hotPathNoAlloc(t, c)
+}
+
+func hotPathNoAlloc(t *testing.T, c *call) {
+	t.Helper()
 	pkt := rtpPacket(1, 172)
 	buf := make([]byte, 2048)
 	c.phone.conn.SetReadDeadline(time.Now().Add(10 * waitFor))

@@ -60,7 +60,8 @@ type Config struct {
 	MaxSessions int
 	// Logger receives session and latching events at Debug. Nil: discard.
 	Logger *slog.Logger
-	// Now is the clock of the inactivity checks. Nil: time.Now.
+	// Now is the clock of the inactivity checks and of the quarantine of
+	// released port pairs. Nil: time.Now.
 	Now func() time.Time
 }
 
