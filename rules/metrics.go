@@ -9,6 +9,8 @@ type Stats struct {
 	Evicted                            uint64 // counters or calls pushed out by the bounds
 	UnknownEnded                       uint64
 	StoreErrors                        uint64
+	SharedErrors                       uint64 // failed calls to Options.Shared
+	Unavailable                        uint64 // rejected 503: Shared failed, SharedFailClosed
 	WebhookSent, WebhookFailed         uint64
 	WebhookDropped                     uint64
 	InProgress, BlockedAccounts        int // gauges

@@ -104,6 +104,19 @@ type Options struct {
 	MaxCalls   int // calls in progress tracked, default 100000
 	MaxTracked int // counters, remembered countries, blocks: each default 100000
 	QueueSize  int // webhook queue, default 1000
+
+	// Shared, when set, holds the counters, calls in progress, account
+	// blocks and called countries of every node of a cluster; the local
+	// tables stay as a cache and fallback (nil: this node alone).
+	Shared Shared
+	// SharedFailClosed rejects a call (503 ReasonUnavailable) when
+	// Shared fails during its Check, instead of counting on this node
+	// alone and going on.
+	SharedFailClosed bool
+	// SharedGaugeTTL is how long a calls-in-progress gauge outlives its
+	// last change in Shared (default DefaultSharedGaugeTTL): the bound on
+	// the count a crashed node leaves behind.
+	SharedGaugeTTL time.Duration
 }
 
 // counter is a fixed window, with the previous window kept for the
@@ -135,6 +148,7 @@ type inflight struct {
 	call     Call
 	start    time.Time
 	conc     []string // concurrent_calls keys it holds
+	shared   []string // Shared gauges it raised
 	account  string
 	answered bool
 	elem     *list.Element
@@ -163,6 +177,12 @@ type Engine struct {
 	blocks    map[string]Block
 	stats     Stats
 	logged    map[string]time.Time // rule+level → last Info line (rate limit)
+
+	// With Shared: gauges of ended calls to lower once e.mu is released,
+	// accounts whose block did not reach Shared, last Warn of a failure.
+	relq         []string
+	unsynced     map[string]bool
+	sharedWarned time.Time
 }
 
 // New builds an Engine and loads persisted counters and blocks.
@@ -173,8 +193,11 @@ func New(opt Options) (*Engine, error) {
 	if opt.Logger == nil {
 		opt.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	if opt.WebhookTimeout < 0 || opt.MaxCalls < 0 || opt.MaxTracked < 0 || opt.QueueSize < 0 {
+	if opt.WebhookTimeout < 0 || opt.MaxCalls < 0 || opt.MaxTracked < 0 || opt.QueueSize < 0 || opt.SharedGaugeTTL < 0 {
 		return nil, errors.New("rules: negative option")
+	}
+	if opt.SharedGaugeTTL == 0 {
+		opt.SharedGaugeTTL = DefaultSharedGaugeTTL
 	}
 	if opt.WebhookTimeout == 0 {
 		opt.WebhookTimeout = 5 * time.Second
@@ -212,6 +235,7 @@ func New(opt Options) (*Engine, error) {
 		conc:      map[string]int{},
 		blocks:    map[string]Block{},
 		logged:    map[string]time.Time{},
+		unsynced:  map[string]bool{},
 	}
 	e.rs.Store(rs)
 	if opt.Store != nil {
@@ -409,99 +433,143 @@ type fired struct {
 }
 
 // Check decides on a new call before it is placed and counts the attempt.
+// With Options.Shared it reads and counts in Shared first, without e.mu
+// (see checkShared), and decides on the fleet's values.
 func (e *Engine) Check(c Call) Verdict {
 	now := e.opt.Now()
 	rs := e.rs.Load()
 	acct := account(c)
 	d := normalise(c.Destination, rs.Country)
+	itsp := rs.items(c, d)
+	its := *itsp
+
+	var sv *sharedView
+	if e.opt.Shared != nil {
+		var v Verdict
+		var done bool
+		if sv, v, done = e.checkShared(c, rs, its, acct, d, now); done {
+			return v
+		}
+	}
 
 	e.mu.Lock()
 	e.stats.Checks++
-	if b, ok := e.blocks[acct]; ok {
-		if now.Before(b.Until) {
-			e.stats.Blocked++
-			e.stats.Rejected++
-			e.mu.Unlock()
-			return Verdict{Status: 403, Reason: "Account Blocked", Rule: b.Rule, Action: ActBlockAccount}
+	var reput *Block // an unsynced local block Shared lacks: write it again
+	switch {
+	case sv != nil && sv.block == blockPresent:
+		b := sv.b
+		if _, ok := e.blocks[acct]; ok || len(e.blocks) < e.opt.MaxTracked {
+			e.blocks[acct] = b // cached for when Shared fails
 		}
+		e.stats.Blocked++
+		e.stats.Rejected++
+		e.mu.Unlock()
+		return Verdict{Status: 403, Reason: "Account Blocked", Rule: b.Rule, Action: ActBlockAccount}
+	case sv != nil && sv.block == blockAbsent && !e.unsynced[acct]:
+		// Unblocked (or ended) on some node: the cluster decides.
 		delete(e.blocks, acct)
+	default:
+		if b, ok := e.blocks[acct]; ok {
+			if now.Before(b.Until) {
+				e.stats.Blocked++
+				e.stats.Rejected++
+				if sv != nil && sv.block == blockAbsent {
+					reput = &b
+				}
+				e.mu.Unlock()
+				if reput != nil {
+					e.putBlock(*reput)
+				}
+				if sv != nil {
+					e.lower(sv.held)
+				}
+				return Verdict{Status: 403, Reason: "Account Blocked", Rule: b.Rule, Action: ActBlockAccount}
+			}
+			delete(e.blocks, acct)
+			delete(e.unsynced, acct)
+		}
 	}
 	e.add("u|"+acct, now, perMinute, rs.Zone, 1)
 
 	var fires []fired
 	var concKeys, newCountries []string
-	for si := range rs.Sets {
-		s := &rs.Sets[si]
-		if !s.applies(c) {
-			continue
-		}
-		for _, r := range s.Rules {
-			if !r.matches(rs, d) {
-				continue
-			}
-			k := perKey(r, c, d)
-			ck := r.ID + "|" + k
-			var v float64
-			f := fired{r: r, key: k}
-			switch r.Measure {
-			case CallsPerMinute:
-				v = e.add(ck, now, perMinute, rs.Zone, 1)
-			case CallsPerDay:
-				v = e.add(ck, now, perDay, rs.Zone, 1)
-			case ConcurrentCalls:
-				v = float64(e.conc[ck] + 1)
-				concKeys = append(concKeys, ck)
-			case ShortCalls:
-				v = e.peek(ck, now, perHour, rs.Zone)
-			case FailedRatio:
-				total := e.peek(ck+"|t", now, perHour, rs.Zone)
-				if total >= 10 {
-					v = 100 * e.peek(ck+"|f", now, perHour, rs.Zone) / total
-				}
-			case MinutesPerDay:
-				v = e.peek(ck, now, perDay, rs.Zone)
-				if r.Action == ActTeardown && r.Critical > 0 {
-					if left := r.Critical - v; left > 0 {
-						f.maxDur = time.Duration(left * float64(time.Minute))
-					}
-				}
-			case CallDuration:
-				// Judged when the call ends; here only the limit is set.
-				if r.Action == ActTeardown && r.Critical > 0 && !r.Shadow {
-					f.maxDur = time.Duration(r.Critical * float64(time.Second))
-					fires = append(fires, f)
-				}
-				continue
-			case NewCountry:
-				if !d.ok {
-					continue
-				}
-				nk := ck + "|" + d.cc
-				if _, seen := e.countries.get(nk); !seen {
-					v = 1
-					newCountries = append(newCountries, nk)
-				}
-			case OutsideHours:
-				if r.outside(now.In(rs.Zone)) {
-					v = 1
+	for _, it := range its {
+		r, k, ck := it.r, it.k, it.ck
+		var v float64
+		f := fired{r: r, key: k}
+		switch r.Measure {
+		case CallsPerMinute:
+			v = sv.counter(ck, e.add(ck, now, perMinute, rs.Zone, 1))
+		case CallsPerDay:
+			v = sv.counter(ck, e.add(ck, now, perDay, rs.Zone, 1))
+		case ConcurrentCalls:
+			v = float64(e.conc[ck] + 1)
+			if sv != nil {
+				if n, ok := sv.gauges[ck]; ok {
+					v = n
 				}
 			}
-			switch {
-			case r.Critical > 0 && v >= r.Critical:
-				f.level, f.value, f.limit = "critical", v, r.Critical
-				f.reject = r.Action == ActReject || r.Action == ActBlockAccount || r.Action == ActBanSource ||
-					(r.Action == ActTeardown && f.maxDur == 0)
-			case r.Warning > 0 && v >= r.Warning:
-				f.level, f.value, f.limit = "warning", v, r.Warning
-				f.reject = false
-			default:
-				f.level = ""
+			concKeys = append(concKeys, ck)
+		case ShortCalls:
+			v = sv.counter(ck, e.peek(ck, now, perHour, rs.Zone))
+		case FailedRatio:
+			total := sv.counter(ck+"|t", e.peek(ck+"|t", now, perHour, rs.Zone))
+			if total >= 10 {
+				v = 100 * sv.counter(ck+"|f", e.peek(ck+"|f", now, perHour, rs.Zone)) / total
 			}
-			if f.level != "" || f.maxDur > 0 {
+		case MinutesPerDay:
+			v = sv.counter(ck, e.peek(ck, now, perDay, rs.Zone))
+			if r.Action == ActTeardown && r.Critical > 0 {
+				if left := r.Critical - v; left > 0 {
+					f.maxDur = time.Duration(left * float64(time.Minute))
+				}
+			}
+		case CallDuration:
+			// Judged when the call ends; here only the limit is set.
+			if r.Action == ActTeardown && r.Critical > 0 && !r.Shadow {
+				f.maxDur = time.Duration(r.Critical * float64(time.Second))
 				fires = append(fires, f)
 			}
+			continue
+		case NewCountry:
+			if !d.ok {
+				continue
+			}
+			nk := ck + "|" + d.cc
+			_, seen := e.countries.get(nk)
+			if sv != nil {
+				if s, ok := sv.seen[nk]; ok {
+					seen = s
+					if s {
+						e.countries.put(nk, true) // learnt from another node
+					}
+				}
+			}
+			if !seen {
+				v = 1
+				newCountries = append(newCountries, nk)
+			}
+		case OutsideHours:
+			if r.outside(now.In(rs.Zone)) {
+				v = 1
+			}
+		}
+		switch {
+		case r.Critical > 0 && v >= r.Critical:
+			f.level, f.value, f.limit = "critical", v, r.Critical
+			f.reject = r.Action == ActReject || r.Action == ActBlockAccount || r.Action == ActBanSource ||
+				(r.Action == ActTeardown && f.maxDur == 0)
+		case r.Warning > 0 && v >= r.Warning:
+			f.level, f.value, f.limit = "warning", v, r.Warning
+			f.reject = false
+		default:
+			f.level = ""
+		}
+		if f.level != "" || f.maxDur > 0 {
+			fires = append(fires, f)
 		}
 	}
+	putApplied(itsp)
 
 	v := Verdict{Allow: true}
 	var alerts []Alert
@@ -553,9 +621,19 @@ func (e *Engine) Check(c Call) Verdict {
 		if len(e.blocks) < e.opt.MaxTracked {
 			e.blocks[b.User] = b
 			e.stats.AccountBlocks++
+			if e.opt.Shared != nil {
+				// Not in Shared yet: until putBlock has written it, a
+				// concurrent Check must not take its absence there
+				// for an unblock.
+				e.unsynced[b.User] = true
+			}
 		} else {
 			e.stats.Evicted++
 		}
+	}
+	var held []string
+	if sv != nil {
+		held = sv.held
 	}
 	if v.Allow {
 		e.stats.Allowed++
@@ -566,13 +644,30 @@ func (e *Engine) Check(c Call) Verdict {
 			e.countries.put(nk, true)
 			e.dirty["n|"+nk] = true
 		}
-		e.track(c, acct, concKeys, now)
+		if c.ID != "" {
+			e.track(c, acct, concKeys, held, now)
+			held = nil // the call's now, lowered when it ends
+		}
 	} else {
 		e.stats.Rejected++
 	}
 	e.stats.SourceBans += uint64(len(bans))
 	e.mu.Unlock()
 
+	if e.opt.Shared != nil {
+		e.lower(held) // a rejected call is not in progress
+		e.drainReleases()
+		for _, b := range blocks {
+			e.putBlock(b)
+		}
+		if v.Allow {
+			for _, nk := range newCountries {
+				if _, err := e.opt.Shared.AddGauge(gaugeCountry+nk, 1, countryTTL); err != nil {
+					e.sharedErr("country", err)
+				}
+			}
+		}
+	}
 	for _, b := range blocks {
 		e.log.Warn("account blocked", "user", quote(b.User), "rule", b.Rule, "until", b.Until, "reason", b.Reason)
 		if e.bucket != nil {
@@ -597,8 +692,20 @@ func (e *Engine) Check(c Call) Verdict {
 	return v
 }
 
-// track records an allowed call as in progress. Caller holds e.mu.
-func (e *Engine) track(c Call, acct string, concKeys []string, now time.Time) {
+// counter is Shared's estimate for a counter key when Check read it,
+// else the local one.
+func (sv *sharedView) counter(key string, local float64) float64 {
+	if sv != nil {
+		if n, ok := sv.counters[key]; ok {
+			return n
+		}
+	}
+	return local
+}
+
+// track records an allowed call as in progress, with the Shared gauges it
+// raised (held). Caller holds e.mu.
+func (e *Engine) track(c Call, acct string, concKeys, held []string, now time.Time) {
 	if c.ID == "" {
 		return
 	}
@@ -611,7 +718,7 @@ func (e *Engine) track(c Call, acct string, concKeys []string, now time.Time) {
 		e.release(e.order.Front().Value.(*inflight))
 		e.stats.Evicted++
 	}
-	f := &inflight{call: c, start: now, conc: concKeys, account: acct}
+	f := &inflight{call: c, start: now, conc: concKeys, account: acct, shared: held}
 	for _, k := range concKeys {
 		e.conc[k]++
 	}
@@ -620,8 +727,10 @@ func (e *Engine) track(c Call, acct string, concKeys []string, now time.Time) {
 	f.elem = e.order.PushBack(f)
 }
 
-// release forgets an in-progress call. Caller holds e.mu.
+// release forgets an in-progress call; its Shared gauges are queued for
+// drainReleases. Caller holds e.mu.
 func (e *Engine) release(f *inflight) {
+	e.relq = append(e.relq, f.shared...)
 	delete(e.calls, f.call.ID)
 	e.order.Remove(f.elem)
 	for _, k := range append(f.conc, "u|"+f.account) {
@@ -643,7 +752,7 @@ func (e *Engine) Answered(id string) {
 }
 
 // Ended records the end of a call: short calls, minutes, the failed ratio
-// and the concurrent count.
+// and the concurrent count (with Shared, there too, after e.mu).
 func (e *Engine) Ended(id string, answered bool, duration time.Duration) {
 	now := e.opt.Now()
 	rs := e.rs.Load()
@@ -657,50 +766,62 @@ func (e *Engine) Ended(id string, answered bool, duration time.Duration) {
 	e.release(f)
 	c := f.call
 	d := normalise(c.Destination, rs.Country)
+	type add struct {
+		key   string
+		w     window
+		delta float64
+	}
 	var alerts []Alert
-	for si := range rs.Sets {
-		s := &rs.Sets[si]
-		if !s.applies(c) {
-			continue
+	var adds []add
+	count := func(key string, w window, delta float64) {
+		e.add(key, now, w, rs.Zone, delta)
+		if e.opt.Shared != nil {
+			adds = append(adds, add{key, w, delta})
 		}
-		for _, r := range s.Rules {
-			if !r.matches(rs, d) {
+	}
+	itsp := rs.items(c, d)
+	for _, it := range *itsp {
+		r, k, ck := it.r, it.k, it.ck
+		switch r.Measure {
+		case ShortCalls:
+			if answered && duration < time.Duration(r.ShortSeconds)*time.Second {
+				count(ck, perHour, 1)
+			}
+		case MinutesPerDay:
+			if answered && duration > 0 {
+				count(ck, perDay, duration.Minutes())
+			}
+		case FailedRatio:
+			count(ck+"|t", perHour, 1)
+			if !answered {
+				count(ck+"|f", perHour, 1)
+			}
+		case CallDuration:
+			m := duration.Seconds()
+			a := Alert{Rule: r.ID, Key: k, Measure: r.Measure, Value: m, Call: c, Time: now, Action: r.Action, Shadow: r.Shadow}
+			switch {
+			case answered && r.Critical > 0 && m >= r.Critical:
+				a.Level, a.Limit = "critical", r.Critical
+				e.stats.Criticals++
+			case answered && r.Warning > 0 && m >= r.Warning:
+				a.Level, a.Limit = "warning", r.Warning
+				e.stats.Warnings++
+			default:
 				continue
 			}
-			k := perKey(r, c, d)
-			ck := r.ID + "|" + k
-			switch r.Measure {
-			case ShortCalls:
-				if answered && duration < time.Duration(r.ShortSeconds)*time.Second {
-					e.add(ck, now, perHour, rs.Zone, 1)
-				}
-			case MinutesPerDay:
-				if answered && duration > 0 {
-					e.add(ck, now, perDay, rs.Zone, duration.Minutes())
-				}
-			case FailedRatio:
-				e.add(ck+"|t", now, perHour, rs.Zone, 1)
-				if !answered {
-					e.add(ck+"|f", now, perHour, rs.Zone, 1)
-				}
-			case CallDuration:
-				m := duration.Seconds()
-				a := Alert{Rule: r.ID, Key: k, Measure: r.Measure, Value: m, Call: c, Time: now, Action: r.Action, Shadow: r.Shadow}
-				switch {
-				case answered && r.Critical > 0 && m >= r.Critical:
-					a.Level, a.Limit = "critical", r.Critical
-					e.stats.Criticals++
-				case answered && r.Warning > 0 && m >= r.Warning:
-					a.Level, a.Limit = "warning", r.Warning
-					e.stats.Warnings++
-				default:
-					continue
-				}
-				alerts = append(alerts, a)
+			alerts = append(alerts, a)
+		}
+	}
+	putApplied(itsp)
+	e.mu.Unlock()
+	if e.opt.Shared != nil {
+		e.drainReleases()
+		for _, a := range adds {
+			if _, err := e.sharedCount(a.key, now, a.w, rs.Zone, a.delta); err != nil {
+				e.sharedErr("count", err)
 			}
 		}
 	}
-	e.mu.Unlock()
 	for _, a := range alerts {
 		e.alert(a)
 	}
@@ -708,9 +829,22 @@ func (e *Engine) Ended(id string, answered bool, duration time.Duration) {
 
 // Counters returns a user's calls in progress and call attempts in the
 // last minute (for the OPA input). A trusted peer's key is "peer:<name>".
+//
+// With Shared the counts are the cluster's; when it fails, this node's.
 func (e *Engine) Counters(user string) (inProgress, lastMinute int) {
 	now := e.opt.Now()
 	user = cut(user)
+	if e.opt.Shared != nil {
+		n, err := e.opt.Shared.AddGauge(gaugeAccount+user, 0, e.opt.SharedGaugeTTL)
+		var m float64
+		if err == nil {
+			m, err = e.sharedCount("u|"+user, now, perMinute, e.rs.Load().Zone, 0)
+		}
+		if err == nil {
+			return int(max(n, 0) + 0.5), int(m + 0.5)
+		}
+		e.sharedErr("counters", err)
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	inProgress = e.conc["u|"+user]
@@ -728,9 +862,17 @@ func (e *Engine) Counters(user string) (inProgress, lastMinute int) {
 	return inProgress, lastMinute
 }
 
-// Blocked lists the blocked accounts, soonest end first.
+// Blocked lists the blocked accounts, soonest end first: with Shared the
+// cluster's (this node's when it fails).
 func (e *Engine) Blocked() []Block {
 	now := e.opt.Now()
+	if e.opt.Shared != nil {
+		l, err := e.sharedBlocks(now)
+		if err == nil {
+			return l
+		}
+		e.sharedErr("list blocks", err)
+	}
 	e.mu.Lock()
 	l := make([]Block, 0, len(e.blocks))
 	for _, b := range e.blocks {
@@ -748,13 +890,26 @@ func (e *Engine) Blocked() []Block {
 	return l
 }
 
-// Unblock lifts a block and reports whether there was one.
+// Unblock lifts a block and reports whether there was one. With Shared it
+// lifts it on every node; if Shared fails, the block stays in Shared and
+// the other nodes (and this one, once Shared answers again) keep it.
 func (e *Engine) Unblock(user string) bool {
 	user = cut(user)
 	e.mu.Lock()
 	_, ok := e.blocks[user]
 	delete(e.blocks, user)
+	delete(e.unsynced, user)
 	e.mu.Unlock()
+	if sh := e.opt.Shared; sh != nil {
+		_, had, err := sh.GetBlock(user)
+		if err == nil {
+			ok = ok || had
+			err = sh.DeleteBlock(user)
+		}
+		if err != nil {
+			e.sharedErr("delete block", err)
+		}
+	}
 	if e.bucket != nil {
 		if err := e.bucket.Delete("b|" + user); err != nil {
 			e.storeErr(err)
@@ -854,6 +1009,7 @@ func (e *Engine) housekeeping() {
 	for u, b := range e.blocks {
 		if !now.Before(b.Until) {
 			delete(e.blocks, u)
+			delete(e.unsynced, u)
 		}
 	}
 }

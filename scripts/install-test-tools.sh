@@ -11,6 +11,7 @@
 #                              and veth pairs (bpf, cmd/sipwall prefilter tests)
 #   pebble    pebble           ACME server for the tls tests
 #   socat     socat            TLS in front of sipp (sipp has no TLS here)
+#   redis-server redis-server  the shared store of the scale-out tests (sbc/cluster)
 #
 # With --bench, also what `make bench` uses:
 #   curl      curl             admin API samples and profiles (scripts/bench.sh)
@@ -20,9 +21,9 @@
 # exits non-zero when something is missing.
 set -euo pipefail
 
-cmds=(sipp svmap tshark ip pebble socat)
+cmds=(sipp svmap tshark ip pebble socat redis-server)
 declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat
-	[curl]=curl [kamailio]=kamailio)
+	[curl]=curl [kamailio]=kamailio [redis-server]=redis-server)
 if [ "${1:-}" = --bench ]; then
 	cmds+=(curl kamailio)
 fi

@@ -85,6 +85,22 @@ type Sink interface {
 	Unban(p netip.Prefix) error
 }
 
+// Shared carries bans between the nodes of a cluster (cmd/sipwall adapts
+// sbc/cluster to it). Publish is called after every local ban, escalation
+// (a new ban of a prefix, its Level raised) and unban (removed true, only
+// Prefix set), never for a ban applied from another node by ApplyRemote or
+// lifted by RemoveRemote, nor for bans that end or are evicted (every node
+// does that by itself). It is called without the Manager's read and
+// counter locks, serialised per prefix with the sink and store writes and
+// with the state when it runs, so the last event of a prefix is its state
+// here. It must not wait for the event's delivery back to this or any
+// Manager (ApplyRemote takes the same per-prefix lock). Its errors are
+// counted (Stats.SharedErrors), logged and returned by Ban and Unban; the
+// ban holds on this node anyway.
+type Shared interface {
+	Publish(e Entry, removed bool) error
+}
+
 // Options configure a Manager. Zero values take the defaults.
 type Options struct {
 	// Store keeps bans and escalation levels across restarts; nil keeps
@@ -118,6 +134,10 @@ type Options struct {
 	Trusted func(netip.Addr) (name string, ok bool)
 	// Sink receives bans and unbans (nil: none).
 	Sink Sink
+	// Shared publishes local bans and unbans to the other nodes (nil:
+	// single node). Bans from other nodes come in through ApplyRemote and
+	// RemoveRemote.
+	Shared Shared
 	// MaxTracked bounds each counting table (addresses, /64s, users,
 	// known-good users), the user locks and the escalation levels
 	// (default 100000). When full the least recently used entry goes.
@@ -193,8 +213,12 @@ type Stats struct {
 	Evicted     uint64            // entries dropped because their table was full
 	SinkErrors  uint64
 	StoreErrors uint64
-	Active      int // bans in force
-	Locked      int // user locks in force
+	// Remote counts bans applied from other nodes (ApplyRemote);
+	// SharedErrors failed Publish calls.
+	Remote       uint64
+	SharedErrors uint64
+	Active       int // bans in force
+	Locked       int // user locks in force
 }
 
 var statReasons = []string{ReasonAuthFailures, ReasonPrefixFailures, ReasonScanner, ReasonManual, ReasonPolicy, ReasonOther}
@@ -272,6 +296,7 @@ type Manager struct {
 	bansBy                                       map[string]*atomic.Uint64
 	drops, failures, ignored, userLocks, evicted atomic.Uint64
 	sinkErrors, storeErrors                      atomic.Uint64
+	remote, sharedErrors                         atomic.Uint64
 	warnAt                                       atomic.Int64
 }
 
@@ -588,15 +613,7 @@ func (m *Manager) ban(p netip.Prefix, d time.Duration, reason, evidence string, 
 		d = m.duration(lv)
 	}
 	e := Entry{Prefix: p, Reason: reason, Evidence: evidence, Since: now, Until: now.Add(d), Level: lv}
-	if _, _, ok := m.levels.get(p); !ok && m.levels.len() >= m.opt.MaxTracked {
-		m.levels.popEnded(now, nil)
-		if m.levels.len() >= m.opt.MaxTracked {
-			k, _, _, _ := m.levels.first()
-			m.levels.del(k)
-			m.evicted.Add(1)
-		}
-	}
-	m.levels.set(p, levelState{Level: lv, Until: e.Until}, e.Until.Add(m.opt.Forget))
+	m.setLevel(p, levelState{Level: lv, Until: e.Until}, now)
 	m.cmu.Unlock()
 
 	m.mu.Lock()
@@ -610,7 +627,7 @@ func (m *Manager) ban(p netip.Prefix, d time.Duration, reason, evidence string, 
 	c.Add(1)
 	m.log.Info("banned", "prefix", p.String(), "reason", reason, "evidence", evidence,
 		"level", lv, "duration", d.String(), "until", e.Until)
-	err := m.persist(p, true)
+	err := m.sync(p, true, true)
 	for _, q := range lifted {
 		_ = m.persist(q, false)
 	}
@@ -618,6 +635,92 @@ func (m *Manager) ban(p netip.Prefix, d time.Duration, reason, evidence string, 
 		return e, fmt.Errorf("ban %s: %w", p, err)
 	}
 	return e, nil
+}
+
+// setLevel remembers the escalation level of p (cmu held), within
+// MaxTracked: when full, ended levels go, then the one forgotten first.
+func (m *Manager) setLevel(p netip.Prefix, st levelState, now time.Time) {
+	if _, _, ok := m.levels.get(p); !ok && m.levels.len() >= m.opt.MaxTracked {
+		m.levels.popEnded(now, nil)
+		if m.levels.len() >= m.opt.MaxTracked {
+			k, _, _, _ := m.levels.first()
+			m.levels.del(k)
+			m.evicted.Add(1)
+		}
+	}
+	m.levels.set(p, st, st.Until.Add(m.opt.Forget))
+}
+
+// ApplyRemote puts into force a ban another node decided (Shared's
+// events): in memory, the Sink and the store, like a local ban, but it is
+// not published again, counts in Stats.Remote rather than Stats.Bans, and
+// does not raise the level itself: the level is the other node's, kept
+// here (the higher of both) so that the next local ban escalates from it.
+// A ban of a trusted address is refused (ErrTrusted), as is a bad or too
+// wide prefix (ErrBadPrefix); an ended ban is ignored, as is one that ends
+// no later than the ban of the same prefix in force here (an echo of
+// this node's own event, or an older one): a remote event never shortens
+// a ban. MaxBans holds as for local bans. An unknown reason is kept as
+// ReasonOther. A persistence error is returned; the ban holds anyway.
+func (m *Manager) ApplyRemote(e Entry) error {
+	p, err := normPrefix(e.Prefix)
+	if err != nil {
+		return err
+	}
+	if m.isTrusted(p.Addr()) || m.isTrusted(lastAddr(p)) {
+		return fmt.Errorf("remote ban %s: %w", p, ErrTrusted)
+	}
+	now := m.opt.Now()
+	if !now.Before(e.Until) {
+		return nil
+	}
+	e.Prefix = p
+	if !validReason(e.Reason) {
+		e.Reason = ReasonOther
+	}
+	e.Evidence = clip(e.Evidence, MaxEvidenceLen)
+	if e.Since.IsZero() || e.Since.After(now) {
+		e.Since = now
+	}
+	e.Level = min(max(e.Level, 0), m.maxLevel)
+
+	m.cmu.Lock()
+	st := levelState{Level: e.Level, Until: e.Until}
+	if old, forget, ok := m.levels.get(p); ok && now.Before(forget) {
+		st.Level = max(st.Level, old.Level)
+		if old.Until.After(st.Until) {
+			st.Until = old.Until
+		}
+	}
+	m.setLevel(p, st, now)
+	m.cmu.Unlock()
+
+	m.mu.Lock()
+	if _, end, ok := m.bans.get(p); ok && now.Before(end) && !end.Before(e.Until) {
+		m.mu.Unlock()
+		return nil
+	}
+	lifted := m.insertBan(e, now)
+	m.mu.Unlock()
+
+	m.remote.Add(1)
+	m.log.Info("banned by another node", "prefix", p.String(), "reason", e.Reason, "evidence", e.Evidence,
+		"level", e.Level, "until", e.Until)
+	err = m.persist(p, true)
+	for _, q := range lifted {
+		_ = m.persist(q, false)
+	}
+	if err != nil {
+		return fmt.Errorf("remote ban %s: %w", p, err)
+	}
+	return nil
+}
+
+// RemoveRemote lifts the ban of exactly p that another node lifted, from
+// memory, store and sink, without publishing it again, and reports
+// whether it was in force. The level is kept, as by Unban.
+func (m *Manager) RemoveRemote(p netip.Prefix) (bool, error) {
+	return m.unban(p, false)
 }
 
 // insertBan adds or replaces e (mu held). When the table is full it
@@ -680,7 +783,14 @@ func (m *Manager) countLen(p netip.Prefix, d int32) {
 // network) from memory, store and sink, and reports whether it was in
 // force. The escalation level is kept on purpose: an operator's unban of
 // a repeat offender must not make its next ban short.
+//
+// With Options.Shared the unban is published even when p is not banned
+// here, so that an operator's unban on any node lifts the ban on all.
 func (m *Manager) Unban(p netip.Prefix) (bool, error) {
+	return m.unban(p, true)
+}
+
+func (m *Manager) unban(p netip.Prefix, publish bool) (bool, error) {
 	p, err := normPrefix(p)
 	if err != nil {
 		return false, err
@@ -694,10 +804,19 @@ func (m *Manager) Unban(p netip.Prefix) (bool, error) {
 	}
 	m.mu.Unlock()
 	if !ok {
+		if publish && m.opt.Shared != nil {
+			if err := m.publish(Entry{Prefix: p}, true); err != nil {
+				return false, fmt.Errorf("unban %s: %w", p, err)
+			}
+		}
 		return false, nil
 	}
-	m.log.Info("unbanned", "prefix", p.String())
-	if err := m.persist(p, false); err != nil {
+	if publish {
+		m.log.Info("unbanned", "prefix", p.String())
+	} else {
+		m.log.Info("unbanned by another node", "prefix", p.String())
+	}
+	if err := m.sync(p, false, publish); err != nil {
 		return now.Before(end), fmt.Errorf("unban %s: %w", p, err)
 	}
 	return now.Before(end), nil
@@ -746,14 +865,16 @@ func (m *Manager) LockedUsers() []UserLock {
 // Stats returns the counters.
 func (m *Manager) Stats() Stats {
 	s := Stats{
-		Bans:        make(map[string]uint64, len(m.bansBy)),
-		Drops:       m.drops.Load(),
-		Failures:    m.failures.Load(),
-		Ignored:     m.ignored.Load(),
-		UserLocks:   m.userLocks.Load(),
-		Evicted:     m.evicted.Load(),
-		SinkErrors:  m.sinkErrors.Load(),
-		StoreErrors: m.storeErrors.Load(),
+		Bans:         make(map[string]uint64, len(m.bansBy)),
+		Drops:        m.drops.Load(),
+		Failures:     m.failures.Load(),
+		Ignored:      m.ignored.Load(),
+		UserLocks:    m.userLocks.Load(),
+		Evicted:      m.evicted.Load(),
+		SinkErrors:   m.sinkErrors.Load(),
+		StoreErrors:  m.storeErrors.Load(),
+		Remote:       m.remote.Load(),
+		SharedErrors: m.sharedErrors.Load(),
 	}
 	for r, c := range m.bansBy {
 		s.Bans[r] = c.Load()

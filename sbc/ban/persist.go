@@ -20,6 +20,14 @@ import (
 // state when they run, so whatever the interleaving of concurrent bans
 // and unbans, the last write leaves store and sink as memory is.
 func (m *Manager) persist(p netip.Prefix, level bool) error {
+	return m.sync(p, level, false)
+}
+
+// sync is persist, and with publish also tells the other nodes
+// (Options.Shared) the state of p, under the same stripe: events of one
+// prefix leave in the order of the memory changes, and the last one is
+// the state here. Publish errors are joined to the store errors.
+func (m *Manager) sync(p netip.Prefix, level, publish bool) error {
 	s := &m.stripes[stripe(p)]
 	s.Lock()
 	defer s.Unlock()
@@ -77,7 +85,27 @@ func (m *Manager) persist(p netip.Prefix, level bool) error {
 		m.storeErrors.Add(1)
 		m.warn("ban store write failed", "prefix", key, "err", errors.Join(errs...))
 	}
+	if publish && m.opt.Shared != nil {
+		ev := Entry{Prefix: p}
+		if banned {
+			ev = e
+		}
+		if err := m.publish(ev, !banned); err != nil {
+			errs = append(errs, err)
+		}
+	}
 	return errors.Join(errs...)
+}
+
+// publish sends one event to Options.Shared, counting and logging a
+// failure.
+func (m *Manager) publish(e Entry, removed bool) error {
+	if err := m.opt.Shared.Publish(e, removed); err != nil {
+		m.sharedErrors.Add(1)
+		m.warn("ban publish failed", "prefix", e.Prefix.String(), "removed", removed, "err", err)
+		return fmt.Errorf("publish: %w", err)
+	}
+	return nil
 }
 
 func stripe(p netip.Prefix) int {

@@ -491,7 +491,50 @@ type ClassCaps struct {
 type Store struct {
 	// Path is the directory of the store file. Default /var/lib/sipwall.
 	Path string `yaml:"path"`
+	// Backend is "embedded" (default: the bbolt file alone, one node) or
+	// "redis": registrations, bans, nonce keys, fraud counters and account
+	// blocks are also shared with the other nodes through Redis or Valkey.
+	Backend string `yaml:"backend"`
+	// Redis is the shared store of backend redis.
+	Redis Redis `yaml:"redis"`
 }
+
+// Redis configures the shared store (store.backend: redis).
+type Redis struct {
+	// Addrs are host:port of the server (one: standalone), of the
+	// sentinels (MasterName set) or of cluster nodes (Cluster).
+	Addrs []string `yaml:"addrs"`
+	// MasterName is the Sentinel master set name; empty: no Sentinel.
+	MasterName string `yaml:"master_name"`
+	// Cluster speaks the Redis Cluster protocol to Addrs.
+	Cluster bool `yaml:"cluster"`
+	// Username and PasswordFile (a file holding the password) for AUTH.
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
+	// DB is the database number (standalone and Sentinel).
+	DB int `yaml:"db"`
+	// Prefix starts every key and channel name. Default "sipwall".
+	Prefix string `yaml:"prefix"`
+	// Timeout bounds each command. Default 500ms.
+	Timeout Duration `yaml:"timeout"`
+	// Resync is how often bans are compared in full with the shared store
+	// (a missed message heals). Default 30s.
+	Resync Duration `yaml:"resync"`
+	// Node names this node in logs and messages. Default: host name.
+	Node string `yaml:"node"`
+	// FailClosed lists the kinds of shared state whose requests are
+	// refused while the shared store is unreachable, instead of served
+	// from this node's own state: "fraud" (new calls of users with fraud
+	// rules get 503), "registrations" (REGISTER gets 503). Default
+	// [fraud].
+	FailClosed []string `yaml:"fail_closed"`
+}
+
+// Backends of the store.
+const (
+	BackendEmbedded = "embedded"
+	BackendRedis    = "redis"
+)
 
 // Log configures logging.
 type Log struct {

@@ -106,6 +106,13 @@ func (c *Config) applyDefaults() {
 	c.Prefilter.applyDefaults()
 	c.TLS.applyDefaults()
 	setDefault(&c.Store.Path, defaultStorePath)
+	setDefault(&c.Store.Backend, BackendEmbedded)
+	setDefault(&c.Store.Redis.Prefix, "sipwall")
+	setDefault(&c.Store.Redis.Timeout, Duration(500*time.Millisecond))
+	setDefault(&c.Store.Redis.Resync, Duration(30*time.Second))
+	if c.Store.Redis.FailClosed == nil {
+		c.Store.Redis.FailClosed = []string{FailClosedFraud}
+	}
 	setDefault(&c.Log.Level, defaultLogLevel)
 	setDefault(&c.Log.Format, defaultLogFormat)
 	c.Log.Calls = true

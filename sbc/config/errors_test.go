@@ -256,10 +256,18 @@ func TestProblems(t *testing.T) {
 
 		// store
 		{"store not a mapping", "store: state\n", 1, "store", `want a mapping, got "state"`},
-		{"store unknown key", "store:\n  dir: state\n", 2, "store", `unknown key "dir" (valid keys: path)`},
+		{"store unknown key", "store:\n  dir: state\n", 2, "store", `unknown key "dir" (valid keys: path, backend, redis)`},
 		{"store duplicate key", "store:\n  path: a\n  path: b\n", 3, "store", `duplicate key "path" (first set on line 2)`},
 		{"path empty", "store:\n  path: \"\"\n", 2, "store.path", "must not be empty"},
 		{"path wrong type", "store:\n  path: [a, b]\n", 2, "store.path", "want a string, got a list"},
+		{"backend unknown", "store:\n  backend: etcd\n", 2, "store.backend", "etcd"},
+		{"redis without addrs", "store:\n  backend: redis\n", 2, "store.redis.addrs", "at least one address"},
+		{"redis addr without port", "store:\n  backend: redis\n  redis:\n    addrs: [redis.local]\n", 4, "store.redis.addrs", "host:port"},
+		{"redis cluster and sentinel", "store:\n  backend: redis\n  redis:\n    addrs: [\"a:1\"]\n    master_name: m\n    cluster: true\n", 6, "store.redis.cluster", "exclude"},
+		{"redis db range", "store:\n  backend: redis\n  redis:\n    addrs: [\"a:1\"]\n    db: 16\n", 5, "store.redis.db", "0 to 15"},
+		{"redis prefix glob", "store:\n  backend: redis\n  redis:\n    addrs: [\"a:1\"]\n    prefix: \"a*\"\n", 5, "store.redis.prefix", "glob"},
+		{"redis resync short", "store:\n  backend: redis\n  redis:\n    addrs: [\"a:1\"]\n    resync: 100ms\n", 5, "store.redis.resync", "1s to 1h"},
+		{"redis fail_closed unknown", "store:\n  backend: redis\n  redis:\n    addrs: [\"a:1\"]\n    fail_closed: [bans]\n", 5, "store.redis.fail_closed", "bans"},
 
 		// log
 		{"log not a mapping", "log: debug\n", 1, "log", `want a mapping, got "debug"`},

@@ -69,7 +69,7 @@ func wantDefault() Config {
 			Rates: ClassRates{Request: Rate{200, 400}, Response: Rate{400, 800}, Keepalive: Rate{20, 40}, Stun: Rate{20, 40}, Junk: Rate{5, 10}, Syn: Rate{20, 40}},
 			Caps:  ClassCaps{Request: 20000, Response: 40000, Keepalive: 20000, Stun: 10000, Junk: 1000, Syn: 5000},
 		},
-		Store: Store{Path: "/var/lib/sipwall"},
+		Store: Store{Path: "/var/lib/sipwall", Backend: "embedded", Redis: Redis{Prefix: "sipwall", Timeout: Duration(500 * time.Millisecond), Resync: Duration(30 * time.Second), FailClosed: []string{"fraud"}}},
 		Log:   Log{Level: "info", Format: "text", Calls: true},
 		Admin: Admin{Addr: "127.0.0.1:9090"},
 		HEP:   HEP{Transport: "udp"},
@@ -87,6 +87,9 @@ func same(t *testing.T, got *Config, want Config) {
 	}
 	if len(g.Registrar.Domains) == 0 {
 		g.Registrar.Domains = nil
+	}
+	if len(g.Store.Redis.Addrs) == 0 {
+		g.Store.Redis.Addrs = nil
 	}
 	if len(g.Registrar.Users) == 0 {
 		g.Registrar.Users = nil
@@ -265,7 +268,11 @@ func wantFull() Config {
 			Rates: ClassRates{Request: Rate{100, 300}, Response: Rate{300, 600}, Keepalive: Rate{10, 20}, Stun: Rate{0, 40}, Junk: Rate{1, 2}, Syn: Rate{10, 30}},
 			Caps:  ClassCaps{Request: 10000, Response: 20000, Keepalive: 5000, Stun: 0, Junk: 100, Syn: 2000},
 		},
-		Store: Store{Path: "state/sipwall"},
+		Store: Store{Path: "state/sipwall", Backend: "redis", Redis: Redis{
+			Addrs: []string{"10.0.0.60:26379", "10.0.0.61:26379"}, MasterName: "sipwall-main", Username: "sbc",
+			PasswordFile: "redis.password", DB: 2, Prefix: "edge", Timeout: Duration(300 * time.Millisecond),
+			Resync: Duration(20 * time.Second), Node: "sbc-a", FailClosed: []string{"fraud", "registrations"},
+		}},
 		Log:   Log{Level: "debug", Format: "json"},
 		Admin: Admin{Addr: "10.0.0.2:9090", TokenFile: "admin.token", Pprof: true},
 		HEP:   HEP{Addr: "10.0.0.50:9060", Transport: "tcp", AgentID: 7, PasswordFile: "hep.password"},

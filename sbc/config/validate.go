@@ -200,6 +200,7 @@ func (c *Config) problems() []Problem {
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
 	}
+	ch.store(c.Store)
 	ch.admin(c.Admin)
 	ch.hep(c.HEP)
 	if c.Calls.DrainTimeout < 0 || c.Calls.DrainTimeout > Duration(time.Hour) {
@@ -634,6 +635,48 @@ func (ch *checker) tls(t TLS, ls []Listener, us []Upstream) {
 	}
 	if t.CRLFile != "" && t.ClientCA == "" {
 		ch.fail("tls.crl_file", "needs tls.client_ca (the CA whose certificates it revokes)")
+	}
+}
+
+// Kinds of shared state store.redis.fail_closed may name.
+const (
+	FailClosedFraud         = "fraud"
+	FailClosedRegistrations = "registrations"
+)
+
+func (ch *checker) store(s Store) {
+	if !ch.oneOf("store.backend", s.Backend, []string{BackendEmbedded, BackendRedis}) || s.Backend != BackendRedis {
+		return
+	}
+	r := s.Redis
+	if len(r.Addrs) == 0 {
+		ch.fail("store.redis.addrs", "at least one address is required with store.backend redis")
+	}
+	for _, a := range r.Addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			ch.fail("store.redis.addrs", "%s is not host:port", quote(a))
+		}
+	}
+	if r.Cluster && r.MasterName != "" {
+		ch.fail("store.redis.cluster", "cluster and master_name (Sentinel) exclude each other")
+	}
+	if r.Cluster && r.DB != 0 {
+		ch.fail("store.redis.db", "Redis Cluster has database 0 only")
+	}
+	if r.DB < 0 || r.DB > 15 {
+		ch.fail("store.redis.db", "must be 0 to 15, got %d", r.DB)
+	}
+	if r.Prefix == "" || strings.ContainsAny(r.Prefix, " \t\r\n{}*?[]") {
+		ch.fail("store.redis.prefix", "must be a non-empty name without spaces, braces or glob characters, got %s", quote(r.Prefix))
+	}
+	if r.Timeout <= 0 || r.Timeout > Duration(10*time.Second) {
+		ch.fail("store.redis.timeout", "must be greater than 0 and at most 10s, got %s", r.Timeout)
+	}
+	if r.Resync < Duration(time.Second) || r.Resync > Duration(time.Hour) {
+		ch.fail("store.redis.resync", "must be 1s to 1h, got %s", r.Resync)
+	}
+	for _, k := range r.FailClosed {
+		ch.oneOf("store.redis.fail_closed", k, []string{FailClosedFraud, FailClosedRegistrations})
 	}
 }
 

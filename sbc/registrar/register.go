@@ -66,14 +66,19 @@ type contactReq struct {
 func (g *Registrar) register(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
 	now := g.cfg.Now()
 	req, rej := g.parse(r)
-	if rej == nil && !req.query {
-		// A dry run against the current bindings catches ordering, limits
-		// and capacity before anything is sent or written.
-		old := g.snapshot(req.aor, now)
-		var nb []Binding
-		nb, rej = g.apply(old, req, now, nil, false)
-		if rej == nil && len(old) == 0 && len(nb) > 0 && g.full() {
-			rej = rejectf(503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
+	if rej == nil {
+		// The AOR's bindings, with Shared the cluster's (which also
+		// brings the local table, read by the cache decision and the
+		// answer, in line).
+		old := g.fetch(req.aor, now)
+		if !req.query {
+			// A dry run against the current bindings catches ordering,
+			// limits and capacity before anything is sent or written.
+			var nb []Binding
+			nb, rej = g.apply(old, req, now, nil, false)
+			if rej == nil && len(old) == 0 && len(nb) > 0 && g.full() {
+				rej = rejectf(503, "Service Unavailable", sip.NewHeader("Retry-After", "60"))
+			}
 		}
 	}
 	if rej != nil {
@@ -310,6 +315,7 @@ func (g *Registrar) apply(old []Binding, req *regRequest, now time.Time, up map[
 		b.Contact, b.Params, b.Q = c.uri, c.params, c.q
 		b.CallID, b.CSeq = req.callID, req.cseq
 		b.Peer, b.Transport = req.peer, req.tr
+		b.Node = g.cfg.Node
 		b.Expires = now.Add(exp)
 		b.Updated = now
 		touched[c.key] = true
@@ -486,14 +492,16 @@ func (g *Registrar) commit(aor string, fn func(old []Binding, now time.Time) ([]
 	s.Lock()
 	defer s.Unlock()
 	now := g.cfg.Now()
-	old := g.snapshot(aor, now)
+	old := g.fetchLocked(aor, now)
 	nb, rej, err := fn(old, now)
 	if err != nil || rej != nil {
 		return rej, err
 	}
-	if len(nb) > 0 && len(old) == 0 {
+	if len(nb) > 0 && (len(old) == 0 || !g.holds(aor)) {
 		// A new AOR takes a slot before its write, so concurrent new AORs
-		// cannot overshoot MaxAORs together.
+		// cannot overshoot MaxAORs together. (With Shared, an AOR may
+		// have bindings in the cluster that the full table did not
+		// take: it is new here all the same.)
 		if g.full() {
 			return rejectf(503, "Service Unavailable", sip.NewHeader("Retry-After", "60")), nil
 		}
@@ -506,20 +514,17 @@ func (g *Registrar) commit(aor string, fn func(old []Binding, now time.Time) ([]
 			g.mu.Unlock()
 		}()
 	}
+	var ttl time.Duration
 	if len(nb) == 0 {
 		err = g.bucket.Delete(aor)
 	} else {
-		last := nb[0].Expires
-		for _, b := range nb[1:] {
-			if b.Expires.After(last) {
-				last = b.Expires
-			}
-		}
-		err = g.bucket.PutTTL(aor, record{Bindings: nb}, last.Sub(now))
+		ttl = lastExpiry(nb).Sub(now)
+		err = g.bucket.PutTTL(aor, record{Bindings: nb}, ttl)
 	}
 	if err != nil {
 		return nil, err
 	}
+	g.share(aor, nb, ttl)
 	g.mu.Lock()
 	for _, b := range g.aors[aor] {
 		delete(g.tokens, b.Token)
@@ -534,6 +539,14 @@ func (g *Registrar) commit(aor string, fn func(old []Binding, now time.Time) ([]
 	}
 	g.mu.Unlock()
 	return nil, nil
+}
+
+// holds reports whether the local table has an entry for aor.
+func (g *Registrar) holds(aor string) bool {
+	g.mu.RLock()
+	defer g.mu.RUnlock()
+	_, ok := g.aors[aor]
+	return ok
 }
 
 func stripeOf(aor string) int {

@@ -12,6 +12,7 @@ import (
 	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -68,6 +69,18 @@ type Endpoint interface {
 	Local(transport string, side sbc.Side) (*sbc.Listener, bool)
 }
 
+// Shared holds the AOR records of every node of a cluster, so that a phone
+// registered through one node is reachable through any (cmd/sipwall
+// adapts sbc/cluster to it). Values are the JSON of one AOR's record (its
+// bindings), written with a TTL up to its latest binding expiry. Get
+// reports ok false for an AOR without bindings. See README.md, "Shared
+// state".
+type Shared interface {
+	Put(aor string, v []byte, ttl time.Duration) error
+	Get(aor string) ([]byte, bool, error)
+	Delete(aor string) error
+}
+
 // Config is what the registrar needs. The policy fields mirror
 // config.Registrar (FromConfig copies them); the rest is wiring.
 type Config struct {
@@ -97,6 +110,13 @@ type Config struct {
 	Pool *upstream.Pool
 	// Store persists the bindings. Required.
 	Store *store.Store
+	// Shared, when set, is the cluster's location store: every change of
+	// an AOR is written to it, and lookups read it first (nil: single
+	// node).
+	Shared Shared
+	// Node names this node in a cluster; it is recorded on the bindings
+	// registered through it (the node holding the phone's flow).
+	Node string
 	// SweepEvery is how often Run drops expired bindings from memory.
 	// Default 30s.
 	SweepEvery time.Duration
@@ -156,6 +176,9 @@ type Binding struct {
 	UpCallID    string    `json:"up_call_id,omitempty"`
 	UpExpires   time.Time `json:"up_expires,omitzero"`
 	UpRefreshed time.Time `json:"up_refreshed,omitzero"`
+	// Node is the cluster node the phone registered through, which holds
+	// its flow (Config.Node; empty on a single node).
+	Node string `json:"node,omitempty"`
 }
 
 // record is the stored value of one AOR.
@@ -190,6 +213,9 @@ type Stats struct {
 	Unreachable atomic.Int64
 	// StoreErrors: writes to the store that failed (the REGISTER got 500).
 	StoreErrors atomic.Int64
+	// SharedErrors: reads and writes of Config.Shared that failed (or
+	// read an undecodable record); the local table served instead.
+	SharedErrors atomic.Int64
 }
 
 // Registrar is the "registrar" layer and the location service.
@@ -208,8 +234,12 @@ type Registrar struct {
 	aors    map[string][]Binding
 	tokens  map[string]string // token -> AOR
 	pending int               // new AORs being written, counted against MaxAORs
+	// unsynced are the AORs whose last write to Shared failed: the local
+	// table is newer than the cluster's record.
+	unsynced map[string]bool
 
-	stats Stats
+	stats  Stats
+	warnAt atomic.Int64 // last Shared failure logged at Warn (unix ns)
 }
 
 var _ sbc.Handler = (*Registrar)(nil)
@@ -268,6 +298,8 @@ func New(cfg Config) (*Registrar, error) {
 		users:   map[string]bool{},
 		aors:    map[string][]Binding{},
 		tokens:  map[string]string{},
+
+		unsynced: map[string]bool{},
 	}
 	_, _ = rand.Read(g.secret)
 	for _, d := range cfg.Domains {
@@ -346,9 +378,10 @@ func (g *Registrar) All(max int) map[string][]Binding {
 	return out
 }
 
-// Lookup returns the live bindings of an AOR ("user@host").
+// Lookup returns the live bindings of an AOR ("user@host"); with Shared,
+// the cluster's.
 func (g *Registrar) Lookup(aor string) []Binding {
-	return g.snapshot(normalizeAOR(aor), g.cfg.Now())
+	return g.fetch(normalizeAOR(aor), g.cfg.Now())
 }
 
 // ServeSIP implements sbc.Handler.
@@ -383,11 +416,11 @@ func (g *Registrar) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.R
 // Contacts (the redirect server role), or 480 when the user is known but
 // not registered. Anything else continues to the B2BUA.
 func (g *Registrar) redirect(w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
-	aor, known := g.localAOR(r.Recipient)
+	_, bs, known := g.localAOR(r.Recipient, g.cfg.Now())
 	if !known {
 		return sbc.Continue, nil
 	}
-	bs := orderTargets(g.snapshot(aor, g.cfg.Now()))
+	bs = orderTargets(bs)
 	if len(bs) == 0 {
 		g.stats.Unavailable.Add(1)
 		return sbc.Rejected, sbc.Respond(w, r, 480, "Temporarily Unavailable")
@@ -426,12 +459,12 @@ func (g *Registrar) Locate(r *sbc.Request) ([]upstream.Target, bool) {
 	if g.cfg.Mode != ModeLocal {
 		return nil, false
 	}
-	aor, known := g.localAOR(r.Recipient)
+	_, bs, known := g.localAOR(r.Recipient, g.cfg.Now())
 	if !known {
 		return nil, false
 	}
 	var ts []upstream.Target
-	for _, b := range orderTargets(g.snapshot(aor, g.cfg.Now())) {
+	for _, b := range orderTargets(bs) {
 		if t, ok := target(b); ok {
 			ts = append(ts, t)
 		}
@@ -443,9 +476,14 @@ func (g *Registrar) Locate(r *sbc.Request) ([]upstream.Target, bool) {
 	return ts, true
 }
 
+// errForeignFlow keeps a binding whose flow another node holds.
+var errForeignFlow = errors.New("registrar: flow held by another node")
+
 // Unreachable drops the binding behind a target Locate returned, once the
 // B2BUA failed to reach its flow (transport error, no answer): a phone that
-// is gone must not keep attracting calls until its expiry.
+// is gone must not keep attracting calls until its expiry. With Shared, a
+// binding registered through another node (Binding.Node) is kept: that
+// node holds the flow.
 func (g *Registrar) Unreachable(t upstream.Target) {
 	token, ok := strings.CutPrefix(t.Name, targetPrefix)
 	if !ok {
@@ -458,9 +496,20 @@ func (g *Registrar) Unreachable(t upstream.Target) {
 		return
 	}
 	_, err := g.commit(aor, func(old []Binding, _ time.Time) ([]Binding, *reject, error) {
+		i := slices.IndexFunc(old, func(b Binding) bool { return b.Token == token })
+		if i >= 0 && g.cfg.Shared != nil && old[i].Node != g.cfg.Node {
+			// Another node holds the phone's flow: that this node
+			// cannot reach it says nothing about the phone, so the
+			// binding stays for the node that can.
+			return nil, nil, errForeignFlow
+		}
 		out := slices.DeleteFunc(slices.Clone(old), func(b Binding) bool { return b.Token == token })
 		return out, nil, nil
 	})
+	if errors.Is(err, errForeignFlow) {
+		g.log.Debug("unreachable binding of another node kept", "target", t.Name)
+		return
+	}
 	if err != nil {
 		g.log.Warn("drop unreachable binding failed", "error", err)
 		return
@@ -493,6 +542,11 @@ func (g *Registrar) Sweep() int {
 			g.aors[aor] = live
 		}
 	}
+	for aor := range g.unsynced {
+		if _, ok := g.aors[aor]; !ok {
+			delete(g.unsynced, aor)
+		}
+	}
 	return n
 }
 
@@ -517,7 +571,7 @@ func (g *Registrar) tokenTarget(token string) *upstream.Target {
 	g.mu.RLock()
 	aor, ok := g.tokens[token]
 	var found *Binding
-	if ok {
+	if ok && g.cfg.Shared == nil {
 		for _, b := range g.aors[aor] {
 			if b.Token == token && b.Expires.After(now) {
 				found = &b
@@ -526,6 +580,16 @@ func (g *Registrar) tokenTarget(token string) *upstream.Target {
 		}
 	}
 	g.mu.RUnlock()
+	if ok && g.cfg.Shared != nil {
+		// The binding as the cluster has it: refreshed or removed through
+		// another node since this one learnt the token.
+		for _, b := range g.fetch(aor, now) {
+			if b.Token == token {
+				found = &b
+				break
+			}
+		}
+	}
 	if found == nil {
 		return nil
 	}
@@ -536,33 +600,186 @@ func (g *Registrar) tokenTarget(token string) *upstream.Target {
 	return &t
 }
 
-// localAOR maps a Request-URI onto a registered or registrable local AOR:
-// user@host when the host is a domain; for any other host (the SBC's own
-// address, typically) the first domain, in configured order, where the
-// user has bindings. known is false when the user is not a local user.
-func (g *Registrar) localAOR(u sip.Uri) (aor string, known bool) {
+// localAOR maps a Request-URI onto a registered or registrable local AOR
+// and returns its live bindings: user@host when the host is a domain; for
+// any other host (the SBC's own address, typically) the first domain, in
+// configured order, where the user has bindings. known is false when the
+// user is not a local user.
+func (g *Registrar) localAOR(u sip.Uri, now time.Time) (aor string, bs []Binding, known bool) {
 	if g.cfg.Mode != ModeLocal || u.User == "" || !g.isUser(u.User) {
-		return "", false
+		return "", nil, false
 	}
 	host := strings.ToLower(strings.TrimSuffix(u.Host, "."))
 	if g.domains[host] {
-		return u.User + "@" + host, true
+		aor = u.User + "@" + host
+		return aor, g.fetch(aor, now), true
 	}
-	now := g.cfg.Now()
 	for _, d := range g.cfg.Domains {
 		a := u.User + "@" + strings.ToLower(d)
-		if len(g.snapshot(a, now)) > 0 {
-			return a, true
+		if bs := g.fetch(a, now); len(bs) > 0 {
+			return a, bs, true
 		}
 	}
-	return u.User + "@" + strings.ToLower(g.cfg.Domains[0]), true
+	return u.User + "@" + strings.ToLower(g.cfg.Domains[0]), nil, true
 }
 
-// snapshot copies the live bindings of aor.
+// snapshot copies the live bindings of aor from the local table.
 func (g *Registrar) snapshot(aor string, now time.Time) []Binding {
 	g.mu.RLock()
 	defer g.mu.RUnlock()
 	return liveBindings(g.aors[aor], now)
+}
+
+// fetch returns the live bindings of aor for routing and before a change.
+// Without Shared it is snapshot. With Shared it reads the cluster's record
+// first and brings the local table in line with it (bindings learnt,
+// refreshed or dropped); when Shared fails it counts the error and serves
+// the local table, the cache of what this node last wrote or read.
+func (g *Registrar) fetch(aor string, now time.Time) []Binding {
+	if g.cfg.Shared == nil {
+		return g.snapshot(aor, now)
+	}
+	// Under the AOR's stripe, so that an older read cannot overwrite
+	// the local table after a newer commit.
+	s := &g.stripe[stripeOf(aor)]
+	s.Lock()
+	defer s.Unlock()
+	return g.fetchLocked(aor, now)
+}
+
+// fetchLocked is fetch with the AOR's stripe held.
+func (g *Registrar) fetchLocked(aor string, now time.Time) []Binding {
+	if g.cfg.Shared == nil {
+		return g.snapshot(aor, now)
+	}
+	v, ok, err := g.cfg.Shared.Get(aor)
+	var rec record
+	if err == nil && ok {
+		if jerr := json.Unmarshal(v, &rec); jerr != nil {
+			err = fmt.Errorf("decode: %w", jerr)
+		}
+	}
+	if err != nil {
+		g.sharedErr("read", aor, err)
+		return g.snapshot(aor, now)
+	}
+	live := g.sane(liveBindings(rec.Bindings, now))
+	g.mu.RLock()
+	unsynced := g.unsynced[aor]
+	g.mu.RUnlock()
+	if unsynced {
+		// This node changed the AOR while Shared was failing. If that
+		// change is newer than anything the cluster holds, the cluster
+		// gets it now instead of this node losing it.
+		if local := g.snapshot(aor, now); len(local) > 0 && lastUpdate(local).After(lastUpdate(live)) {
+			g.share(aor, local, lastExpiry(local).Sub(now))
+			return local
+		}
+		g.mu.Lock()
+		delete(g.unsynced, aor)
+		g.mu.Unlock()
+	}
+	g.learn(aor, live)
+	return live
+}
+
+// lastUpdate is the latest refresh of bs (zero for none).
+func lastUpdate(bs []Binding) time.Time {
+	var t time.Time
+	for _, b := range bs {
+		if b.Updated.After(t) {
+			t = b.Updated
+		}
+	}
+	return t
+}
+
+// lastExpiry is the latest expiry of bs (zero for none).
+func lastExpiry(bs []Binding) time.Time {
+	var t time.Time
+	for _, b := range bs {
+		if b.Expires.After(t) {
+			t = b.Expires
+		}
+	}
+	return t
+}
+
+// sane keeps what the registrar itself could have stored: bindings with
+// a token, at most MaxBindings of them (the most recently refreshed).
+func (g *Registrar) sane(bs []Binding) []Binding {
+	bs = slices.DeleteFunc(bs, func(b Binding) bool { return !isToken(b.Token) })
+	if len(bs) > g.cfg.MaxBindings {
+		slices.SortStableFunc(bs, func(a, b Binding) int { return b.Updated.Compare(a.Updated) })
+		bs = bs[:g.cfg.MaxBindings]
+	}
+	return bs
+}
+
+// learn makes the local table hold bs for aor, as read from Shared. A new
+// AOR is not cached when the table is full (MaxAORs): it is served all
+// the same, from Shared.
+func (g *Registrar) learn(aor string, bs []Binding) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	old, had := g.aors[aor]
+	if !had && (len(bs) == 0 || len(g.aors)+g.pending >= g.cfg.MaxAORs) {
+		return
+	}
+	for _, b := range old {
+		delete(g.tokens, b.Token)
+	}
+	if len(bs) == 0 {
+		delete(g.aors, aor)
+		return
+	}
+	g.aors[aor] = slices.Clone(bs)
+	for _, b := range bs {
+		g.tokens[b.Token] = aor
+	}
+}
+
+// share writes the new bindings of aor to Shared (a deletion when there
+// are none), with the AOR's stripe held. A failure is counted and logged,
+// not returned: the change holds on this node, which marks the AOR
+// unsynced; the phone's next refresh, or the next lookup here, writes
+// again.
+func (g *Registrar) share(aor string, nb []Binding, ttl time.Duration) {
+	if g.cfg.Shared == nil {
+		return
+	}
+	var err error
+	if len(nb) == 0 {
+		err = g.cfg.Shared.Delete(aor)
+	} else {
+		var v []byte
+		if v, err = json.Marshal(record{Bindings: nb}); err == nil {
+			err = g.cfg.Shared.Put(aor, v, ttl)
+		}
+	}
+	g.mu.Lock()
+	if err != nil {
+		g.unsynced[aor] = true
+	} else {
+		delete(g.unsynced, aor)
+	}
+	g.mu.Unlock()
+	if err != nil {
+		g.sharedErr("write", aor, err)
+	}
+}
+
+// sharedErr counts a Shared failure and logs it at Warn at most once a
+// minute (Debug otherwise): a dead Redis must not flood the log.
+func (g *Registrar) sharedErr(op, aor string, err error) {
+	g.stats.SharedErrors.Add(1)
+	now := time.Now().UnixNano()
+	last := g.warnAt.Load()
+	if now-last >= int64(time.Minute) && g.warnAt.CompareAndSwap(last, now) {
+		g.log.Warn("shared location store failed; serving the local table", "op", op, "aor", aor, "error", err)
+		return
+	}
+	g.log.Debug("shared location store failed", "op", op, "aor", aor, "error", err)
 }
 
 // target turns a binding into a B2BUA target: the phone's Contact as the
