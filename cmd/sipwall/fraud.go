@@ -13,6 +13,7 @@ import (
 	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
+	"github.com/sipwall/sipwall/sbc/cluster"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/store"
 )
@@ -61,7 +62,7 @@ func (l *fraudLayer) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Re
 
 // buildRules loads the rule file and makes the anti-fraud engine; nil
 // without a rule file.
-func buildRules(cfg *config.Config, st *store.Store, sec *security, log *slog.Logger) (*rules.Engine, error) {
+func buildRules(cfg *config.Config, st *store.Store, shared *cluster.Client, sec *security, log *slog.Logger) (*rules.Engine, error) {
 	if cfg.Rules.File == "" {
 		return nil, nil
 	}
@@ -69,9 +70,15 @@ func buildRules(cfg *config.Config, st *store.Store, sec *security, log *slog.Lo
 	if err != nil {
 		return nil, cfg.KeyError("rules.file", err)
 	}
+	var sh rules.Shared
+	if shared != nil {
+		sh = shared
+	}
 	return rules.New(rules.Options{
-		Rules: rs,
-		Store: st,
+		Rules:            rs,
+		Store:            st,
+		Shared:           sh,
+		SharedFailClosed: failClosed(cfg, config.FailClosedFraud),
 		Ban:   sec.banAddr("rules", log),
 		OnAlert: func(a rules.Alert) {
 			log.Warn("fraud alert", "component", "rules", "rule", a.Rule, "level", a.Level, "measure", a.Measure,

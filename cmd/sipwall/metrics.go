@@ -65,13 +65,17 @@ var (
 	dMediaPorts    = desc("sipwall_media_ports", "Relay ports bound, by state: in_use (held by calls) or warm (idle, kept for reuse).", "state")
 	dMediaBinds    = desc("sipwall_media_binds_total", "Relay port pairs bound.")
 	dMediaReused   = desc("sipwall_media_reused_total", "Relay port pairs handed to a new call without a new bind.")
+	dSharedUp      = desc("sipwall_store_shared_up", "1 while the shared store (store.backend redis) answers, else 0.")
+	dSharedErrors  = desc("sipwall_store_shared_errors_total", "Shared store commands that failed.")
+	dSharedBans    = desc("sipwall_store_shared_ban_events_total", "Ban events exchanged with the other nodes, by direction.", "direction")
+	dSharedQueued  = desc("sipwall_store_shared_queued", "Ban events waiting for the shared store to come back.")
 	dHEP           = desc("sipwall_hep_messages_total", "SIP messages copied to the HEP collector, by result.", "result")
 )
 
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dCallsActive, dCalls, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
-		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dHEP} {
+		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
 	}
 }
@@ -199,6 +203,18 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, dMediaPorts, float64(ms.PortsWarm), "warm")
 		counter(ch, dMediaBinds, float64(ms.Binds))
 		counter(ch, dMediaReused, float64(ms.Reused))
+	}
+	if a.shared != nil {
+		st := a.shared.Stats()
+		up := 0.0
+		if st.Up {
+			up = 1
+		}
+		gauge(ch, dSharedUp, up)
+		counter(ch, dSharedErrors, float64(st.Errors))
+		counter(ch, dSharedBans, float64(st.Published), "published")
+		counter(ch, dSharedBans, float64(st.Received), "received")
+		gauge(ch, dSharedQueued, float64(st.Queued))
 	}
 	c.collectHEP(ch)
 }

@@ -47,6 +47,9 @@ func (a *app) ready() (bool, string) {
 	if a.draining.Load() {
 		return false, "draining"
 	}
+	if ok, why := sharedReady(a.shared, a.sharedFailClosed); !ok {
+		return false, why
+	}
 	st := a.pool.Status()
 	if len(st) == 0 {
 		return true, "no upstreams configured"
@@ -73,6 +76,9 @@ func (a *app) status() map[string]any {
 		"upstreams":    a.pool.Status(),
 		"calls_active": a.b2b.Active(),
 		"bans_active":  a.sec.bans.Stats().Active,
+	}
+	if a.shared != nil {
+		out["shared_store"] = sharedStatus(a.shared)
 	}
 	if a.reg != nil {
 		aors, bindings := a.reg.Count()

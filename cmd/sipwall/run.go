@@ -22,6 +22,7 @@ import (
 	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/b2bua"
+	"github.com/sipwall/sipwall/sbc/cluster"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/hep"
 	"github.com/sipwall/sipwall/sbc/media"
@@ -151,19 +152,22 @@ func (h levelFloor) Enabled(ctx context.Context, l slog.Level) bool {
 
 // app is a running sipwall.
 type app struct {
-	server  *sbc.Server
-	b2b     *b2bua.B2BUA
-	reg     *registrar.Registrar // nil when registrar.mode is off
-	pool    *upstream.Pool
-	sec     *security
-	relay   *media.Manager  // nil with media.mode off
-	pol     *policy.Engine  // nil with policy.mode off
-	fraud   *rules.Engine   // nil without rules.file
-	pf      *prefilter      // nil with prefilter.mode off
-	certs   *sbctls.Manager // nil without a certificate
-	metrics *metrics
-	hep     *hep.Exporter // nil with hep.addr empty
-	admin   *adminServer  // nil with admin.addr empty
+	server *sbc.Server
+	b2b    *b2bua.B2BUA
+	reg    *registrar.Registrar // nil when registrar.mode is off
+	pool   *upstream.Pool
+	sec    *security
+	relay  *media.Manager  // nil with media.mode off
+	shared *cluster.Client // nil with store.backend embedded
+	// sharedFailClosed is store.redis.fail_closed as started.
+	sharedFailClosed []string
+	pol              *policy.Engine  // nil with policy.mode off
+	fraud            *rules.Engine   // nil without rules.file
+	pf               *prefilter      // nil with prefilter.mode off
+	certs            *sbctls.Manager // nil without a certificate
+	metrics          *metrics
+	hep              *hep.Exporter // nil with hep.addr empty
+	admin            *adminServer  // nil with admin.addr empty
 	// cfg is the configuration in force (replaced by a reload); cfgPath
 	// the file it came from ("" when built in code: demo, tests).
 	cfg     *config.Config
@@ -186,6 +190,9 @@ func (a *app) stop() {
 	a.cancel()
 	a.server.Close()
 	a.wg.Wait()
+	if a.shared != nil {
+		a.shared.Close()
+	}
 	if a.relay != nil {
 		a.relay.Close()
 	}
@@ -237,7 +244,17 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if err != nil {
 		return nil, err
 	}
-	sec, err := buildSecurity(cfg, st, func() *upstream.Pool { return pool }, owns, pf, log)
+	shared, err := openShared(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	running := false
+	defer func() {
+		if !running && shared != nil {
+			shared.Close()
+		}
+	}()
+	sec, err := buildSecurity(cfg, st, shared, func() *upstream.Pool { return pool }, owns, pf, log)
 	if err != nil {
 		return nil, err
 	}
@@ -325,7 +342,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if sec.auth != nil {
 		layers["auth"] = sec.auth
 	}
-	fraud, err := buildRules(cfg, st, sec, log)
+	fraud, err := buildRules(cfg, st, shared, sec, log)
 	if err != nil {
 		return nil, err
 	}
@@ -345,6 +362,9 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if cfg.Registrar.Mode != config.RegistrarOff {
 		rc := registrar.FromConfig(cfg.Registrar)
 		rc.Client, rc.Endpoint, rc.Pool, rc.Store, rc.Logger = srv.Client(), srv, pool, st, log
+		if shared != nil {
+			rc.Shared, rc.Node = sharedRegistrations{shared}, shared.Node()
+		}
 		if sec.users != nil {
 			rc.IsUser = sec.isUser
 		}
@@ -352,6 +372,9 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			return nil, err
 		}
 		layers["registrar"], locate, unreachable = reg, reg.Locate, reg.Unreachable
+		if shared != nil && failClosed(cfg, config.FailClosedRegistrations) {
+			layers["registrar"] = &registerGate{next: reg, c: shared}
+		}
 	}
 	// Listen first: the media relay takes its addresses from the bound
 	// listeners. Until the chain is set, requests get 501.
@@ -459,6 +482,20 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); f() }()
 	})
+	if shared != nil {
+		a.shared, a.sharedFailClosed = shared, cfg.Store.Redis.FailClosed
+		a.wg.Add(2)
+		go func() { defer a.wg.Done(); shared.Run(ctx) }()
+		// The bans already in the shared store, at once rather than at
+		// the first periodic resync.
+		go func() {
+			defer a.wg.Done()
+			if err := shared.Sync(ctx); err != nil && ctx.Err() == nil {
+				log.Warn("first bans resync failed", "component", "cluster", "err", err)
+			}
+		}()
+	}
+	running = true
 	for _, l := range srv.Listeners() {
 		log.Info("listening", "component", "server", "transport", l.Spec.Transport, "addr", l.Bound.String(), "side", l.Spec.Side.String())
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
+	"github.com/sipwall/sipwall/sbc/cluster"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/store"
 	"github.com/sipwall/sipwall/sbc/upstream"
@@ -116,7 +117,7 @@ func (ts *trustedSet) matchCert(a netip.Addr, pc *sbc.PeerCert) (string, bool) {
 
 // buildSecurity builds the ban store and, unless auth.mode is off, the
 // digest layer wired to it.
-func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Pool, owns func(*sbc.Request) bool, pf *prefilter, log *slog.Logger) (*security, error) {
+func buildSecurity(cfg *config.Config, st *store.Store, shared *cluster.Client, pool func() *upstream.Pool, owns func(*sbc.Request) bool, pf *prefilter, log *slog.Logger) (*security, error) {
 	trusted, err := newTrustedSet(cfg.Auth, pool)
 	if err != nil {
 		return nil, err
@@ -133,7 +134,12 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 	if pf != nil {
 		sink = pf // never a typed nil
 	}
+	var sharedBan ban.Shared
+	if shared != nil {
+		sharedBan = sharedBans{shared}
+	}
 	bans, err := ban.New(ban.Options{
+		Shared:           sharedBan,
 		Sink:             sink,
 		Store:            st,
 		Threshold:        b.Threshold,
@@ -152,6 +158,9 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 		return nil, fmt.Errorf("bans: %w", err)
 	}
 	sec := &security{bans: bans}
+	if shared != nil {
+		applyRemoteBans(shared, bans, log)
+	}
 	if cfg.Auth.Mode == config.AuthOff {
 		return sec, nil
 	}
@@ -164,9 +173,20 @@ func buildSecurity(cfg *config.Config, st *store.Store, pool func() *upstream.Po
 		}
 		sec.users, users = ru, ru
 	}
-	keys, err := auth.NewKeyRing(st, a.KeyRotation.D(), nil)
-	if err != nil {
-		return nil, fmt.Errorf("auth: nonce keys: %w", err)
+	var keys *auth.KeyRing
+	if shared != nil {
+		// One key ring for the fleet: a nonce issued by one node verifies
+		// on any other. Unreachable at start: this node's own keys, until
+		// a restart (its nonces then verify here only).
+		if keys, err = auth.NewSharedKeyRing(sharedKeys{shared}, a.KeyRotation.D(), nil); err != nil {
+			log.Warn("shared nonce keys unavailable, using this node's own", "component", "auth", "err", err)
+			keys = nil
+		}
+	}
+	if keys == nil {
+		if keys, err = auth.NewKeyRing(st, a.KeyRotation.D(), nil); err != nil {
+			return nil, fmt.Errorf("auth: nonce keys: %w", err)
+		}
 	}
 	sec.keys = keys
 	fw := &auth.Forwarder{IdentityHeader: a.AssertIdentity, SourceHeader: a.SourceHeader}
