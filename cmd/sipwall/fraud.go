@@ -79,7 +79,7 @@ func buildRules(cfg *config.Config, st *store.Store, shared *cluster.Client, sec
 		Store:            st,
 		Shared:           sh,
 		SharedFailClosed: failClosed(cfg, config.FailClosedFraud),
-		Ban:   sec.banAddr("rules", log),
+		Ban:              sec.banAddr("rules", log),
 		OnAlert: func(a rules.Alert) {
 			log.Warn("fraud alert", "component", "rules", "rule", a.Rule, "level", a.Level, "measure", a.Measure,
 				"key", strconv.Quote(a.Key), "value", a.Value, "limit", a.Limit, "user", strconv.Quote(a.Call.User))
