@@ -233,20 +233,7 @@ for _ in $(seq 1 50); do
 	sleep 0.2
 done
 
-stat="$work/uac_stat.csv"
-if [ ! -s "$stat" ]; then
-	echo "bench-kamailio: sipp wrote no statistics (exit $uac_rc)" >&2
-	tail -n 20 "$work/uac.stderr" >&2
-	exit 1
-fi
-created=$(stat_col "$stat" "TotalCallCreated")
-ok=$(stat_col "$stat" "SuccessfulCall(C)")
-failed=$(stat_col "$stat" "FailedCall(C)")
-uas_ok="?" uas_failed="?"
-if [ -s "$work/uas_stat.csv" ]; then
-	uas_ok=$(stat_col "$work/uas_stat.csv" "SuccessfulCall(C)")
-	uas_failed=$(stat_col "$work/uas_stat.csv" "FailedCall(C)")
-fi
+sipp_figures
 if [ "$created" = 0 ] || [ "$created" = "?" ]; then
 	echo "bench-kamailio: the UAC placed no calls (exit $uac_rc)" >&2
 	tail -n 20 "$work/uac.stderr" >&2

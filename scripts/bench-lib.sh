@@ -1,5 +1,5 @@
-# Helpers shared by the call benchmarks (scripts/bench.sh,
-# scripts/bench-kamailio.sh, scripts/bench-suite.sh); sourced, not run.
+# Helpers shared by the benchmark scripts (bench.sh, bench-kamailio.sh,
+# bench-suite.sh, bench-relay.sh, bench-xdp.sh); sourced, not run.
 # The sourcing script sets `work` (its work directory), `pids` (an array of
 # the PIDs it started) and `bench_name` (prefix of its messages) before it
 # calls bench_cleanup.
@@ -88,6 +88,39 @@ rtt_percentiles() {
 			if (NR == 0) { print "? ?"; exit }
 			i50 = int(NR * 0.50 + 0.999); i99 = int(NR * 0.99 + 0.999)
 			printf "%.2f %.2f\n", v[i50], v[i99] }'
+}
+
+# kv FILE KEY: the value of the last "key value" line with KEY, or "?".
+kv() {
+	awk -v k="$2" '$1 == k { v = $2 } END { print (v != "" ? v : "?") }' "$1" 2>/dev/null || echo "?"
+}
+
+# udp_rcvbuf_errors [NETNS]: the Udp RcvbufErrors counter of /proc/net/snmp
+# (of the network namespace NETNS if given).
+udp_rcvbuf_errors() {
+	local run=()
+	[ -n "${1:-}" ] && run=(ip netns exec "$1")
+	"${run[@]}" awk '$1 == "Udp:" { if (!h) { for (i = 2; i <= NF; i++) c[$i] = i; h = 1 } else { print $(c["RcvbufErrors"]); exit } }' /proc/net/snmp
+}
+
+# sipp_figures: created, ok and failed calls of the caller (work/uac_stat.csv)
+# and ok/failed of the PBX side (work/uas_stat.csv, "?" without it), into
+# the variables of those names; exits when the caller wrote nothing.
+sipp_figures() {
+	local stat="$work/uac_stat.csv"
+	if [ ! -s "$stat" ]; then
+		echo "$bench_name: sipp wrote no statistics (exit ${uac_rc:-?})" >&2
+		tail -n 20 "$work/uac.stderr" >&2
+		exit 1
+	fi
+	created=$(stat_col "$stat" "TotalCallCreated")
+	ok=$(stat_col "$stat" "SuccessfulCall(C)")
+	failed=$(stat_col "$stat" "FailedCall(C)")
+	uas_ok="?" uas_failed="?"
+	if [ -s "$work/uas_stat.csv" ]; then
+		uas_ok=$(stat_col "$work/uas_stat.csv" "SuccessfulCall(C)")
+		uas_failed=$(stat_col "$work/uas_stat.csv" "FailedCall(C)")
+	fi
 }
 
 # machine: CPU count and model.

@@ -46,6 +46,7 @@
 # started are killed, by PID.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+root=$(pwd)
 
 STREAMS=${STREAMS:-100}
 PPS=${PPS:-$((STREAMS * 100))}
@@ -90,44 +91,10 @@ PBX_IP=127.0.0.6
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-bench-relay.XXXXXX")
 pids=()
-cleanup() {
-	local p
-	for p in "${pids[@]}"; do
-		kill -TERM "$p" 2>/dev/null || true
-	done
-	for p in "${pids[@]}"; do
-		for _ in 1 2 3 4 5 6 7 8 9 10; do
-			kill -0 "$p" 2>/dev/null || break
-			sleep 0.3
-		done
-		kill -KILL "$p" 2>/dev/null || true
-	done
-	if [ "${BENCH_KEEP:-}" = 1 ]; then
-		echo "bench-relay: output kept in $work"
-	else
-		rm -rf "$work"
-	fi
-}
-trap cleanup EXIT
-
-# cpu_ticks PID: utime+stime of the process in clock ticks.
-cpu_ticks() {
-	local s
-	s=$(cat "/proc/$1/stat")
-	s=${s##*) } # drop "pid (comm) "; field 1 is now the state (3rd overall)
-	set -- $s
-	echo $((${12} + ${13}))
-}
-
-# kv FILE KEY: the value of a "key value" line (the last one), or "?".
-kv() {
-	awk -v k="$2" '$1 == k { v = $2 } END { print (v != "" ? v : "?") }' "$1"
-}
-
-# udp_rcvbuf_errors: host-wide Udp RcvbufErrors from /proc/net/snmp.
-udp_rcvbuf_errors() {
-	awk '$1 == "Udp:" { if (!n) { for (i = 2; i <= NF; i++) col[$i] = i; n = 1 } else { print $(col["RcvbufErrors"]); exit } }' /proc/net/snmp
-}
+bench_name=bench-relay
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
+trap bench_cleanup EXIT
 
 echo "== bench-relay: building bench/relayload"
 version=${BENCH_VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}

@@ -68,6 +68,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$(pwd)
+bench_name=bench-xdp
+# stat_col, udp_rcvbuf_errors, machine (the cleanup here is its own).
+# shellcheck source=scripts/bench-lib.sh
+. "$root/scripts/bench-lib.sh"
 
 if [ "$(id -u)" != 0 ]; then
 	echo "bench-xdp: needs root (network namespaces, XDP, iptables); run: sudo make bench-xdp" >&2
@@ -205,14 +209,6 @@ run_ns() {
 	echo "$sum"
 }
 
-# stat_col FILE NAME: the value of column NAME in the last row of sipp's CSV.
-stat_col() {
-	awk -F';' -v name="$2" '
-		NR == 1 { for (i = 1; i <= NF; i++) if ($i == name) col = i; next }
-		NF > 1 { last = $col }
-		END { print (col && last != "" ? last : "?") }' "$1"
-}
-
 # child PID NAME: the process NAME started by timeout(1) PID (or PID).
 child() {
 	local c
@@ -233,9 +229,6 @@ wait_line() {
 	return 1
 }
 
-udp_rcvbuf_errors() {
-	ip netns exec "$1" awk '/^Udp:/ { if (!h) { for (i = 1; i <= NF; i++) c[$i] = i; h = 1 } else print $c["RcvbufErrors"] }' /proc/net/snmp
-}
 
 rows=""
 declare -A drop_pps ns_per_pkt calls_ok calls_total

@@ -435,15 +435,7 @@ MD
 	)
 	extra_rows=$'\n'$extra_rows
 else
-	stat="$work/uac_stat.csv"
-	if [ ! -s "$stat" ]; then
-		echo "bench: sipp wrote no statistics (exit $uac_rc)" >&2
-		tail -n 20 "$work/uac.stderr" >&2
-		exit 1
-	fi
-	created=$(stat_col "$stat" "TotalCallCreated")
-	ok=$(stat_col "$stat" "SuccessfulCall(C)")
-	failed=$(stat_col "$stat" "FailedCall(C)")
+	sipp_figures
 fi
 if [ "$created" = 0 ] || [ "$created" = "?" ]; then
 	echo "bench: the $loadgen UAC placed no $unit (exit $uac_rc)" >&2
