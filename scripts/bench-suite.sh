@@ -34,7 +34,8 @@
 #                                      back-to-back messages: failed calls)
 #   REG_RATES="500 1000 1500"          REGISTER rates tried, 10,000 users
 #   MEM_CALLS=10000 MEM_RATE=250       concurrency run
-#   PARTS="calls register memory relay xdp"
+#   PARTS="calls register memory backend relay xdp"
+#   BACKEND_RATE=200                   full chain, embedded store vs Redis
 #   RELAY_PPS="10000 40000 80000"         media relay rates (100 calls)
 #   XDP_SETUPS, XDP_MODES               scripts/bench-xdp.sh SETUPS, MODES
 #   BENCH_KEEP=1                       keep the work directory
@@ -56,7 +57,8 @@ KAM_CHILDREN=${KAM_CHILDREN:-1}
 REG_RATES=${REG_RATES:-500 1000 1500}
 MEM_CALLS=${MEM_CALLS:-10000}
 MEM_RATE=${MEM_RATE:-250}
-PARTS=${PARTS:-calls register memory relay xdp}
+PARTS=${PARTS:-calls register memory backend relay xdp}
+BACKEND_RATE=${BACKEND_RATE:-200}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-suite.XXXXXX")
 pids=()
@@ -228,6 +230,16 @@ if has_part memory; then
 		[ "$chain" = plain ] && what="plain relay, no media relay"
 		rows+=("| memory per concurrent call, $(val "$sum" calls_at) calls up ($what) | $(val "$sum" mem_per_call_kib) KiB RSS, $(val "$sum" heap_per_call_kib) KiB Go heap in use, $(val "$sum" live_per_call_kib) KiB live after a GC ($(val "$sum" goroutines) goroutines; $(val "$sum" failed) failed) | – | – |")
 	done
+fi
+
+if has_part backend && command -v redis-server >/dev/null 2>&1; then
+	for be in embedded redis; do
+		echo "== bench-suite: full chain at $BACKEND_RATE/s, store backend $be"
+		run_target sipwall full "$BACKEND_RATE" $((BACKEND_RATE * HALF_SECONDS)) "$work/backend-$be.sum" BACKEND="$be"
+	done
+	e="$work/backend-embedded.sum" r="$work/backend-redis.sum"
+	rows+=("| full chain at $BACKEND_RATE/s, store.backend redis vs embedded: sipwall CPU-s per 1,000 calls | $(val "$r" cpu_per_k) (+ redis-server $(val "$r" redis_cpu_per_k)) vs $(val "$e" cpu_per_k); failed $(val "$r" failed) / $(val "$e" failed) | – | $(ratio "$(val "$r" cpu_per_k)" "$(val "$e" cpu_per_k)") |")
+	rows+=("| full chain at $BACKEND_RATE/s, setup latency p50 / p99, redis vs embedded | $(val "$r" p50_ms) / $(val "$r" p99_ms) ms vs $(val "$e" p50_ms) / $(val "$e" p99_ms) ms | – | – |")
 fi
 
 relay_table=""

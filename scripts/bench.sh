@@ -49,6 +49,9 @@
 #   CALLS=5000      calls placed (register mode: 10000 distinct users)
 #   TRANSPORT=udp   udp or tcp, on both sides of sipwall
 #   LIMIT           sipp's limit of simultaneous calls (default 5*RATE)
+#   BACKEND=embedded  redis: store.backend redis against a redis-server
+#                   started for the run on 127.0.0.1 (no persistence); its
+#                   CPU is reported next to sipwall's
 #   HOLD_MS=0       talk time of each call (sipp -d), for concurrency runs
 #   MEM_AT          seconds after the load starts at which sipwall's RSS and
 #                   the calls in progress are sampled (with HOLD_MS: when
@@ -234,6 +237,24 @@ wait_listen "$proto" "$pbx_port" || {
 }
 
 mkdir -p "$work/store"
+BACKEND=${BACKEND:-embedded}
+store_yaml="store: {path: \"$work/store\"}"
+redis_pid=""
+if [ "$BACKEND" = redis ]; then
+	redis_port=$((sbc_port + 4))
+	timeout $((run_s + 60)) redis-server --bind 127.0.0.1 --port "$redis_port" --save "" --appendonly no \
+		--dir "$work" >"$work/redis.log" 2>&1 &
+	pids+=("$!")
+	wait_listen tcp "$redis_port" || {
+		echo "bench: redis-server did not start" >&2
+		exit 1
+	}
+	redis_pid=$(pgrep -P "$!" -x redis-server || echo "$!")
+	store_yaml="store: {path: \"$work/store\", backend: redis, redis: {addrs: [\"127.0.0.1:$redis_port\"], node: bench}}"
+elif [ "$BACKEND" != embedded ]; then
+	echo "bench: BACKEND must be embedded or redis" >&2
+	exit 2
+fi
 # auth section of the configuration, and the users file it names.
 auth_pass=bench-alice-secret
 if [ "$AUTH" = 1 ]; then
@@ -273,7 +294,7 @@ upstreams:
   - {name: pbx, uri: "sip:$PBX_IP:$pbx_port$uri_param"}
 health: {interval: 0s}
 calls: {ring_timeout: 30s}
-store: {path: "$work/store"}
+$store_yaml
 log: {level: warn}
 admin: {addr: "127.0.0.1:$admin_port", pprof: $pprof}
 limits: {max_dialogs: $((CALLS > 20000 ? CALLS + 100 : 20000))}
@@ -304,6 +325,8 @@ sleep 0.5
 sw_pid=$(pgrep -P "$sbc_pid" -x sipwall || true)
 [ -n "$sw_pid" ] || sw_pid=$sbc_pid
 ticks_before=$(cpu_ticks "$sw_pid")
+redis_before=0
+[ -n "$redis_pid" ] && redis_before=$(cpu_ticks "$redis_pid")
 # Other work on the machine disturbs the numbers: keep the 1-minute load.
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -397,6 +420,11 @@ if ! kill -0 "$sw_pid" 2>/dev/null; then
 	exit 1
 fi
 ticks_after=$(cpu_ticks "$sw_pid")
+redis_cpu_per_k="–"
+if [ -n "$redis_pid" ]; then
+	redis_cpu_per_k=$(awk -v d=$(($(cpu_ticks "$redis_pid") - redis_before)) -v c="$(getconf CLK_TCK)" -v n="$CALLS" \
+		'BEGIN { printf "%.3f", d / c * 1000 / n }')
+fi
 load_after=$(cut -d' ' -f1 /proc/loadavg)
 hwm_kb=$(awk '/^VmHWM:/ { print $2 }' "/proc/$sw_pid/status")
 clk=$(getconf CLK_TCK)
@@ -503,6 +531,7 @@ table=$(
 | policy (built-in Rego) | $POLICY |
 | fraud rules | $([ "$FRAUD" = 1 ] && echo bench/rules.yaml || echo off) |
 | talk time | $HOLD_MS ms |
+| store backend | $BACKEND (redis-server CPU per 1,000: $redis_cpu_per_k s) |
 | offered rate | $RATE $unit/s |
 | $unit placed | $created of $CALLS |
 | successful $unit | $ok |
@@ -536,6 +565,7 @@ rss_mib $rss_mib
 p50_ms $p50
 p99_ms $p99
 mem_per_call_kib $mem_per_call
+redis_cpu_per_k $redis_cpu_per_k
 heap_per_call_kib ${heap_per_call:-?}
 live_per_call_kib ${live_per_call:-?}
 SUM
