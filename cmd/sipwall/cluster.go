@@ -132,7 +132,7 @@ type registerGate struct {
 func (g *registerGate) Name() string { return g.next.Name() }
 
 func (g *registerGate) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request) (sbc.Verdict, error) {
-	if r.Method == sip.REGISTER && !g.c.Healthy() {
+	if r.Method == sip.REGISTER && r.Side == sbc.External && !g.c.Healthy() {
 		return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", "30"))
 	}
 	return g.next.ServeSIP(ctx, w, r)

@@ -189,10 +189,11 @@ func (a *app) stop() {
 	a.admin.close()
 	a.cancel()
 	a.server.Close()
-	a.wg.Wait()
 	if a.shared != nil {
+		// Before the wait: Close ends the client's blocking reads at once.
 		a.shared.Close()
 	}
+	a.wg.Wait()
 	if a.relay != nil {
 		a.relay.Close()
 	}
@@ -484,6 +485,15 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	})
 	if shared != nil {
 		a.shared, a.sharedFailClosed = shared, cfg.Store.Redis.FailClosed
+		if reg != nil {
+			// Registrations made here during an outage reach the others
+			// as soon as the shared store is back.
+			shared.OnHealth(func(up bool) {
+				if up {
+					reg.SyncShared()
+				}
+			})
+		}
 		a.wg.Add(2)
 		go func() { defer a.wg.Done(); shared.Run(ctx) }()
 		// The bans already in the shared store, at once rather than at

@@ -647,6 +647,27 @@ func (g *Registrar) fetch(aor string, now time.Time) []Binding {
 	return g.fetchLocked(aor, now)
 }
 
+// SyncShared writes back what this node changed while Shared was failing:
+// every unsynced AOR is read again, and the newer of the two copies wins,
+// as on a lookup. Call it when Shared is reachable again, so that a phone
+// registered here during the outage is found by the other nodes at once,
+// not only at its next refresh.
+func (g *Registrar) SyncShared() {
+	if g.cfg.Shared == nil {
+		return
+	}
+	g.mu.RLock()
+	aors := make([]string, 0, len(g.unsynced))
+	for aor := range g.unsynced {
+		aors = append(aors, aor)
+	}
+	g.mu.RUnlock()
+	now := g.cfg.Now()
+	for _, aor := range aors {
+		g.fetch(aor, now)
+	}
+}
+
 // fetchLocked is fetch with the AOR's stripe held.
 func (g *Registrar) fetchLocked(aor string, now time.Time) []Binding {
 	if g.cfg.Shared == nil {
