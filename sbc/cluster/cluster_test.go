@@ -80,6 +80,20 @@ func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 }
 
 // recorder keeps the events given to OnBan.
+// runningPair is two running clients of srv, nodes "a" and "b", each
+// recording the ban events it is given.
+func runningPair(t testing.TB, srv *redistest.Server) (a, b *Client, ra, rb *recorder) {
+	t.Helper()
+	a = newClient(t, srv.Addr(), "a")
+	b = newClient(t, srv.Addr(), "b")
+	ra, rb = &recorder{}, &recorder{}
+	a.OnBan(ra.add)
+	b.OnBan(rb.add)
+	run(t, a)
+	run(t, b)
+	return a, b, ra, rb
+}
+
 type recorder struct {
 	mu  sync.Mutex
 	evs []BanEvent
@@ -222,13 +236,7 @@ func TestDegradedStart(t *testing.T) {
 func TestBanPublishReceive(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	a := newClient(t, srv.Addr(), "a")
-	b := newClient(t, srv.Addr(), "b")
-	var ra, rb recorder
-	a.OnBan(ra.add)
-	b.OnBan(rb.add)
-	run(t, a)
-	run(t, b)
+	a, b, ra, rb := runningPair(t, srv)
 
 	p := netip.MustParsePrefix("203.0.113.9/24")
 	until := time.Now().Add(time.Hour).Truncate(time.Millisecond)
@@ -345,13 +353,7 @@ func TestResync(t *testing.T) {
 func TestQueuedBansPushedAfterRestart(t *testing.T) {
 	t.Parallel()
 	srv := redistest.Start(t)
-	a := newClient(t, srv.Addr(), "a")
-	b := newClient(t, srv.Addr(), "b")
-	var ra, rb recorder
-	a.OnBan(ra.add)
-	b.OnBan(rb.add)
-	run(t, a)
-	run(t, b)
+	a, _, ra, rb := runningPair(t, srv)
 
 	srv.Stop()
 	waitFor(t, 3*time.Second, "a down", func() bool { return !a.Healthy() })
