@@ -148,6 +148,12 @@ search() {
 	echo "$best"
 }
 
+# last_table FILE: the last Markdown table of FILE (the scripts print their
+# rows as they go, then the whole table).
+last_table() {
+	awk '/^\|/ { if (!in_t) buf = ""; in_t = 1; buf = buf $0 "\n"; next } { in_t = 0 } END { printf "%s", buf }' "$1"
+}
+
 ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "–" }'
 }
@@ -247,7 +253,7 @@ if has_part relay && [ -f scripts/bench-relay.sh ]; then
 	echo "== bench-suite: media relay"
 	relay_out="$work/relay.md"
 	PPS_LIST="${RELAY_PPS:-10000 40000 80000}" bash scripts/bench-relay.sh >"$relay_out" 2>>"$log" || true
-	relay_table=$(grep '^|' "$relay_out" || true)
+	relay_table=$(last_table "$relay_out")
 fi
 
 xdp_table=""
@@ -257,7 +263,7 @@ if has_part xdp; then
 		xdp_out="$work/xdp.md"
 		SETUPS="${XDP_SETUPS:-xdp-native iptables}" MODES="${XDP_MODES:-single rotating}" \
 			bash scripts/bench-xdp.sh >"$xdp_out" 2>>"$log" || true
-		xdp_table=$(grep '^|' "$xdp_out" || true)
+		xdp_table=$(last_table "$xdp_out")
 	else
 		xdp_table="(skipped: scripts/bench-xdp.sh needs root for network namespaces and XDP)"
 	fi
