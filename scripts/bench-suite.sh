@@ -34,6 +34,9 @@
 #                                      back-to-back messages: failed calls)
 #   REG_RATES="500 1000 1500"          REGISTER rates tried, 10,000 users
 #   MEM_CALLS=10000 MEM_RATE=250       concurrency run
+#   MEM_MEDIA_CALLS                    the same with media relay (default:
+#                                      the descriptor limit / 5, at most
+#                                      MEM_CALLS)
 #   PARTS="calls register memory backend relay xdp"
 #   BACKEND_RATE=200                   full chain, embedded store vs Redis
 #   RELAY_PPS="10000 40000 80000"         media relay rates (100 calls)
@@ -56,6 +59,9 @@ KAMAILIO=${KAMAILIO:-auto}
 KAM_CHILDREN=${KAM_CHILDREN:-1}
 REG_RATES=${REG_RATES:-500 1000 1500}
 MEM_CALLS=${MEM_CALLS:-10000}
+# With the media relay a call holds four sockets (and released pairs stay
+# bound for reuse): size it to the descriptors the machine allows.
+MEM_MEDIA_CALLS=${MEM_MEDIA_CALLS:-$(($(ulimit -Hn) / 5 < MEM_CALLS ? $(ulimit -Hn) / 5 : MEM_CALLS))}
 MEM_RATE=${MEM_RATE:-250}
 PARTS=${PARTS:-calls register memory backend relay xdp}
 BACKEND_RATE=${BACKEND_RATE:-200}
@@ -225,13 +231,15 @@ if has_part memory; then
 	# sample is taken 40 s after that: the transactions that set the calls
 	# up have ended (64*T1 = 32 s after the 2xx), so what is left is what a
 	# long call costs. Calls last until after the sample.
-	ramp=$(((MEM_CALLS + MEM_RATE - 1) / MEM_RATE))
-	mem_at=$((ramp + 40))
-	hold_ms=$(((ramp + 50) * 1000))
 	for chain in full plain; do
-		echo "== bench-suite: $MEM_CALLS concurrent calls ($chain)"
+		calls=$MEM_CALLS
+		[ "$chain" = full ] && calls=$MEM_MEDIA_CALLS
+		ramp=$(((calls + MEM_RATE - 1) / MEM_RATE))
+		mem_at=$((ramp + 40))
+		hold_ms=$(((ramp + 50) * 1000))
+		echo "== bench-suite: $calls concurrent calls ($chain)"
 		sum="$work/memory-$chain.sum"
-		run_target sipwall "$chain" "$MEM_RATE" "$MEM_CALLS" "$sum" HOLD_MS="$hold_ms" MEM_AT="$mem_at"
+		run_target sipwall "$chain" "$MEM_RATE" "$calls" "$sum" HOLD_MS="$hold_ms" MEM_AT="$mem_at"
 		what="full chain, media relay"
 		[ "$chain" = plain ] && what="plain relay, no media relay"
 		rows+=("| memory per concurrent call, $(val "$sum" calls_at) calls up ($what) | $(val "$sum" mem_per_call_kib) KiB RSS, $(val "$sum" heap_per_call_kib) KiB Go heap in use, $(val "$sum" live_per_call_kib) KiB live after a GC ($(val "$sum" goroutines) goroutines; $(val "$sum" failed) failed) | – | – |")

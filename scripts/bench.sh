@@ -293,7 +293,7 @@ listen:
 upstreams:
   - {name: pbx, uri: "sip:$PBX_IP:$pbx_port$uri_param"}
 health: {interval: 0s}
-calls: {ring_timeout: 30s}
+calls: {ring_timeout: 30s, drain_timeout: 1s}
 $store_yaml
 log: {level: warn}
 admin: {addr: "127.0.0.1:$admin_port", pprof: $pprof}
@@ -324,6 +324,8 @@ sleep 0.5
 # timeout(1) is the parent of sipwall: measure sipwall itself.
 sw_pid=$(pgrep -P "$sbc_pid" -x sipwall || true)
 [ -n "$sw_pid" ] || sw_pid=$sbc_pid
+# Stopped by PID at the end too: killing timeout(1) alone can leave it.
+pids+=("$sw_pid")
 ticks_before=$(cpu_ticks "$sw_pid")
 redis_before=0
 [ -n "$redis_pid" ] && redis_before=$(cpu_ticks "$redis_pid")

@@ -1,8 +1,10 @@
 package media
 
 import (
+	"errors"
 	"net"
 	"net/netip"
+	"syscall"
 	"time"
 )
 
@@ -88,11 +90,19 @@ func (p *portPool) alloc(now time.Time) (rtp, rtcp *net.UDPConn, port int, err e
 		port = p.first + 2*idx
 		if rtp, err = listen(p.addr, port); err != nil {
 			p.bindFailures++
+			if outOfSockets(err) {
+				// No other port will do better: stop at once instead of
+				// trying every pair of the range under the Manager's lock.
+				return nil, nil, 0, err
+			}
 			continue
 		}
 		if rtcp, err = listen(p.addr, port+1); err != nil {
 			rtp.Close()
 			p.bindFailures++
+			if outOfSockets(err) {
+				return nil, nil, 0, err
+			}
 			continue
 		}
 		p.state[idx] = pairInUse
@@ -107,6 +117,12 @@ func (p *portPool) alloc(now time.Time) (rtp, rtcp *net.UDPConn, port int, err e
 		}
 	}
 	return nil, nil, 0, ErrNoPorts
+}
+
+// outOfSockets tells a failure no other port avoids (the process or the
+// host is out of descriptors or buffers) from a port held by someone else.
+func outOfSockets(err error) bool {
+	return errors.Is(err, syscall.EMFILE) || errors.Is(err, syscall.ENFILE) || errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM)
 }
 
 // takeWarm pops the oldest warm pair, drains what its sockets received
