@@ -122,23 +122,7 @@ sbc_port=$(free_block)
 uac_port=$(free_block)
 
 echo "== bench-kamailio: PBX (sipp UAS) on $PBX_IP:$pbx_port/$TRANSPORT"
-# As in bench.sh: -m is only a bound (stray messages open "calls" of their
-# own); the PBX is told to quit (SIGUSR1) once the UAC is done.
-timeout $((run_s + 30)) sipp -sf "$scen/uas_answer.xml" -t "$sipp_t" \
-	-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
-	-mi "$PBX_IP" -mp $((pbx_port + 2)) \
-	-m $((CALLS * 2)) -nostdin -timeout "${run_s}s" -recv_timeout 10000 \
-	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
-	-trace_stat -stf "$work/uas_stat.csv" -fd 1 \
-	-trace_err -error_file "$work/uas_errors.log" \
-	>"$work/uas.stdout" 2>"$work/uas.stderr" &
-uas_pid=$!
-pids+=("$uas_pid")
-wait_listen "$proto" "$pbx_port" || {
-	echo "bench-kamailio: PBX sipp did not start" >&2
-	cat "$work/uas.stderr" >&2
-	exit 1
-}
+start_pbx uas_answer.xml 10000
 
 # Kamailio's defines; see the head of kamailio.cfg.
 defs=(-A "SBC_LISTEN=$TRANSPORT:$SBC_IP:$sbc_port" -A "SBC_IP=\"$SBC_IP\""

@@ -123,6 +123,30 @@ sipp_figures() {
 	fi
 }
 
+# start_pbx SCENARIO RECV_MS: the sipp UAS standing for the PBX on
+# PBX_IP:pbx_port (uses run_s, sipp_t, CALLS, scen, work, proto); sets
+# uas_pid. -m is only a bound: a stray message (an ACK arriving after the
+# BYE that ended its call, say) opens a "call" of its own, and with -m CALLS
+# the PBX would stop before the last real calls. It is told to quit
+# (SIGUSR1) once the caller is done.
+start_pbx() {
+	timeout $((run_s + 30)) sipp -sf "$scen/$1" -t "$sipp_t" \
+		-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
+		-mi "$PBX_IP" -mp $((pbx_port + 2)) \
+		-m $((CALLS * 2)) -nostdin -timeout "${run_s}s" -recv_timeout "$2" \
+		-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
+		-trace_stat -stf "$work/uas_stat.csv" -fd 1 \
+		-trace_err -error_file "$work/uas_errors.log" \
+		>"$work/uas.stdout" 2>"$work/uas.stderr" &
+	uas_pid=$!
+	pids+=("$uas_pid")
+	wait_listen "$proto" "$pbx_port" || {
+		echo "$bench_name: PBX sipp did not start" >&2
+		cat "$work/uas.stderr" >&2
+		exit 1
+	}
+}
+
 # machine: CPU count and model.
 machine() {
 	echo "$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)"

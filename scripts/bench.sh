@@ -216,25 +216,7 @@ proto=udp
 [ "$TRANSPORT" = tcp ] && proto=tcp
 
 echo "== bench: PBX (sipp UAS) on $PBX_IP:$pbx_port/$TRANSPORT"
-# -m is only a bound: a stray message (an ACK arriving after the BYE that
-# ended its call, say) opens a "call" of its own, and with -m CALLS the PBX
-# would stop before the last real calls and make them time out. It is told
-# to quit (SIGUSR1) once the UAC is done.
-timeout $((run_s + 30)) sipp -sf "$scen/$uas_scen" -t "$sipp_t" \
-	-i "$PBX_IP" -p "$pbx_port" -ci "$PBX_IP" -cp $((pbx_port + 1)) \
-	-mi "$PBX_IP" -mp $((pbx_port + 2)) \
-	-m $((CALLS * 2)) -nostdin -timeout "${run_s}s" -recv_timeout "$recv_ms" \
-	-watchdog_minor_maxtriggers 1000000 -watchdog_major_maxtriggers 1000000 \
-	-trace_stat -stf "$work/uas_stat.csv" -fd 1 \
-	-trace_err -error_file "$work/uas_errors.log" \
-	>"$work/uas.stdout" 2>"$work/uas.stderr" &
-uas_pid=$!
-pids+=("$uas_pid")
-wait_listen "$proto" "$pbx_port" || {
-	echo "bench: PBX sipp did not start" >&2
-	cat "$work/uas.stderr" >&2
-	exit 1
-}
+start_pbx "$uas_scen" "$recv_ms"
 
 mkdir -p "$work/store"
 BACKEND=${BACKEND:-embedded}
