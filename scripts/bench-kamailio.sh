@@ -231,24 +231,8 @@ pss_mib=$(awk -v k="$pss_kb" 'BEGIN { printf "%.1f", k / 1024 }')
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 kam_version=$(kamailio -v 2>/dev/null | awk '/^version:/ { print $3; exit }')
 machine=$(machine)
-p50="?" p99="?"
-rtt=$(ls "$work"/*_rtt.csv 2>/dev/null | head -n 1 || true)
-[ -n "$rtt" ] && [ -s "$rtt" ] && read -r p50 p99 < <(rtt_percentiles "$rtt")
-if [ -n "${BENCH_SUMMARY:-}" ]; then
-	cat >"$BENCH_SUMMARY" <<SUM
-created $created
-ok $ok
-failed $failed
-uas_ok $uas_ok
-elapsed $elapsed
-cps $cps
-cpu_s $cpu_s
-cpu_per_k $cpu_per_k
-pss_mib $pss_mib
-p50_ms $p50
-p99_ms $p99
-SUM
-fi
+setup_latency
+write_summary pss_mib "$pss_mib"
 
 row="| $now | $kam_version | $TRANSPORT | $auth_label | $DIALOG | $TOPOH | $CHILDREN ($nprocs_after procs) | $RATE/s | $created of $CALLS | $ok | $failed | $uas_ok (sipp: $uas_failed failed) | $elapsed s | $cps/s | $cpu_s s | $cpu_per_k s | $pss_mib MiB | $p50 / $p99 ms | $uac_rc | $machine | $load_before / $load_after |"
 header="| time (UTC) | kamailio | transport | auth | dialog | topoh | children | offered | calls placed | successful | failed | completed at the PBX | elapsed | achieved | kamailio CPU | CPU per 1,000 calls | PSS at end | setup p50 / p99 | sipp exit | machine | load 1 min before / after |

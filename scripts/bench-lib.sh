@@ -147,6 +147,28 @@ start_pbx() {
 	}
 }
 
+# setup_latency: p50 and p99 (ms, "?" without data) of the caller's
+# -trace_rtt file in the work directory, into the variables of those names.
+setup_latency() {
+	local rtt
+	p50="?" p99="?"
+	rtt=$(ls "$work"/*_rtt.csv 2>/dev/null | head -n 1 || true)
+	if [ -n "$rtt" ] && [ -s "$rtt" ]; then
+		read -r p50 p99 < <(rtt_percentiles "$rtt")
+	fi
+}
+
+# write_summary [KEY VALUE]...: the run's figures as "key value" lines into
+# BENCH_SUMMARY (when set), the common ones and then the pairs given.
+write_summary() {
+	[ -n "${BENCH_SUMMARY:-}" ] || return 0
+	{
+		printf '%s %s\n' created "$created" ok "$ok" failed "$failed" uas_ok "$uas_ok" \
+			elapsed "$elapsed" cps "$cps" cpu_s "$cpu_s" cpu_per_k "$cpu_per_k" p50_ms "$p50" p99_ms "$p99"
+		[ "$#" -gt 0 ] && printf '%s %s\n' "$@"
+	} >"$BENCH_SUMMARY"
+}
+
 # machine: CPU count and model.
 machine() {
 	echo "$(nproc) CPUs, $(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/null || echo unknown)"

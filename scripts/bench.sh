@@ -470,10 +470,8 @@ rss_mib=$(awk -v k="$hwm_kb" 'BEGIN { printf "%.1f", k / 1024 }')
 
 # Setup latency: sipp's response times (first INVITE to 200) of the
 # successful calls, in ms.
-p50="?" p99="?"
-rtt=$(ls "$work"/*_rtt.csv 2>/dev/null | head -n 1 || true)
-if [ -n "$rtt" ] && [ -s "$rtt" ]; then
-	read -r p50 p99 < <(rtt_percentiles "$rtt")
+setup_latency
+if [ "$p50" != "?" ]; then
 	extra_rows=$extra_rows$'\n'"| setup latency (first INVITE → 200, sipp) | p50 $p50 ms, p99 $p99 ms |"
 fi
 # Memory per concurrent call (MEM_AT): RSS growth over the calls up then.
@@ -536,23 +534,8 @@ echo
 echo "$table"
 
 if [ -n "${BENCH_SUMMARY:-}" ]; then
-	cat >"$BENCH_SUMMARY" <<SUM
-created $created
-ok $ok
-failed $failed
-uas_ok $uas_ok
-elapsed $elapsed
-cps $cps
-cpu_s $cpu_s
-cpu_per_k $cpu_per_k
-rss_mib $rss_mib
-p50_ms $p50
-p99_ms $p99
-mem_per_call_kib $mem_per_call
-redis_cpu_per_k $redis_cpu_per_k
-heap_per_call_kib ${heap_per_call:-?}
-live_per_call_kib ${live_per_call:-?}
-SUM
+	write_summary rss_mib "$rss_mib" mem_per_call_kib "$mem_per_call" redis_cpu_per_k "$redis_cpu_per_k" \
+		heap_per_call_kib "${heap_per_call:-?}" live_per_call_kib "${live_per_call:-?}"
 	if [ -s "$work/mem.txt" ]; then cat "$work/mem.txt" >>"$BENCH_SUMMARY"; fi
 	if [ "$loadgen" = regload ]; then
 		for k in auth_p50_ms auth_p99_ms register_p50_ms register_p99_ms; do
