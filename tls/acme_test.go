@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
+	"github.com/sipwall/sipwall/sbc/siptest"
 	"io"
 	"net"
 	"net/http"
@@ -49,22 +50,13 @@ func (l *lockedBuffer) String() string {
 	return l.b.String()
 }
 
-func freePort(t *testing.T, network string) int {
+func freePort(t *testing.T) int {
 	t.Helper()
-	if network == "udp" {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer c.Close()
-		return c.LocalAddr().(*net.UDPAddr).Port
-	}
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	port, err := siptest.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
+	return port
 }
 
 func needPebble(t *testing.T) {
@@ -106,8 +98,8 @@ func startPebble(t *testing.T, httpPort, tlsPort, validity int) *pebble {
 	certPEM, keyPEM, _ := ca.issue(t, leafOpts{dns: []string{"localhost"}, ips: []net.IP{net.IPv4(127, 0, 0, 1)}})
 	p := &pebble{httpPort: httpPort, tlsPort: tlsPort, out: &lockedBuffer{}}
 	p.caFile = writeFile(t, dir, "pebble-ca.pem", ca.pem)
-	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
-	p.mgmt = fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	listen := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	p.mgmt = fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	p.dir = "https://" + listen + "/dir"
 	conf := map[string]any{"pebble": map[string]any{
 		"listenAddress":                  listen,
@@ -125,8 +117,8 @@ func startPebble(t *testing.T, httpPort, tlsPort, validity int) *pebble {
 	js, _ := json.Marshal(conf)
 	confFile := writeFile(t, dir, "pebble-config.json", js)
 
-	dns := fmt.Sprintf("127.0.0.1:%d", freePort(t, "udp"))
-	chmgmt := fmt.Sprintf("127.0.0.1:%d", freePort(t, "tcp"))
+	dns := fmt.Sprintf("127.0.0.1:%d", freePort(t))
+	chmgmt := fmt.Sprintf("127.0.0.1:%d", freePort(t))
 	startProc(t, &lockedBuffer{}, nil, "pebble-challtestsrv",
 		"-defaultIPv4", "127.0.0.1", "-defaultIPv6", "",
 		"-dns01", dns, "-http01", "", "-https01", "", "-tlsalpn01", "", "-management", chmgmt)
@@ -198,8 +190,8 @@ func TestACMEObtainRestartFailure(t *testing.T) {
 	needPebble(t)
 	shortRenewChecks(t)
 	const name = "sip-a.test.example"
-	httpPort := freePort(t, "tcp")
-	p := startPebble(t, httpPort, freePort(t, "tcp"), 3600)
+	httpPort := freePort(t)
+	p := startPebble(t, httpPort, freePort(t), 3600)
 	roots := p.issuingRoot(t)
 	storage := t.TempDir()
 	opt := Options{
@@ -290,7 +282,7 @@ func TestACMERenewalALPN(t *testing.T) {
 		t.Fatal(err)
 	}
 	tlsPort := inner.Addr().(*net.TCPAddr).Port
-	p := startPebble(t, freePort(t, "tcp"), tlsPort, 30)
+	p := startPebble(t, freePort(t), tlsPort, 30)
 	roots := p.issuingRoot(t)
 	m := runManager(t, Options{
 		Names: []string{name}, CA: p.dir, CARootFile: p.caFile, ALPN: true,

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"github.com/sipwall/sipwall/sbc/siptest"
 	"net"
 	"os"
 	"path/filepath"
@@ -51,19 +52,14 @@ func (s *syncBuffer) String() string {
 
 func freePort(t *testing.T) int {
 	t.Helper()
-	for {
-		c, err := net.ListenPacket("udp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		port := c.LocalAddr().(*net.UDPAddr).Port
-		c.Close()
-		// Not in the default media range: relays of apps in other test
-		// packages keep ports there bound (released pairs stay warm).
-		if port < 40000 || port > 44999 {
-			return port
-		}
+	// Both UDP and TCP free, below the ephemeral range (and away from the
+	// default media range, where relays of other test packages keep
+	// released ports bound).
+	port, err := siptest.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
 	}
+	return port
 }
 
 func TestVersionAndUsage(t *testing.T) {

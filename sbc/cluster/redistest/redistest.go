@@ -8,6 +8,7 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"github.com/sipwall/sipwall/sbc/siptest"
 	"io"
 	"net"
 	"os/exec"
@@ -179,14 +180,7 @@ func serverPID(addr string) (int, error) {
 	return 0, errors.New("INFO: no process_id")
 }
 
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
-}
+func freePort() (int, error) { return siptest.FreePort("127.0.0.1") }
 
 type lockedBuffer struct {
 	mu sync.Mutex
