@@ -47,6 +47,7 @@ func (l *Layer) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 	d, err := e.Decide(ctx, in)
 	if err != nil {
 		e.logDeny(in, d, err)
+		r.Why = whyDeny(e.opt.Shadow, "evaluation failed")
 		if e.opt.Shadow {
 			e.c.shadowDenies.Add(1)
 			return sbc.Continue, nil
@@ -64,6 +65,7 @@ func (l *Layer) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		return sbc.Continue, nil
 	}
 	e.logDeny(in, d, nil)
+	r.Why = whyDeny(e.opt.Shadow, "rule "+d.Rule)
 	if e.opt.Shadow {
 		e.c.shadowDenies.Add(1)
 		return sbc.Continue, nil
@@ -79,6 +81,14 @@ func (l *Layer) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		return sbc.Rejected, sbc.Respond(w, r, 302, "Moved Temporarily", sip.NewHeader("Contact", "<"+d.Redirect+">"))
 	}
 	return sbc.Rejected, sbc.Respond(w, r, d.Status, d.Reason)
+}
+
+// whyDeny is the decision log's name of a denial.
+func whyDeny(shadow bool, what string) string {
+	if shadow {
+		return "would deny (shadow): " + what
+	}
+	return what
 }
 
 func (e *Engine) logAllow(in *Input, d Decision) {

@@ -97,6 +97,12 @@ type Request struct {
 	// call this request starts after that long, if that is sooner than
 	// calls.max_duration.
 	MaxDuration time.Duration
+	// Why names the check or rule behind a layer's verdict, for the
+	// decision log: set by the layer that rejects or drops the request,
+	// or by one that would have refused it in shadow mode (then the
+	// request goes on). Short, made of the layer's own words, never of
+	// wire text.
+	Why string
 }
 
 // PeerCert is what a verified client certificate says about a peer.

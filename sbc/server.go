@@ -90,7 +90,12 @@ type Options struct {
 	// OnUnhandledResponse receives responses that match no transaction
 	// (retransmitted 2xx the B2BUA must re-ACK).
 	OnUnhandledResponse func(*sip.Response)
-	Logger              *slog.Logger
+	// OnDecision, when set, is told of every request the chain finished
+	// with: the layer that decided (empty when none took it), the verdict
+	// and the final status sent (0 for none). Called on the request's own
+	// goroutine after the answer was sent; it must be quick.
+	OnDecision func(r *Request, layer string, v Verdict, status int)
+	Logger     *slog.Logger
 }
 
 // Listener is a bound socket.
@@ -597,6 +602,10 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 			if w.Written() == 0 && !req.IsAck() && tx != nil {
 				_ = tx.Respond(sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil))
 			}
+			if r.Why == "" {
+				r.Why = "error"
+			}
+			s.decided(r, h.Name(), Rejected, w)
 			return
 		}
 		switch v {
@@ -611,12 +620,22 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		case Dropped:
 			s.Stats.Dropped.Add(1)
 		}
+		s.decided(r, h.Name(), v, w)
 		return
 	}
 	// No layer took it: nothing in the chain serves this method.
 	if !req.IsAck() && tx != nil && w.Written() == 0 {
 		s.Stats.Rejected.Add(1)
 		_ = tx.Respond(sip.NewResponseFromRequest(req, 501, "Not Implemented", nil))
+		r.Why = "method not served"
+		s.decided(r, "", Rejected, w)
+	}
+}
+
+// decided tells Options.OnDecision about a finished request.
+func (s *Server) decided(r *Request, layer string, v Verdict, w *writer) {
+	if s.opts.OnDecision != nil {
+		s.opts.OnDecision(r, layer, v, w.Written())
 	}
 }
 

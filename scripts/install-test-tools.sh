@@ -12,6 +12,8 @@
 #   pebble    pebble           ACME server for the tls tests
 #   socat     socat            TLS in front of sipp (sipp has no TLS here)
 #   redis-server redis-server  the shared store of the scale-out tests (sbc/cluster)
+#   chromium  chromium         headless browser of the web console test
+#   chromedriver chromium-driver  drives it (WebDriver) in cmd/sipwall
 #
 # With --bench, also what `make bench` uses:
 #   curl      curl             admin API samples and profiles (scripts/bench.sh)
@@ -21,9 +23,9 @@
 # exits non-zero when something is missing.
 set -euo pipefail
 
-cmds=(sipp svmap tshark ip pebble socat redis-server)
+cmds=(sipp svmap tshark ip pebble socat redis-server chromium chromedriver)
 declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat
-	[curl]=curl [kamailio]=kamailio [redis-server]=redis-server)
+	[curl]=curl [kamailio]=kamailio [redis-server]=redis-server [chromium]=chromium [chromedriver]=chromium-driver)
 if [ "${1:-}" = --bench ]; then
 	cmds+=(curl kamailio)
 fi

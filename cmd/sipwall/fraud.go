@@ -42,6 +42,17 @@ func (l *fraudLayer) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Re
 		c.User, c.Trusted = id.User, id.Trusted
 	}
 	v := l.e.Check(c)
+	switch {
+	case v.Shadow && v.Rule != "":
+		r.Why = "would " + v.Action + " (shadow): rule " + v.Rule
+	case !v.Allow:
+		r.Why = "rule " + v.Rule
+		if v.Action != "" {
+			r.Why += " (" + v.Action + ")"
+		}
+	case v.MaxDuration > 0 && v.Rule != "":
+		r.Why = "rule " + v.Rule + ": limited to " + v.MaxDuration.Round(time.Second).String()
+	}
 	if !v.Allow {
 		// The B2BUA never sees this call: end it in the counters now.
 		l.e.Ended(c.ID, false, 0)

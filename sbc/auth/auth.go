@@ -278,15 +278,15 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 	state, issued := a.nonces.check(cr.nonce, now, ip, a.opt.Realm, a.opt.NonceTTL, a.opt.MaxSkew)
 	switch state {
 	case nonceForeign:
-		a.fail(ReasonForeignNonce)
+		a.fail(r, ReasonForeignNonce)
 		return a.challenge(w, r, k, ip, false)
 	case nonceFuture:
-		a.fail(ReasonFutureNonce)
+		a.fail(r, ReasonFutureNonce)
 		return a.challenge(w, r, k, ip, false)
 	case nonceStale:
 		// stale=true without checking the digest: checking it would turn
 		// expired nonces into a password oracle that OnFailure never sees.
-		a.fail(ReasonStale)
+		a.fail(r, ReasonStale)
 		return a.challenge(w, r, k, ip, true)
 	}
 	if op, given := mine.Params["opaque"]; given &&
@@ -319,7 +319,7 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		reason = ReasonLocked
 	}
 	if reason != "" {
-		a.fail(reason)
+		a.fail(r, reason)
 		if a.opt.OnFailure != nil {
 			a.opt.OnFailure(ip, cr.username, reason)
 		}
@@ -368,9 +368,9 @@ func (a *Auth) evidence(c *Credentials, ip netip.Addr) {
 // nonce the table has forgotten; either way the client gets stale=true.
 func (a *Auth) ncRefused(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr, st ncResult) (sbc.Verdict, error) {
 	if st == ncReplay {
-		a.fail(ReasonReplay)
+		a.fail(r, ReasonReplay)
 	} else {
-		a.fail(ReasonStale)
+		a.fail(r, ReasonStale)
 	}
 	return a.challenge(w, r, k, ip, true)
 }
@@ -454,12 +454,14 @@ func (a *Auth) sameURI(uri string, r *sbc.Request) bool {
 	return u.String() == ruri
 }
 
-func (a *Auth) fail(reason string) {
+// fail counts a failure and names it on the request for the decision log.
+func (a *Auth) fail(r *sbc.Request, reason string) {
 	a.failures[reason].Add(1)
+	r.Why = reason
 }
 
 func (a *Auth) badRequest(w sbc.ResponseWriter, r *sbc.Request, reason string) (sbc.Verdict, error) {
-	a.fail(reason)
+	a.fail(r, reason)
 	if err := sbc.Respond(w, r, 400, "Bad Request"); err != nil {
 		return sbc.Rejected, fmt.Errorf("auth: send 400: %w", err)
 	}

@@ -152,6 +152,34 @@ type Options struct {
 	Now func() time.Time
 	// Logger gets one Info line per ban and lock (default: discard).
 	Logger *slog.Logger
+	// OnEvent, when set, is told of every ban, unban and user lock, local
+	// or from another node (for the decision log). Called without locks
+	// held; it must be quick.
+	OnEvent func(Event)
+}
+
+// Event is a ban, unban or lock, for Options.OnEvent.
+type Event struct {
+	// Kind is EventBan, EventUnban or EventLock.
+	Kind string
+	// Entry is the ban (Prefix only for an unban); Lock the user lock.
+	Entry Entry
+	Lock  UserLock
+	// Remote: decided by another node.
+	Remote bool
+}
+
+// Event kinds.
+const (
+	EventBan   = "banned"
+	EventUnban = "unbanned"
+	EventLock  = "locked"
+)
+
+func (m *Manager) event(ev Event) {
+	if m.opt.OnEvent != nil {
+		m.opt.OnEvent(ev)
+	}
 }
 
 // DefaultScannerAgents are User-Agent substrings of SIP scanners and
@@ -578,6 +606,7 @@ func (m *Manager) lockUser(user, evidence string, now time.Time) {
 	m.mu.Unlock()
 	m.userLocks.Add(1)
 	m.log.Info("user locked", "user", quote(user), "evidence", evidence, "until", l.Until)
+	m.event(Event{Kind: EventLock, Lock: l})
 }
 
 // Ban bans p (an address as /32 or /128, or a network) for d, or for the
@@ -627,6 +656,7 @@ func (m *Manager) ban(p netip.Prefix, d time.Duration, reason, evidence string, 
 	c.Add(1)
 	m.log.Info("banned", "prefix", p.String(), "reason", reason, "evidence", evidence,
 		"level", lv, "duration", d.String(), "until", e.Until)
+	m.event(Event{Kind: EventBan, Entry: e})
 	err := m.sync(p, true, true)
 	for _, q := range lifted {
 		_ = m.persist(q, false)
@@ -706,6 +736,7 @@ func (m *Manager) ApplyRemote(e Entry) error {
 	m.remote.Add(1)
 	m.log.Info("banned by another node", "prefix", p.String(), "reason", e.Reason, "evidence", e.Evidence,
 		"level", e.Level, "until", e.Until)
+	m.event(Event{Kind: EventBan, Entry: e, Remote: true})
 	err = m.persist(p, true)
 	for _, q := range lifted {
 		_ = m.persist(q, false)
@@ -816,6 +847,7 @@ func (m *Manager) unban(p netip.Prefix, publish bool) (bool, error) {
 	} else {
 		m.log.Info("unbanned by another node", "prefix", p.String())
 	}
+	m.event(Event{Kind: EventUnban, Entry: Entry{Prefix: p}, Remote: !publish})
 	if err := m.sync(p, false, publish); err != nil {
 		return now.Before(end), fmt.Errorf("unban %s: %w", p, err)
 	}

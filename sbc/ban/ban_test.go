@@ -2,9 +2,11 @@ package ban
 
 import (
 	"errors"
+	"fmt"
 	"net/netip"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 )
@@ -589,5 +591,50 @@ func TestOptions(t *testing.T) {
 				t.Fatalf("defaults %+v, maxLevel %d", o, m.maxLevel)
 			}
 		})
+	}
+}
+
+// OnEvent hears of every ban, unban and lock, local or remote.
+func TestOnEventReportsBansUnbansAndLocks(t *testing.T) {
+	var mu sync.Mutex
+	var got []string
+	c := newClock()
+	m := newManager(t, Options{Now: c.Now, UserThreshold: 2, OnEvent: func(ev Event) {
+		mu.Lock()
+		defer mu.Unlock()
+		switch ev.Kind {
+		case EventLock:
+			got = append(got, ev.Kind+" "+ev.Lock.User)
+		default:
+			got = append(got, fmt.Sprintf("%s %s %s remote=%v", ev.Kind, ev.Entry.Prefix, ev.Entry.Reason, ev.Remote))
+		}
+	}})
+	p := netip.MustParsePrefix("192.0.2.1/32")
+	if _, err := m.Ban(p, time.Hour, ReasonManual, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.Unban(p); err != nil {
+		t.Fatal(err)
+	}
+	q := netip.MustParsePrefix("192.0.2.2/32")
+	if err := m.ApplyRemote(Entry{Prefix: q, Reason: ReasonScanner, Until: c.Now().Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := m.RemoveRemote(q); err != nil {
+		t.Fatal(err)
+	}
+	m.Failure(netip.MustParseAddr("192.0.2.3"), "dave", "bad_password")
+	m.Failure(netip.MustParseAddr("192.0.2.4"), "dave", "bad_password")
+	mu.Lock()
+	defer mu.Unlock()
+	want := []string{
+		"banned 192.0.2.1/32 manual remote=false",
+		"unbanned 192.0.2.1/32  remote=false",
+		"banned 192.0.2.2/32 scanner remote=true",
+		"unbanned 192.0.2.2/32  remote=true",
+		"locked dave",
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("events:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(want, "\n"))
 	}
 }

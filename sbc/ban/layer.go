@@ -35,13 +35,15 @@ func (l *Layer) ServeSIP(_ context.Context, _ sbc.ResponseWriter, r *sbc.Request
 	if !ip.IsValid() || l.m.isTrusted(ip) {
 		return sbc.Continue, nil
 	}
-	if _, ok := l.m.Banned(ip); ok {
+	if e, ok := l.m.Banned(ip); ok {
+		r.Why = "banned (" + e.Reason + ")"
 		return sbc.Dropped, nil
 	}
 	if ua, ok := l.m.scanner(r.Request); ok {
 		// A store error is logged and counted by ban; the ban holds in
 		// memory, so the verdict stands.
 		_, _ = l.m.ban(hostPrefix(ip), 0, ReasonScanner, "User-Agent "+quote(ua), l.m.opt.Now())
+		r.Why = ReasonScanner
 		return sbc.Dropped, nil
 	}
 	return sbc.Continue, nil

@@ -561,6 +561,16 @@ type Admin struct {
 	// costs CPU while it runs, and the heap profile shows memory contents'
 	// shape. Used by `make bench` to profile the hot path.
 	Pprof bool `yaml:"pprof"`
+	// Console serves the web console under /console/ on Addr: a login
+	// with the token of TokenFile (required), then pages of calls,
+	// registrations, bans, the decision log ("why") and the policy and
+	// rules status. Off by default.
+	Console bool `yaml:"console"`
+	// DecisionLog is how many recent decisions (rejections, drops,
+	// forwarded calls and registrations, bans, locks) are kept in memory
+	// for the console's and the API's "why" search: 100 to 1000000,
+	// default 10000.
+	DecisionLog int `yaml:"decision_log"`
 }
 
 // HEP configures the copy of every SIP message to a Homer collector.

@@ -117,6 +117,7 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Log.Format, defaultLogFormat)
 	c.Log.Calls = true
 	setDefault(&c.Admin.Addr, "127.0.0.1:9090")
+	setDefault(&c.Admin.DecisionLog, 10000)
 	setDefault(&c.HEP.Transport, "udp")
 	setDefault(&c.Calls.DrainTimeout, Duration(30*time.Second))
 }

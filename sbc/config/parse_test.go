@@ -71,7 +71,7 @@ func wantDefault() Config {
 		},
 		Store: Store{Path: "/var/lib/sipwall", Backend: "embedded", Redis: Redis{Prefix: "sipwall", Timeout: Duration(500 * time.Millisecond), Resync: Duration(30 * time.Second), FailClosed: []string{"fraud"}}},
 		Log:   Log{Level: "info", Format: "text", Calls: true},
-		Admin: Admin{Addr: "127.0.0.1:9090"},
+		Admin: Admin{Addr: "127.0.0.1:9090", DecisionLog: 10000},
 		HEP:   HEP{Transport: "udp"},
 	}
 }
@@ -274,7 +274,7 @@ func wantFull() Config {
 			Resync: Duration(20 * time.Second), Node: "sbc-a", FailClosed: []string{"fraud", "registrations"},
 		}},
 		Log:   Log{Level: "debug", Format: "json"},
-		Admin: Admin{Addr: "10.0.0.2:9090", TokenFile: "admin.token", Pprof: true},
+		Admin: Admin{Addr: "10.0.0.2:9090", TokenFile: "admin.token", Pprof: true, Console: true, DecisionLog: 50000},
 		HEP:   HEP{Addr: "10.0.0.50:9060", Transport: "tcp", AgentID: 7, PasswordFile: "hep.password"},
 	}
 }

@@ -681,6 +681,12 @@ func (ch *checker) store(s Store) {
 }
 
 func (ch *checker) admin(a Admin) {
+	if a.DecisionLog < 100 || a.DecisionLog > 1000000 {
+		ch.fail("admin.decision_log", "must be 100 to 1000000 entries, got %d", a.DecisionLog)
+	}
+	if a.Console && (a.Addr == "" || a.TokenFile == "") {
+		ch.fail(ch.pos.written("admin.console", "admin.token_file"), "the web console needs admin.addr and admin.token_file: its login is the admin token")
+	}
 	if a.Addr == "" {
 		return
 	}

@@ -153,6 +153,7 @@ func (s *Sanity) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Reques
 		return sbc.Continue, nil
 	}
 	s.count(p.Rule)
+	r.Why = p.Rule.String()
 	if p.Silent || (s.opts.QuietExternal && r.Side == sbc.External) {
 		s.dropped.Add(1)
 		return sbc.Dropped, nil
