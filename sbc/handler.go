@@ -103,6 +103,10 @@ type Request struct {
 	// request goes on). Short, made of the layer's own words, never of
 	// wire text.
 	Why string
+	// Claimed is the user name the request's credentials gave, set by
+	// the auth layer when it checks them, whether or not they are good
+	// (the decision log finds failed logins by it). Attacker text.
+	Claimed string
 }
 
 // PeerCert is what a verified client certificate says about a peer.

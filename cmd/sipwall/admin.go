@@ -20,6 +20,7 @@ import (
 
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/decision"
 )
 
 // adminServer is the admin HTTP API: health and readiness (no token, they
@@ -32,6 +33,10 @@ type adminServer struct {
 	log   *slog.Logger
 	srv   *http.Server
 	ln    net.Listener
+	// console is the web console (admin.console), nil when off; stop ends
+	// its sampler.
+	console *console
+	stop    chan struct{}
 }
 
 // readToken reads a token file: one line, at least 16 characters.
@@ -80,6 +85,18 @@ func startAdmin(cfg *config.Config, a *app, log *slog.Logger) (*adminServer, err
 	mux.Handle("GET /api/fraud/blocks", s.auth(http.HandlerFunc(s.fraudBlocks)))
 	mux.Handle("DELETE /api/fraud/blocks/{user}", s.auth(http.HandlerFunc(s.fraudUnblock)))
 	mux.Handle("POST /api/reload", s.auth(http.HandlerFunc(s.reload)))
+	mux.Handle("GET /api/why", s.auth(http.HandlerFunc(s.why)))
+	s.stop = make(chan struct{})
+	if cfg.Admin.Console {
+		c, err := newConsole(s)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("web console: %w", err)
+		}
+		s.console = c
+		c.routes(mux)
+		go c.sample(s.stop)
+	}
 	if cfg.Admin.Pprof {
 		mux.Handle("GET /debug/pprof/", s.auth(http.HandlerFunc(pprof.Index)))
 		mux.Handle("GET /debug/pprof/cmdline", s.auth(http.HandlerFunc(pprof.Cmdline)))
@@ -101,7 +118,7 @@ func startAdmin(cfg *config.Config, a *app, log *slog.Logger) (*adminServer, err
 			s.log.Error("admin API stopped", "error", err)
 		}
 	}()
-	s.log.Info("admin API listening", "addr", ln.Addr().String(), "token", s.token != "")
+	s.log.Info("admin API listening", "addr", ln.Addr().String(), "token", s.token != "", "console", s.console != nil)
 	return s, nil
 }
 
@@ -112,6 +129,7 @@ func (s *adminServer) close() {
 	if s == nil {
 		return
 	}
+	close(s.stop)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
 	_ = s.srv.Shutdown(ctx)
@@ -296,4 +314,24 @@ func (s *adminServer) reload(w http.ResponseWriter, _ *http.Request) {
 		code = http.StatusUnprocessableEntity
 	}
 	writeJSON(w, code, res)
+}
+
+// why searches the decision log: ?q= an address, a network, a user or a
+// number (empty: the newest decisions), &limit= 1 to 1000 (default 200).
+func (s *adminServer) why(w http.ResponseWriter, r *http.Request) {
+	limit := 200
+	if v := r.URL.Query().Get("limit"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 || n > 1000 {
+			badRequest(w, "limit must be 1 to 1000")
+			return
+		}
+		limit = n
+	}
+	q := r.URL.Query().Get("q")
+	if len(q) > 100 {
+		badRequest(w, "q is longer than 100 characters")
+		return
+	}
+	writeJSON(w, http.StatusOK, s.a.decisions.Search(decision.Query{Text: q, Limit: limit}))
 }

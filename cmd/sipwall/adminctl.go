@@ -16,6 +16,7 @@ import (
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/decision"
 )
 
 // adminCommands are the sub-commands that talk to a running sipwall's
@@ -32,6 +33,7 @@ var adminCommands = map[string]string{
 	"blocks":        "list accounts blocked by the anti-fraud rules",
 	"unblock":       "unblock USER: lift an anti-fraud account block",
 	"reload":        "re-read the configuration, rule file, policy and users file",
+	"why":           "why ADDRESS|USER|NUMBER: the recent decisions about it",
 }
 
 // adminClient calls the admin API.
@@ -136,6 +138,35 @@ func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
 		return c.print(stdout, http.MethodDelete, "/api/fraud/blocks/"+url.PathEscape(u), nil)
 	case "reload":
 		return c.print(stdout, http.MethodPost, "/api/reload", nil)
+	case "why":
+		q, err := arg()
+		if err != nil {
+			return err
+		}
+		var entries []decision.Entry
+		if err := c.do(http.MethodGet, "/api/why?q="+url.QueryEscape(q), nil, &entries); err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
+		fmt.Fprintln(tw, "WHEN	COUNT	LAYER	DECISION	WHY	REQUEST	SOURCE	USER	TO	DETAIL")
+		for _, e := range entries {
+			src := ""
+			if e.Prefix.IsValid() {
+				src = e.Prefix.String()
+			} else if e.Source.IsValid() {
+				src = e.Source.String()
+			}
+			verdict := e.Verdict
+			if e.Status != 0 {
+				verdict += fmt.Sprintf(" %d", e.Status)
+			}
+			fmt.Fprintf(tw, "%s\t%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n", e.Time.UTC().Format(time.RFC3339), e.Count, e.Layer, verdict,
+				e.Why, e.Method, src, e.User, e.To, e.Detail)
+		}
+		if len(entries) == 0 {
+			fmt.Fprintf(tw, "no decision about %q in the log\n", q)
+		}
+		return tw.Flush()
 	}
 	return fmt.Errorf("unknown admin command %q", name)
 }

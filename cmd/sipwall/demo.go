@@ -48,6 +48,15 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	if err := demoAuth(cfg, st.Dir()); err != nil {
 		return err
 	}
+	if cfg.Admin.Addr != "" {
+		// The demo shows the web console: a fresh token for this run,
+		// printed below (the store, and the token with it, is deleted
+		// when the demo ends).
+		if cfg.Admin.TokenFile, err = writeDemoToken(st.Dir()); err != nil {
+			return fmt.Errorf("write demo admin token: %w", err)
+		}
+		cfg.Admin.Console = true
+	}
 
 	pbx := demo.New(demo.Options{Logger: log})
 	if err := pbx.Start(ctx, demoPBXAddr, demoPBXAddr); err != nil {
@@ -86,6 +95,12 @@ func demoAuth(cfg *config.Config, dir string) error {
 	return nil
 }
 
+// writeDemoToken writes a random admin token into dir.
+func writeDemoToken(dir string) (string, error) {
+	p := filepath.Join(dir, "admin.token")
+	return p, os.WriteFile(p, []byte(randomToken()+"\n"), 0o600)
+}
+
 // writeDemoUsers writes a users file for demoUsers into dir.
 func writeDemoUsers(dir, realm string) (string, error) {
 	var b strings.Builder
@@ -122,18 +137,22 @@ Extensions on the demo PBX:
 Users (digest, realm %q): alice and bob, password "demo".
 
 Call it with sipp (Debian package sip-tester), from the source tree:
-  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -s 1000 -m 1 %s
-  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -s 1000 -m 1 -t t1 %s   # TCP
-  sipp -sf testdata/sipp/uac_register_auth.xml -au alice -ap demo -s alice -m 1 %s
+  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -auth_uri 1000@%[4]s -s 1000 -m 1 %[4]s
+  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -auth_uri 1000@%[4]s -s 1000 -m 1 -t t1 %[4]s   # TCP
+  sipp -sf testdata/sipp/uac_register_auth.xml -au alice -ap demo -s alice -m 1 %[5]s
 
-Or point a softphone at sip:1000@%s (port %s, UDP or TCP) as alice / demo.
+Or point a softphone at sip:1000@%[7]s (port %[8]s, UDP or TCP) as alice / demo.
 Five wrong passwords within a minute ban the address for an hour.
 Press Ctrl-C to stop.
 `, sbcAddr, pbx, a.cfgRealm, sbcAddr, sbcAddr, sbcAddr, host, port)
 	if a.admin != nil {
+		tokenFile := a.cfg.Admin.TokenFile
+		token, _ := readToken(tokenFile)
 		fmt.Fprintf(w, `
-Admin API on %[1]s: curl http://%[1]s/metrics, /api/status, /api/calls;
-or: sipwall calls -admin %[1]s, sipwall bans -admin %[1]s
-`, a.admin.Addr())
+Web console: http://%[1]s/console/  — log in with the token %[2]s
+Admin API on %[1]s (same token, as "Authorization: Bearer ..."):
+  sipwall calls -admin %[1]s -token-file %[3]s
+  sipwall why alice -admin %[1]s -token-file %[3]s
+`, a.admin.Addr(), token, tokenFile)
 	}
 }

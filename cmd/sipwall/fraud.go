@@ -102,7 +102,8 @@ func buildRules(cfg *config.Config, st *store.Store, shared *cluster.Client, sec
 }
 
 // watchRules reloads the rule file when it changes, all-or-nothing.
-func watchRules(ctx context.Context, e *rules.Engine, path string, log *slog.Logger) {
+// Each attempt's outcome goes to done (nil error for a good one).
+func watchRules(ctx context.Context, e *rules.Engine, path string, log *slog.Logger, done func(error)) {
 	var last os.FileInfo
 	if fi, err := os.Stat(path); err == nil {
 		last = fi
@@ -120,11 +121,13 @@ func watchRules(ctx context.Context, e *rules.Engine, path string, log *slog.Log
 			continue
 		}
 		last = fi
-		if err := reloadRules(e, path); err != nil {
+		err = reloadRules(e, path)
+		if err != nil {
 			log.Error("rule file reload failed; the rules before stay", "component", "rules", "error", err)
 		} else {
 			log.Info("rule file reloaded", "component", "rules", "file", path)
 		}
+		done(err)
 	}
 }
 

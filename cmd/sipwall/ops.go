@@ -110,6 +110,18 @@ func (a *app) status() map[string]any {
 	return out
 }
 
+// reloadRecord is the last reload and when it ran (for the console).
+type reloadRecord struct {
+	Time   time.Time
+	Result reloadResult
+}
+
+// rulesRecord is the last automatic reload of the rule file.
+type rulesRecord struct {
+	Time  time.Time
+	Error string
+}
+
 // reloadResult reports a reload (SIGHUP, POST /api/reload).
 type reloadResult struct {
 	Config string `json:"config,omitempty"`
@@ -126,10 +138,10 @@ type reloadResult struct {
 // all or nothing: each is read and checked before any is put in force, so
 // a bad one leaves everything as it was. The users file (also reloaded on
 // change by its watcher) is re-read after them, on its own.
-func (a *app) reload(log *slog.Logger) reloadResult {
+func (a *app) reload(log *slog.Logger) (res reloadResult) {
 	a.reloadMu.Lock()
 	defer a.reloadMu.Unlock()
-	var res reloadResult
+	defer func() { a.lastReload.Store(&reloadRecord{Time: time.Now(), Result: res}) }()
 	fail := func(what string, err error) reloadResult {
 		res.Error = fmt.Sprintf("%s: %v", what, err)
 		log.Error("reload refused; everything stays as it was", "component", "reload", "error", res.Error)

@@ -24,6 +24,7 @@ import (
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/cluster"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/decision"
 	"github.com/sipwall/sipwall/sbc/hep"
 	"github.com/sipwall/sipwall/sbc/media"
 	"github.com/sipwall/sipwall/sbc/registrar"
@@ -168,6 +169,12 @@ type app struct {
 	metrics          *metrics
 	hep              *hep.Exporter // nil with hep.addr empty
 	admin            *adminServer  // nil with admin.addr empty
+	// decisions is the log behind the "why" search.
+	decisions *decision.Log
+	// lastReload and lastRules are the last reload (SIGHUP, API) and the
+	// last automatic reload of the rule file, nil before the first.
+	lastReload atomic.Pointer[reloadRecord]
+	lastRules  atomic.Pointer[rulesRecord]
 	// cfg is the configuration in force (replaced by a reload); cfgPath
 	// the file it came from ("" when built in code: demo, tests).
 	cfg     *config.Config
@@ -183,6 +190,14 @@ type app struct {
 	cfgRealm string
 	cancel   context.CancelFunc
 	wg       sync.WaitGroup
+}
+
+func (a *app) rulesReloaded(err error) {
+	r := &rulesRecord{Time: time.Now()}
+	if err != nil {
+		r.Error = err.Error()
+	}
+	a.lastRules.Store(r)
 }
 
 func (a *app) stop() {
@@ -255,7 +270,8 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			shared.Close()
 		}
 	}()
-	sec, err := buildSecurity(cfg, st, shared, func() *upstream.Pool { return pool }, owns, pf, log)
+	decisions := decision.New(cfg.Admin.DecisionLog)
+	sec, err := buildSecurity(cfg, st, shared, func() *upstream.Pool { return pool }, owns, pf, decisions, log)
 	if err != nil {
 		return nil, err
 	}
@@ -326,7 +342,8 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 				b.OnUnhandledResponse(res)
 			}
 		},
-		Logger: log,
+		OnDecision: chainDecisions(decisions),
+		Logger:     log,
 	})
 	if err != nil {
 		return nil, err
@@ -437,7 +454,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	}
 	srv.SetChain(chain)
 	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
-		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now()}
+		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now(), decisions: decisions}
 	m.a = a
 	if a.admin, err = startAdmin(cfg, a, log); err != nil {
 		undo()
@@ -477,7 +494,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if fraud != nil {
 		a.wg.Add(2)
 		go func() { defer a.wg.Done(); fraud.Run(ctx) }()
-		go func() { defer a.wg.Done(); watchRules(ctx, fraud, cfg.Rules.File, log) }()
+		go func() { defer a.wg.Done(); watchRules(ctx, fraud, cfg.Rules.File, log, a.rulesReloaded) }()
 	}
 	sec.run(ctx, func(f func()) {
 		a.wg.Add(1)

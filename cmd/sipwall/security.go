@@ -17,6 +17,7 @@ import (
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/cluster"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/decision"
 	"github.com/sipwall/sipwall/sbc/store"
 	"github.com/sipwall/sipwall/sbc/upstream"
 )
@@ -117,7 +118,7 @@ func (ts *trustedSet) matchCert(a netip.Addr, pc *sbc.PeerCert) (string, bool) {
 
 // buildSecurity builds the ban store and, unless auth.mode is off, the
 // digest layer wired to it.
-func buildSecurity(cfg *config.Config, st *store.Store, shared *cluster.Client, pool func() *upstream.Pool, owns func(*sbc.Request) bool, pf *prefilter, log *slog.Logger) (*security, error) {
+func buildSecurity(cfg *config.Config, st *store.Store, shared *cluster.Client, pool func() *upstream.Pool, owns func(*sbc.Request) bool, pf *prefilter, decisions *decision.Log, log *slog.Logger) (*security, error) {
 	trusted, err := newTrustedSet(cfg.Auth, pool)
 	if err != nil {
 		return nil, err
@@ -153,6 +154,7 @@ func buildSecurity(cfg *config.Config, st *store.Store, shared *cluster.Client, 
 		ScannerAgents:    agents,
 		Trusted:          trusted.match,
 		Logger:           log,
+		OnEvent:          banDecisions(decisions),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("bans: %w", err)

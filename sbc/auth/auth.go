@@ -267,6 +267,7 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		return a.challenge(w, r, k, ip, false)
 	}
 	cr, ok := a.validate(mine)
+	r.Claimed = cr.username
 	if !ok {
 		a.evidence(mine, ip)
 		return a.badRequest(w, r, ReasonMalformed)

@@ -1,0 +1,95 @@
+package main
+
+import (
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/ban"
+	"github.com/sipwall/sipwall/sbc/decision"
+)
+
+// chainDecisions records in l what the chain decided about a request:
+// every rejection and drop (but a plain digest challenge, which every
+// caller gets first), and the new calls, registrations and messages let
+// through. In-dialog requests, ACKs and keepalives are not decisions
+// anyone asks about, and are left out.
+func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int) {
+	return func(r *sbc.Request, layer string, v sbc.Verdict, status int) {
+		if r.Request == nil || r.IsAck() {
+			return
+		}
+		switch v {
+		case sbc.Rejected, sbc.Dropped:
+			if layer == "auth" && r.Why == "" && (status == 401 || status == 407) {
+				return // a challenge, not a refusal
+			}
+		default:
+			if r.Why == "" && (!opensSomething(r.Method) || inDialog(r)) {
+				return
+			}
+		}
+		e := decision.Entry{
+			Layer: layer, Verdict: v.String(), Status: status, Why: r.Why, Method: string(r.Method),
+			Source: r.Peer.Addr().Unmap(), To: r.Recipient.User,
+		}
+		if layer == "" {
+			e.Layer = "chain"
+		}
+		switch id := r.Identity; {
+		case id != nil && id.User != "":
+			e.User = id.User
+		case id != nil && id.Trusted != "":
+			e.User = "trusted:" + id.Trusted
+		case r.Claimed != "":
+			e.User = r.Claimed
+		default:
+			if f := r.From(); f != nil {
+				e.User = f.Address.User
+			}
+		}
+		l.Add(e)
+	}
+}
+
+// opensSomething: the methods whose out-of-dialog requests start
+// something an operator asks about (a call, a binding, a message, a
+// subscription, a transfer).
+func opensSomething(m sip.RequestMethod) bool {
+	switch m {
+	case sip.INVITE, sip.REGISTER, sip.MESSAGE, sip.SUBSCRIBE, sip.REFER:
+		return true
+	}
+	return false
+}
+
+func inDialog(r *sbc.Request) bool {
+	to := r.To()
+	if to == nil {
+		return false
+	}
+	tag, ok := to.Params.Get("tag")
+	return ok && tag != ""
+}
+
+// banDecisions records the ban store's bans, unbans and user locks in l.
+func banDecisions(l *decision.Log) func(ban.Event) {
+	return func(ev ban.Event) {
+		e := decision.Entry{Layer: "ban", Verdict: ev.Kind}
+		switch ev.Kind {
+		case ban.EventLock:
+			e.Layer, e.User, e.Why, e.Detail = "auth", ev.Lock.User, "user locked until "+ev.Lock.Until.UTC().Format("15:04:05 UTC"), ev.Lock.Evidence
+		case ban.EventBan:
+			e.Prefix, e.Why, e.Detail = ev.Entry.Prefix, ev.Entry.Reason, ev.Entry.Evidence
+			e.Why += ", until " + ev.Entry.Until.UTC().Format("2006-01-02 15:04:05 UTC")
+		default:
+			e.Prefix = ev.Entry.Prefix
+		}
+		if e.Prefix.IsValid() && e.Prefix.IsSingleIP() {
+			e.Source = e.Prefix.Addr()
+		}
+		if ev.Remote {
+			e.Detail = "by another node; " + e.Detail
+		}
+		l.Add(e)
+	}
+}
