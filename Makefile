@@ -27,6 +27,10 @@ tools:
 # in this Go release.
 FUZZ_SMOKE ?= 3000x
 
+# Screenshots of the web console's browser test land in test-artefacts/.
+SIPWALL_ARTEFACTS ?= $(CURDIR)/test-artefacts
+export SIPWALL_ARTEFACTS
+
 test: tools
 	$(GO) vet ./...
 	$(GO) test -race -count=1 -timeout 15m ./...

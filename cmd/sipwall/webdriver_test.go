@@ -144,12 +144,22 @@ func (b *browser) must(method, path string, body, out any) {
 // gets the full width but, under the window's emulated frame, some 140
 // pixels less height). Both are stopped when the test ends. Without
 // chromium or chromedriver the test is skipped.
+// missingTool skips the test, or fails it where a missing tool must not
+// pass for a green run (CI set, or SIPWALL_E2E_REQUIRED=1, as for sipp).
+func missingTool(t *testing.T, msg string) {
+	t.Helper()
+	if os.Getenv("CI") != "" || os.Getenv("SIPWALL_E2E_REQUIRED") == "1" {
+		t.Fatal(msg)
+	}
+	t.Skip(msg)
+}
+
 func startBrowser(t *testing.T, width, height int) *browser {
 	t.Helper()
 	const install = "install the Debian packages chromium and chromium-driver (scripts/install-test-tools.sh)"
 	driver, err := exec.LookPath("chromedriver")
 	if err != nil {
-		t.Skip("webdriver: chromedriver not found; " + install)
+		missingTool(t, "webdriver: chromedriver not found; "+install)
 	}
 	var chrome string
 	for _, name := range []string{"chromium", "chromium-browser"} {
@@ -158,7 +168,7 @@ func startBrowser(t *testing.T, width, height int) *browser {
 		}
 	}
 	if err != nil {
-		t.Skip("webdriver: chromium not found; " + install)
+		missingTool(t, "webdriver: chromium not found; "+install)
 	}
 
 	dir := t.TempDir() // removed after the cleanups below have run
