@@ -165,8 +165,30 @@ func Respond(w ResponseWriter, r *Request, code int, reason string, hdrs ...sip.
 // reject with, and fallback for any other.
 func ReasonPhrase(code int, fallback string) string {
 	switch code {
+	case 400:
+		return "Bad Request"
+	case 401:
+		return "Unauthorized"
 	case 403:
 		return "Forbidden"
+	case 405:
+		return "Method Not Allowed"
+	case 407:
+		return "Proxy Authentication Required"
+	case 408:
+		return "Request Timeout"
+	case 423:
+		return "Interval Too Brief"
+	case 481:
+		return "Call/Transaction Does Not Exist"
+	case 482:
+		return "Loop Detected"
+	case 483:
+		return "Too Many Hops"
+	case 491:
+		return "Request Pending"
+	case 501:
+		return "Not Implemented"
 	case 404:
 		return "Not Found"
 	case 480:

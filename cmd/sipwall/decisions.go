@@ -1,6 +1,8 @@
 package main
 
 import (
+	"strconv"
+
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
@@ -34,6 +36,11 @@ func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int
 		}
 		if layer == "" {
 			e.Layer = "chain"
+		}
+		if e.Why == "" && status >= 300 {
+			// No check named itself: the answer says what happened
+			// (no registration, no upstream, no such dialog).
+			e.Why = sbc.ReasonPhrase(status, "status "+strconv.Itoa(status))
 		}
 		switch id := r.Identity; {
 		case id != nil && id.User != "":

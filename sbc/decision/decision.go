@@ -149,8 +149,14 @@ func clean(s string) string {
 			s = s[:len(s)-1]
 		}
 	}
-	// strings.Map returns s itself when nothing changes: Clone it so
-	// that the entry never keeps a message's buffer alive.
+	printable := utf8.ValidString(s)
+	for i := 0; printable && i < len(s); i++ {
+		printable = s[i] >= 0x20 && s[i] != 0x7f
+	}
+	if printable {
+		// A copy, so that the entry never keeps a message's buffer alive.
+		return strings.Clone(s)
+	}
 	return strings.Clone(strings.Map(func(r rune) rune {
 		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
 			return '?'

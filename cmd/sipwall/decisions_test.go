@@ -1,0 +1,115 @@
+package main
+
+import (
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/ban"
+	"github.com/sipwall/sipwall/sbc/decision"
+)
+
+// chainRequest parses a request as the listeners would and wraps it.
+func chainRequest(t *testing.T, method, toTag string) *sbc.Request {
+	t.Helper()
+	to := "To: <sip:+4420123@sbc.example>"
+	if toTag != "" {
+		to += ";tag=" + toTag
+	}
+	raw := method + " sip:+4420123@sbc.example SIP/2.0\r\n" +
+		"Via: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bK-1\r\n" +
+		"From: <sip:bob@sbc.example>;tag=a1\r\n" + to + "\r\n" +
+		"Call-ID: c1@192.0.2.5\r\nCSeq: 1 " + method + "\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+	msg, err := sip.ParseMessage([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &sbc.Request{Request: msg.(*sip.Request), Peer: netip.MustParseAddrPort("192.0.2.5:5060"), Transport: "udp"}
+}
+
+// What the chain's verdicts put in the decision log, and what they leave
+// out (challenges, in-dialog traffic, ACKs).
+func TestChainDecisions(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		method string
+		toTag  string
+		set    func(r *sbc.Request)
+		layer  string
+		v      sbc.Verdict
+		status int
+		want   string // "" for nothing recorded; else layer|verdict|why|user
+	}{
+		{"plain challenge", "INVITE", "", nil, "auth", sbc.Rejected, 407, ""},
+		{"bad password", "INVITE", "", func(r *sbc.Request) { r.Why, r.Claimed = "bad-password", "alice" }, "auth", sbc.Rejected, 407,
+			"auth|rejected|bad-password|alice"},
+		{"policy", "INVITE", "", func(r *sbc.Request) {
+			r.Why, r.Identity = "rule premium", &sbc.Identity{User: "carol"}
+		}, "policy", sbc.Rejected, 403, "policy|rejected|rule premium|carol"},
+		{"no registration", "INVITE", "", nil, "registrar", sbc.Rejected, 480, "registrar|rejected|Temporarily Unavailable|bob"},
+		{"trunk call", "INVITE", "", func(r *sbc.Request) { r.Identity = &sbc.Identity{Trusted: "carrier"} }, "b2bua", sbc.Forwarded, 200,
+			"b2bua|forwarded||trusted:carrier"},
+		{"shadow", "INVITE", "", func(r *sbc.Request) { r.Why = "would deny (shadow): rule x" }, "b2bua", sbc.Forwarded, 200,
+			"b2bua|forwarded|would deny (shadow): rule x|bob"},
+		{"register", "REGISTER", "", nil, "registrar", sbc.Forwarded, 200, "registrar|forwarded||bob"},
+		{"in-dialog BYE", "BYE", "x9", nil, "b2bua", sbc.Forwarded, 200, ""},
+		{"stray BYE", "BYE", "x9", nil, "b2bua", sbc.Rejected, 481, "b2bua|rejected|Call/Transaction Does Not Exist|bob"},
+		{"re-INVITE", "INVITE", "x9", nil, "b2bua", sbc.Forwarded, 200, ""},
+		{"keepalive", "OPTIONS", "", nil, "local", sbc.Answered, 200, ""},
+		{"ACK", "ACK", "x9", nil, "b2bua", sbc.Dropped, 0, ""},
+		{"no layer", "PUBLISH", "", func(r *sbc.Request) { r.Why = "method not served" }, "", sbc.Rejected, 501, "chain|rejected|method not served|bob"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			l := decision.New(10)
+			r := chainRequest(t, tc.method, tc.toTag)
+			if tc.set != nil {
+				tc.set(r)
+			}
+			chainDecisions(l)(r, tc.layer, tc.v, tc.status)
+			got := l.Search(decision.Query{})
+			if tc.want == "" {
+				if len(got) != 0 {
+					t.Fatalf("recorded %+v, want nothing", got)
+				}
+				return
+			}
+			if len(got) != 1 {
+				t.Fatalf("recorded %d entries, want 1", len(got))
+			}
+			e := got[0]
+			if s := strings.Join([]string{e.Layer, e.Verdict, e.Why, e.User}, "|"); s != tc.want {
+				t.Fatalf("recorded %q, want %q", s, tc.want)
+			}
+			if e.Source != netip.MustParseAddr("192.0.2.5") || e.To != "+4420123" || e.Method != tc.method || e.Status != tc.status {
+				t.Fatalf("entry %+v", e)
+			}
+		})
+	}
+}
+
+func TestBanDecisions(t *testing.T) {
+	l := decision.New(10)
+	rec := banDecisions(l)
+	until := time.Date(2030, 1, 1, 12, 0, 0, 0, time.UTC)
+	rec(ban.Event{Kind: ban.EventBan, Entry: ban.Entry{Prefix: netip.MustParsePrefix("192.0.2.7/32"), Reason: "auth_failures",
+		Evidence: "5 failures", Until: until}})
+	rec(ban.Event{Kind: ban.EventBan, Remote: true, Entry: ban.Entry{Prefix: netip.MustParsePrefix("2001:db8::/64"), Reason: "scanner", Until: until}})
+	rec(ban.Event{Kind: ban.EventUnban, Entry: ban.Entry{Prefix: netip.MustParsePrefix("192.0.2.7/32")}})
+	rec(ban.Event{Kind: ban.EventLock, Lock: ban.UserLock{User: "alice", Until: until, Evidence: "20 failures"}})
+
+	got := l.Search(decision.Query{Text: "192.0.2.7"})
+	if len(got) != 2 || got[0].Verdict != "unbanned" || got[1].Verdict != "banned" || got[1].Detail != "5 failures" ||
+		!strings.Contains(got[1].Why, "auth_failures, until 2030-01-01 12:00:00 UTC") {
+		t.Fatalf("192.0.2.7: %+v", got)
+	}
+	if got := l.Search(decision.Query{Text: "2001:db8::42"}); len(got) != 1 || !strings.HasPrefix(got[0].Detail, "by another node") {
+		t.Fatalf("address in a remote /64 ban: %+v", got)
+	}
+	if got := l.Search(decision.Query{Text: "alice"}); len(got) != 1 || got[0].Verdict != "locked" || got[0].Layer != "auth" {
+		t.Fatalf("alice: %+v", got)
+	}
+}
