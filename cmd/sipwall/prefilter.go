@@ -13,6 +13,7 @@ import (
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/decision"
 	"github.com/sipwall/sipwall/sbc/upstream"
 )
 
@@ -32,6 +33,31 @@ type prefilter struct {
 	// banMu orders Ban and Unban with the copy of the ban list into a
 	// newly attached program, so neither is lost or undone by the copy.
 	banMu sync.Mutex
+	// decisions gets the userspace drops, at most dropRecords a second
+	// (a flood must not turn into work on the log).
+	decisions  *decision.Log
+	dropSecond atomic.Int64
+	dropN      atomic.Int32
+}
+
+// dropRecords bounds the prefilter drops written to the decision log per
+// second; the decision log coalesces repeats from one source besides.
+const dropRecords = 20
+
+func (p *prefilter) recordDrop(src netip.Addr, r bpf.Reason, c bpf.Class) {
+	if p.decisions == nil {
+		return
+	}
+	now := time.Now().Unix()
+	if sec := p.dropSecond.Load(); sec != now {
+		if p.dropSecond.CompareAndSwap(sec, now) {
+			p.dropN.Store(0)
+		}
+	}
+	if p.dropN.Add(1) > dropRecords {
+		return
+	}
+	p.decisions.Add(decision.Entry{Layer: "prefilter", Verdict: "dropped", Why: r.String() + " (" + c.String() + ")", Source: src.Unmap()})
 }
 
 // newPrefilter builds the model from the prefilter section; nil with mode
@@ -194,7 +220,10 @@ func (p *prefilter) admit(src netip.Addr, data []byte) bool {
 	if data != nil {
 		c = bpf.Classify(data)
 	}
-	ok, _ := p.model.Admit(src, c, bpf.MonoNow())
+	ok, r := p.model.Admit(src, c, bpf.MonoNow())
+	if !ok {
+		p.recordDrop(src, r, c)
+	}
 	return ok
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/sipwall/sipwall/bpf"
 	"github.com/sipwall/sipwall/bpf/netlab"
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/decision"
 )
 
 const (
@@ -265,5 +266,24 @@ func TestPrefilterOff(t *testing.T) {
 	}
 	if d := a.server.Stats.Prefiltered.Load(); d != 0 {
 		t.Fatalf("%d datagrams prefiltered with the prefilter off, want 0", d)
+	}
+}
+
+// The userspace prefilter's drops reach the decision log (bounded per
+// second, coalesced per source): "why" on a flooding address says
+// prefilter, rate, request.
+func TestPrefilterUserspaceDropsInDecisionLog(t *testing.T) {
+	a, _ := startDemo(t, func(c *config.Config) {
+		c.Prefilter.Mode = config.PrefilterUserspace
+		c.Prefilter.Rates.Request = config.Rate{Rate: 1, Burst: 2}
+	})
+	dst := udpListener(t, a)
+	c := loopbackSender(t, "127.0.0.7")
+	if got := exchangeOptions(t, c, dst, "flood", 20); got > 3 {
+		t.Fatalf("%d of 20 OPTIONS answered under a request rate of 1/s burst 2", got)
+	}
+	got := a.decisions.Search(decision.Query{Text: "127.0.0.7"})
+	if len(got) != 1 || got[0].Layer != "prefilter" || got[0].Verdict != "dropped" || got[0].Why != "rate (request)" || got[0].Count < 10 {
+		t.Fatalf("decisions about 127.0.0.7: %+v, want one coalesced prefilter drop for the rate", got)
 	}
 }

@@ -256,9 +256,13 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		b := b2bRef.Load()
 		return b != nil && b.Owns(r)
 	}
+	decisions := decision.New(cfg.Admin.DecisionLog)
 	pf, err := newPrefilter(cfg, log)
 	if err != nil {
 		return nil, err
+	}
+	if pf != nil {
+		pf.decisions = decisions
 	}
 	shared, err := openShared(cfg, log)
 	if err != nil {
@@ -270,7 +274,6 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			shared.Close()
 		}
 	}()
-	decisions := decision.New(cfg.Admin.DecisionLog)
 	sec, err := buildSecurity(cfg, st, shared, func() *upstream.Pool { return pool }, owns, pf, decisions, log)
 	if err != nil {
 		return nil, err
