@@ -32,7 +32,7 @@ func (l *Layer) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 	if r.Request == nil || r.IsAck() || r.IsCancel() || r.Side == sbc.Internal {
 		return sbc.Continue, nil
 	}
-	if inDialog(r) && r.Method != sip.REFER {
+	if r.HasToTag() && r.Method != sip.REFER {
 		// Inside an accepted dialog only a transfer can take the call
 		// somewhere new; BYE, re-INVITE, UPDATE, INFO, PRACK and NOTIFY
 		// are never refused (refusing a BYE would only leave calls up).
@@ -144,14 +144,4 @@ func (e *Engine) attrs(in *Input, d Decision, err error) []any {
 		a = append(a, "err", err)
 	}
 	return a
-}
-
-// inDialog reports whether r carries a To tag.
-func inDialog(r *sbc.Request) bool {
-	to := r.To()
-	if to == nil {
-		return false
-	}
-	tag, ok := to.Params.Get("tag")
-	return ok && tag != ""
 }

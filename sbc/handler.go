@@ -109,6 +109,17 @@ type Request struct {
 	Claimed string
 }
 
+// HasToTag reports whether the request carries a To tag: it claims to be
+// in a dialog (whether that dialog exists is the B2BUA's to say).
+func (r *Request) HasToTag() bool {
+	to := r.To()
+	if to == nil {
+		return false
+	}
+	tag, ok := to.Params.Get("tag")
+	return ok && tag != ""
+}
+
 // PeerCert is what a verified client certificate says about a peer.
 type PeerCert struct {
 	// Name is the certificate's first DNS SAN, else its common name.

@@ -26,7 +26,7 @@ func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int
 				return // a challenge, not a refusal
 			}
 		default:
-			if r.Why == "" && (!opensSomething(r.Method) || inDialog(r)) {
+			if r.Why == "" && (!opensSomething(r.Method) || r.HasToTag()) {
 				return
 			}
 		}
@@ -67,15 +67,6 @@ func opensSomething(m sip.RequestMethod) bool {
 		return true
 	}
 	return false
-}
-
-func inDialog(r *sbc.Request) bool {
-	to := r.To()
-	if to == nil {
-		return false
-	}
-	tag, ok := to.Params.Get("tag")
-	return ok && tag != ""
 }
 
 // banDecisions records the ban store's bans, unbans and user locks in l.

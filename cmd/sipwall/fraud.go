@@ -32,10 +32,8 @@ func (l *fraudLayer) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Re
 	if r.Method != sip.INVITE || r.Side != sbc.External {
 		return sbc.Continue, nil
 	}
-	if to := r.To(); to != nil {
-		if tag, ok := to.Params.Get("tag"); ok && tag != "" {
-			return sbc.Continue, nil // re-INVITE: decided when the call began
-		}
+	if r.HasToTag() {
+		return sbc.Continue, nil // re-INVITE: decided when the call began
 	}
 	c := rules.Call{ID: b2bua.OriginKey(r), Source: r.Peer.Addr().Unmap(), Destination: r.Recipient.User}
 	if id := r.Identity; id != nil {
