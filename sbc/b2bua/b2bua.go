@@ -133,7 +133,8 @@ func (b *B2BUA) SetDraining(on bool) { b.draining.Store(on) }
 type Stats struct {
 	Calls, Answered, Failed, Cancelled, NoAck, Timeouts, Failovers, Redirects, Rejected481 atomic.Int64
 	// Retransmissions counts INVITEs dropped as repeats of a call in
-	// progress whose transaction had already ended.
+	// progress, or of one ended within 64×T1, whose transaction had
+	// already ended.
 	Retransmissions atomic.Int64
 }
 
@@ -361,9 +362,15 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 	if via := r.Via(); via != nil {
 		c.originBranch, _ = via.Params.Get("branch")
 	}
-	added, prev := b.table.add(c, key(c.a.callID, c.a.remoteTag))
+	added, prev, retrans := b.table.add(c, key(c.a.callID, c.a.remoteTag), now)
 	if prev != nil {
 		return b.repeatedInvite(w, r, prev)
+	}
+	if retrans {
+		// The INVITE of a call that has just ended, late: its transaction
+		// and its call are over.
+		b.stats.Retransmissions.Add(1)
+		return sbc.Dropped, nil
 	}
 	if !added {
 		b.endedEarly(r)
@@ -1246,7 +1253,7 @@ func (b *B2BUA) finish(c *call, reason string) {
 	c.state = stateEnded
 	c.mu.Unlock()
 	if c.end() {
-		b.table.remove(c)
+		b.table.remove(c, b.cfg.Now())
 		if b.cfg.Events != nil {
 			c.mu.Lock()
 			ev := CallEvent{Key: c.origin, Ended: true, Answered: !c.answered.IsZero(), Reason: reason}

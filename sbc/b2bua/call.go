@@ -152,30 +152,83 @@ type table struct {
 	// ended on the 2xx does not become a second call.
 	byOrigin map[string]*call
 	seq      uint64
+	// gone remembers the initial INVITEs of calls that ended within the
+	// last 64×T1 (RFC 6026's Accepted state, which the transaction layer
+	// leaves to us): a retransmission of such an INVITE that was still on
+	// its way (queued behind the ACK and BYE of a fast call) is dropped,
+	// not made a second call nobody will ever ACK or end. goneOrder keeps
+	// them oldest first, for expiry and the bound.
+	gone      map[string]goneInvite
+	goneOrder []string
+}
+
+type goneInvite struct {
+	cseq   uint32
+	branch string
+	until  time.Time
 }
 
 func newTable(max int) *table {
-	return &table{max: max, calls: map[uint64]*call{}, byKey: map[string]*call{}, byOrigin: map[string]*call{}}
+	return &table{max: max, calls: map[uint64]*call{}, byKey: map[string]*call{}, byOrigin: map[string]*call{},
+		gone: map[string]goneInvite{}}
+}
+
+// retransmitted reports whether a new INVITE with this origin, CSeq and
+// branch repeats the initial INVITE of a call that ended lately (t.mu
+// held). Expired entries go on the way.
+func (t *table) retransmitted(origin string, cseq uint32, branch string, now time.Time) bool {
+	for len(t.goneOrder) > 0 {
+		g, ok := t.gone[t.goneOrder[0]]
+		if ok && now.Before(g.until) {
+			break
+		}
+		if ok {
+			delete(t.gone, t.goneOrder[0])
+		}
+		t.goneOrder = t.goneOrder[1:]
+	}
+	g, ok := t.gone[origin]
+	return ok && now.Before(g.until) && g.cseq == cseq && g.branch == branch
+}
+
+// forget remembers the initial INVITE of an ended call (t.mu held),
+// within the table's bound.
+func (t *table) forget(c *call, now time.Time) {
+	if c.origin == "" || c.originBranch == "" {
+		return
+	}
+	if _, ok := t.gone[c.origin]; !ok {
+		if len(t.goneOrder) >= t.max {
+			delete(t.gone, t.goneOrder[0])
+			t.goneOrder = t.goneOrder[1:]
+		}
+		t.goneOrder = append(t.goneOrder, c.origin)
+	}
+	t.gone[c.origin] = goneInvite{cseq: c.originCSeq, branch: c.originBranch, until: now.Add(64 * sip.T1)}
 }
 
 // add reserves room for a call whose initial INVITE has the given origin
-// (key of Call-ID and From tag). It fails when the table is full, or
-// returns the call that already has this origin.
-func (t *table) add(c *call, origin string) (ok bool, existing *call) {
+// (key of Call-ID and From tag). It fails when the table is full, returns
+// the call that already has this origin, or reports retrans when c's
+// INVITE repeats that of a call that just ended.
+func (t *table) add(c *call, origin string, now time.Time) (ok bool, existing *call, retrans bool) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if prev := t.byOrigin[origin]; prev != nil {
-		return false, prev
+		return false, prev, false
+	}
+	if t.retransmitted(origin, c.originCSeq, c.originBranch, now) {
+		return false, nil, true
 	}
 	if len(t.calls) >= t.max {
-		return false, nil
+		return false, nil, false
 	}
 	t.seq++
 	c.id = t.seq
 	c.origin = origin
 	t.calls[c.id] = c
 	t.byOrigin[origin] = c
-	return true, nil
+	return true, nil, false
 }
 
 // index makes a leg findable by its dialog identifiers.
@@ -200,12 +253,13 @@ func (t *table) lookup(callID, localTag string) *call {
 	return t.byKey[key(callID, localTag)]
 }
 
-func (t *table) remove(c *call) {
+func (t *table) remove(c *call, now time.Time) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	delete(t.calls, c.id)
 	if t.byOrigin[c.origin] == c {
 		delete(t.byOrigin, c.origin)
+		t.forget(c, now)
 	}
 	for _, l := range []*leg{c.a, c.b} {
 		if l != nil {

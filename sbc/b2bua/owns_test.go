@@ -147,3 +147,43 @@ func TestCallEvents(t *testing.T) {
 		t.Errorf("second event %+v, want ended after at least 50ms", got[1])
 	}
 }
+
+// An INVITE retransmission still on its way when its call ends (a fast
+// caller: 200, ACK and BYE while the copy waited in a queue) is dropped
+// as well, for 64×T1 after the end: it does not become a second call
+// that no one would ACK or hang up.
+func TestInviteRetransmissionAfterTheCallEnded(t *testing.T) {
+	t.Parallel()
+	caller := siptest.NewPeer(t, callerIP+":0")
+	pbx := siptest.NewPeer(t, pbxIP+":0")
+	h := startSBC(t, withUpstream("pbx", pbx, 1))
+	c := establish(t, h, caller, pbx)
+	// Past Timer L the transaction layer no longer absorbs a copy of the
+	// INVITE: the B2BUA has to know it.
+	time.Sleep(64*testT1 + 200*time.Millisecond)
+	c.hangup(t)
+	h.waitIdle(t)
+	before := h.B2B.Stats().Retransmissions.Load()
+
+	caller.SendRaw(h.UDP, []byte(c.AInv.String()))
+	pbx.NoMessage(300 * time.Millisecond)
+	if n := h.B2B.Active(); n != 0 {
+		t.Fatalf("%d calls after the late retransmission, want 0", n)
+	}
+	if got := h.B2B.Stats().Retransmissions.Load(); got != before+1 {
+		t.Fatalf("retransmissions counted %d, want %d", got, before+1)
+	}
+	// A new INVITE (another branch) with the same Call-ID and From tag
+	// after the call ended is a new call, not a retransmission.
+	again := c.AInv.Clone()
+	via := again.Via()
+	via.Params.Remove("branch")
+	via.Params.Add("branch", "z9hG4bK-again-1")
+	caller.SendRaw(h.UDP, []byte(again.String()))
+	inv := pbx.ExpectRequest("INVITE", wait)
+	pbx.Reply(inv, 486, "Busy Here")
+	pbx.ExpectRequest("ACK", wait)
+	res := caller.ExpectResponse(486, wait)
+	c.A.AckFailure(res)
+	h.waitIdle(t)
+}
