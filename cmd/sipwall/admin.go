@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/subtle"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -30,6 +29,8 @@ import (
 type adminServer struct {
 	a     *app
 	token string
+	// guard checks the token and limits wrong guesses (API and console).
+	guard *tokenGuard
 	log   *slog.Logger
 	srv   *http.Server
 	ln    net.Listener
@@ -65,6 +66,7 @@ func startAdmin(cfg *config.Config, a *app, log *slog.Logger) (*adminServer, err
 		}
 		s.token = t
 	}
+	s.guard = newTokenGuard(s.token)
 	ln, err := net.Listen("tcp", cfg.Admin.Addr)
 	if err != nil {
 		return nil, cfg.KeyError("admin.addr", err)
@@ -96,6 +98,9 @@ func startAdmin(cfg *config.Config, a *app, log *slog.Logger) (*adminServer, err
 		s.console = c
 		c.routes(mux)
 		go c.sample(s.stop)
+		if ap, err := netip.ParseAddrPort(cfg.Admin.Addr); err == nil && !ap.Addr().IsLoopback() {
+			s.log.Warn("the web console is served over plain HTTP on a non-loopback address: keep it on a management network or behind a TLS proxy", "addr", cfg.Admin.Addr)
+		}
 	}
 	if cfg.Admin.Pprof {
 		mux.Handle("GET /debug/pprof/", s.auth(http.HandlerFunc(pprof.Index)))
@@ -139,8 +144,16 @@ func (s *adminServer) close() {
 func (s *adminServer) auth(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if s.token != "" {
-			got, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(got), []byte(s.token)) != 1 {
+			got, bearer := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !bearer {
+				got = "" // no bearer token: refused, not counted as a guess
+			}
+			ok, limited := s.guard.check(remoteAddr(r), got)
+			if limited {
+				writeJSON(w, http.StatusTooManyRequests, map[string]string{"error": "too many wrong tokens from this address: wait a few minutes"})
+				return
+			}
+			if !ok {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="sipwall"`)
 				writeJSON(w, http.StatusUnauthorized, map[string]string{"error": "missing or wrong bearer token"})
 				return

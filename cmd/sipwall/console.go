@@ -45,23 +45,16 @@ import (
 var consoleFiles embed.FS
 
 const (
-	sessionCookie   = "sipwall_console"
-	sessionTTL      = 12 * time.Hour
-	maxSessions     = 64
-	loginFailures   = 5               // failed logins per source ...
-	loginWindow     = 5 * time.Minute // ... within this window lock it out
-	maxLoginSources = 4096
-	consolePrefix   = "/console/"
+	sessionCookie = "sipwall_console"
+	sessionTTL    = 12 * time.Hour
+	maxSessions   = 64
+	consolePrefix = "/console/"
+	maxCallRows   = 500
 )
 
 type session struct {
 	csrf    string
 	expires time.Time
-}
-
-type loginRecord struct {
-	fails int
-	first time.Time
 }
 
 // console serves the web console for an adminServer.
@@ -72,7 +65,6 @@ type console struct {
 
 	mu       sync.Mutex
 	sessions map[string]*session
-	logins   map[netip.Addr]*loginRecord
 
 	rate callRate
 }
@@ -116,7 +108,7 @@ func (c *callRate) perMinute() float64 {
 var consolePages = []string{"login", "overview", "calls", "registrations", "bans", "why", "status"}
 
 func newConsole(s *adminServer) (*console, error) {
-	c := &console{s: s, now: time.Now, sessions: map[string]*session{}, logins: map[netip.Addr]*loginRecord{},
+	c := &console{s: s, now: time.Now, sessions: map[string]*session{},
 		pages: map[string]*template.Template{}}
 	funcs := template.FuncMap{
 		"ts":      func(t time.Time) string { return stamp(t) },
@@ -124,6 +116,7 @@ func newConsole(s *adminServer) (*console, error) {
 		"left":    func(t time.Time) string { return span(t.Sub(c.now())) },
 		"since":   func(a, b time.Time) string { return span(b.Sub(a)) },
 		"pretty":  func(f float64) string { return strconv.FormatFloat(f, 'f', 1, 64) },
+		"count":   func(f float64) string { return strconv.FormatFloat(f, 'f', 0, 64) },
 		"isZero":  func(t time.Time) bool { return t.IsZero() },
 		"ipOrNet": ipOrNet,
 	}
@@ -273,45 +266,6 @@ func (c *console) newSession() (string, *session) {
 	return id, s
 }
 
-// loginAllowed reports whether src may try a login now.
-func (c *console) loginAllowed(src netip.Addr) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	l, ok := c.logins[src]
-	if !ok {
-		return true
-	}
-	if c.now().Sub(l.first) >= loginWindow {
-		delete(c.logins, src)
-		return true
-	}
-	return l.fails < loginFailures
-}
-
-func (c *console) loginFailed(src netip.Addr) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := c.now()
-	if len(c.logins) >= maxLoginSources {
-		for k, v := range c.logins {
-			if now.Sub(v.first) >= loginWindow {
-				delete(c.logins, k)
-			}
-		}
-		if len(c.logins) >= maxLoginSources {
-			// Still full: refuse to track more rather than grow; the
-			// sources already tracked stay limited.
-			return
-		}
-	}
-	l, ok := c.logins[src]
-	if !ok || now.Sub(l.first) >= loginWindow {
-		l = &loginRecord{first: now}
-		c.logins[src] = l
-	}
-	l.fails++
-}
-
 func remoteAddr(r *http.Request) netip.Addr {
 	ap, err := netip.ParseAddrPort(r.RemoteAddr)
 	if err != nil {
@@ -337,8 +291,17 @@ type pageData struct {
 func isFragment(r *http.Request) bool { return r.URL.Query().Get("fragment") == "1" }
 
 func (c *console) render(w http.ResponseWriter, r *http.Request, page, title string, refresh int, data any) {
+	c.page(w, r, http.StatusOK, page, title, refresh, clipText(r.URL.Query().Get("err")), data)
+}
+
+// renderStatus renders a page with a status other than 200 and an error.
+func (c *console) renderStatus(w http.ResponseWriter, r *http.Request, status int, page, title, errText string, data any) {
+	c.page(w, r, status, page, title, 0, errText, data)
+}
+
+func (c *console) page(w http.ResponseWriter, r *http.Request, status int, page, title string, refresh int, errText string, data any) {
 	d := pageData{Page: page, Title: title, Refresh: refresh, Now: c.now(), Data: data,
-		Msg: clipText(r.URL.Query().Get("msg")), Err: clipText(r.URL.Query().Get("err"))}
+		Msg: clipText(r.URL.Query().Get("msg")), Err: errText}
 	if s, ok := r.Context().Value(sessionKey{}).(*session); ok {
 		d.CSRF = s.csrf
 	}
@@ -347,6 +310,7 @@ func (c *console) render(w http.ResponseWriter, r *http.Request, page, title str
 		name = "content"
 	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
+	w.WriteHeader(status)
 	if err := c.pages[page].ExecuteTemplate(w, name, d); err != nil {
 		c.s.log.Error("console page failed", "page", page, "error", err)
 	}
@@ -363,12 +327,11 @@ func clipText(s string) string {
 // back redirects after a POST to the page given in the form's "back"
 // field (a console path only), with a message.
 func back(w http.ResponseWriter, r *http.Request, fallback, key, msg string) {
-	to := r.PostFormValue("back")
-	if !strings.HasPrefix(to, consolePrefix) || strings.ContainsAny(to, "\\\r\n") || strings.HasPrefix(to, consolePrefix+"/") {
-		to = fallback
-	}
-	if i := strings.IndexByte(to, '?'); i >= 0 {
-		to = to[:i]
+	to := fallback
+	for _, p := range consolePages[1:] {
+		if r.PostFormValue("back") == consolePrefix+p {
+			to = consolePrefix + p
+		}
 	}
 	http.Redirect(w, r, to+"?"+key+"="+url.QueryEscape(msg), http.StatusSeeOther)
 }
@@ -392,17 +355,16 @@ func safeNext(next string) string {
 
 func (c *console) login(w http.ResponseWriter, r *http.Request) {
 	src := remoteAddr(r)
-	if !c.loginAllowed(src) {
-		c.s.log.Warn("console login refused: too many failures", "source", src)
-		w.WriteHeader(http.StatusTooManyRequests)
-		c.render(w, r, "login", "Log in", 0, struct{ Next string }{"/console/overview"})
+	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
+	next := safeNext(r.PostFormValue("next"))
+	ok, limited := c.s.guard.check(src, r.PostFormValue("token"))
+	if limited {
+		c.s.log.Warn("console login refused: too many wrong tokens", "source", src)
+		c.renderStatus(w, r, http.StatusTooManyRequests, "login", "Log in",
+			"too many wrong tokens: wait a few minutes", struct{ Next string }{next})
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, 4<<10)
-	token := r.PostFormValue("token")
-	next := safeNext(r.PostFormValue("next"))
-	if subtle.ConstantTimeCompare([]byte(token), []byte(c.s.token)) != 1 || c.s.token == "" {
-		c.loginFailed(src)
+	if !ok {
 		c.s.log.Warn("console login failed", "source", src)
 		http.Redirect(w, r, "/console/login?err="+url.QueryEscape("wrong token")+"&next="+url.QueryEscape(next), http.StatusSeeOther)
 		return
@@ -557,8 +519,17 @@ func (c *console) overview(w http.ResponseWriter, r *http.Request) {
 
 func (c *console) callsPage(w http.ResponseWriter, r *http.Request) {
 	calls := c.s.a.b2b.Calls()
-	slices.SortFunc(calls, func(x, y b2bua.CallInfo) int { return x.Created.Compare(y.Created) })
-	c.render(w, r, "calls", "Calls", 2, calls)
+	// Newest first, and not more than a page can show: under an INVITE
+	// flood the table holds thousands.
+	slices.SortFunc(calls, func(x, y b2bua.CallInfo) int { return y.Created.Compare(x.Created) })
+	total := len(calls)
+	if len(calls) > maxCallRows {
+		calls = calls[:maxCallRows]
+	}
+	c.render(w, r, "calls", "Calls", 2, struct {
+		Calls []b2bua.CallInfo
+		Total int
+	}{calls, total})
 }
 
 func (c *console) hangup(w http.ResponseWriter, r *http.Request) {
@@ -743,7 +714,7 @@ type statusData struct {
 
 func (c *console) status(w http.ResponseWriter, r *http.Request) {
 	a := c.s.a
-	d := statusData{PolicyMode: a.cfg.Policy.Mode, RulesFile: a.rulesFile, RulesReload: a.lastRules.Load(),
+	d := statusData{PolicyMode: a.policyMode, RulesFile: a.rulesFile, RulesReload: a.lastRules.Load(),
 		LastReload: a.lastReload.Load(), ConfigFile: a.cfgPath, DecisionSize: a.decisions.Size(), Decisions: a.decisions.Total()}
 	if a.pol != nil {
 		ps := a.pol.Status()

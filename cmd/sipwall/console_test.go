@@ -208,25 +208,30 @@ func TestConsoleLogin(t *testing.T) {
 }
 
 // Five wrong tokens from one address lock that address out of the login
-// for a while, even with the right token.
+// for a while, even with the right token; the API shares the count.
 func TestConsoleLoginRateLimit(t *testing.T) {
 	a := startConsole(t)
 	cc := newConsoleClient(t, a)
-	for i := range loginFailures {
-		if res, _ := cc.post("/console/login", url.Values{"token": {"wrong-token-number-" + string(rune('a'+i))}}); res.StatusCode != http.StatusSeeOther {
+	for i := range guardFailures {
+		if res, _ := cc.post("/console/login", url.Values{"token": {"wrong-token-number-" + strconv.Itoa(i)}}); res.StatusCode != http.StatusSeeOther {
 			t.Fatalf("failure %d: %d, want 303", i+1, res.StatusCode)
 		}
 	}
-	res, _ := cc.post("/console/login", url.Values{"token": {opsToken}})
-	if res.StatusCode != http.StatusTooManyRequests || len(res.Cookies()) != 0 {
-		t.Fatalf("after %d failures the right token: %d, want 429 and no session", loginFailures, res.StatusCode)
+	res, body := cc.post("/console/login", url.Values{"token": {opsToken}})
+	if res.StatusCode != http.StatusTooManyRequests || len(res.Cookies()) != 0 || !strings.Contains(body, "too many wrong tokens") ||
+		!strings.HasPrefix(res.Header.Get("Content-Type"), "text/html") {
+		t.Fatalf("after %d failures the right token: %d %q, want 429, an explanation and no session", guardFailures, res.StatusCode, res.Header.Get("Content-Type"))
+	}
+	if code, _ := apiCall(t, a, http.MethodGet, "/api/status", opsToken, nil); code != http.StatusTooManyRequests {
+		t.Fatalf("the API from the locked-out address: %d, want 429", code)
 	}
 	// The lockout ends with its window.
-	a.admin.console.mu.Lock()
-	for _, l := range a.admin.console.logins {
-		l.first = l.first.Add(-loginWindow)
+	g := a.admin.guard
+	g.mu.Lock()
+	for _, r := range g.sources {
+		r.first = r.first.Add(-guardWindow)
 	}
-	a.admin.console.mu.Unlock()
+	g.mu.Unlock()
 	cc.login(opsToken)
 }
 

@@ -171,6 +171,8 @@ type app struct {
 	admin            *adminServer  // nil with admin.addr empty
 	// decisions is the log behind the "why" search.
 	decisions *decision.Log
+	// policyMode is policy.mode as started (a reload does not change it).
+	policyMode string
 	// lastReload and lastRules are the last reload (SIGHUP, API) and the
 	// last automatic reload of the rule file, nil before the first.
 	lastReload atomic.Pointer[reloadRecord]
@@ -457,7 +459,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	}
 	srv.SetChain(chain)
 	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
-		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now(), decisions: decisions}
+		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now(), decisions: decisions, policyMode: cfg.Policy.Mode}
 	m.a = a
 	if a.admin, err = startAdmin(cfg, a, log); err != nil {
 		undo()

@@ -53,14 +53,14 @@ type Entry struct {
 }
 
 type key struct {
-	layer, verdict, why, method, user, to string
+	layer, verdict, why, method, user, to, detail string
 	status                                int
 	source                                netip.Addr
 	prefix                                netip.Prefix
 }
 
 func (e *Entry) key() key {
-	return key{e.Layer, e.Verdict, e.Why, e.Method, e.User, e.To, e.Status, e.Source, e.Prefix}
+	return key{e.Layer, e.Verdict, e.Why, e.Method, e.User, e.To, e.Detail, e.Status, e.Source, e.Prefix}
 }
 
 // Log is a ring of the most recent entries, safe for concurrent use.
@@ -144,25 +144,33 @@ func clean(s string) string {
 		return ""
 	}
 	if len(s) > MaxText {
-		s = s[:MaxText]
-		for len(s) > 0 && !utf8.ValidString(s) {
-			s = s[:len(s)-1]
+		// Cut at a rune boundary; invalid bytes are replaced below.
+		i := MaxText
+		for i > 0 && !utf8.RuneStart(s[i]) {
+			i--
 		}
+		s = s[:i]
 	}
 	printable := utf8.ValidString(s)
 	for i := 0; printable && i < len(s); i++ {
-		printable = s[i] >= 0x20 && s[i] != 0x7f
+		printable = s[i] >= 0x20 && s[i] != 0x7f && s[i] < 0x80
 	}
 	if printable {
 		// A copy, so that the entry never keeps a message's buffer alive.
 		return strings.Clone(s)
 	}
 	return strings.Clone(strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f || r == utf8.RuneError {
+		if r < 0x20 || r == 0x7f || r == utf8.RuneError || bidi(r) {
 			return '?'
 		}
 		return r
 	}, s))
+}
+
+// bidi reports the directional formatting characters, which could make a
+// row of the console read differently from what it holds.
+func bidi(r rune) bool {
+	return (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069) || r == 0x200e || r == 0x200f || r == 0x061c
 }
 
 // Query selects entries. Text is an IP address (entries from it, and bans
@@ -180,21 +188,47 @@ func (l *Log) Search(q Query) []Entry {
 		q.Limit = 200
 	}
 	match := matcher(strings.TrimSpace(q.Text))
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := l.next
-	if l.full {
-		n = len(l.ring)
-	}
-	out := make([]Entry, 0, min(n, q.Limit))
-	for i := 1; i <= n && len(out) < q.Limit; i++ {
-		e := &l.ring[(l.next-i+len(l.ring))%len(l.ring)]
-		if match(e) {
-			out = append(out, *e)
+	// The ring is copied a chunk at a time and matched outside the lock,
+	// so that a search of a large log never holds up Add (which runs on
+	// the requests' path). Entries added meanwhile are not seen; an entry
+	// overwritten between two chunks may be skipped or seen twice, which
+	// a search of the recent past can afford.
+	var out []Entry
+	buf := make([]Entry, 0, searchChunk)
+	seen, start, total := 0, 0, -1
+	for len(out) < q.Limit {
+		buf = buf[:0]
+		l.mu.Lock()
+		if total < 0 {
+			// The newest entry when the search began, and how many
+			// there were.
+			start, total = l.next, l.next
+			if l.full {
+				total = len(l.ring)
+			}
+		}
+		for i := seen + 1; i <= total && len(buf) < searchChunk; i++ {
+			buf = append(buf, l.ring[(start-i+len(l.ring))%len(l.ring)])
+		}
+		l.mu.Unlock()
+		if len(buf) == 0 {
+			break
+		}
+		seen += len(buf)
+		for i := range buf {
+			if match(&buf[i]) {
+				out = append(out, buf[i])
+				if len(out) == q.Limit {
+					break
+				}
+			}
 		}
 	}
 	return out
 }
+
+// searchChunk is how many entries Search copies per lock.
+const searchChunk = 2048
 
 func matcher(text string) func(*Entry) bool {
 	if text == "" {

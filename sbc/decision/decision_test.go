@@ -149,3 +149,43 @@ func TestNilLogIgnoresAdds(t *testing.T) {
 	var l *Log
 	l.Add(Entry{Layer: "x"}) // must not panic: the app may run without a log
 }
+
+// One bad byte in a long text costs that byte, not the whole field; bidi
+// controls that could make a row read differently are replaced.
+func TestCleanKeepsTextAroundBadBytes(t *testing.T) {
+	if got := clean("\xff" + strings.Repeat("a", 100)); got != "?"+strings.Repeat("a", MaxText-1) {
+		t.Fatalf("clean of a bad byte and 100 a: %q", got)
+	}
+	if got := clean("alice\u202egnp.exe"); got != "alice?gnp.exe" {
+		t.Fatalf("clean of a right-to-left override: %q", got)
+	}
+}
+
+// Entries that differ only in their detail (two calls hung up) stay two.
+func TestDetailIsPartOfTheKind(t *testing.T) {
+	l, _ := newTest(8)
+	l.Add(Entry{Layer: "admin", Verdict: "hung up", Detail: "call 1"})
+	l.Add(Entry{Layer: "admin", Verdict: "hung up", Detail: "call 2"})
+	if got := l.Search(Query{}); len(got) != 2 {
+		t.Fatalf("%+v, want two entries", got)
+	}
+}
+
+// A search longer than one chunk sees every entry once, newest first.
+func TestSearchAcrossChunks(t *testing.T) {
+	l, c := newTest(3*searchChunk + 17)
+	n := 3*searchChunk + 17 + 500 // wrapped
+	for i := range n {
+		c.t = c.t.Add(time.Millisecond)
+		l.Add(Entry{Layer: "auth", Verdict: "rejected", User: fmt.Sprintf("u%d", i)})
+	}
+	got := l.Search(Query{Limit: n})
+	if len(got) != l.Size() {
+		t.Fatalf("%d entries, want the ring's %d", len(got), l.Size())
+	}
+	for i, e := range got {
+		if want := fmt.Sprintf("u%d", n-1-i); e.User != want {
+			t.Fatalf("entry %d is %s, want %s", i, e.User, want)
+		}
+	}
+}
