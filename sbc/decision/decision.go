@@ -54,9 +54,9 @@ type Entry struct {
 
 type key struct {
 	layer, verdict, why, method, user, to, detail string
-	status                                int
-	source                                netip.Addr
-	prefix                                netip.Prefix
+	status                                        int
+	source                                        netip.Addr
+	prefix                                        netip.Prefix
 }
 
 func (e *Entry) key() key {
