@@ -2,6 +2,7 @@ package main
 
 import (
 	"encoding/json"
+	"errors"
 	"io"
 	"io/fs"
 	"net/http"
@@ -536,4 +537,49 @@ func bannedNow(a *app, p string) (ban.Entry, bool) {
 		}
 	}
 	return ban.Entry{}, false
+}
+
+// The overview shows the served certificate's expiry, the registrations
+// page a phone registered with sipp, and the status page the policy's
+// loaded version, its shadow hits and the last reload errors.
+func TestConsoleRegistrationsCertificateAndStatus(t *testing.T) {
+	e2e.SkipIfShort(t)
+	e2e.RequireSipp(t)
+	p := newPKI(t)
+	rulesFile := filepath.Join(t.TempDir(), "rules.yaml")
+	if err := os.WriteFile(rulesFile, []byte(consoleRules), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	adjust, _, _ := withTLS(t, p, func(c *config.Config) { c.Rules.File = rulesFile })
+	a, addr := startConsoleAddr(t, adjust)
+	cc := newConsoleClient(t, a)
+	cc.login(opsToken)
+
+	_, page := cc.get("/console/overview")
+	days := strconv.Itoa(int(time.Until(a.certs.Stats().NotAfter).Hours() / 24))
+	if !strings.Contains(page, "Expires "+stamp(a.certs.Stats().NotAfter)) || !strings.Contains(page, days+" days") {
+		t.Errorf("overview lacks the certificate's expiry (%s, %s days):\n%s", stamp(a.certs.Stats().NotAfter), days, page)
+	}
+
+	reg := e2e.Sipp{Name: "phone", Scenario: "uac_register_auth.xml", IP: "127.0.0.2", Remote: addr, Transport: e2e.Transports[0],
+		Service: "alice", AuthUser: "alice", AuthPass: "demo", Timeout: 15 * time.Second}.Start(t)
+	if r := reg.Wait(20 * time.Second); r.ExitCode != 0 {
+		t.Fatalf("sipp REGISTER failed (exit %d)", r.ExitCode)
+	}
+	_, page = cc.get("/console/registrations")
+	if !strings.Contains(page, "alice") || !strings.Contains(page, "127.0.0.2:") || !strings.Contains(page, "(1 addresses of record)") {
+		t.Errorf("registrations page lacks alice's binding from 127.0.0.2:\n%s", page)
+	}
+
+	a.rulesReloaded(errors.New("rules.yaml:3: rule_sets[0].name: required"))
+	a.reload(a.admin.log)
+	_, page = cc.get("/console/status")
+	for _, want := range []string{
+		a.pol.Status().Version, "shadow-mode hits", "refused: rules.yaml:3: rule_sets[0].name: required",
+		rulesFile, "Last reload", "good",
+	} {
+		if !strings.Contains(page, want) {
+			t.Errorf("status page lacks %q:\n%s", want, page)
+		}
+	}
 }
