@@ -888,10 +888,11 @@ func (b *B2BUA) ack(c *call, from *leg, req *sip.Request) {
 		return
 	}
 	delete(from.ackMap, cs)
-	if ch := from.acked[cs]; ch != nil {
-		close(ch)
-		delete(from.acked, cs)
-	}
+	// Requests that overtook this ACK wait on acked (see inDialog); they
+	// are let go only once the ACK is on the wire, so the other side sees
+	// the ACK first. ackMap is already cleared: a retransmitted ACK stops
+	// above, so only this call closes the channel.
+	pending := from.acked[cs]
 	to := c.other(from)
 	ack := b.newRequest(to, sip.ACK, mapped, "")
 	body, err := b.bodyFor(c, to, req)
@@ -908,6 +909,14 @@ func (b *B2BUA) ack(c *call, from *leg, req *sip.Request) {
 	c.mu.Unlock()
 	if err := b.cfg.Client.WriteRequest(ack.Clone(), sbc.NoBuild); err != nil {
 		b.log.Debug("send ACK failed", "error", err)
+	}
+	if pending != nil {
+		c.mu.Lock()
+		if from.acked[cs] == pending {
+			delete(from.acked, cs)
+		}
+		c.mu.Unlock()
+		close(pending)
 	}
 }
 
