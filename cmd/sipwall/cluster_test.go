@@ -93,6 +93,7 @@ func startCluster(t *testing.T, adjust ...func(*config.Config)) *testCluster {
 		cfg.Health.Interval = 0
 		cfg.Log.Level = "warn"
 		cfg.Admin.Addr = "127.0.0.1:0"
+		cfg.Policy.Timeout = config.Duration(time.Second) // as startDemo: not a latency test
 		cfg.Store.Path = dir
 		cfg.Store.Backend = config.BackendRedis
 		cfg.Store.Redis.Addrs = []string{rs.Addr()}
