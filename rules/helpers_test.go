@@ -79,26 +79,30 @@ func newHarness(t testing.TB, src string, st *store.Store, clk *fakeClock) *harn
 	if h.clk == nil {
 		h.clk = newClock(monday10)
 	}
-	e, err := New(Options{
-		Rules: mustParse(t, src),
-		Store: st,
-		Now:   h.clk.now,
-		OnAlert: func(a Alert) {
-			h.mu.Lock()
-			h.alerts = append(h.alerts, a)
-			h.mu.Unlock()
-		},
-		Ban: func(ip netip.Addr, d time.Duration, reason, evidence string) {
-			h.mu.Lock()
-			h.bans = append(h.bans, fmt.Sprintf("%s %s %s", ip, d, reason))
-			h.mu.Unlock()
-		},
-	})
+	h.start(t, Options{Rules: mustParse(t, src), Store: st})
+	return h
+}
+
+// start makes h's engine from o, with h's clock and h recording the
+// alerts and bans.
+func (h *harness) start(t testing.TB, o Options) {
+	t.Helper()
+	o.Now = h.clk.now
+	o.OnAlert = func(a Alert) {
+		h.mu.Lock()
+		h.alerts = append(h.alerts, a)
+		h.mu.Unlock()
+	}
+	o.Ban = func(ip netip.Addr, d time.Duration, reason, evidence string) {
+		h.mu.Lock()
+		h.bans = append(h.bans, fmt.Sprintf("%s %s %s", ip, d, reason))
+		h.mu.Unlock()
+	}
+	e, err := New(o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.e = e
-	return h
 }
 
 var src1 = netip.MustParseAddr("192.0.2.1")

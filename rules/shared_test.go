@@ -3,7 +3,6 @@ package rules
 import (
 	"errors"
 	"fmt"
-	"net/netip"
 	"sort"
 	"strings"
 	"sync"
@@ -147,26 +146,7 @@ func sharedPair(t *testing.T, rules string, failClosed bool) (a, b *harness, sh 
 	sh = newMemShared(clk.now)
 	node := func() *harness {
 		h := &harness{clk: clk}
-		e, err := New(Options{
-			Rules:            mustParse(t, ruleFile(rules)),
-			Now:              clk.now,
-			Shared:           sh,
-			SharedFailClosed: failClosed,
-			OnAlert: func(a Alert) {
-				h.mu.Lock()
-				h.alerts = append(h.alerts, a)
-				h.mu.Unlock()
-			},
-			Ban: func(ip netip.Addr, d time.Duration, reason, evidence string) {
-				h.mu.Lock()
-				h.bans = append(h.bans, fmt.Sprintf("%s %s %s", ip, d, reason))
-				h.mu.Unlock()
-			},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.e = e
+		h.start(t, Options{Rules: mustParse(t, ruleFile(rules)), Shared: sh, SharedFailClosed: failClosed})
 		return h
 	}
 	a, b = node(), node()
