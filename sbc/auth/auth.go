@@ -67,12 +67,20 @@ type Options struct {
 	// MaxNonces bounds the nonce-count table (default 65536).
 	MaxNonces int
 	// Algorithms are offered in this order, one challenge header each
-	// (RFC 8760). Default SHA-256, SHA-512-256, then MD5 with EnableMD5.
-	// Clients that read only the first challenge take the first one.
+	// (RFC 8760), and are the only ones accepted. Default SHA-256, then
+	// MD5 (DefaultAlgorithms). Clients that read only the first challenge
+	// take the first one.
 	Algorithms []string
-	// EnableMD5 also offers and accepts MD5, for old phones, after the
-	// default algorithms; ignored when Algorithms is set.
-	EnableMD5 bool
+	// Profiles choose, by User-Agent, what a client is offered among
+	// Algorithms; the first match wins (see Profile). Nil: none.
+	Profiles []Profile
+	// OnUnanswered is called by Sweep for a source that was challenged
+	// and sent no credentials for our realm within UnansweredAfter.
+	OnUnanswered func(Unanswered)
+	// UnansweredAfter defaults to DefaultUnansweredAfter, MaxPending (the
+	// sources tracked for it) to DefaultMaxPending.
+	UnansweredAfter time.Duration
+	MaxPending      int
 	// Trusted matches peers that skip digest (trunks, the PBX) by address.
 	Trusted func(netip.Addr) (name string, ok bool)
 	// TrustedCert matches peers identified by their verified client
@@ -98,11 +106,20 @@ type Options struct {
 	Now func() time.Time
 }
 
+// DefaultAlgorithms are offered when Options.Algorithms is empty: SHA-256
+// for the clients that know it (RFC 8760), then MD5 for the many that
+// know nothing else.
+func DefaultAlgorithms() []string { return []string{SHA256, MD5} }
+
 // Stats is a snapshot of the layer's counters.
 type Stats struct {
 	Challenges uint64
 	Successes  uint64
 	Trusted    uint64
+	// Unanswered counts sources reported by Sweep; Pending those still
+	// waited for.
+	Unanswered uint64
+	Pending    int
 	Failures   map[string]uint64
 }
 
@@ -113,9 +130,12 @@ type Auth struct {
 	nonces nonceMinter
 	nc     *ncTable
 	dummy  map[string]string // HA1 per algorithm for users that do not exist
+	agent  string            // warn-agent of our Warning headers
 
-	challenges, successes, trusted atomic.Uint64
-	failures                       map[string]*atomic.Uint64
+	pending *pending
+
+	challenges, successes, trusted, unanswered atomic.Uint64
+	failures                                   map[string]*atomic.Uint64
 }
 
 var _ sbc.Handler = (*Auth)(nil)
@@ -144,16 +164,23 @@ func New(opt Options) (*Auth, error) {
 	if opt.Now == nil {
 		opt.Now = time.Now
 	}
+	if opt.UnansweredAfter <= 0 {
+		opt.UnansweredAfter = DefaultUnansweredAfter
+	}
+	if opt.MaxPending <= 0 {
+		opt.MaxPending = DefaultMaxPending
+	}
 	a := &Auth{
 		opt:      opt,
-		algs:     []string{SHA256, SHA512256},
+		algs:     DefaultAlgorithms(),
 		nonces:   newNonceMinter(keys),
 		nc:       newNCTable(opt.MaxNonces),
 		dummy:    map[string]string{},
+		agent:    warnAgent(opt.Realm),
+		pending:  newPending(opt.MaxPending, opt.UnansweredAfter),
 		failures: map[string]*atomic.Uint64{},
 	}
-	switch {
-	case len(opt.Algorithms) > 0:
+	if len(opt.Algorithms) > 0 {
 		a.algs = nil
 		for _, alg := range opt.Algorithms {
 			if hexLen(alg) == 0 || slices.Contains(a.algs, alg) {
@@ -161,8 +188,13 @@ func New(opt Options) (*Auth, error) {
 			}
 			a.algs = append(a.algs, alg)
 		}
-	case opt.EnableMD5:
-		a.algs = append(a.algs, MD5)
+	}
+	for _, p := range opt.Profiles {
+		for _, alg := range p.Algorithms {
+			if hexLen(alg) == 0 {
+				return nil, fmt.Errorf("auth: profile %q: algorithm %q unknown", p.Name, alg)
+			}
+		}
 	}
 	seed := make([]byte, 16)
 	_, _ = rand.Read(seed)
@@ -184,6 +216,8 @@ func (a *Auth) Stats() Stats {
 		Challenges: a.challenges.Load(),
 		Successes:  a.successes.Load(),
 		Trusted:    a.trusted.Load(),
+		Unanswered: a.unanswered.Load(),
+		Pending:    a.pending.len(),
 		Failures:   make(map[string]uint64, len(a.failures)),
 	}
 	for r, c := range a.failures {
@@ -249,50 +283,53 @@ func (a *Auth) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Request)
 }
 
 func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr) (sbc.Verdict, error) {
-	var mine *Credentials
+	var mine []*Credentials
 	for _, h := range r.GetHeaders(k.creds) {
 		c, err := ParseCredentials(h.Value())
 		if err != nil {
-			return a.badRequest(w, r, ReasonMalformed)
+			return a.badRequest(w, r, ReasonMalformed, "credentials do not parse")
 		}
 		if c.Get("realm") != a.opt.Realm {
 			continue // meant for another hop
 		}
-		if mine != nil {
-			return a.badRequest(w, r, ReasonMalformed)
-		}
-		mine = c
+		mine = append(mine, c)
 	}
-	if mine == nil {
-		return a.challenge(w, r, k, ip, false)
+	if len(mine) == 0 {
+		return a.challenge(w, r, k, ip, false, true)
 	}
-	cr, ok := a.validate(mine)
+	a.pending.answered(ip)
+	chosen, why := a.choose(mine)
+	if chosen == nil {
+		a.evidence(mine[0], ip)
+		return a.badRequest(w, r, ReasonMalformed, why)
+	}
+	cr, why := a.validate(chosen)
 	r.Claimed = cr.username
-	if !ok {
-		a.evidence(mine, ip)
-		return a.badRequest(w, r, ReasonMalformed)
+	if why != "" {
+		a.evidence(chosen, ip)
+		return a.badRequest(w, r, ReasonMalformed, why)
 	}
 	if !a.sameURI(cr.uri, r) {
-		return a.badRequest(w, r, ReasonURIMismatch)
+		return a.badRequest(w, r, ReasonURIMismatch, "digest uri is not the Request-URI")
 	}
 	now := a.opt.Now()
 	state, issued := a.nonces.check(cr.nonce, now, ip, a.opt.Realm, a.opt.NonceTTL, a.opt.MaxSkew)
 	switch state {
 	case nonceForeign:
 		a.fail(r, ReasonForeignNonce)
-		return a.challenge(w, r, k, ip, false)
+		return a.challenge(w, r, k, ip, false, false)
 	case nonceFuture:
 		a.fail(r, ReasonFutureNonce)
-		return a.challenge(w, r, k, ip, false)
+		return a.challenge(w, r, k, ip, false, false)
 	case nonceStale:
 		// stale=true without checking the digest: checking it would turn
 		// expired nonces into a password oracle that OnFailure never sees.
 		a.fail(r, ReasonStale)
-		return a.challenge(w, r, k, ip, true)
+		return a.challenge(w, r, k, ip, true, false)
 	}
-	if op, given := mine.Params["opaque"]; given &&
+	if op, given := chosen.Params["opaque"]; given &&
 		subtle.ConstantTimeCompare([]byte(op), []byte(a.nonces.opaque(cr.nonce))) != 1 {
-		return a.badRequest(w, r, ReasonBadOpaque)
+		return a.badRequest(w, r, ReasonBadOpaque, "opaque does not belong to the nonce")
 	}
 	if st := a.nc.peek(cr.nonce, issued, cr.nc); st != ncOK {
 		return a.ncRefused(w, r, k, ip, st)
@@ -324,7 +361,7 @@ func (a *Auth) authenticate(w sbc.ResponseWriter, r *sbc.Request, k kind, ip net
 		if a.opt.OnFailure != nil {
 			a.opt.OnFailure(ip, cr.username, reason)
 		}
-		return a.challenge(w, r, k, ip, false)
+		return a.challenge(w, r, k, ip, false, false)
 	}
 	if st := a.nc.use(cr.nonce, issued, cr.nc, now, a.opt.NonceTTL); st != ncOK {
 		return a.ncRefused(w, r, k, ip, st)
@@ -373,7 +410,56 @@ func (a *Auth) ncRefused(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.
 	} else {
 		a.fail(r, ReasonStale)
 	}
-	return a.challenge(w, r, k, ip, true)
+	return a.challenge(w, r, k, ip, true, false)
+}
+
+// choose picks, among the credentials for our realm, the one to verify:
+// the only one, or — from a client that answered every challenge of a
+// response at once (RFC 8760 lets it) — the one of the strongest
+// algorithm. The others are not looked at, so a weak answer beside a
+// strong one never decides. why says what is wrong when none can be used.
+func (a *Auth) choose(creds []*Credentials) (*Credentials, string) {
+	if len(creds) == 1 {
+		return creds[0], ""
+	}
+	if len(creds) > len(a.algs) {
+		return nil, "more credentials than algorithms offered"
+	}
+	var best *Credentials
+	bestAlg := ""
+	seen := map[string]bool{}
+	for _, c := range creds {
+		alg := a.algorithm(c)
+		if alg == "" {
+			return nil, "digest algorithm " + quoteParam(c.Get("algorithm")) + " not offered"
+		}
+		if seen[alg] {
+			return nil, "two credentials for " + alg
+		}
+		seen[alg] = true
+		if best != nil && c.Get("username") != best.Get("username") {
+			return nil, "credentials name different users"
+		}
+		if best == nil || strength(alg) > strength(bestAlg) {
+			best, bestAlg = c, alg
+		}
+	}
+	return best, ""
+}
+
+// algorithm returns the configured algorithm c answers, "" for one we do
+// not accept. An absent algorithm means MD5 (RFC 7616 3.4).
+func (a *Auth) algorithm(c *Credentials) string {
+	v, ok := c.Params["algorithm"]
+	if !ok {
+		v = MD5
+	}
+	for _, alg := range a.algs {
+		if strings.EqualFold(v, alg) {
+			return alg
+		}
+	}
+	return ""
 }
 
 // checked holds validated credential fields.
@@ -384,60 +470,67 @@ type checked struct {
 
 // validate applies what the parser does not know: required fields, offered
 // algorithm, qop=auth, a non-zero 8-digit nc, a response of the right size.
-func (a *Auth) validate(c *Credentials) (checked, bool) {
+// why says what is wrong, "" when nothing is; it names fields, never the
+// user, so it tells a client what to fix without telling users apart.
+func (a *Auth) validate(c *Credentials) (checked, string) {
 	p := c.Params
 	var cr checked
 	for _, f := range []string{"username", "realm", "nonce", "uri", "response", "qop", "nc", "cnonce"} {
 		if p[f] == "" {
-			return cr, false
+			return cr, "credentials lack " + f
 		}
 	}
 	if _, ok := p["username*"]; ok {
-		return cr, false // RFC 8187 extended user names are not supported
+		return cr, "username* (RFC 8187) not supported" // extended user names are not supported
 	}
 	if u, ok := p["userhash"]; ok && !strings.EqualFold(u, "false") {
-		return cr, false // not offered
+		return cr, "userhash not offered"
 	}
-	cr.alg = MD5 // RFC 7616 3.4: absent algorithm means MD5
-	if v, ok := p["algorithm"]; ok {
-		cr.alg = ""
-		for _, alg := range a.algs {
-			if strings.EqualFold(v, alg) {
-				cr.alg = alg
-			}
-		}
+	if cr.alg = a.algorithm(c); cr.alg == "" {
+		return cr, "digest algorithm " + quoteParam(p["algorithm"]) + " not offered"
 	}
-	offered := false
-	for _, alg := range a.algs {
-		offered = offered || alg == cr.alg
-	}
-	if !offered || !strings.EqualFold(p["qop"], "auth") {
-		return cr, false
+	if !strings.EqualFold(p["qop"], "auth") {
+		return cr, "qop=auth required"
 	}
 	cr.ncHex = p["nc"]
 	if len(cr.ncHex) != 8 {
-		return cr, false
+		return cr, "nc is not 8 hex digits"
 	}
 	n, err := strconv.ParseUint(cr.ncHex, 16, 32)
 	if err != nil || n == 0 {
-		return cr, false
+		return cr, "nc is not a hex count above 0"
 	}
 	cr.nc = uint32(n)
 	cr.response = strings.ToLower(p["response"])
 	if len(cr.response) != hexLen(cr.alg) || strings.Trim(cr.response, "0123456789abcdef") != "" {
-		return cr, false
+		return cr, "response is not a hex " + cr.alg + " digest"
 	}
 	cr.cnonce = p["cnonce"]
 	if len(cr.cnonce) > maxCnonceLen {
-		return cr, false
+		return cr, "cnonce longer than " + strconv.Itoa(maxCnonceLen)
 	}
 	cr.username, cr.uri, cr.nonce = p["username"], p["uri"], p["nonce"]
 	// Quotes and backslashes in a user name are only ever injection
 	// attempts; refusing them keeps the name safe to log and store.
 	if strings.ContainsAny(cr.username, "\"\\") || strings.ContainsAny(cr.uri, "\"\\") {
-		return cr, false
+		return cr, "quote or backslash in username or uri"
 	}
-	return cr, true
+	return cr, ""
+}
+
+// quoteParam renders a parameter value from the wire for a Warning text:
+// cut, and without the characters that would end the quoted string.
+func quoteParam(v string) string {
+	if len(v) > 24 {
+		v = v[:24]
+	}
+	v = strings.Map(func(r rune) rune {
+		if r < 0x20 || r == '"' || r == '\\' || r > 0x7e {
+			return '?'
+		}
+		return r
+	}, v)
+	return "'" + v + "'"
 }
 
 // sameURI reports whether the digest uri is the Request-URI. The digest
@@ -461,22 +554,53 @@ func (a *Auth) fail(r *sbc.Request, reason string) {
 	r.Why = reason
 }
 
-func (a *Auth) badRequest(w sbc.ResponseWriter, r *sbc.Request, reason string) (sbc.Verdict, error) {
+// badRequest refuses credentials that cannot be used with a 400 whose
+// Warning (RFC 3261 20.43, code 399) says what is wrong with them.
+func (a *Auth) badRequest(w sbc.ResponseWriter, r *sbc.Request, reason, why string) (sbc.Verdict, error) {
 	a.fail(r, reason)
-	if err := sbc.Respond(w, r, 400, "Bad Request"); err != nil {
+	r.Why = reason + ": " + why
+	warn := sip.NewHeader("Warning", "399 "+a.agent+` "`+why+`"`)
+	if err := sbc.Respond(w, r, 400, "Bad Request", warn); err != nil {
 		return sbc.Rejected, fmt.Errorf("auth: send 400: %w", err)
 	}
 	return sbc.Rejected, nil
 }
 
-// challenge answers with one challenge per offered algorithm, strongest
-// first (RFC 8760 2.4), all with the same fresh nonce.
-func (a *Auth) challenge(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr, stale bool) (sbc.Verdict, error) {
+// warnAgent is the warn-agent of our Warning headers: the realm when it is
+// a token, which names the service without naming a host.
+func warnAgent(realm string) string {
+	for _, c := range realm {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.ContainsRune("-.!%*_+`'~", c)) {
+			return "sbc"
+		}
+	}
+	return realm
+}
+
+// challenge answers with one challenge per algorithm offered to this
+// client (the configured list, or a profile's), in that order (RFC 8760
+// 2.4), all with the same fresh nonce. fresh marks a request that carried
+// no credentials: its source is watched until it answers (Sweep).
+func (a *Auth) challenge(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.Addr, stale, fresh bool) (sbc.Verdict, error) {
 	a.challenges.Add(1)
+	ua := userAgent(r)
+	algs, profile := a.offer(ua)
+	if fresh {
+		u := Unanswered{Peer: ip, First: a.opt.Now(), Method: string(r.Method), To: r.Recipient.User,
+			UserAgent: ua, Offered: algs, ProfileFor: profile}
+		if r.Method == sip.REGISTER {
+			if to := r.To(); to != nil {
+				u.User = to.Address.User
+			}
+		} else if f := r.From(); f != nil {
+			u.User = f.Address.User
+		}
+		a.pending.challenged(u)
+	}
 	nonce := a.nonces.mint(a.opt.Now(), ip, a.opt.Realm)
 	opaque := a.nonces.opaque(nonce)
-	hdrs := make([]sip.Header, 0, len(a.algs))
-	for _, alg := range a.algs {
+	hdrs := make([]sip.Header, 0, len(algs))
+	for _, alg := range algs {
 		v := `Digest realm="` + a.opt.Realm + `", nonce="` + nonce + `", opaque="` + opaque +
 			`", algorithm=` + alg + `, qop="auth"`
 		if stale {
@@ -488,6 +612,19 @@ func (a *Auth) challenge(w sbc.ResponseWriter, r *sbc.Request, k kind, ip netip.
 		return sbc.Rejected, fmt.Errorf("auth: send %d: %w", k.code, err)
 	}
 	return sbc.Rejected, nil
+}
+
+// userAgent is the client's User-Agent, cut to maxUALen bytes.
+func userAgent(r *sbc.Request) string {
+	h := r.GetHeader("User-Agent")
+	if h == nil {
+		return ""
+	}
+	v := h.Value()
+	if len(v) > maxUALen {
+		v = v[:maxUALen]
+	}
+	return v
 }
 
 // withoutOurCredentials returns m without the Authorization and

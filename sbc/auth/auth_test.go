@@ -45,7 +45,7 @@ func TestSuccess(t *testing.T) {
 		{SHA256, "NOTIFY", ruri},
 	} {
 		t.Run(tc.alg+"/"+tc.method, func(t *testing.T) {
-			f := newFixture(t, func(o *Options) { o.EnableMD5 = true })
+			f := newFixture(t, func(o *Options) { setMD5(o, true) })
 			c := f.challengeFor(t, tc.method, tc.uri, alicePeer)
 			hdr := "Proxy-Authorization"
 			if tc.method == "REGISTER" {
@@ -93,7 +93,7 @@ func TestChallenge(t *testing.T) {
 		{"REFER", false, 407, "Proxy-Authenticate", []string{SHA256, SHA512256}},
 		{"PUBLISH", false, 407, "Proxy-Authenticate", []string{SHA256, SHA512256}},
 	} {
-		f := newFixture(t, func(o *Options) { o.EnableMD5 = tc.md5 })
+		f := newFixture(t, func(o *Options) { setMD5(o, tc.md5) })
 		v, w := f.serve(t, newReq(t, tc.method, ruri, alicePeer, ""))
 		res := w.last(t)
 		if v != sbc.Rejected || int(res.StatusCode) != tc.code {
@@ -227,7 +227,7 @@ func TestRefused(t *testing.T) {
 		}, 400, false, ReasonMalformed},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			f := newFixture(t, func(o *Options) { o.EnableMD5 = tc.md5 })
+			f := newFixture(t, func(o *Options) { setMD5(o, tc.md5) })
 			w := tc.run(f, t)
 			res := w.last(t)
 			if int(res.StatusCode) != tc.code {

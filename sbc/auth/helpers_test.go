@@ -213,3 +213,11 @@ func masked(res *sip.Response) string {
 	s := maskRe.ReplaceAllString(res.String(), `$1="*"`)
 	return toTagRe.ReplaceAllString(s, `${1}*`)
 }
+
+// setMD5 offers SHA-256 and SHA-512-256, then MD5 when md5 is set.
+func setMD5(o *Options, md5 bool) {
+	o.Algorithms = []string{SHA256, SHA512256}
+	if md5 {
+		o.Algorithms = append(o.Algorithms, MD5)
+	}
+}

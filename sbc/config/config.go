@@ -214,11 +214,20 @@ type Auth struct {
 	// `sipwall passwd`; reloaded when it changes. Required in digest mode
 	// unless every peer is trusted.
 	UsersFile string `yaml:"users_file"`
-	// Algorithms offered, one challenge header each, in this order:
-	// SHA-256, SHA-512-256, MD5. Default [SHA-256, SHA-512-256]; add MD5 for
-	// phones without SHA-256, first only for clients that read nothing but
-	// the first challenge.
+	// Algorithms offered, one challenge header each, in this order, and
+	// the only ones accepted: SHA-256, SHA-512-256, MD5. Default [SHA-256,
+	// MD5]: clients pick the first they know (RFC 8760), and a client
+	// answering both is verified on the stronger. Which algorithms an
+	// account accepts is decided by the HA1 values stored for it (`sipwall
+	// passwd -no-md5` stores none for MD5).
 	Algorithms []string `yaml:"algorithms"`
+	// Profiles offer clients recognised by their User-Agent a subset of
+	// algorithms, in their order; the first match wins. Absent: the
+	// built-in profiles (MD5 alone for client families that give up on a
+	// challenge that is not MD5: baresip 1.x, pjsip before 2.14, JsSIP,
+	// most desk phones; see sbc/auth/README.md). `profiles: []` turns them
+	// off.
+	Profiles []AuthProfile `yaml:"profiles"`
 	// NonceTTL is how long a nonce is accepted; then stale=true. Default 300s.
 	NonceTTL Duration `yaml:"nonce_ttl"`
 	// MaxSkew is how far ahead of our clock a nonce may be dated (nodes
@@ -240,6 +249,18 @@ type Auth struct {
 	// SourceKeyFile holds the HMAC key (at least 32 bytes) signing
 	// SourceHeader. Required with source_header.
 	SourceKeyFile string `yaml:"source_key_file"`
+}
+
+// AuthProfile is one entry of auth.profiles.
+type AuthProfile struct {
+	// Name shows in the decision log. Required, unique.
+	Name string `yaml:"name"`
+	// UserAgent is a regular expression (Go syntax, RE2) matched against
+	// the first 128 bytes of the User-Agent header. Required.
+	UserAgent string `yaml:"user_agent"`
+	// Algorithms offered to matching clients, among auth.algorithms.
+	// Required.
+	Algorithms []string `yaml:"algorithms"`
 }
 
 // Trusted is a named group of peer networks that skip digest.

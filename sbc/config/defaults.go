@@ -186,11 +186,40 @@ func (a *Auth) applyDefaults() {
 	setDefault(&a.Mode, defaultAuthMode)
 	setDefault(&a.Realm, defaultRealm)
 	if len(a.Algorithms) == 0 {
-		a.Algorithms = []string{AlgSHA256, AlgSHA512256}
+		a.Algorithms = []string{AlgSHA256, AlgMD5}
+	}
+	if a.Profiles == nil {
+		// Absent, not `profiles: []`: the built-in profiles.
+		a.Profiles = DefaultAuthProfiles()
 	}
 	setDefault(&a.NonceTTL, Duration(defaultNonceTTL))
 	setDefault(&a.MaxSkew, Duration(defaultMaxSkew))
 	setDefault(&a.KeyRotation, Duration(defaultKeyRotation))
+}
+
+// DefaultAuthProfiles are the auth.profiles used when the key is absent:
+// client families that give up on a challenge whose algorithm is not MD5
+// (even with an MD5 challenge beside it), or that read only the first
+// challenge and know only MD5. They are offered MD5 alone. Matched
+// case-insensitively against the User-Agent.
+func DefaultAuthProfiles() []AuthProfile {
+	md5 := func(name, re string) AuthProfile {
+		return AuthProfile{Name: name, UserAgent: "(?i)" + re, Algorithms: []string{AlgMD5}}
+	}
+	return []AuthProfile{
+		// libre before 2.x (Debian 12's baresip 1.1) fails the request
+		// on any challenge that is not MD5.
+		md5("baresip-1", `^baresip v?[01]\.`),
+		// pjsip before 2.14 (MicroSIP, Zoiper 5, Asterisk's chan_pjsip as
+		// a client) stops at an algorithm it does not know.
+		md5("pjsip", `pjsip|microsip|^z 5\.|^zoiper|^asterisk`),
+		// sofia-sip (FreeSWITCH as a client) and the browser libraries
+		// JsSIP and SIP.js read one challenge and know only MD5.
+		md5("md5-stacks", `freeswitch|sofia-sip|jssip|sip\.js`),
+		// Desk phones and adapters in the field: most know only MD5 and
+		// many read only the first challenge.
+		md5("desk-phones", `yealink|grandstream|polycom|^poly|cisco|linksys|snom|fanvil|gigaset|fritz|panasonic|htek|obihai`),
+	}
 }
 
 func (b *Bans) applyDefaults() {

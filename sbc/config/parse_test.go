@@ -48,7 +48,7 @@ func wantDefault() Config {
 			OtherDomainStatus: 403,
 		},
 		Auth: Auth{
-			Mode: "digest", Realm: "sipwall", Algorithms: []string{"SHA-256", "SHA-512-256"}, NonceTTL: Duration(300 * time.Second),
+			Mode: "digest", Realm: "sipwall", Algorithms: []string{"SHA-256", "MD5"}, Profiles: DefaultAuthProfiles(), NonceTTL: Duration(300 * time.Second),
 			MaxSkew: Duration(5 * time.Second), KeyRotation: Duration(24 * time.Hour),
 		},
 		Bans: Bans{
@@ -223,6 +223,7 @@ func wantFull() Config {
 			Realm:       "example.com",
 			UsersFile:   "users.yaml",
 			Algorithms:  []string{"SHA-256", "MD5"},
+			Profiles:    []AuthProfile{{Name: "old-desk-phones", UserAgent: `(?i)^acme-phone/[1-3]\.`, Algorithms: []string{"MD5"}}},
 			NonceTTL:    Duration(120 * time.Second),
 			MaxSkew:     Duration(2 * time.Second),
 			KeyRotation: Duration(12 * time.Hour),

@@ -401,6 +401,7 @@ func (ch *checker) auth(a Auth, clientCA string) {
 		}
 		algs[alg] = i
 	}
+	ch.authProfiles(a)
 	if a.KeyRotation < a.NonceTTL {
 		ch.fail(ch.pos.written("auth.key_rotation", "auth.nonce_ttl"),
 			"auth.key_rotation (%s) must not be shorter than auth.nonce_ttl (%s): a nonce must outlive its key by no more than one rotation", a.KeyRotation, a.NonceTTL)
@@ -479,6 +480,35 @@ func unmapBits(a netip.Addr) int {
 
 // headerName checks an optional SIP header name: a token, not one the SBC
 // writes itself.
+// authProfiles checks auth.profiles: a name, a regular expression that
+// compiles, and known algorithms.
+func (ch *checker) authProfiles(a Auth) {
+	names := map[string]int{}
+	for i, p := range a.Profiles {
+		key := "auth.profiles[" + strconv.Itoa(i) + "]"
+		if p.Name == "" || len(p.Name) > 64 {
+			ch.fail(key+".name", "required, at most 64 characters")
+		} else if j, dup := names[p.Name]; dup {
+			ch.fail(key+".name", "duplicate profile %s (also auth.profiles[%d])", quote(p.Name), j)
+		} else {
+			names[p.Name] = i
+		}
+		if p.UserAgent == "" {
+			ch.fail(key+".user_agent", "required: a regular expression matched against the User-Agent")
+		} else if _, err := regexp.Compile(p.UserAgent); err != nil {
+			ch.fail(key+".user_agent", "not a regular expression: %v", err)
+		}
+		if len(p.Algorithms) == 0 {
+			ch.fail(key+".algorithms", "required: one or more of auth.algorithms")
+		}
+		for j, alg := range p.Algorithms {
+			// One not in auth.algorithms is never offered: a profile
+			// chooses among what is configured.
+			ch.oneOf(key+".algorithms["+strconv.Itoa(j)+"]", alg, algorithms)
+		}
+	}
+}
+
 func (ch *checker) headerName(key, s string) {
 	if s == "" {
 		return
