@@ -6,6 +6,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/decision"
 )
@@ -55,6 +56,26 @@ func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int
 			}
 		}
 		l.Add(e)
+	}
+}
+
+// unansweredDecisions records in l a source that was challenged and never
+// answered: a phone that cannot log in (it cannot answer what it was
+// offered, or has no password for our realm) or a scanner, so that
+// `sipwall why` explains it.
+func unansweredDecisions(l *decision.Log) func(auth.Unanswered) {
+	if l == nil {
+		return nil
+	}
+	return func(u auth.Unanswered) {
+		detail := strconv.Itoa(u.Count) + " challenge(s) since " + u.First.UTC().Format("15:04:05 UTC")
+		if u.UserAgent != "" {
+			detail += "; User-Agent " + strconv.Quote(u.UserAgent)
+		}
+		l.Add(decision.Entry{
+			Layer: "auth", Verdict: "unanswered", Why: u.Summary(), Method: u.Method,
+			Source: u.Peer, User: u.User, To: u.To, Detail: detail,
+		})
 	}
 }
 

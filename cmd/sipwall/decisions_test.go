@@ -9,6 +9,7 @@ import (
 	"github.com/emiago/sipgo/sip"
 
 	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/decision"
 )
@@ -111,5 +112,25 @@ func TestBanDecisions(t *testing.T) {
 	}
 	if got := l.Search(decision.Query{Text: "alice"}); len(got) != 1 || got[0].Verdict != "locked" || got[0].Layer != "auth" {
 		t.Fatalf("alice: %+v", got)
+	}
+}
+
+// A phone that never answered its challenge is found by its address, with
+// what it was offered and what it says it is.
+func TestUnansweredDecision(t *testing.T) {
+	l := decision.New(10)
+	peer := netip.MustParseAddr("192.0.2.77")
+	unansweredDecisions(l)(auth.Unanswered{
+		Peer: peer, First: time.Date(2030, 1, 1, 10, 0, 0, 0, time.UTC), Count: 3, Method: "REGISTER",
+		User: "1001", UserAgent: "baresip v1.1.0 (x86_64/linux)", Offered: []string{"MD5"}, ProfileFor: "baresip-1",
+	})
+	got := l.Search(decision.Query{Text: peer.String()})
+	if len(got) != 1 {
+		t.Fatalf("entries %+v", got)
+	}
+	e := got[0]
+	if e.Layer != "auth" || e.Verdict != "unanswered" || e.Why != "challenge unanswered (offered MD5 by profile baresip-1)" ||
+		e.User != "1001" || e.Method != "REGISTER" || !strings.Contains(e.Detail, "3 challenge(s)") || !strings.Contains(e.Detail, "baresip v1.1.0") {
+		t.Fatalf("entry %+v", e)
 	}
 }

@@ -20,7 +20,7 @@ import (
 // maxPasswordLen bounds the password line read from stdin.
 const maxPasswordLen = 1024
 
-const passwdUsage = `usage: sipwall passwd -file FILE -realm REALM [-md5] USER   (password on stdin)
+const passwdUsage = `usage: sipwall passwd -file FILE -realm REALM [-no-md5] USER   (password on stdin)
        sipwall passwd -file FILE -disable|-enable|-delete USER
 `
 
@@ -36,7 +36,9 @@ func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	}
 	file := flags.String("file", "", "users file (created 0600 if missing)")
 	realm := flags.String("realm", "", "realm the HA1s are computed for (required to set a password)")
-	md5 := flags.Bool("md5", false, "also store an MD5 HA1, for old phones")
+	noMD5 := flags.Bool("no-md5", false, "store no MD5 HA1: the account never authenticates with MD5 (for accounts whose phones all answer SHA-256)")
+	// -md5 was needed before MD5 was stored by default; still accepted.
+	md5 := flags.Bool("md5", false, "store an MD5 HA1 (the default; kept for old scripts)")
 	disable := flags.Bool("disable", false, "disable the user (no password read)")
 	enable := flags.Bool("enable", false, "enable the user (no password read)")
 	del := flags.Bool("delete", false, "delete the user")
@@ -72,8 +74,11 @@ func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		return errors.New("passwd: -disable, -enable and -delete exclude each other")
 	}
 	setPassword := modes == 0
-	if !setPassword && *md5 {
-		return errors.New("passwd: -md5 only applies when setting a password")
+	if !setPassword && (*md5 || *noMD5) {
+		return errors.New("passwd: -md5 and -no-md5 only apply when setting a password")
+	}
+	if *md5 && *noMD5 {
+		return errors.New("passwd: -md5 and -no-md5 exclude each other")
 	}
 	if setPassword && (*realm == "" || strings.ContainsAny(*realm, "\"\\\r\n")) {
 		return fmt.Errorf("passwd: invalid or missing -realm %q", *realm)
@@ -108,9 +113,11 @@ func cmdPasswd(args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 		if err != nil {
 			return err
 		}
-		algs := []string{auth.SHA256, auth.SHA512256}
-		if *md5 {
-			algs = append(algs, auth.MD5)
+		// Every algorithm by default: what a phone can answer is not known
+		// when the account is made, and most desk phones answer only MD5.
+		algs := []string{auth.SHA256, auth.SHA512256, auth.MD5}
+		if *noMD5 {
+			algs = algs[:2]
 		}
 		// A fresh set: an HA1 of the old password (an MD5 one left over,
 		// say) must not stay valid.

@@ -32,7 +32,7 @@ type wantUser struct {
 }
 
 func TestPasswd(t *testing.T) {
-	all := []string{auth.SHA256, auth.SHA512256}
+	all := []string{auth.SHA256, auth.SHA512256, auth.MD5}
 	for _, tc := range []struct {
 		name    string
 		initial string // "" for no file
@@ -50,7 +50,11 @@ func TestPasswd(t *testing.T) {
 		{name: "spaces-kept", args: []string{"-realm", pwRealm, "alice"}, stdin: " pass phrase \n",
 			want: []wantUser{{"alice", " pass phrase ", all, false}}},
 		{name: "md5", args: []string{"-realm", pwRealm, "-md5", "alice"}, stdin: "s3cret\n",
-			want: []wantUser{{"alice", "s3cret", []string{auth.SHA256, auth.SHA512256, auth.MD5}, false}}},
+			want: []wantUser{{"alice", "s3cret", all, false}}},
+		{name: "no-md5", args: []string{"-realm", pwRealm, "-no-md5", "alice"}, stdin: "s3cret\n",
+			want: []wantUser{{"alice", "s3cret", []string{auth.SHA256, auth.SHA512256}, false}}},
+		{name: "md5-and-no-md5", args: []string{"-realm", pwRealm, "-md5", "-no-md5", "alice"}, stdin: "s3cret\n", errSub: "exclude"},
+		{name: "no-md5-with-disable", initial: existingUsers(), args: []string{"-no-md5", "-disable", "bob"}, errSub: "-no-md5"},
 		{name: "flags-after-user", args: []string{"alice", "-realm", pwRealm}, stdin: "s3cret\n",
 			want: []wantUser{{"alice", "s3cret", all, false}}},
 		{name: "add-keeps-others", initial: existingUsers(), args: []string{"-realm", pwRealm, "alice"}, stdin: "s3cret\n",
@@ -236,14 +240,15 @@ func TestPasswdSequence(t *testing.T) {
 		t.Fatalf("confirmation %q", out.String())
 	}
 	out.Reset()
-	if err := cmdPasswd([]string{"-file", path, "-realm", pwRealm, "carol"}, strings.NewReader("pw-c\n"), &out, &errb); err != nil {
+	// -no-md5 on a new password drops the MD5 HA1 stored before.
+	if err := cmdPasswd([]string{"-file", path, "-realm", pwRealm, "-no-md5", "carol"}, strings.NewReader("pw-c\n"), &out, &errb); err != nil {
 		t.Fatal(err)
 	}
 	if !strings.HasSuffix(out.String(), ", still disabled\n") {
 		t.Fatalf("new password for a disabled user: %q", out.String())
 	}
 	checkUsersFile(t, path, []wantUser{
-		{"alice", "pw-a2", []string{auth.SHA256, auth.SHA512256}, false},
+		{"alice", "pw-a2", []string{auth.SHA256, auth.SHA512256, auth.MD5}, false},
 		{"carol", "pw-c", []string{auth.SHA256, auth.SHA512256}, true},
 	})
 	if code := Main([]string{"passwd", "-file", path, "-delete", "alice"}, &out, &errb); code != 0 {

@@ -202,16 +202,26 @@ func buildSecurity(cfg *config.Config, st *store.Store, shared *cluster.Client, 
 			return nil, cfg.KeyError("auth.source_key_file", err)
 		}
 	}
+	var profiles []auth.Profile
+	for i, p := range a.Profiles {
+		ap, err := auth.CompileProfile(p.Name, p.UserAgent, p.Algorithms)
+		if err != nil {
+			return nil, cfg.KeyError(fmt.Sprintf("auth.profiles[%d]", i), err)
+		}
+		profiles = append(profiles, ap)
+	}
 	sec.auth, err = auth.New(auth.Options{
-		Realm:       a.Realm,
-		Users:       users,
-		Keys:        keys,
-		NonceTTL:    a.NonceTTL.D(),
-		MaxSkew:     a.MaxSkew.D(),
-		Algorithms:  a.Algorithms,
-		Trusted:     trusted.match,
-		TrustedCert: trusted.matchCert,
-		OnFailure:   bans.Failure,
+		Realm:        a.Realm,
+		Users:        users,
+		Keys:         keys,
+		NonceTTL:     a.NonceTTL.D(),
+		MaxSkew:      a.MaxSkew.D(),
+		Algorithms:   a.Algorithms,
+		Profiles:     profiles,
+		OnUnanswered: unansweredDecisions(decisions),
+		Trusted:      trusted.match,
+		TrustedCert:  trusted.matchCert,
+		OnFailure:    bans.Failure,
 		OnSuccess: func(ip netip.Addr, user string) {
 			bans.Success(ip, user)
 			if pf != nil {
@@ -237,6 +247,20 @@ func (s *security) run(ctx context.Context, spawn func(func())) {
 	}
 	if s.users != nil {
 		spawn(func() { s.users.Run(ctx, 2*time.Second) })
+	}
+	if s.auth != nil {
+		spawn(func() {
+			t := time.NewTicker(5 * time.Second)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					s.auth.Sweep()
+				}
+			}
+		})
 	}
 }
 
