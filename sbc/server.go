@@ -90,6 +90,14 @@ type Options struct {
 	// OnUnhandledResponse receives responses that match no transaction
 	// (retransmitted 2xx the B2BUA must re-ACK).
 	OnUnhandledResponse func(*sip.Response)
+	// OnResponse, when set, sees every response the listeners read, in
+	// the order each socket or connection delivered them, on the reading
+	// goroutine, after the transaction layer was handed it. sipgo gives
+	// each message its own goroutine on the way to its transaction, so
+	// two responses read a millisecond apart can reach it in either order
+	// (a 1xx behind the 2xx is dropped there); this is how the B2BUA
+	// keeps their order. It must not block or change the response.
+	OnResponse func(*sip.Response)
 	// OnDecision, when set, is told of every request the chain finished
 	// with: the layer that decided (empty when none took it), the verdict
 	// and the final status sent (0 for none). Called on the request's own
@@ -190,6 +198,15 @@ func NewServer(opts Options) (*Server, error) {
 	)...)
 	if err != nil {
 		return nil, fmt.Errorf("create user agent: %w", err)
+	}
+	if opts.OnResponse != nil {
+		// Registered before any listener reads: the transport layer's
+		// handler list is not guarded against concurrent changes.
+		ua.TransportLayer().OnMessage(func(m sip.Message) {
+			if res, ok := m.(*sip.Response); ok {
+				opts.OnResponse(res)
+			}
+		})
 	}
 	srv, err := sipgo.NewServer(ua, sipgo.WithServerLogger(opts.Logger.With("component", "sipgo")))
 	if err != nil {

@@ -347,6 +347,11 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 				b.OnUnhandledResponse(res)
 			}
 		},
+		OnResponse: func(res *sip.Response) {
+			if b := b2bRef.Load(); b != nil {
+				b.OnResponse(res)
+			}
+		},
 		OnDecision: chainDecisions(decisions),
 		Logger:     log,
 	})

@@ -121,6 +121,9 @@ type B2BUA struct {
 	stopping bool
 	// draining refuses new calls (503) while calls in progress go on.
 	draining atomic.Bool
+	// orders holds the read order of responses to INVITEs in progress,
+	// by our branch (order.go).
+	orders sync.Map
 
 	stats Stats
 }
@@ -486,6 +489,11 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	c.mu.Unlock()
 	b.table.index(c, bl)
 
+	// Responses are taken in the order they were read, not the order
+	// sipgo's goroutines hand them to the transaction (order.go).
+	branch, _ := inv.Via().Params.Get("branch")
+	order, untrack := b.trackOrder(branch)
+	defer untrack()
 	btx, err := b.cfg.Client.TransactionRequest(context.Background(), inv, sbc.NoBuild)
 	if err != nil {
 		b.log.Warn("send INVITE failed", "target", t.Name, "error", err)
@@ -500,36 +508,45 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	provisional := false
 	// trying: any 1xx came, 100 included, so a CANCEL may be sent (RFC 3261 9.1).
 	trying := false
+	relayProvisional := func(res *sip.Response) {
+		bReliable := hasOption(res, "Require", "100rel") && res.GetHeader("RSeq") != nil
+		if bReliable && !newRSeq(lastRSeq, res) {
+			// A retransmission of a reliable provisional already
+			// PRACKed: discard it (RFC 3262 section 4).
+			return
+		}
+		provisional = true
+		b.earlyDialog(c, bl, res)
+		if bReliable {
+			b.prack(c, bl, res)
+		}
+		out := b.responseTo(c, c.a, req, res, true)
+		if aReliable || (aSupports && bReliable) {
+			rseq++
+			out.AppendHeader(sip.NewHeader("Require", "100rel"))
+			out.AppendHeader(sip.NewHeader("RSeq", strconv.FormatUint(uint64(rseq), 10)))
+		}
+		if err := w.Respond(out); err != nil {
+			b.log.Debug("relay provisional failed", "error", err)
+		}
+	}
 	for {
 		select {
 		case res := <-btx.Responses():
 			if res.StatusCode < 200 {
 				trying = true
 			}
+			if res.StatusCode != 100 {
+				// Provisionals read before res go first (res too, if it
+				// is one): a 1xx never reaches the caller after the
+				// final response that followed it on the wire.
+				for _, p := range order.upTo(res) {
+					relayProvisional(p)
+				}
+			}
 			switch {
-			case res.StatusCode == 100:
-				continue
 			case res.StatusCode < 200:
-				bReliable := hasOption(res, "Require", "100rel") && res.GetHeader("RSeq") != nil
-				if bReliable && !newRSeq(lastRSeq, res) {
-					// A retransmission of a reliable provisional already
-					// PRACKed: discard it (RFC 3262 section 4).
-					continue
-				}
-				provisional = true
-				b.earlyDialog(c, bl, res)
-				if bReliable {
-					b.prack(c, bl, res)
-				}
-				out := b.responseTo(c, c.a, req, res, true)
-				if aReliable || (aSupports && bReliable) {
-					rseq++
-					out.AppendHeader(sip.NewHeader("Require", "100rel"))
-					out.AppendHeader(sip.NewHeader("RSeq", strconv.FormatUint(uint64(rseq), 10)))
-				}
-				if err := w.Respond(out); err != nil {
-					b.log.Debug("relay provisional failed", "error", err)
-				}
+				continue
 			case res.StatusCode < 300:
 				btx.Terminate()
 				b.markUpstream(t, true)

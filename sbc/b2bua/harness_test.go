@@ -120,6 +120,11 @@ func startSBC(t *testing.T, opts ...option) *harness {
 				b.OnUnhandledResponse(res)
 			}
 		},
+		OnResponse: func(res *sip.Response) {
+			if b := b2bRef.Load(); b != nil {
+				b.OnResponse(res)
+			}
+		},
 		Logger: log,
 	})
 	if err != nil {
