@@ -297,13 +297,19 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		if s.opts.Outbound != nil || s.opts.Capture != nil {
 			pc = &guardedPacketConn{PacketConn: pc, s: s, local: l.Bound}
 		}
+		served := make(chan struct{})
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
+			defer close(served)
 			if err := s.srv.ServeUDP(pc); err != nil && !errors.Is(err, net.ErrClosed) {
 				s.log.Error("udp listener stopped", "addr", spec.Addr, "error", err)
 			}
 		}()
+		if err := s.waitServing(pc.LocalAddr().String(), served); err != nil {
+			l.closer()
+			return nil, err
+		}
 	case "tcp", "tls", "wss":
 		if spec.Transport != "tcp" && s.opts.TLS == nil {
 			return nil, fmt.Errorf("listen %s %s: no certificate configured (tls section)", spec.Transport, spec.Addr)
@@ -361,6 +367,31 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 	}
 	l.Advertise = adv
 	return l, nil
+}
+
+// waitServing waits until sipgo serves the UDP socket bound to addr. A
+// request sent from the socket (Laddr) before that would make sipgo bind a
+// second socket to the same address, and fail: health checks go out as soon
+// as the server has started.
+func (s *Server) waitServing(addr string, served <-chan struct{}) error {
+	tl := s.ua.TransportLayer()
+	deadline := time.Now().Add(5 * time.Second)
+	tick := time.NewTicker(time.Millisecond)
+	defer tick.Stop()
+	for range 5000 {
+		if _, err := tl.GetConnection("udp", addr); err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			break
+		}
+		select {
+		case <-served:
+			return fmt.Errorf("listen udp %s: listener stopped at start", addr)
+		case <-tick.C:
+		}
+	}
+	return fmt.Errorf("listen udp %s: not served within 5s", addr)
 }
 
 // advertiseAddr resolves the host:port written in our headers.
