@@ -6,7 +6,9 @@
 // The body comes from an attacker: Parse refuses anything it does not fully
 // understand (ErrMalformed) and anything bigger than MaxSize, MaxLines or
 // MaxMedia (ErrTooLarge), so that what Rewrite writes is exactly what was
-// checked. See README.md for the rules.
+// checked. Check vets the values of a body from the outside (payload
+// types, ports, ptime, counts) before anything inside sees it. See
+// README.md for the rules.
 package sdp
 
 import (
