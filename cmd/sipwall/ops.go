@@ -50,16 +50,7 @@ func (a *app) ready() (bool, string) {
 	if ok, why := sharedReady(a.shared, a.sharedFailClosed); !ok {
 		return false, why
 	}
-	st := a.pool.Status()
-	if len(st) == 0 {
-		return true, "no upstreams configured"
-	}
-	for _, u := range st {
-		if u.Up {
-			return true, "upstream " + u.Name + " up"
-		}
-	}
-	return false, "no upstream up"
+	return a.pool.Ready()
 }
 
 // status is GET /api/status.

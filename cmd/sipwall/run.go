@@ -358,12 +358,14 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if err != nil {
 		return nil, err
 	}
+	// Health checks leave from the listeners, as calls do, so that the
+	// answers come back where the server reads and pass its filter.
 	pool = upstream.New(targets, upstream.Options{
 		HealthInterval: cfg.Health.Interval.D(),
 		HealthTimeout:  cfg.Health.Timeout.D(),
 		Failures:       cfg.Health.Failures,
 		Successes:      cfg.Health.Successes,
-		Pinger:         upstream.NewSIPPinger(srv.Client()),
+		Pinger:         upstream.NewSIPPinger(srv.Client(), srv),
 		Logger:         log,
 	})
 	layers := map[string]sbc.Handler{"ban": sec.bans.Layer(), "sanity": san, "local": sbc.Local{}}

@@ -8,11 +8,13 @@ import (
 )
 
 // Run performs active health checks until ctx is done: one goroutine per
-// target, each starting after a random delay within one interval (so checks
-// of many targets do not go out in bursts) and then checking every interval,
-// each check bounded by the timeout. It returns once ctx is done and every
-// checker has exited. With checks disabled (zero interval or no Pinger) or
-// while another Run of the same pool is active, it returns at once.
+// target. Each checks its target at once, so that readiness (Ready) follows
+// the upstreams within one round trip of the start; the second check comes
+// a random delay within one interval later (so checks of many targets do not
+// go out in bursts), and from then on a check starts every interval, each
+// bounded by the timeout. It returns once ctx is done and every checker has
+// exited. With checks disabled (zero interval or no Pinger) or while another
+// Run of the same pool is active, it returns at once.
 func (p *Pool) Run(ctx context.Context) {
 	if p.interval <= 0 || len(p.members) == 0 {
 		return
@@ -34,11 +36,18 @@ func (p *Pool) Run(ctx context.Context) {
 	wg.Wait()
 }
 
-// checkLoop checks one target until ctx is done. The timer is re-armed after
-// each check, so checks of one target never overlap even when a check takes
-// longer than the interval.
+// checkLoop checks one target until ctx is done. Checks start at a fixed
+// rate, not an interval after the previous one ended: a dead upstream, whose
+// checks each last the timeout, is then marked down within failures ×
+// interval + timeout. Checks of one target never overlap: one that outlasts
+// the interval (a timeout longer than it) is followed by the next at once.
 func (p *Pool) checkLoop(ctx context.Context, m *member) {
-	timer := time.NewTimer(p.jitter())
+	if ctx.Err() != nil {
+		return
+	}
+	p.checkOnce(ctx, m)
+	next := time.Now().Add(p.jitter())
+	timer := time.NewTimer(time.Until(next))
 	defer timer.Stop()
 	for {
 		select {
@@ -47,7 +56,11 @@ func (p *Pool) checkLoop(ctx context.Context, m *member) {
 		case <-timer.C:
 		}
 		p.checkOnce(ctx, m)
-		timer.Reset(p.interval)
+		next = next.Add(p.interval)
+		if now := time.Now(); next.Before(now) {
+			next = now
+		}
+		timer.Reset(time.Until(next))
 	}
 }
 

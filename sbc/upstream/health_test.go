@@ -356,3 +356,128 @@ func TestRunDisabled(t *testing.T) {
 		}
 	}
 }
+
+// The first check of every target goes out when Run starts, not after a
+// random share of the interval: readiness follows the upstreams at once.
+func TestRunChecksAtOnce(t *testing.T) {
+	pinger := &countPinger{}
+	p := New([]Target{
+		mustTarget(t, "a", "sip:127.0.0.1:5001", 1, 1),
+		mustTarget(t, "b", "sip:127.0.0.1:5002", 1, 1),
+	}, Options{HealthInterval: time.Hour, Pinger: pinger, Logger: quietLogger()})
+	if ok, why := p.Ready(); ok || why != "waiting for an upstream to answer a health check" {
+		t.Errorf("Ready() before any check = %v %q, want not ready, waiting", ok, why)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitFor(t, "one check of each target", func() bool { return pinger.n.Load() >= 2 })
+	if ok, _ := p.Ready(); !ok {
+		t.Error("not ready after both targets answered")
+	}
+	cancel()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not return after cancel")
+	}
+	if n := pinger.n.Load(); n != 2 {
+		t.Errorf("%d checks within an interval of an hour, want 2", n)
+	}
+}
+
+// stampPinger records when each check starts and lets it last until its
+// context ends (the timeout), like an upstream that went dead.
+type stampPinger struct {
+	mu     sync.Mutex
+	starts []time.Time
+}
+
+func (s *stampPinger) Ping(ctx context.Context, t Target) (int, error) {
+	s.mu.Lock()
+	s.starts = append(s.starts, time.Now())
+	s.mu.Unlock()
+	<-ctx.Done()
+	return 0, ctx.Err()
+}
+
+func (s *stampPinger) count() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.starts)
+}
+
+// Checks start every interval even when each lasts the whole timeout, so
+// that a dead upstream is down within failures × interval + timeout, not
+// failures × (interval + timeout).
+func TestRunFixedRate(t *testing.T) {
+	const interval, timeout = 200 * time.Millisecond, 150 * time.Millisecond
+	pinger := &stampPinger{}
+	p := New([]Target{mustTarget(t, "dead", "sip:127.0.0.1:5001", 1, 1)},
+		Options{HealthInterval: interval, HealthTimeout: timeout, Failures: 100, Pinger: pinger, Logger: quietLogger()})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { p.Run(ctx); close(done) }()
+	waitFor(t, "seven checks", func() bool { return pinger.count() >= 7 })
+	cancel()
+	<-done
+	pinger.mu.Lock()
+	starts := pinger.starts
+	pinger.mu.Unlock()
+	// From the second check on the schedule is fixed: five gaps are 1 s at
+	// the interval, 1.75 s if each gap added the timeout.
+	if d := starts[6].Sub(starts[1]); d < 5*interval-50*time.Millisecond || d > 5*interval+400*time.Millisecond {
+		t.Errorf("checks 2 to 7 spread over %v, want about %v (every interval)", d, 5*interval)
+	}
+}
+
+func TestReady(t *testing.T) {
+	targets := []Target{mustTarget(t, "a", "sip:127.0.0.1:5001", 1, 1), mustTarget(t, "b", "sip:127.0.0.1:5002", 2, 1)}
+	type step struct {
+		name   string
+		ok     bool // the observation: alive or failed
+		active bool // a check (true) or a call's Mark
+	}
+	tests := []struct {
+		name    string
+		opts    Options
+		steps   []step
+		ready   bool
+		why     string
+		targets []Target
+	}{
+		{name: "no upstreams", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}}, ready: true, why: "no upstreams configured"},
+		{name: "checks off: up from start", opts: Options{}, targets: targets, ready: true, why: "upstream a up"},
+		{name: "no pinger: up from start", opts: Options{HealthInterval: time.Second}, targets: targets, ready: true, why: "upstream a up"},
+		{name: "before the first answer", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}}, targets: targets,
+			ready: false, why: "waiting for an upstream to answer a health check"},
+		{name: "first check failed", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}, Failures: 3}, targets: targets,
+			steps: []step{{"a", false, true}, {"b", false, true}}, ready: false, why: "waiting for an upstream to answer a health check"},
+		{name: "second target answered", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}}, targets: targets,
+			steps: []step{{"a", false, true}, {"b", true, true}}, ready: true, why: "upstream b up"},
+		{name: "a call answered", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}}, targets: targets,
+			steps: []step{{"a", true, false}}, ready: true, why: "upstream a up"},
+		{name: "answered, then down", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}, Failures: 2}, targets: targets[:1],
+			steps: []step{{"a", true, true}, {"a", false, true}, {"a", false, false}}, ready: false, why: "no upstream up"},
+		{name: "answered, one failure", opts: Options{HealthInterval: time.Second, Pinger: &countPinger{}, Failures: 2}, targets: targets[:1],
+			steps: []step{{"a", true, true}, {"a", false, true}}, ready: true, why: "upstream a up"},
+		{name: "checks off, down by calls", opts: Options{Failures: 1}, targets: targets,
+			steps: []step{{"a", false, false}, {"b", false, false}}, ready: false, why: "no upstream up"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.opts.Logger = quietLogger()
+			p := New(tc.targets, tc.opts)
+			for _, s := range tc.steps {
+				if s.active {
+					p.observe(p.byName[s.name], s.ok, "scripted", true)
+				} else {
+					p.Mark(s.name, s.ok)
+				}
+			}
+			if ok, why := p.Ready(); ok != tc.ready || why != tc.why {
+				t.Errorf("Ready() = %v %q, want %v %q", ok, why, tc.ready, tc.why)
+			}
+		})
+	}
+}

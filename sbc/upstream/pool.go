@@ -87,7 +87,9 @@ type Stats struct {
 type member struct {
 	t Target // immutable after New
 
-	up        bool
+	up bool
+	// answered: a check or a call found the target alive since start.
+	answered  bool
 	fails     int // consecutive failures
 	succ      int // consecutive successes
 	lastCheck time.Time
@@ -303,6 +305,36 @@ func (p *Pool) Status() []TargetStatus {
 	return out
 }
 
+// Ready tells whether the pool can take calls, with the reason: an upstream
+// is up and, while active checks are on, has answered a check or a call
+// since start. Targets start up so that calls are routed before the first
+// check, but readiness waits for an answer: a pool whose only upstream is
+// dead at start is never ready, rather than ready until its checks fail.
+// With active checks off, readiness is the up state alone. A pool without
+// targets is ready.
+func (p *Pool) Ready() (bool, string) {
+	if len(p.members) == 0 {
+		return true, "no upstreams configured"
+	}
+	checking := p.interval > 0 && p.pinger != nil
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	waiting := false
+	for _, m := range p.members {
+		switch {
+		case !m.up:
+		case m.answered || !checking:
+			return true, "upstream " + m.t.Name + " up"
+		default:
+			waiting = true
+		}
+	}
+	if waiting {
+		return false, "waiting for an upstream to answer a health check"
+	}
+	return false, "no upstream up"
+}
+
 // Stats returns the current counters.
 func (p *Pool) Stats() Stats {
 	return Stats{
@@ -326,6 +358,7 @@ func (p *Pool) observe(m *member, ok bool, reason string, active bool) {
 	}
 	changed := false
 	if ok {
+		m.answered = true
 		m.fails = 0
 		m.succ++
 		if !m.up && m.succ >= p.successes {
