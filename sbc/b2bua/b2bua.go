@@ -351,6 +351,13 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		b.endedEarly(r)
 		return sbc.Rejected, sbc.Respond(w, r, code, reason)
 	}
+	// An attended transfer's INVITE names the dialog it replaces in the
+	// caller's terms; each leg gets it in its own (replaces.go).
+	rp, err := b.inviteReplaces(r.Request)
+	if err != nil {
+		b.endedEarly(r)
+		return sbc.Rejected, sbc.Respond(w, r, 400, "Bad Request")
+	}
 	aLocal, ok := b.cfg.Endpoint.Local(r.Transport, r.Side)
 	if !ok {
 		return sbc.Rejected, sbc.Respond(w, r, 500, "Server Internal Error")
@@ -398,7 +405,7 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		if i > 0 {
 			b.stats.Failovers.Add(1)
 		}
-		v, oc := b.attempt(ringCtx, c, r, w, targets[i], mf, cancelled)
+		v, oc := b.attempt(ringCtx, c, r, w, targets[i], mf, cancelled, rp)
 		switch oc {
 		case done:
 			return v, nil
@@ -449,7 +456,7 @@ func (b *B2BUA) repeatedInvite(w sbc.ResponseWriter, r *sbc.Request, prev *call)
 }
 
 // attempt tries one target for the INVITE.
-func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.ResponseWriter, t upstream.Target, mf uint32, cancelled <-chan struct{}) (sbc.Verdict, outcome) {
+func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.ResponseWriter, t upstream.Target, mf uint32, cancelled <-chan struct{}, rp *replacement) (sbc.Verdict, outcome) {
 	req := r.Request
 	bl, err := b.newLeg(r, t, targetSide(t))
 	if err != nil {
@@ -470,6 +477,14 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	}
 	inv.AppendHeader(b.contact(bl, user))
 	b.copyFor(bl, req, inv)
+	if !rp.rewriteInvite(inv, bl.side) {
+		// Toward the outside only a dialog of ours there may be named.
+		c.mu.Unlock()
+		b.finish(c, "unknown replaces")
+		b.stats.Failed.Add(1)
+		_ = b.respondOnce(w, req, localResponse(req, 481, "Call/Transaction Does Not Exist", c.a))
+		return sbc.Rejected, done
+	}
 	requireFiltered(req, inv)
 	if bl.side == sbc.Internal {
 		for _, h := range r.Forward {
@@ -1007,6 +1022,13 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		b.stats.Rejected481.Add(1)
 		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
 	}
+	// An attended transfer's Replaces may name any call, this one too:
+	// looked up before this call's lock is taken (replaces.go).
+	var xfer *replacement
+	var xferErr error
+	if req.Method == sip.REFER {
+		xfer, xferErr = b.referReplaces(req)
+	}
 	c.mu.Lock()
 	var from *leg
 	for _, l := range []*leg{c.a, c.b} {
@@ -1098,6 +1120,16 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		out.AppendHeader(b.contact(to, ""))
 	}
 	b.copyFor(to, req, out)
+	if xferErr != nil {
+		c.mu.Unlock()
+		return sbc.Rejected, sbc.Respond(w, r, 400, "Bad Request")
+	}
+	if !xfer.rewriteRefer(out, to.side) {
+		// Nothing of ours outside is named: the inside dialog's
+		// identifiers must not go out.
+		c.mu.Unlock()
+		return sbc.Rejected, sbc.Respond(w, r, 403, "Forbidden")
+	}
 	requireFiltered(req, out)
 	body, err := b.bodyFor(c, to, req)
 	if err != nil {
