@@ -14,6 +14,8 @@
 #   redis-server redis-server  the shared store of the scale-out tests (sbc/cluster)
 #   chromium  chromium         headless browser of the web console test
 #   chromedriver chromium-driver  drives it (WebDriver) in cmd/sipwall
+#   baresip   baresip-core     real softphone (sbc/e2e/phones_test.go)
+#   linphone-daemon linphone-cli  real softphone (sbc/e2e/phones_test.go)
 #
 # With --bench, also what `make bench` uses:
 #   curl      curl             admin API samples and profiles (scripts/bench.sh)
@@ -26,6 +28,8 @@ set -euo pipefail
 cmds=(sipp svmap tshark ip pebble socat redis-server chromium chromedriver)
 declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat
 	[curl]=curl [kamailio]=kamailio [redis-server]=redis-server [chromium]=chromium [chromedriver]=chromium-driver)
+cmds+=(baresip linphone-daemon)
+pkg+=([baresip]=baresip-core [linphone-daemon]=linphone-cli)
 if [ "${1:-}" = --bench ]; then
 	cmds+=(curl kamailio)
 fi
