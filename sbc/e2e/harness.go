@@ -749,6 +749,8 @@ type Sipp struct {
 	// sip:<remote> without the user, which the SBC refuses for requests
 	// whose Request-URI has one (the uri must be the Request-URI).
 	AuthURI string
+	// Args are more sipp options, appended as they are.
+	Args []string
 }
 
 // SippProc is a running sipp.
@@ -844,6 +846,7 @@ func (s Sipp) Start(t testing.TB) *SippProc {
 	if !s.NoTraceMsg {
 		args = append(args, "-trace_msg", "-message_file", sp.msgLog)
 	}
+	args = append(args, s.Args...)
 	p, err := startProc(t, s.Name, sp.dir, sippBin, args...)
 	if err != nil {
 		t.Fatalf("starting sipp %s: %v", s.Name, err)
