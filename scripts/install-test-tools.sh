@@ -16,22 +16,24 @@
 #   chromedriver chromium-driver  drives it (WebDriver) in cmd/sipwall
 #   baresip   baresip-core     real softphone (sbc/e2e/phones_test.go)
 #   linphone-daemon linphone-cli  real softphone (sbc/e2e/phones_test.go)
+#   kamailio  kamailio         internal registrar and proxy behind sipwall
+#                              (sbc/e2e/kamailio_test.go), and the reference
+#                              proxy of scripts/bench-kamailio.sh
 #
 # With --bench, also what `make bench` uses:
 #   curl      curl             admin API samples and profiles (scripts/bench.sh)
-#   kamailio  kamailio         the reference proxy (scripts/bench-kamailio.sh)
 #
 # As root it installs with apt-get; otherwise it prints what to install and
 # exits non-zero when something is missing.
 set -euo pipefail
 
-cmds=(sipp svmap tshark ip pebble socat redis-server chromium chromedriver)
+cmds=(sipp svmap tshark ip pebble socat redis-server chromium chromedriver kamailio)
 declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat
 	[curl]=curl [kamailio]=kamailio [redis-server]=redis-server [chromium]=chromium [chromedriver]=chromium-driver)
 cmds+=(baresip linphone-daemon)
 pkg+=([baresip]=baresip-core [linphone-daemon]=linphone-cli)
 if [ "${1:-}" = --bench ]; then
-	cmds+=(curl kamailio)
+	cmds+=(curl)
 fi
 
 # have CMD: is CMD runnable? sbin directories count even when they are not
