@@ -59,6 +59,8 @@ type Config struct {
 	// when it is answered and when it ends (the anti-fraud counters).
 	// Called outside locks; must not block.
 	Events func(CallEvent)
+	// Caps bounds the calls in progress per caller from outside (caps.go).
+	Caps Caps
 
 	MaxDialogs      int
 	RingTimeout     time.Duration
@@ -126,6 +128,10 @@ type B2BUA struct {
 	orders sync.Map
 
 	stats Stats
+	// caps counts calls against Config.Caps; sdpStats counts the inbound
+	// SDP check (sdpcheck.go).
+	caps     *caps
+	sdpStats SDPStats
 }
 
 // SetDraining makes the B2BUA refuse new calls with 503 and Retry-After
@@ -165,7 +171,7 @@ func New(cfg Config) *B2BUA {
 	}
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	return &B2BUA{cfg: cfg, log: cfg.Logger.With("component", "b2bua"), table: newTable(cfg.MaxDialogs), secret: secret, closed: make(chan struct{})}
+	return &B2BUA{cfg: cfg, log: cfg.Logger.With("component", "b2bua"), table: newTable(cfg.MaxDialogs), secret: secret, closed: make(chan struct{}), caps: newCaps(cfg.Caps)}
 }
 
 // Name implements sbc.Handler.
@@ -386,6 +392,9 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		b.endedEarly(r)
 		return sbc.Rejected, sbc.Respond(w, r, 503, "Service Unavailable", sip.NewHeader("Retry-After", "5"))
 	}
+	if refused, err := b.overCap(w, r, c); refused {
+		return sbc.Rejected, err
+	}
 	b.stats.Calls.Add(1)
 	b.table.index(c, c.a)
 	sbc.ReleaseAdmission(ctx)
@@ -497,7 +506,8 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 		b.log.Debug("offer refused", "error", err)
 		b.finish(c, "bad offer")
 		b.stats.Failed.Add(1)
-		_ = b.respondOnce(w, req, localResponse(req, 488, "Not Acceptable Here", c.a))
+		r.Why = sdpWhy(err)
+		_ = b.respondOnce(w, req, notAcceptable(req, c.a, err))
 		return sbc.Rejected, done
 	}
 	inv.SetBody(body)
@@ -1136,7 +1146,8 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		c.inviteBusy = c.inviteBusy && req.Method != sip.INVITE
 		c.mu.Unlock()
 		b.log.Debug("in-dialog body refused", "method", string(req.Method), "error", err)
-		return sbc.Rejected, sbc.Respond(w, r, 488, "Not Acceptable Here")
+		r.Why = sdpWhy(err)
+		return sbc.Rejected, sbc.Respond(w, r, 488, "Not Acceptable Here", sdpWarning(from, err))
 	}
 	out.SetBody(body)
 	c.mu.Unlock()
@@ -1312,6 +1323,7 @@ func (b *B2BUA) finish(c *call, reason string) {
 	c.mu.Unlock()
 	if c.end() {
 		b.table.remove(c, b.cfg.Now())
+		b.caps.release(c)
 		if b.cfg.Events != nil {
 			c.mu.Lock()
 			ev := CallEvent{Key: c.origin, Ended: true, Answered: !c.answered.IsZero(), Reason: reason}

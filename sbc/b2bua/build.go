@@ -30,10 +30,18 @@ func (b *B2BUA) copyFor(to *leg, from, out sip.Message) {
 	b.cfg.Topology.CopyHeaders(dirOf(to), from, out, host, port)
 }
 
-// bodyFor is the body of from as it may be sent on leg to: SDP through the
-// media relay (when there is one and the message belongs to call c), other
+// bodyFor is the body of from as it may be sent on leg to: SDP from outside
+// checked (sdp.Check: refused, or lines dropped), SDP through the media
+// relay (when there is one and the message belongs to call c), other
 // bodies through the topology policy (sipfrag scrubbed toward the outside).
+// With a call, c.mu is held.
 func (b *B2BUA) bodyFor(c *call, to *leg, from sip.Message) ([]byte, error) {
+	return b.bodyFrom(c, to, from, fromOutside(c, to))
+}
+
+// bodyFrom is bodyFor when the caller knows whether from came from
+// outside.
+func (b *B2BUA) bodyFrom(c *call, to *leg, from sip.Message, outside bool) ([]byte, error) {
 	body := from.Body()
 	if len(body) == 0 {
 		return nil, nil
@@ -41,6 +49,12 @@ func (b *B2BUA) bodyFor(c *call, to *leg, from sip.Message) ([]byte, error) {
 	ct := ""
 	if hs := from.GetHeaders("Content-Type"); len(hs) > 0 {
 		ct = hs[0].Value()
+	}
+	if outside && isSDP(ct) {
+		var err error
+		if body, err = b.checkInbound(body); err != nil {
+			return nil, err
+		}
 	}
 	if b.cfg.Media != nil && c != nil && isSDP(ct) {
 		return b.cfg.Media.Rewrite(c.key(), to.side, body)
@@ -124,7 +138,7 @@ func (b *B2BUA) bindLocal(req *sip.Request, l *leg) {
 }
 
 // responseTo builds our response on leg l to req, carrying what the other
-// leg answered in res.
+// leg answered in res. c.mu must not be held.
 func (b *B2BUA) responseTo(c *call, l *leg, req *sip.Request, res *sip.Response, withContact bool) *sip.Response {
 	out := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
 	setToTag(req, out, l)
@@ -152,7 +166,13 @@ func (b *B2BUA) responseTo(c *call, l *leg, req *sip.Request, res *sip.Response,
 	if withContact && (res.StatusCode >= 101 && res.StatusCode < 300) {
 		out.AppendHeader(b.contact(l, ""))
 	}
-	body, err := b.bodyFor(c, l, res)
+	outside := fromOutside(nil, l)
+	if c != nil {
+		c.mu.Lock()
+		outside = fromOutside(c, l)
+		c.mu.Unlock()
+	}
+	body, err := b.bodyFrom(c, l, res, outside)
 	if err != nil {
 		// An answer the relay cannot read must not cross as it is: it
 		// names the other side's media address.

@@ -64,6 +64,7 @@ type harnessConfig struct {
 	targets  []upstream.Target
 	outbound *upstream.Target
 	cfg      b2bua.Config
+	layers   map[string]sbc.Handler
 }
 
 type option func(t *testing.T, c *harnessConfig)
@@ -94,6 +95,17 @@ func withOutbound(p *siptest.Peer) option {
 // withConfig edits the B2BUA configuration.
 func withConfig(f func(*b2bua.Config)) option {
 	return func(_ *testing.T, c *harnessConfig) { f(&c.cfg) }
+}
+
+// withLayer puts h in the chain under name (a name of sbc.Order), beside
+// "local" and "b2bua": a stand-in for auth that sets Request.Identity.
+func withLayer(name string, h sbc.Handler) option {
+	return func(_ *testing.T, c *harnessConfig) {
+		if c.layers == nil {
+			c.layers = map[string]sbc.Handler{}
+		}
+		c.layers[name] = h
+	}
 }
 
 // startSBC starts an SBC that is stopped when the test ends.
@@ -140,7 +152,11 @@ func startSBC(t *testing.T, opts ...option) *harness {
 	cfg.Logger = log
 	b2b := b2bua.New(cfg)
 	b2bRef.Store(b2b)
-	chain, err := sbc.BuildChain(map[string]sbc.Handler{"local": sbc.Local{}, "b2bua": b2b})
+	layers := map[string]sbc.Handler{"local": sbc.Local{}, "b2bua": b2b}
+	for name, l := range hc.layers {
+		layers[name] = l
+	}
+	chain, err := sbc.BuildChain(layers)
 	if err != nil {
 		t.Fatalf("BuildChain: %v", err)
 	}
