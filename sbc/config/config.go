@@ -153,6 +153,21 @@ type Calls struct {
 	// progress end by themselves, refusing new ones, before it stops.
 	// Default 30s; 0 stops at once.
 	DrainTimeout Duration `yaml:"drain_timeout"`
+	// MaxPerUser caps the calls in progress (ringing or answered) that one
+	// authenticated user places from outside; one more gets 486 Busy Here
+	// with a Warning. A phone has a few lines; 10 leaves room for
+	// transfers and conferences. Default 10; 0 = no cap.
+	MaxPerUser int `yaml:"max_per_user"`
+	// MaxPerSource caps the calls in progress placed from one outside
+	// address (an IPv6 /64 counts as one), whoever they authenticate as;
+	// trusted peers are not counted. Default 20 (an office behind one
+	// NAT, at one call in progress per three or four phones, up to about
+	// 70 phones); 0 = no cap.
+	MaxPerSource int `yaml:"max_per_source"`
+	// MaxPerTrusted caps the calls in progress of one trusted peer (a
+	// trunk, a PBX), counted by its name. Its capacity is a contract's
+	// business, so by default there is none. Default 0 = no cap.
+	MaxPerTrusted int `yaml:"max_per_trusted"`
 }
 
 // Registrar configures REGISTER handling and the location service (see

@@ -19,6 +19,8 @@ const (
 	defaultTCPMessageTimeout = 10 * time.Second
 	defaultRingTimeout       = 120 * time.Second
 	defaultSessionTimeout    = 2 * time.Hour
+	defaultMaxCallsPerUser   = 10
+	defaultMaxCallsPerSource = 20
 	defaultStorePath         = "/var/lib/sipwall"
 	defaultLogLevel          = "info"
 	defaultLogFormat         = "text"
@@ -156,6 +158,8 @@ func (l *Limits) applyDefaults() {
 func (c *Calls) applyDefaults() {
 	setDefault(&c.RingTimeout, Duration(defaultRingTimeout))
 	setDefault(&c.SessionTimeout, Duration(defaultSessionTimeout))
+	setDefault(&c.MaxPerUser, defaultMaxCallsPerUser)
+	setDefault(&c.MaxPerSource, defaultMaxCallsPerSource)
 	// MaxDuration defaults to 0 (no limit) and FollowRedirects to false,
 	// which are already the zero values.
 }

@@ -185,6 +185,11 @@ func TestProblems(t *testing.T) {
 		{"session_timeout bad", "calls:\n  session_timeout: 1d\n", 2, "calls.session_timeout", `"1d" is not a duration`},
 		{"follow_redirects yes", "calls:\n  follow_redirects: yes\n", 2, "calls.follow_redirects", `want true or false, got "yes"`},
 		{"follow_redirects number", "calls:\n  follow_redirects: 1\n", 2, "calls.follow_redirects", `want true or false, got "1"`},
+		{"max_per_user negative", "calls:\n  max_per_user: -1\n", 2, "calls.max_per_user", "must be 0 (no cap) to 1000000, got -1"},
+		{"max_per_user huge", "calls:\n  max_per_user: 1000001\n", 2, "calls.max_per_user", "must be 0 (no cap) to 1000000, got 1000001"},
+		{"max_per_user text", "calls:\n  max_per_user: ten\n", 2, "calls.max_per_user", "want an integer"},
+		{"max_per_source negative", "calls:\n  ring_timeout: 10s\n  max_per_source: -5\n", 3, "calls.max_per_source", "must be 0 (no cap) to 1000000, got -5"},
+		{"max_per_trusted negative", "calls:\n  max_per_trusted: -1\n", 2, "calls.max_per_trusted", "must be 0 (no cap) to 1000000"},
 
 		// registrar
 		{"registrar not a mapping", "registrar: relay\n", 1, "registrar", `want a mapping, got "relay"`},

@@ -34,7 +34,8 @@ func wantDefault() Config {
 				MessageTimeout:    Duration(10 * time.Second),
 			},
 		},
-		Calls: Calls{RingTimeout: Duration(120 * time.Second), SessionTimeout: Duration(2 * time.Hour), DrainTimeout: Duration(30 * time.Second)},
+		Calls: Calls{RingTimeout: Duration(120 * time.Second), SessionTimeout: Duration(2 * time.Hour), DrainTimeout: Duration(30 * time.Second),
+			MaxPerUser: 10, MaxPerSource: 20},
 		Registrar: Registrar{
 			Mode:              "relay",
 			MinExpires:        Duration(60 * time.Second),
@@ -202,6 +203,9 @@ func wantFull() Config {
 			SessionTimeout:  Duration(30 * time.Minute),
 			FollowRedirects: true,
 			DrainTimeout:    Duration(2 * time.Minute),
+			MaxPerUser:      4,
+			MaxPerSource:    50,
+			MaxPerTrusted:   300,
 		},
 		Registrar: Registrar{
 			Mode:              "local",
@@ -352,6 +356,7 @@ health:
   timeout: 0s
 calls:
   max_duration: 0
+  max_per_user: 0     # no cap, not the default 10
 listen:
   - transport: udp
     addr: 127.0.0.1:0
@@ -364,6 +369,9 @@ listen:
 	}
 	if c.Health.Interval != 0 || c.Health.Timeout != 0 {
 		t.Errorf("health = %+v, want interval and timeout 0", c.Health)
+	}
+	if c.Calls.MaxPerUser != 0 || c.Calls.MaxPerSource != 20 {
+		t.Errorf("calls = %+v, want max_per_user 0 and max_per_source defaulted", c.Calls)
 	}
 	if len(c.Listen) != 2 || c.Listen[1].Side != "external" {
 		t.Errorf("listen = %+v, want the two listeners given, side defaulted", c.Listen)

@@ -301,6 +301,19 @@ func (ch *checker) calls(c Calls) {
 	ch.positive("calls.ring_timeout", c.RingTimeout)
 	ch.nonNegative("calls.max_duration", c.MaxDuration)
 	ch.positive("calls.session_timeout", c.SessionTimeout)
+	ch.callCap("calls.max_per_user", c.MaxPerUser)
+	ch.callCap("calls.max_per_source", c.MaxPerSource)
+	ch.callCap("calls.max_per_trusted", c.MaxPerTrusted)
+}
+
+// maxCallCap bounds the calls.max_per_* keys: more than the largest
+// dialog table anyone runs is a typo.
+const maxCallCap = 1_000_000
+
+func (ch *checker) callCap(key string, v int) {
+	if v < 0 || v > maxCallCap {
+		ch.fail(key, "must be 0 (no cap) to %d, got %d", maxCallCap, v)
+	}
 }
 
 func (ch *checker) registrar(r Registrar, authenticated bool) {
