@@ -275,7 +275,9 @@ listen:
 upstreams:
   - {name: pbx, uri: "sip:$PBX_IP:$pbx_port$uri_param"}
 health: {interval: 0s}
-calls: {ring_timeout: 30s, drain_timeout: 1s}
+# One sipp stands for many callers: no caps of calls in progress per user
+# or per address.
+calls: {ring_timeout: 30s, drain_timeout: 1s, max_per_user: 0, max_per_source: 0}
 $store_yaml
 log: {level: warn}
 admin: {addr: "127.0.0.1:$admin_port", pprof: $pprof}

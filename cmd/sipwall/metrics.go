@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sipwall/sipwall/bpf"
+	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/sanity/wire"
 )
 
@@ -44,6 +45,9 @@ var (
 	dVerdicts      = desc("sipwall_server_verdicts_total", "Requests by the chain's verdict.", "verdict")
 	dCallsActive   = desc("sipwall_calls_active", "Calls in the dialog table.")
 	dCalls         = desc("sipwall_calls_total", "Calls by outcome (started counts every call).", "result")
+	dCallsLimited  = desc("sipwall_calls_limited_total", "New calls refused with 486 at a cap of calls in progress (calls.max_per_*), by cap: user, source, trusted.", "cap")
+	dSDPInbound    = desc("sipwall_sdp_inbound_total", "SDP bodies from outside changed by the inbound check: refused (488, or withheld from an ACK or a response) or sanitised (lines dropped).", "result")
+	dSDPLines      = desc("sipwall_sdp_inbound_lines_dropped_total", "Lines dropped from SDP bodies from outside by the inbound check.")
 	dRegs          = desc("sipwall_registrations_active", "Live registration bindings.")
 	dAuth          = desc("sipwall_auth_total", "Digest authentication events.", "event")
 	dAuthFail      = desc("sipwall_auth_failures_total", "Failed authentications by reason.", "reason")
@@ -73,7 +77,7 @@ var (
 )
 
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dCallsActive, dCalls, dRegs, dAuth, dAuthFail,
+	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
 		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
@@ -122,6 +126,14 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		counter(ch, dCalls, float64(v), result)
 	}
+	cs := a.b2b.CapStats()
+	counter(ch, dCallsLimited, float64(cs.User), b2bua.CapUser)
+	counter(ch, dCallsLimited, float64(cs.Source), b2bua.CapSource)
+	counter(ch, dCallsLimited, float64(cs.Trusted), b2bua.CapTrusted)
+	ss := a.b2b.SDPStats()
+	counter(ch, dSDPInbound, float64(ss.Refused.Load()), "refused")
+	counter(ch, dSDPInbound, float64(ss.Sanitised.Load()), "sanitised")
+	counter(ch, dSDPLines, float64(ss.Lines.Load()))
 	if a.reg != nil {
 		_, n := a.reg.Count()
 		gauge(ch, dRegs, float64(n))

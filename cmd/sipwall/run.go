@@ -446,6 +446,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		MaxDuration:     cfg.Calls.MaxDuration.D(),
 		SessionTimeout:  cfg.Calls.SessionTimeout.D(),
 		FollowRedirects: cfg.Calls.FollowRedirects,
+		Caps:            b2bua.Caps{PerUser: cfg.Calls.MaxPerUser, PerSource: cfg.Calls.MaxPerSource, PerTrusted: cfg.Calls.MaxPerTrusted},
 		Logger:          log,
 	})
 	b2bRef.Store(b2b)
