@@ -453,6 +453,9 @@ type SBCConfig struct {
 	Auth string
 	// Bans is the bans section in YAML flow style without braces.
 	Bans string
+	// Calls holds more keys of the calls section in YAML flow style
+	// without braces, e.g. `max_per_source: 0`.
+	Calls string
 	// Extra is appended to the configuration as it is (whole sections).
 	Extra string
 }
@@ -487,7 +490,11 @@ func (c SBCConfig) YAML(port int, storeDir string) string {
 		fmt.Fprintf(&b, "outbound: {uri: \"sip:%s:%d%s\"}\n", TrunkIP, c.TrunkPort, c.Transport.URIParam())
 	}
 	fmt.Fprintf(&b, "health: {interval: 0s}\n")
-	fmt.Fprintf(&b, "calls: {ring_timeout: %s}\n", ring)
+	calls := ""
+	if c.Calls != "" {
+		calls = ", " + c.Calls
+	}
+	fmt.Fprintf(&b, "calls: {ring_timeout: %s%s}\n", ring, calls)
 	if c.Users != nil {
 		extra := ""
 		if c.Auth != "" {
@@ -985,6 +992,8 @@ type Call struct {
 	CallerIP string
 	// Extra is SBCConfig.Extra.
 	Extra string
+	// CallsConfig is SBCConfig.Calls (keys of the calls section).
+	CallsConfig string
 	// Users and Auth are SBCConfig's (digest on when Users is set);
 	// AuthUser and AuthPass the caller's -au and -ap.
 	Users              map[string]string
@@ -1023,7 +1032,7 @@ func (c Call) Run(t testing.TB, tr Transport) CallResult {
 		Calls: c.Calls, Pause: c.UASPause, Timeout: c.Timeout, NoTraceMsg: c.NoTraceMsg,
 	}.Start(t)
 
-	cfg := SBCConfig{Transport: tr, RingTimeout: c.RingTimeout, Users: c.Users, Auth: c.Auth, Extra: c.Extra}
+	cfg := SBCConfig{Transport: tr, RingTimeout: c.RingTimeout, Users: c.Users, Auth: c.Auth, Extra: c.Extra, Calls: c.CallsConfig}
 	callerPort := 0
 	if c.FromInside {
 		// The caller is the PBX: same address and port as the upstream.
