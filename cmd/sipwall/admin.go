@@ -17,6 +17,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/decision"
@@ -191,8 +192,14 @@ func (s *adminServer) status(w http.ResponseWriter, _ *http.Request) {
 	writeJSON(w, http.StatusOK, s.a.status())
 }
 
+// calls lists the calls in progress: user is who authenticated the
+// caller, claimed the caller's From (see b2bua.CallInfo); [] when none.
 func (s *adminServer) calls(w http.ResponseWriter, _ *http.Request) {
-	writeJSON(w, http.StatusOK, s.a.b2b.Calls())
+	calls := s.a.b2b.Calls()
+	if calls == nil {
+		calls = []b2bua.CallInfo{}
+	}
+	writeJSON(w, http.StatusOK, calls)
 }
 
 func (s *adminServer) hangup(w http.ResponseWriter, r *http.Request) {
@@ -209,6 +216,8 @@ func (s *adminServer) hangup(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]any{"hung_up": id})
 }
 
+// registrations lists the live bindings by AOR; each binding's
+// registered_by is who authenticated its last REGISTER.
 func (s *adminServer) registrations(w http.ResponseWriter, r *http.Request) {
 	if s.a.reg == nil {
 		writeJSON(w, http.StatusOK, map[string]any{})

@@ -7,16 +7,22 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
+	"slices"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/decision"
+	"github.com/sipwall/sipwall/sbc/registrar"
 )
 
 // adminCommands are the sub-commands that talk to a running sipwall's
@@ -79,18 +85,23 @@ func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
 		return positional[0], nil
 	}
 	switch name {
-	case "status", "registrations", "locks", "blocks":
-		path := map[string]string{"status": "/api/status", "registrations": "/api/registrations", "locks": "/api/locks", "blocks": "/api/fraud/blocks"}[name]
+	case "status", "locks", "blocks":
+		path := map[string]string{"status": "/api/status", "locks": "/api/locks", "blocks": "/api/fraud/blocks"}[name]
 		return c.print(stdout, http.MethodGet, path, nil)
+	case "registrations":
+		return c.registrations(stdout)
 	case "calls":
 		var calls []b2bua.CallInfo
 		if err := c.do(http.MethodGet, "/api/calls", nil, &calls); err != nil {
 			return err
 		}
+		// USER is who authenticated; CLAIMED is the caller's From,
+		// which it writes as it likes.
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
-		fmt.Fprintln(tw, "ID\tSTATE\tFROM\tTO\tSINCE\tA-LEG CALL-ID")
+		fmt.Fprintln(tw, "ID\tSTATE\tUSER\tCLAIMED\tTO\tSINCE\tA-LEG CALL-ID")
 		for _, ci := range calls {
-			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\n", ci.ID, ci.State, ci.From, ci.To, time.Since(ci.Created).Round(time.Second), ci.ACallID)
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%s\n", ci.ID, ci.State, cell(ci.User), cell(ci.Claimed), cell(ci.To),
+				time.Since(ci.Created).Round(time.Second), ci.ACallID)
 		}
 		return tw.Flush()
 	case "bans":
@@ -169,6 +180,46 @@ func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
 		return tw.Flush()
 	}
 	return fmt.Errorf("unknown admin command %q", name)
+}
+
+// cell is a table cell: "-" for nothing (so columns stay columns), and
+// text from the wire (users, numbers) quoted when it holds spaces or
+// control characters and cut to 64 bytes.
+func cell(s string) string {
+	if s == "" {
+		return "-"
+	}
+	if len(s) > 64 {
+		s = strings.ToValidUTF8(s[:64], "")
+	}
+	if strings.ContainsFunc(s, func(r rune) bool { return r <= ' ' || r == 0x7f || r == utf8.RuneError || !unicode.IsPrint(r) }) {
+		return strconv.Quote(s)
+	}
+	return s
+}
+
+// registrations prints the bindings, one line each, AORs in order.
+func (c *adminClient) registrations(w io.Writer) error {
+	var all map[string][]registrar.Binding
+	if err := c.do(http.MethodGet, "/api/registrations", nil, &all); err != nil {
+		return err
+	}
+	if len(all) == 0 {
+		_, err := fmt.Fprintln(w, "no registrations")
+		return err
+	}
+	aors := slices.Sorted(maps.Keys(all))
+	// REGISTERED BY is who authenticated the REGISTER ("-": sipwall did
+	// not; the PBX may have).
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "AOR\tREGISTERED BY\tCONTACT\tPEER\tTRANSPORT\tEXPIRES IN")
+	for _, aor := range aors {
+		for _, b := range all[aor] {
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(aor), cell(b.RegisteredBy), cell(b.Contact), b.Peer, b.Transport,
+				time.Until(b.Expires).Round(time.Second))
+		}
+	}
+	return tw.Flush()
 }
 
 func newAdminClient(cfgPath, addr, tokenFile string) (*adminClient, error) {

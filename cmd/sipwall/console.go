@@ -548,7 +548,9 @@ func (c *console) hangup(w http.ResponseWriter, r *http.Request) {
 }
 
 type regRow struct {
-	AOR     string
+	AOR string
+	// By is who authenticated the binding's last REGISTER.
+	By      string
 	Binding any
 	Contact string
 	Peer    string
@@ -569,7 +571,7 @@ func (c *console) registrationsPage(w http.ResponseWriter, r *http.Request) {
 		sort.Strings(aors)
 		for _, aor := range aors {
 			for _, b := range all[aor] {
-				rows = append(rows, regRow{AOR: aor, Contact: b.Contact, Peer: b.Peer, Tr: b.Transport, Expires: b.Expires, Node: b.Node})
+				rows = append(rows, regRow{AOR: aor, By: b.RegisteredBy, Contact: b.Contact, Peer: b.Peer, Tr: b.Transport, Expires: b.Expires, Node: b.Node})
 			}
 		}
 		total, _ = c.s.a.reg.Count()

@@ -36,7 +36,9 @@ func (l *callLog) event(e b2bua.CallEvent) {
 	}
 	if e.Ended && e.Info != nil && l.on {
 		i := e.Info
-		l.log.Info("call ended", "component", "calls", "call", i.ID, "user", i.From, "destination", i.To,
+		// user is the authenticated identity; claimed, the caller's From,
+		// is kept apart so that the log cannot be made to blame another.
+		l.log.Info("call ended", "component", "calls", "call", i.ID, "user", i.User, "claimed", i.Claimed, "destination", i.To,
 			"a_call_id", i.ACallID, "b_call_id", i.BCallID, "answered", e.Answered,
 			"setup_ms", e.Setup.Milliseconds(), "duration_s", int64(e.Duration.Seconds()), "reason", e.Reason)
 	}

@@ -351,8 +351,8 @@ func TestAdminCallsAndHangup(t *testing.T) {
 	began := time.Now()
 	sp := authCall(t, "long-call", addr, "1000", 20*time.Second)
 	c := waitConfirmed(t, a, "", 10*time.Second)
-	if c.From != "caller" || c.To != "1000" || c.ACallID == "" || c.BCallID == "" || c.ACallID == c.BCallID {
-		t.Errorf("call %+v: want from caller to 1000 with two different Call-IDs", c)
+	if c.User != "alice" || c.Claimed != "caller" || c.To != "1000" || c.ACallID == "" || c.BCallID == "" || c.ACallID == c.BCallID {
+		t.Errorf("call %+v: want alice (claiming caller) to 1000 with two different Call-IDs", c)
 	}
 	id := strconv.FormatUint(c.ID, 10)
 
@@ -364,8 +364,8 @@ func TestAdminCallsAndHangup(t *testing.T) {
 	if len(lines) != 2 || !strings.HasPrefix(lines[0], "ID") {
 		t.Fatalf("sipwall calls printed %q, want a header and one call", out)
 	}
-	if f := strings.Fields(lines[1]); len(f) != 6 || f[0] != id || f[1] != "confirmed" || f[2] != "caller" || f[3] != "1000" || f[5] != c.ACallID {
-		t.Fatalf("sipwall calls row %q, want id %s, confirmed, caller, 1000, a-leg Call-ID %s", lines[1], id, c.ACallID)
+	if f := strings.Fields(lines[1]); len(f) != 7 || f[0] != id || f[1] != "confirmed" || f[2] != "alice" || f[3] != "caller" || f[4] != "1000" || f[6] != c.ACallID {
+		t.Fatalf("sipwall calls row %q, want id %s, confirmed, alice, caller, 1000, a-leg Call-ID %s", lines[1], id, c.ACallID)
 	}
 
 	code, out, errOut = cli("hangup", "-admin", admin, id)

@@ -369,7 +369,7 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		return sbc.Rejected, sbc.Respond(w, r, 500, "Server Internal Error")
 	}
 	now := b.cfg.Now()
-	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.From().Address.User, dst: r.Recipient.User}
+	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.Identity.Attribution(), claimed: r.From().Address.User, dst: r.Recipient.User}
 	// A hang-up (admin) may come as soon as the call is in the table.
 	hung, hangUp := context.WithCancelCause(context.Background())
 	defer hangUp(nil)
@@ -1437,9 +1437,15 @@ func redirectTargets(res *sip.Response, from upstream.Target) []upstream.Target 
 
 // CallInfo describes a call in the table (admin API, tests).
 type CallInfo struct {
-	ID       uint64    `json:"id"`
-	State    string    `json:"state"`
-	From     string    `json:"from"`
+	ID    uint64 `json:"id"`
+	State string `json:"state"`
+	// User is whom the call is attributed to: the authenticated user,
+	// "trusted:<peer>" for a trusted peer, empty when nothing
+	// authenticated the caller (a call from the inside, auth off).
+	User string `json:"user"`
+	// Claimed is the user part of the caller's From header: what the
+	// caller says it is, not checked by anyone.
+	Claimed  string    `json:"claimed"`
 	To       string    `json:"to"`
 	Created  time.Time `json:"created"`
 	Answered time.Time `json:"answered,omitzero"`
@@ -1463,7 +1469,7 @@ func (b *B2BUA) Calls() []CallInfo {
 
 // infoLocked describes c; c.mu is held.
 func (c *call) infoLocked() CallInfo {
-	ci := CallInfo{ID: c.id, From: c.user, To: c.dst, Created: c.created, Answered: c.answered, Activity: c.activity, ACallID: c.a.callID}
+	ci := CallInfo{ID: c.id, User: c.user, Claimed: c.claimed, To: c.dst, Created: c.created, Answered: c.answered, Activity: c.activity, ACallID: c.a.callID}
 	switch c.state {
 	case stateEarly:
 		ci.State = "early"

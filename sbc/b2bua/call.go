@@ -107,7 +107,10 @@ type call struct {
 	abort   func()
 	ended   chan struct{}
 	endOnce sync.Once
+	// user is whom the call is attributed to (sbc.Identity.Attribution);
+	// claimed is the From header's user, the caller's unchecked word.
 	user    string
+	claimed string
 	dst     string
 	// origin and the initial INVITE's CSeq and branch tell its
 	// retransmissions from new requests (see table.byOrigin).

@@ -44,6 +44,8 @@ type regRequest struct {
 	peer     string
 	peerIP   string
 	tr       string
+	// by is whom the REGISTER is attributed to (Binding.RegisteredBy).
+	by string
 	// tokens keeps the token chosen for each new binding key, so a commit
 	// after the PBX answered reuses the token the PBX was given.
 	tokens map[string]string
@@ -131,6 +133,7 @@ func (g *Registrar) parse(r *sbc.Request) (*regRequest, *reject) {
 		peer:   r.Peer.String(),
 		peerIP: r.Peer.Addr().String(),
 		tr:     r.Transport,
+		by:     r.Identity.Attribution(),
 		tokens: map[string]string{},
 	}
 
@@ -316,6 +319,7 @@ func (g *Registrar) apply(old []Binding, req *regRequest, now time.Time, up map[
 		b.CallID, b.CSeq = req.callID, req.cseq
 		b.Peer, b.Transport = req.peer, req.tr
 		b.Node = g.cfg.Node
+		b.RegisteredBy = req.by
 		b.Expires = now.Add(exp)
 		b.Updated = now
 		touched[c.key] = true

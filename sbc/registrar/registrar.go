@@ -179,6 +179,11 @@ type Binding struct {
 	// Node is the cluster node the phone registered through, which holds
 	// its flow (Config.Node; empty on a single node).
 	Node string `json:"node,omitempty"`
+	// RegisteredBy is whom the last REGISTER of this binding is
+	// attributed to (sbc.Identity.Attribution): the user that
+	// authenticated it, or trusted:<peer>; empty when sipwall did not
+	// authenticate it (auth off, or relay mode leaving it to the PBX).
+	RegisteredBy string `json:"registered_by,omitempty"`
 }
 
 // record is the stored value of one AOR.
