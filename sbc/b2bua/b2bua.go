@@ -87,6 +87,11 @@ type CallEvent struct {
 	Reason string
 }
 
+// ReasonRingTimeout is CallEvent.Reason for a call the SBC gave up on
+// because it rang longer than calls.ring_timeout (the caller got 408),
+// as opposed to "cancelled" by the caller.
+const ReasonRingTimeout = "ring-timeout"
+
 // OriginKey is the key of the call an initial INVITE starts.
 func OriginKey(r *sbc.Request) string {
 	tag := ""
@@ -613,11 +618,18 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 		case <-cancelled:
 			// The transaction layer already answered the CANCEL and 487.
 			b.stats.Cancelled.Add(1)
-			b.cancelPending(c, bl, inv, btx, trying)
+			b.cancelPending(c, bl, inv, btx, trying, "cancelled")
 			return sbc.Rejected, done
 		case <-ctx.Done():
-			b.cancelPending(c, bl, inv, btx, trying)
-			if errors.Is(context.Cause(ctx), errHungUp) {
+			hungUp := errors.Is(context.Cause(ctx), errHungUp)
+			// The end reason tells the caller's CANCEL (and a hang-up)
+			// from the SBC giving up at calls.ring_timeout.
+			reason := ReasonRingTimeout
+			if hungUp {
+				reason = "cancelled"
+			}
+			b.cancelPending(c, bl, inv, btx, trying, reason)
+			if hungUp {
 				b.stats.Cancelled.Add(1)
 				_ = b.respondOnce(w, req, localResponse(req, 487, "Request Terminated", c.a))
 				return sbc.Rejected, done
@@ -716,8 +728,9 @@ func (b *B2BUA) prack(c *call, bl *leg, res *sip.Response) {
 
 // cancelPending cancels the inside INVITE and cleans up whatever it ends in.
 // trying tells whether a provisional response (100 included) came: before
-// one, a CANCEL must not be sent but waited for (RFC 3261 9.1).
-func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.ClientTransaction, trying bool) {
+// one, a CANCEL must not be sent but waited for (RFC 3261 9.1). reason
+// is the call's end reason.
+func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.ClientTransaction, trying bool, reason string) {
 	sendCancel := func() {
 		cancel := sip.NewRequest(sip.CANCEL, inv.Recipient)
 		cancel.AppendHeader(sip.HeaderClone(inv.Via()))
@@ -746,7 +759,7 @@ func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.Client
 	// Wait for the INVITE's end in the background: a 2xx that crossed our
 	// CANCEL must be ACKed and BYEd (RFC 3261 9.1), then the call goes.
 	spawned := b.spawn(func() {
-		defer b.finish(c, "cancelled")
+		defer b.finish(c, reason)
 		timer := time.NewTimer(64 * sip.T1)
 		defer timer.Stop()
 		for {
@@ -775,7 +788,7 @@ func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.Client
 	if !spawned {
 		// Shutting down: nobody waits for the INVITE's end.
 		btx.Terminate()
-		b.finish(c, "cancelled")
+		b.finish(c, reason)
 	}
 }
 
