@@ -103,6 +103,12 @@ type Request struct {
 	// request goes on). Short, made of the layer's own words, never of
 	// wire text.
 	Why string
+	// Owned is set by the auth layer for a request inside a dialog the
+	// SBC created (vouched for when the dialog was made): its answers
+	// are sent in a transaction, like those of an authenticated request,
+	// where anything else unauthenticated from outside is answered
+	// statelessly, once.
+	Owned bool
 	// Claimed is the user name the request's credentials gave, set by
 	// the auth layer when it checks them, whether or not they are good
 	// (the decision log finds failed logins by it). Attacker text.

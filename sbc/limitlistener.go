@@ -3,6 +3,8 @@ package sbc
 import (
 	"bytes"
 	"crypto/tls"
+	"errors"
+	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -33,6 +35,15 @@ type limitListener struct {
 	transport string
 	local     netip.AddrPort
 	outbound  func(netip.AddrPort, []byte) bool
+	// edge, on tcp and tls listeners, takes the requests read (responses
+	// and keepalives go on to sipgo); idle renews the read deadline while
+	// requests keep arriving, maxMsg bounds one message.
+	edge   *edge
+	idle   time.Duration
+	maxMsg int
+	// conns are the open connections by peer (the edge answers WebSocket
+	// requests on them).
+	conns sync.Map
 
 	mu    sync.Mutex
 	total int
@@ -81,8 +92,9 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		l.mu.Unlock()
 		lc := &limitConn{Conn: c, l: l, src: src}
 		if ta, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-			lc.peer = ta.AddrPort()
+			lc.peer = netip.AddrPortFrom(ta.AddrPort().Addr().Unmap(), ta.AddrPort().Port())
 		}
+		l.conns.Store(lc.peer, lc)
 		return lc, nil
 	}
 }
@@ -114,12 +126,165 @@ type limitConn struct {
 	certKept    atomic.Bool
 	// msg holds the bytes of the message being read, for capture.
 	msg []byte
+	// For the edge (tcp, tls): split frames what was read into messages;
+	// cur holds the one being read, out what sipgo still has to read.
+	split    framer
+	cur, out []byte
+	scratch  []byte
+	// inflight counts requests of this connection in the chain: the
+	// connection closes only after their answers (bounded by flushWait).
+	inflight sync.WaitGroup
+	pending  error // the read error to return once out is drained
 }
 
-// Read tightens the read deadline while a message is incomplete: sipgo sets
+// flushWait bounds how long a closing connection waits for the answers to
+// the requests already read on it.
+const flushWait = 2 * time.Second
+
+// Read gives sipgo what it reads on the connection but the requests,
+// which go to the edge transaction layer as whole messages.
+func (c *limitConn) Read(b []byte) (int, error) {
+	if c.l.edge == nil {
+		return c.read(b)
+	}
+	if c.scratch == nil {
+		c.scratch = make([]byte, 16<<10)
+		c.split.ends = make([]int, 0, 4)
+	}
+	for range 1 << 20 {
+		if len(c.out) > 0 {
+			n := copy(b, c.out)
+			c.out = c.out[n:]
+			return n, nil
+		}
+		if c.pending != nil {
+			c.flush()
+			return 0, c.pending
+		}
+		n, err := c.read(c.scratch)
+		if n > 0 {
+			if perr := c.take(c.scratch[:n]); perr != nil {
+				err = perr
+			}
+		}
+		if err != nil {
+			c.pending = err
+			continue
+		}
+		if c.l.idle > 0 && c.started.IsZero() {
+			// sipgo's idle deadline was set before its Read, which this
+			// loop outlives while requests arrive.
+			_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.idle))
+		}
+	}
+	return 0, io.ErrNoProgress
+}
+
+// errBrokenStream closes a connection whose bytes are no longer SIP
+// messages (an unparsable request, a message over the size limit).
+var errBrokenStream = errors.New("stream: not a SIP message")
+
+// take frames bytes read: requests go to the edge, responses and the
+// CRLF keepalives between messages to sipgo (out).
+func (c *limitConn) take(p []byte) error {
+	start := 0
+	c.split.ends = c.split.ends[:0]
+	c.split.feed(p)
+	for _, end := range c.split.ends {
+		c.cur = append(c.cur, p[start:end]...)
+		start = end
+		if err := c.message(); err != nil {
+			return err
+		}
+	}
+	c.cur = append(c.cur, p[start:]...)
+	if c.l.maxMsg > 0 && len(c.cur) > c.l.maxMsg+4 {
+		return errBrokenStream
+	}
+	if c.split.state == 0 && len(bytes.Trim(c.cur, "\r\n")) == 0 && len(c.cur) > 0 {
+		// Keepalive only (RFC 5626 4.4.1): sipgo answers it.
+		c.out = append(c.out, c.cur...)
+		c.cur = c.cur[:0]
+	}
+	return nil
+}
+
+// message handles one complete message in cur.
+func (c *limitConn) message() error {
+	m := c.cur
+	i := 0
+	for i < len(m) && (m[i] == '\r' || m[i] == '\n') {
+		i++
+	}
+	c.out = append(c.out, m[:i]...)
+	m = m[i:]
+	defer func() { c.cur = c.cur[:0] }()
+	if len(m) == 0 {
+		return nil
+	}
+	if c.l.maxMsg > 0 && len(m) > c.l.maxMsg {
+		return errBrokenStream
+	}
+	if bytes.HasPrefix(m, []byte("SIP/")) {
+		c.out = append(c.out, m...)
+		return nil
+	}
+	data := bytes.Clone(m)
+	f := &flow{transport: c.l.transport, local: c.l.local, peer: c.peer, write: c.writeMsg, stream: c}
+	req, err := c.l.edge.s.parseRequest(data, f)
+	if err != nil {
+		c.l.edge.s.countDrop(wire.ReasonNone)
+		return errBrokenStream
+	}
+	c.l.edge.receive(req, f, len(data))
+	return nil
+}
+
+// flush waits, bounded, for the answers to the requests already read.
+func (c *limitConn) flush() {
+	done := make(chan struct{})
+	go func() { c.inflight.Wait(); close(done) }()
+	t := time.NewTimer(flushWait)
+	defer t.Stop()
+	select {
+	case <-done:
+	case <-t.C:
+	}
+}
+
+// writeMsg writes one whole message for the edge.
+func (c *limitConn) writeMsg(b []byte) error {
+	_, err := c.Write(b)
+	return err
+}
+
+// writeWS writes one message for the edge as an unmasked WebSocket text
+// frame (RFC 6455 5.2: a server never masks).
+func (c *limitConn) writeWS(b []byte) error {
+	var h [10]byte
+	h[0] = 0x81 // FIN, text
+	n := 2
+	switch {
+	case len(b) < 126:
+		h[1] = byte(len(b))
+	case len(b) < 1<<16:
+		h[1], h[2], h[3] = 126, byte(len(b)>>8), byte(len(b))
+		n = 4
+	default:
+		h[1] = 127
+		for i := range 8 {
+			h[2+i] = byte(uint64(len(b)) >> (56 - 8*i))
+		}
+		n = 10
+	}
+	_, err := c.Write(append(h[:n:n], b...))
+	return err
+}
+
+// read tightens the read deadline while a message is incomplete: sipgo sets
 // an idle deadline before each read, which a client sending one byte now
 // and then would renew forever.
-func (c *limitConn) Read(b []byte) (int, error) {
+func (c *limitConn) read(b []byte) (int, error) {
 	if !c.started.IsZero() && c.l.msgTimeout > 0 {
 		if err := c.Conn.SetReadDeadline(c.started.Add(c.l.msgTimeout)); err != nil {
 			return 0, err
@@ -170,6 +335,7 @@ func (c *limitConn) Write(b []byte) (int, error) {
 
 func (c *limitConn) Close() error {
 	c.once.Do(func() {
+		c.l.conns.CompareAndDelete(c.peer, c)
 		c.l.release(c.src)
 		if c.certKept.Load() {
 			c.l.peerCerts.Delete(c.peer)

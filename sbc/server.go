@@ -1,8 +1,11 @@
 package sbc
 
 import (
+	"bytes"
 	"context"
+	"crypto/rand"
 	"crypto/tls"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -98,6 +101,9 @@ type Options struct {
 	// (a 1xx behind the 2xx is dropped there); this is how the B2BUA
 	// keeps their order. It must not block or change the response.
 	OnResponse func(*sip.Response)
+	// MaxTransactions bounds the edge's server transactions (default
+	// 65536); beyond it requests are answered statelessly.
+	MaxTransactions int
 	// OnDecision, when set, is told of every request the chain finished
 	// with: the layer that decided (empty when none took it), the verdict
 	// and the final status sent (0 for none). Called on the request's own
@@ -123,6 +129,13 @@ type Server struct {
 	client *sipgo.Client
 	sem    chan struct{}
 	parser *sip.Parser
+
+	edge *edge
+	// udpConns are the UDP listener sockets by bound address, for the
+	// edge's answers (through the Outbound guard and capture).
+	udpConns sync.Map // netip.AddrPort -> net.PacketConn
+	// streams are the stream listeners, for the edge's answers on WSS.
+	streams []*limitListener
 
 	mu        sync.Mutex
 	listeners []*Listener
@@ -169,6 +182,7 @@ func NewServer(opts Options) (*Server, error) {
 		opts.RequestTimeout = 32 * time.Second
 	}
 	s := &Server{opts: opts, log: opts.Logger.With("component", "server"), sem: make(chan struct{}, opts.MaxInflight)}
+	s.edge = newEdge(s, opts.MaxTransactions)
 
 	tcp := &sip.TransportTCP{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout, DialerCreate: s.dialer}
 	txOpts := []sip.TransactionLayerOption{}
@@ -220,6 +234,9 @@ func NewServer(opts Options) (*Server, error) {
 	s.ua, s.srv, s.client = ua, srv, client
 	return s, nil
 }
+
+// EdgeStats returns the counters of the edge transaction layer.
+func (s *Server) EdgeStats() EdgeStats { return s.edge.stats() }
 
 // Client is the sipgo client layers use to send requests.
 func (s *Server) Client() *sipgo.Client { return s.client }
@@ -297,6 +314,7 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		if s.opts.Outbound != nil || s.opts.Capture != nil {
 			pc = &guardedPacketConn{PacketConn: pc, s: s, local: l.Bound}
 		}
+		s.udpConns.Store(l.Bound, pc)
 		served := make(chan struct{})
 		s.wg.Add(1)
 		go func() {
@@ -337,6 +355,16 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 			msgTimeout = 0
 		}
 		lim := newLimitListener(inner, s.opts.MaxConns, s.opts.MaxConnsPerSource, msgTimeout, &s.Stats)
+		lim.transport, lim.local, lim.idle, lim.maxMsg = spec.Transport, l.Bound, s.opts.IdleTimeout, s.opts.MaxMessageSize
+		if spec.Transport == "wss" {
+			// WebSocket messages reach the read filter whole; the edge
+			// answers them on the connection (see writeWS).
+			s.mu.Lock()
+			s.streams = append(s.streams, lim)
+			s.mu.Unlock()
+		} else {
+			lim.edge = s.edge
+		}
 		lim.blocked = s.opts.Blocked
 		lim.admit = s.opts.Admit
 		if s.opts.Outbound != nil {
@@ -346,7 +374,7 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 			lim.peerCerts = &s.peerCerts
 		}
 		if s.opts.Capture != nil {
-			lim.capture, lim.transport, lim.local = s.opts.Capture, spec.Transport, l.Bound
+			lim.capture = s.opts.Capture
 		}
 		l.closer = lim.Close
 		serve := map[string]func(net.Listener) error{"tcp": s.srv.ServeTCP, "tls": s.srv.ServeTLS, "wss": s.srv.ServeWSS}[spec.Transport]
@@ -483,6 +511,12 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 		if s.opts.Capture != nil {
 			s.captureRead(props, res.Data)
 		}
+		if !res.Response {
+			// Requests are the edge's: sipgo's transaction layer never
+			// sees them.
+			s.receiveMessage(props, res.Data)
+			return nil, nil
+		}
 		return res.Data, nil
 	case wire.Keepalive:
 		s.Stats.Keepalives.Add(1)
@@ -490,6 +524,100 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 	}
 	s.countDrop(res.Reason)
 	return nil, nil
+}
+
+// receiveMessage parses a request read whole (a datagram, a WebSocket
+// message) and hands it to the edge. An unparsable one is dropped and
+// counted: there is nothing to answer it with.
+func (s *Server) receiveMessage(props sip.TransportReadProps, data []byte) {
+	peer, ok1 := addrPortOf(props.RemoteAddr)
+	local, ok2 := addrPortOf(props.LocalAddr)
+	if !ok1 || !ok2 {
+		s.countDrop(wire.ReasonNone)
+		return
+	}
+	f := &flow{transport: strings.ToLower(props.Transport), peer: peer}
+	switch f.transport {
+	case "udp":
+		pcv, found := s.udpConns.Load(s.udpBound(local))
+		if !found {
+			s.countDrop(wire.ReasonNone)
+			return
+		}
+		pc, dst := pcv.(net.PacketConn), net.UDPAddrFromAddrPort(peer)
+		f.local = local
+		f.write = func(b []byte) error { _, err := pc.WriteTo(b, dst); return err }
+	case "ws", "wss":
+		c := s.streamConn(peer)
+		if c == nil {
+			s.countDrop(wire.ReasonNone)
+			return
+		}
+		f.local, f.stream = c.l.local, c
+		f.write = c.writeWS
+	default:
+		s.countDrop(wire.ReasonNone)
+		return
+	}
+	// The read buffer is the transport's, reused for the next datagram.
+	data = bytes.Clone(data)
+	req, err := s.parseRequest(data, f)
+	if err != nil {
+		s.countDrop(wire.ReasonNone)
+		return
+	}
+	s.edge.receive(req, f, len(data))
+}
+
+// parseRequest parses one whole request and sets what sipgo's transport
+// would have: transport name and source.
+func (s *Server) parseRequest(data []byte, f *flow) (*sip.Request, error) {
+	msg, err := s.reqParser().ParseSIP(data)
+	if err != nil {
+		return nil, err
+	}
+	req, ok := msg.(*sip.Request)
+	if !ok {
+		return nil, errors.New("not a request")
+	}
+	req.SetTransport(strings.ToUpper(f.transport))
+	req.SetSource(f.peer.String())
+	req.SetDestination(f.local.String())
+	return req, nil
+}
+
+// reqParser returns the parser for whole requests (it keeps no state
+// between calls and is safe for concurrent use).
+func (s *Server) reqParser() *sip.Parser { return s.parser }
+
+// udpBound maps the local address a datagram arrived on to the bound
+// address of its listener (a wildcard listener reports the wildcard).
+func (s *Server) udpBound(local netip.AddrPort) netip.AddrPort {
+	if _, ok := s.udpConns.Load(local); ok {
+		return local
+	}
+	found := local
+	s.udpConns.Range(func(k, _ any) bool {
+		if b := k.(netip.AddrPort); b.Port() == local.Port() && b.Addr().IsUnspecified() {
+			found = b
+			return false
+		}
+		return true
+	})
+	return found
+}
+
+// streamConn finds the accepted WebSocket connection of a peer.
+func (s *Server) streamConn(peer netip.AddrPort) *limitConn {
+	s.mu.Lock()
+	ls := s.streams
+	s.mu.Unlock()
+	for _, l := range ls {
+		if c, ok := l.conns.Load(peer); ok {
+			return c.(*limitConn)
+		}
+	}
+	return nil
 }
 
 // outboundOK applies the Outbound filter to a message for dst; messages
@@ -571,17 +699,129 @@ func (s *Server) countDrop(r wire.Reason) {
 
 type writer struct {
 	tx      sip.ServerTransaction
+	etx     *edgeTx
+	r       *Request
 	written atomic.Int32
+	// stateless: the final answer went out once, without a transaction.
+	stateless atomic.Bool
+	// layer is the chain layer now serving the request ("" at the root).
+	layer atomic.Pointer[string]
+}
+
+// gatekeeper reports whether a layer (name, nil for the root) decides
+// whether a request may pass at all. Its refusals of unvouched requests
+// are stateless; what the forwarding layers (registrar, b2bua) send,
+// the upstream's answers among it, goes in a transaction.
+func gatekeeper(name *string) bool {
+	if name == nil {
+		return true
+	}
+	switch *name {
+	case "registrar", "b2bua":
+		return false
+	}
+	return true
 }
 
 func (w *writer) Respond(res *sip.Response) error {
 	if w.tx == nil {
 		return errors.New("no transaction to respond in")
 	}
+	if res.StatusCode >= 200 && w.etx != nil && w.unvouched() && gatekeeper(w.layer.Load()) {
+		return w.respondStateless(res)
+	}
 	if res.StatusCode >= 200 {
 		w.written.CompareAndSwap(0, int32(res.StatusCode))
 	}
 	return w.tx.Respond(res)
+}
+
+// unvouched: a request from outside that nobody vouches for yet — not
+// authenticated, not from a trusted peer, not inside a dialog the SBC
+// owns. Its final answer is sent statelessly, once.
+func (w *writer) unvouched() bool {
+	r := w.r
+	return r != nil && r.Side == External && r.Identity == nil && !r.Owned
+}
+
+// respondStateless sends a final answer once and keeps no transaction:
+// nothing retransmits it, and over UDP a source is never sent more bytes
+// than its requests brought (cut by fit, else not sent: see budget), so
+// that a forged source address cannot turn the SBC into an amplifier.
+func (w *writer) respondStateless(res *sip.Response) error {
+	if !w.written.CompareAndSwap(0, int32(res.StatusCode)) {
+		return nil
+	}
+	e := w.etx.e
+	if to := res.To(); to != nil && res.StatusCode != 100 {
+		// A short tag: nothing ever refers back to it (the next request
+		// is a new transaction), and every byte counts below.
+		to.Params.Remove("tag")
+		to.Params.Add("tag", shortTag())
+	}
+	if f := w.etx.flow; !f.reliable() {
+		ip, size := f.peer.Addr(), w.etx.size
+		cut, trimmed := fit(res, e.budget.available(ip, size))
+		if cut == nil || !e.budget.spend(ip, len(cut.String()), size) {
+			e.amplification.Add(1)
+			w.stateless.Store(true)
+			return nil
+		}
+		if trimmed {
+			e.trimmed.Add(1)
+		}
+		res = cut
+	}
+	e.stateless.Add(1)
+	w.stateless.Store(true)
+	return w.etx.respond(res, true)
+}
+
+// shortTag is a random tag of 8 hex digits.
+func shortTag() string {
+	var b [4]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// finish ends the edge transaction after the chain: at once when its
+// answer was stateless or nothing final was sent for an unvouched
+// request; otherwise the transaction runs its timers (a request left
+// without a final answer is held 32 s, so its retransmissions are
+// absorbed, then dropped).
+func (w *writer) finish() {
+	tx := w.etx
+	switch {
+	case w.stateless.Load():
+		tx.terminate(nil)
+	case w.Written() == 0 && ((w.unvouched() && gatekeeper(w.layer.Load())) || tx.req.IsAck()):
+		tx.terminate(nil)
+	case w.Written() == 0:
+		tx.mu.Lock()
+		if tx.state < txCompleted {
+			tx.after(64*sip.T1, func() { tx.terminate(nil) })
+		}
+		tx.mu.Unlock()
+	}
+}
+
+// MatchCancel applies the CANCEL answered through w to the INVITE
+// transaction it names (same flow, branch, Call-ID, From tag, CSeq
+// number, To): the CANCEL gets 200, then the INVITE 487 and its OnCancel
+// callbacks run. It reports whether one matched; when none did, nothing
+// was sent and the caller answers 481.
+func MatchCancel(w ResponseWriter) bool {
+	ww, ok := w.(*writer)
+	if !ok || ww.etx == nil || !ww.etx.req.IsCancel() {
+		return false
+	}
+	tx := ww.etx.e.findCancel(ww.etx.req, ww.etx.flow)
+	if tx == nil {
+		return false
+	}
+	_ = w.Respond(sip.NewResponseFromRequest(ww.etx.req, 200, "OK", nil))
+	tx.cancel(ww.etx.req)
+	return true
 }
 func (w *writer) Tx() sip.ServerTransaction { return w.tx }
 func (w *writer) Written() int              { return int(w.written.Load()) }
@@ -598,8 +838,18 @@ func ReleaseAdmission(ctx context.Context) {
 }
 
 // dispatch is the root of the chain: recover, admission, peer, order.
+// tx is an edge transaction for requests read on the listeners, sipgo's
+// for requests on connections the SBC opened itself (an upstream's
+// requests on our TCP/TLS connection to it).
 func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	s.Stats.Requests.Add(1)
+	et, _ := tx.(*edgeTx)
+	w := &writer{tx: tx, etx: et}
+	if et != nil {
+		// Whatever the chain did, the transaction ends as it must: at
+		// once when nothing was sent or the answer was stateless.
+		defer w.finish()
+	}
 	select {
 	case s.sem <- struct{}{}:
 	default:
@@ -612,7 +862,6 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	var once sync.Once
 	release := func() { once.Do(func() { <-s.sem }) }
 	defer release()
-	w := &writer{tx: tx}
 	defer func() {
 		if v := recover(); v != nil {
 			s.Stats.Panics.Add(1)
@@ -621,6 +870,10 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	}()
 
 	r := &Request{Request: req, Transport: strings.ToLower(req.Transport())}
+	w.r = r
+	if et != nil {
+		r.Local = et.flow.local
+	}
 	if ap, err := netip.ParseAddrPort(req.MessageData.Source()); err == nil {
 		r.Peer = netip.AddrPortFrom(ap.Addr().Unmap(), ap.Port())
 	} else {
@@ -643,6 +896,8 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		defer cancel()
 	}
 	for _, h := range s.chain() {
+		name := h.Name()
+		w.layer.Store(&name)
 		v, err := h.ServeSIP(ctx, w, r)
 		if err != nil {
 			s.Stats.Errors.Add(1)
@@ -658,6 +913,11 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		switch v {
 		case Continue:
+			if et != nil && !w.unvouched() {
+				// Past the edge's checks and known: a slow answer gets
+				// 100 Trying from here on.
+				et.armTrying()
+			}
 			continue
 		case Forwarded:
 			s.Stats.Forwarded.Add(1)

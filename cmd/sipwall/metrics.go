@@ -43,6 +43,8 @@ var (
 	dRequests      = desc("sipwall_server_requests_total", "SIP requests that reached the chain.")
 	dDropped       = desc("sipwall_server_dropped_total", "Datagrams, connections and requests dropped before or at the chain's root, by reason.", "reason")
 	dVerdicts      = desc("sipwall_server_verdicts_total", "Requests by the chain's verdict.", "verdict")
+	dEdgeTx        = desc("sipwall_edge_transactions", "Server transactions held by the edge transaction layer.")
+	dEdge          = desc("sipwall_edge_events_total", "What the edge transaction layer did: retransmits (responses sent again), absorbed (request retransmissions answered without the chain), stateless (answers sent once without a transaction), trimmed and amplification (answers cut, or not sent, to stay within what the source sent over UDP), full (requests without a transaction, table full), cancel_matched, cancel_refused, ack_refused.", "event")
 	dCallsActive   = desc("sipwall_calls_active", "Calls in the dialog table.")
 	dCalls         = desc("sipwall_calls_total", "Calls by outcome (started counts every call).", "result")
 	dCallsLimited  = desc("sipwall_calls_limited_total", "New calls refused with 486 at a cap of calls in progress (calls.max_per_*), by cap: user, source, trusted.", "cap")
@@ -77,7 +79,7 @@ var (
 )
 
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
+	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dEdgeTx, dEdge, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
 		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
@@ -118,6 +120,15 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		counter(ch, dVerdicts, float64(v), verdict)
 	}
+	es := a.server.EdgeStats()
+	gauge(ch, dEdgeTx, float64(es.Transactions))
+	for event, v := range map[string]int64{
+		"retransmits": es.Retransmits, "absorbed": es.Absorbed, "stateless": es.Stateless, "trimmed": es.Trimmed,
+		"amplification": es.Amplification, "full": es.Full, "cancel_matched": es.CancelsMatched,
+		"cancel_refused": es.CancelsRefused, "ack_refused": es.AcksRefused,
+	} {
+		counter(ch, dEdge, float64(v), event)
+	}
 	bs := a.b2b.Stats()
 	gauge(ch, dCallsActive, float64(a.b2b.Active()))
 	for result, v := range map[string]int64{
@@ -143,6 +154,7 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, dAuth, float64(as.Challenges), "challenge")
 		counter(ch, dAuth, float64(as.Successes), "success")
 		counter(ch, dAuth, float64(as.Trusted), "trusted")
+		counter(ch, dAuth, float64(as.Unanswered), "unanswered")
 		for reason, v := range as.Failures {
 			counter(ch, dAuthFail, float64(v), reason)
 		}

@@ -268,6 +268,7 @@ func (a *Auth) ServeSIP(_ context.Context, w sbc.ResponseWriter, r *sbc.Request)
 			// In a dialog the SBC created, which was authenticated when it
 			// was created. A To tag alone proves nothing: anything else
 			// is challenged like any out-of-dialog request.
+			r.Owned = true
 			return sbc.Continue, nil
 		}
 	}

@@ -230,8 +230,11 @@ func (b *B2BUA) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		// An ACK outside any dialog has no transaction to match: drop.
 		return sbc.Dropped, nil
 	case sip.CANCEL:
-		// CANCELs that match a pending INVITE are consumed by the
-		// transaction layer; one that reaches us matches nothing.
+		// Matched by the edge transaction layer to the INVITE of the same
+		// flow, branch, Call-ID, tags and CSeq: anything else is 481.
+		if sbc.MatchCancel(w) {
+			return sbc.Answered, nil
+		}
 		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
 	case sip.BYE, sip.PRACK, sip.UPDATE, sip.INFO, sip.NOTIFY, sip.REFER:
 		// These only exist inside a dialog (NOTIFY of an unknown subscription too).
@@ -1103,6 +1106,9 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		return sbc.Answered, sbc.Respond(w, r, 200, "OK")
 	case sip.CANCEL:
 		c.mu.Unlock()
+		if sbc.MatchCancel(w) { // of a re-INVITE still pending
+			return sbc.Answered, nil
+		}
 		return sbc.Rejected, sbc.Respond(w, r, 481, "Call/Transaction Does Not Exist")
 	}
 	cseq := req.CSeq().SeqNo

@@ -281,8 +281,9 @@ func TestOptions(t *testing.T) {
 	pbx := siptest.NewPeer(t, pbxIP+":0")
 	h := startSBC(t, withUpstream("pbx", pbx, 1))
 
+	// What a phone sends: the answer has room for the capabilities.
 	d := caller.NewDialog(h.UDP, h.URI(""))
-	d.Send("OPTIONS", nil, "")
+	d.Send("OPTIONS", []string{caller.Contact(), "Accept: application/sdp", "User-Agent: Example-Phone/1.0 (test build of an ordinary desk phone)"}, "")
 	res := caller.ExpectResponse(200, wait)
 	allow := header(res, "Allow")
 	for _, m := range []string{"INVITE", "ACK", "BYE", "CANCEL", "OPTIONS"} {
@@ -291,6 +292,14 @@ func TestOptions(t *testing.T) {
 		}
 	}
 	pbx.NoMessage(quiet)
+	// A bare probe from an unauthenticated source over UDP gets an answer
+	// no larger than itself: the capability headers are cut.
+	probe := caller.NewDialog(h.UDP, h.URI(""))
+	sent := probe.Send("OPTIONS", nil, "")
+	res = caller.ExpectResponse(200, wait)
+	if header(res, "Allow") != "" || len(res.String()) > len(sent.String()) {
+		t.Errorf("bare OPTIONS (%d bytes) answered with %d bytes, Allow %q", len(sent.String()), len(res.String()), header(res, "Allow"))
+	}
 
 	d2 := caller.NewDialog(h.UDP, h.URI("bob"))
 	d2.Send("OPTIONS", nil, "")

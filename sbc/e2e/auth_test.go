@@ -38,10 +38,15 @@ func TestAuthCallMD5(t *testing.T) {
 		if got := MessageHeader(pbx, "INVITE ", "Proxy-Authorization"); len(got) != 0 {
 			t.Errorf("credentials reached the PBX: %q", got)
 		}
+		// Over UDP the unauthenticated caller is sent no more bytes than
+		// it sent (sbc edge budget): the second challenge may be cut.
 		caller := r.Caller.Messages()
-		if got := MessageHeader(caller, "SIP/2.0 407", "Proxy-Authenticate"); len(got) != 2 ||
-			!strings.Contains(got[0], "algorithm=MD5") || !strings.Contains(got[1], "algorithm=SHA-256") {
-			t.Errorf("challenges = %q, want MD5 then SHA-256", got)
+		got := MessageHeader(caller, "SIP/2.0 407", "Proxy-Authenticate")
+		switch {
+		case len(got) == 0 || !strings.Contains(got[0], "algorithm=MD5"):
+			t.Errorf("challenges = %q, want MD5 first", got)
+		case tr.Name == "tcp" && (len(got) != 2 || !strings.Contains(got[1], "algorithm=SHA-256")):
+			t.Errorf("challenges over TCP = %q, want MD5 then SHA-256", got)
 		}
 	})
 }
@@ -91,7 +96,7 @@ func TestAuthRegisterMD5(t *testing.T) {
 	}
 }
 
-// TestAuthSHA256Register: a client using SHA-256 (the default offer)
+// TestAuthSHA256Register: a client using SHA-256 (the default's first offer)
 // registers; the same Authorization replayed from another address, or
 // again from the same one, is refused.
 func TestAuthSHA256Register(t *testing.T) {
@@ -106,8 +111,8 @@ func TestAuthSHA256Register(t *testing.T) {
 		t.Fatalf("first REGISTER got %q, want 401", startLine(first))
 	}
 	chal := headerValues(first, "WWW-Authenticate")
-	if len(chal) != 2 || !strings.Contains(chal[0], "algorithm=SHA-256") || !strings.Contains(chal[1], "algorithm=SHA-512-256") {
-		t.Fatalf("challenges %q, want SHA-256 then SHA-512-256 (MD5 off by default)", chal)
+	if len(chal) == 0 || !strings.Contains(chal[0], "algorithm=SHA-256") || (len(chal) > 1 && !strings.Contains(chal[1], "algorithm=MD5")) {
+		t.Fatalf("challenges %q, want SHA-256 then MD5 (the default; MD5 may be cut over UDP)", chal)
 	}
 	authz := digestSHA256(t, chal[0], "alice", demoUsers["alice"], "REGISTER", "sip:"+sbc.Addr)
 	ok := phone.roundTrip(t, phone.register("alice", 2, authz))
@@ -127,16 +132,21 @@ func TestAuthSHA256Register(t *testing.T) {
 
 // TestSvmapSeesNoProduct: SIPVicious svmap identifies nothing. With the
 // scanner list on (default), its friendly-scanner User-Agent is banned on
-// first sight and it gets no answer at all; with the list off, the answer
-// carries no product or version.
+// first sight and it gets no answer at all; with the list off, the
+// challenge to its probe would be larger than the probe, so it gets none
+// either; whatever it might see carries no product or version.
 func TestSvmapSeesNoProduct(t *testing.T) {
 	svmap := requireTool(t, "svmap", "sipvicious")
 	for _, tc := range []struct {
-		name, bans string
-		answered   bool
+		name, bans       string
+		answered, banned bool
 	}{
-		{"scanner list on", "", false},
-		{"scanner list off", "scanner_agents: [none]", true},
+		{"scanner list on", "", false, true},
+		// Unbanned, svmap's one OPTIONS (to sip:100@...) is challenged;
+		// the challenge is larger than the probe, and an unauthenticated
+		// source over UDP is never sent more bytes than it sent (sbc edge
+		// budget): svmap sees nothing at all.
+		{"scanner list off", "scanner_agents: [none]", false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			sbc := StartSBC(t, SBCConfig{Transport: Transports[0], PBXPort: AllocPorts(t, PBXIP), Users: demoUsers, Bans: tc.bans})
@@ -151,7 +161,7 @@ func TestSvmapSeesNoProduct(t *testing.T) {
 					t.Errorf("svmap's row names %q:\n%s", leak, out)
 				}
 			}
-			if !tc.answered && !strings.Contains(sbc.Log(), "scanner") {
+			if tc.banned && !strings.Contains(sbc.Log(), "scanner") {
 				t.Errorf("no scanner ban logged")
 			}
 		})

@@ -1,0 +1,357 @@
+package sbc
+
+import (
+	"errors"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/emiago/sipgo/sip"
+)
+
+// flow is where a request came from and how an answer gets back to it:
+// the listener socket and peer of a datagram, or the stream connection.
+type flow struct {
+	transport string // lower case: udp, tcp, tls, wss
+	local     netip.AddrPort
+	peer      netip.AddrPort
+	// write sends one whole message (a WebSocket frame is built by it).
+	write func([]byte) error
+	// stream is the connection of a stream flow, nil for datagrams: it
+	// counts the requests in progress so that it closes only after their
+	// answers are written.
+	stream *limitConn
+}
+
+func (f *flow) reliable() bool { return f.transport != "udp" }
+
+// txKey identifies a server transaction at the edge: the RFC 3261 17.2.3
+// fields, and the flow it arrived on, so that a request from another
+// source never matches, whatever it copies.
+type txKey struct {
+	branch, sentBy, method string
+	peer                   netip.AddrPort
+	transport              string
+}
+
+// Transaction states (RFC 3261 17.2, RFC 6026 for Accepted).
+const (
+	txTrying = iota
+	txProceeding
+	txCompleted // final non-2xx sent (INVITE) or any final (non-INVITE)
+	txAccepted  // INVITE 2xx sent: the TU retransmits it, ACKs go to Acks
+	txConfirmed // INVITE non-2xx ACKed
+	txTerminated
+)
+
+// edgeTx is a server transaction of the edge layer. It implements
+// sip.ServerTransaction for the layers (the B2BUA sees CANCEL and ACKs
+// through it) and answers retransmissions of its request itself.
+type edgeTx struct {
+	e      *edge
+	key    txKey
+	keyed  bool // in the table (stateless answers never are)
+	req    *sip.Request
+	flow   *flow
+	invite bool
+	size   int // of the request on the wire
+
+	mu       sync.Mutex
+	state    int
+	last     []byte // last response sent, for retransmissions of the request
+	toTag    string // of the final response, for matching its ACK
+	onCancel []sip.FnTxCancel
+	onTerm   []sip.FnTxTerminate
+	timers   []*time.Timer
+	trying   *time.Timer
+	interval time.Duration // Timer G
+	err      error
+
+	acks chan *sip.Request
+	done chan struct{}
+}
+
+var _ sip.ServerTransaction = (*edgeTx)(nil)
+
+// errTerminated is returned by Respond after the transaction ended.
+var errTerminated = errors.New("edge: transaction terminated")
+
+func newEdgeTx(e *edge, key txKey, req *sip.Request, f *flow) *edgeTx {
+	return &edgeTx{
+		e: e, key: key, req: req, flow: f, invite: req.IsInvite(),
+		acks: make(chan *sip.Request, 4), done: make(chan struct{}),
+	}
+}
+
+// Respond sends res in the transaction, keeping what the RFC asks: the
+// last response answers retransmissions; a final non-2xx to an INVITE is
+// retransmitted over UDP until its ACK.
+func (tx *edgeTx) Respond(res *sip.Response) error {
+	return tx.respond(res, false)
+}
+
+// respond sends res; once, with no state kept, when stateless (the
+// caller ends the transaction).
+func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
+	data := []byte(res.String())
+	code := int(res.StatusCode)
+	tx.mu.Lock()
+	if tx.state == txTerminated {
+		tx.mu.Unlock()
+		return errTerminated
+	}
+	if tx.trying != nil {
+		tx.trying.Stop()
+		tx.trying = nil
+	}
+	switch {
+	case code < 200:
+		if tx.state > txProceeding {
+			tx.mu.Unlock()
+			return nil // a provisional after the final is never sent
+		}
+		tx.state = txProceeding
+		tx.last = data
+	case tx.state == txAccepted:
+		// The TU's retransmission of its 2xx (RFC 6026 7.1).
+		if code >= 300 {
+			tx.mu.Unlock()
+			return nil
+		}
+	case tx.state >= txCompleted:
+		tx.mu.Unlock()
+		return nil // one final response per transaction
+	default:
+		if to := res.To(); to != nil {
+			tx.toTag, _ = to.Params.Get("tag")
+		}
+		tx.last = data
+		if stateless {
+			tx.state = txCompleted
+			break
+		}
+		switch {
+		case tx.invite && code < 300:
+			tx.state = txAccepted
+			tx.after(64*sip.T1, func() { tx.terminate(nil) })
+		case tx.invite:
+			tx.state = txCompleted
+			if !tx.flow.reliable() {
+				tx.interval = sip.T1
+				tx.after(tx.interval, tx.retransmitFinal)
+			}
+			tx.after(64*sip.T1, func() { tx.terminate(sip.ErrTransactionTimeout) })
+		default:
+			tx.state = txCompleted
+			wait := 64 * sip.T1
+			if tx.flow.reliable() {
+				wait = 0
+			}
+			tx.after(wait, func() { tx.terminate(nil) })
+		}
+	}
+	tx.mu.Unlock()
+	return tx.e.send(tx.flow, data)
+}
+
+// after runs f after d on the transaction's timers (mu held).
+func (tx *edgeTx) after(d time.Duration, f func()) {
+	tx.timers = append(tx.timers, time.AfterFunc(d, f))
+}
+
+// retransmitFinal is Timer G: the final non-2xx again, at doubling
+// intervals up to T2, until the ACK (RFC 3261 17.2.1).
+func (tx *edgeTx) retransmitFinal() {
+	tx.mu.Lock()
+	if tx.state != txCompleted {
+		tx.mu.Unlock()
+		return
+	}
+	data := tx.last
+	tx.interval = min(2*tx.interval, sip.T2)
+	tx.after(tx.interval, tx.retransmitFinal)
+	tx.mu.Unlock()
+	tx.e.retransmits.Add(1)
+	_ = tx.e.send(tx.flow, data)
+}
+
+// armTrying sends 100 Trying if no response came within 200 ms (RFC 3261
+// 17.2.1). Armed only once a request passed the edge's checks (see
+// Server.dispatch), so nobody unauthenticated gets one.
+func (tx *edgeTx) armTrying() {
+	if !tx.invite {
+		return
+	}
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state != txTrying || tx.trying != nil {
+		return
+	}
+	tx.trying = time.AfterFunc(200*time.Millisecond, func() {
+		_ = tx.Respond(sip.NewResponseFromRequest(tx.req, 100, "Trying", nil))
+	})
+}
+
+// retransmission answers the request again: the last response, if any.
+// An INVITE whose 2xx was sent is the TU's business (it retransmits the
+// 2xx itself): nothing is sent.
+func (tx *edgeTx) retransmission() {
+	tx.mu.Lock()
+	data, state := tx.last, tx.state
+	tx.mu.Unlock()
+	if data == nil || state == txAccepted || state >= txConfirmed {
+		return
+	}
+	tx.e.retransmits.Add(1)
+	_ = tx.e.send(tx.flow, data)
+}
+
+// ack takes an ACK with the INVITE's branch from its flow: the ACK of a
+// final non-2xx ends the retransmissions; one for a 2xx (a peer that
+// reuses the INVITE's branch) goes to Acks.
+func (tx *edgeTx) ack(ack *sip.Request) bool {
+	if !sameDialogOf(tx.req, ack) {
+		return false
+	}
+	tx.mu.Lock()
+	state, tag := tx.state, tx.toTag
+	tx.mu.Unlock()
+	if to := ack.To(); to == nil || tag == "" || !hasTag(to.Params, tag) {
+		return false
+	}
+	switch state {
+	case txCompleted:
+		tx.mu.Lock()
+		tx.state = txConfirmed
+		wait := sip.T4
+		if tx.flow.reliable() {
+			wait = 0
+		}
+		tx.after(wait, func() { tx.terminate(nil) })
+		tx.mu.Unlock()
+		return true
+	case txAccepted:
+		select {
+		case tx.acks <- ack:
+		default:
+		}
+		return true
+	}
+	return state == txConfirmed // a retransmitted ACK
+}
+
+// cancel applies a CANCEL that matched: 487 for the INVITE if it has no
+// final response yet, then the OnCancel callbacks.
+func (tx *edgeTx) cancel(c *sip.Request) {
+	tx.mu.Lock()
+	pending := tx.state < txCompleted
+	fns := tx.onCancel
+	tx.mu.Unlock()
+	if !pending {
+		return
+	}
+	_ = tx.Respond(sip.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil))
+	for _, f := range fns {
+		f(c)
+	}
+}
+
+// Acks implements sip.ServerTransaction.
+func (tx *edgeTx) Acks() <-chan *sip.Request { return tx.acks }
+
+// OnCancel implements sip.ServerTransaction.
+func (tx *edgeTx) OnCancel(f sip.FnTxCancel) bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state == txTerminated {
+		return false
+	}
+	tx.onCancel = append(tx.onCancel, f)
+	return true
+}
+
+// OnTerminate implements sip.Transaction.
+func (tx *edgeTx) OnTerminate(f sip.FnTxTerminate) bool {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	if tx.state == txTerminated {
+		return false
+	}
+	tx.onTerm = append(tx.onTerm, f)
+	return true
+}
+
+// Done implements sip.Transaction.
+func (tx *edgeTx) Done() <-chan struct{} { return tx.done }
+
+// Err implements sip.Transaction.
+func (tx *edgeTx) Err() error {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.err
+}
+
+// Terminate implements sip.Transaction.
+func (tx *edgeTx) Terminate() { tx.terminate(nil) }
+
+func (tx *edgeTx) terminate(err error) {
+	tx.mu.Lock()
+	if tx.state == txTerminated {
+		tx.mu.Unlock()
+		return
+	}
+	tx.state, tx.err = txTerminated, err
+	for _, t := range tx.timers {
+		t.Stop()
+	}
+	if tx.trying != nil {
+		tx.trying.Stop()
+	}
+	tx.timers, tx.trying = nil, nil
+	fns := tx.onTerm
+	tx.mu.Unlock()
+	if tx.keyed {
+		tx.e.remove(tx)
+	}
+	close(tx.done)
+	for _, f := range fns {
+		f(tx.key.branch, err)
+	}
+}
+
+// sameDialogOf reports whether a CANCEL or ACK names the request's
+// transaction by the RFC 3261 9.1 / 17.1.1.3 fields: Call-ID, From tag,
+// CSeq number, and the To URI (the To tag is the caller's to check).
+func sameDialogOf(req, m *sip.Request) bool {
+	rc, mc := req.CallID(), m.CallID()
+	if rc == nil || mc == nil || string(*rc) != string(*mc) {
+		return false
+	}
+	rs, ms := req.CSeq(), m.CSeq()
+	if rs == nil || ms == nil || rs.SeqNo != ms.SeqNo {
+		return false
+	}
+	rf, mf := req.From(), m.From()
+	if rf == nil || mf == nil {
+		return false
+	}
+	rt, _ := rf.Params.Get("tag")
+	if mt, _ := mf.Params.Get("tag"); rt != mt {
+		return false
+	}
+	rto, mto := req.To(), m.To()
+	if rto == nil || mto == nil || !sameURI(rto.Address, mto.Address) {
+		return false
+	}
+	return true
+}
+
+func sameURI(a, b sip.Uri) bool {
+	return strings.EqualFold(a.Host, b.Host) && a.User == b.User && a.Port == b.Port
+}
+
+func hasTag(p sip.HeaderParams, tag string) bool {
+	t, ok := p.Get("tag")
+	return ok && t == tag
+}
