@@ -124,11 +124,15 @@ var challenger = HandlerFunc{N: "auth", F: func(_ context.Context, w ResponseWri
 func TestEdgeStatelessChallenge(t *testing.T) {
 	s := edgeServer(t, map[string]Handler{"auth": challenger}, nil)
 	p := newUDPPeer(t, "127.0.0.2", s)
+	// One at a time, as the source's byte budget is shared by its
+	// requests: each answer must fit what came before it.
+	var got []string
 	for i, m := range []string{"INVITE", "REGISTER", "OPTIONS", "SUBSCRIBE", "MESSAGE"} {
 		p.send(request(m, "127.0.0.2", p.port(), "z9hG4bK-c"+itoa(i), "call-c"+itoa(i), 1))
+		got = append(got, p.recv(300*time.Millisecond)...)
 	}
-	// 32 s of Timer G would bring a copy at 0.5, 1.5 and 3.5 s.
-	got := p.recv(4 * time.Second)
+	// Timer G would bring copies of a 407 at 0.5, 1.5 and 3.5 s.
+	got = append(got, p.recv(3500*time.Millisecond)...)
 	if len(got) != 5 {
 		t.Fatalf("%d responses to 5 requests, want 5 (one each): %q", len(got), got)
 	}
