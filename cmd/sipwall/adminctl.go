@@ -18,6 +18,7 @@ import (
 	"unicode"
 	"unicode/utf8"
 
+	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
@@ -85,14 +86,21 @@ func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
 		return positional[0], nil
 	}
 	switch name {
-	case "status", "locks", "blocks":
-		path := map[string]string{"status": "/api/status", "locks": "/api/locks", "blocks": "/api/fraud/blocks"}[name]
-		return c.print(stdout, http.MethodGet, path, nil)
+	case "status":
+		return c.print(stdout, http.MethodGet, "/api/status", nil)
 	case "registrations":
 		return c.registrations(stdout)
+	case "locks":
+		return c.locks(stdout)
+	case "blocks":
+		return c.blocks(stdout)
 	case "calls":
 		var calls []b2bua.CallInfo
 		if err := c.do(http.MethodGet, "/api/calls", nil, &calls); err != nil {
+			return err
+		}
+		if len(calls) == 0 {
+			_, err := fmt.Fprintln(stdout, "no calls in progress")
 			return err
 		}
 		// USER is who authenticated; CLAIMED is the caller's From,
@@ -107,6 +115,10 @@ func cmdAdmin(name string, args []string, stdout, stderr io.Writer) error {
 	case "bans":
 		var bans []ban.Entry
 		if err := c.do(http.MethodGet, "/api/bans", nil, &bans); err != nil {
+			return err
+		}
+		if len(bans) == 0 {
+			_, err := fmt.Fprintln(stdout, "no bans in force")
 			return err
 		}
 		tw := tabwriter.NewWriter(stdout, 0, 4, 2, ' ', 0)
@@ -218,6 +230,42 @@ func (c *adminClient) registrations(w io.Writer) error {
 			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cell(aor), cell(b.RegisteredBy), cell(b.Contact), b.Peer, b.Transport,
 				time.Until(b.Expires).Round(time.Second))
 		}
+	}
+	return tw.Flush()
+}
+
+// locks prints the user names locked after failed logins.
+func (c *adminClient) locks(w io.Writer) error {
+	var locks []ban.UserLock
+	if err := c.do(http.MethodGet, "/api/locks", nil, &locks); err != nil {
+		return err
+	}
+	if len(locks) == 0 {
+		_, err := fmt.Fprintln(w, "no user locks")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tSINCE\tUNTIL\tEVIDENCE")
+	for _, l := range locks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\n", cell(l.User), l.Since.Format(time.RFC3339), l.Until.Format(time.RFC3339), l.Evidence)
+	}
+	return tw.Flush()
+}
+
+// blocks prints the accounts the anti-fraud rules blocked.
+func (c *adminClient) blocks(w io.Writer) error {
+	var blocks []rules.Block
+	if err := c.do(http.MethodGet, "/api/fraud/blocks", nil, &blocks); err != nil {
+		return err
+	}
+	if len(blocks) == 0 {
+		_, err := fmt.Fprintln(w, "no blocked accounts")
+		return err
+	}
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "USER\tRULE\tSINCE\tUNTIL\tREASON")
+	for _, b := range blocks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", cell(b.User), b.Rule, b.Since.Format(time.RFC3339), b.Until.Format(time.RFC3339), b.Reason)
 	}
 	return tw.Flush()
 }
