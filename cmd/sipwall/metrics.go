@@ -133,7 +133,7 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(ch, dCallsActive, float64(a.b2b.Active()))
 	for result, v := range map[string]int64{
 		"started": bs.Calls.Load(), "answered": bs.Answered.Load(), "failed": bs.Failed.Load(),
-		"cancelled": bs.Cancelled.Load(), "timeout": bs.Timeouts.Load(), "no_ack": bs.NoAck.Load(),
+		"cancelled": bs.Cancelled.Load(), "timeout": bs.Timeouts.Load(), "no_ack": bs.NoAck.Load(), "fork_ended": bs.Forks.Load(),
 	} {
 		counter(ch, dCalls, float64(v), result)
 	}

@@ -150,6 +150,9 @@ type Stats struct {
 	// progress, or of one ended within 64×T1, whose transaction had
 	// already ended.
 	Retransmissions atomic.Int64
+	// Forks counts 2xx from a second dialog of the inside (a forking
+	// proxy), ACKed and ended with BYE.
+	Forks atomic.Int64
 }
 
 var _ sbc.Handler = (*B2BUA)(nil)
@@ -989,17 +992,26 @@ func (b *B2BUA) OnUnhandledResponse(res *sip.Response) {
 	if c == nil {
 		return
 	}
+	toTag := ""
+	if to := res.To(); to != nil {
+		toTag, _ = to.Params.Get("tag")
+	}
 	c.mu.Lock()
-	var ack *sip.Request
+	var ack, bye *sip.Request
 	for _, l := range []*leg{c.a, c.b} {
-		if l != nil && l.callID == res.CallID().Value() && l.lastAck != nil && l.lastAckCSeq == res.CSeq().SeqNo {
+		if l == nil || l.callID != res.CallID().Value() || l.localTag != tag {
+			continue
+		}
+		switch {
+		case l.remoteTag != "" && toTag != "" && toTag != l.remoteTag:
+			// Another fork's 2xx: ACK and BYE it (forks.go).
+			ack, bye = b.fork(c, l, res)
+		case l.lastAck != nil && l.lastAckCSeq == res.CSeq().SeqNo:
 			ack = l.resendAck()
 		}
 	}
 	c.mu.Unlock()
-	if ack != nil {
-		_ = b.cfg.Client.WriteRequest(ack, sbc.NoBuild)
-	}
+	b.endFork(ack, bye)
 }
 
 // do sends a request in a client transaction and waits for its final

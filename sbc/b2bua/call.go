@@ -89,10 +89,12 @@ const (
 // call is one B2BUA call: two dialogs and the mapping between them. mu
 // serializes all work on the call's dialogs.
 type call struct {
-	mu       sync.Mutex
-	id       uint64
-	a, b     *leg
-	state    callState
+	mu    sync.Mutex
+	id    uint64
+	a, b  *leg
+	state callState
+	// forks are the To tags of forked 2xx ACKed and ended (forks.go).
+	forks    map[string]bool
 	created  time.Time
 	answered time.Time
 	activity time.Time
