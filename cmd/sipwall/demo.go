@@ -136,15 +136,28 @@ Extensions on the demo PBX:
 
 Users (digest, realm %q): alice and bob, password "demo".
 
-Call it with sipp (Debian package sip-tester), from the source tree:
-  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -auth_uri 1000@%[4]s -s 1000 -m 1 %[4]s
-  sipp -sf testdata/sipp/uac_auth_call.xml -au alice -ap demo -auth_uri 1000@%[4]s -s 1000 -m 1 -t t1 %[4]s   # TCP
-  sipp -sf testdata/sipp/uac_register_auth.xml -au alice -ap demo -s alice -m 1 %[5]s
+Call it with sipp (Debian package sip-tester; "make tools" installs it), from
+the source tree, one line per extension; sipp exits 0 when the call went as
+its scenario expects (the busy, cancelled and hung-up calls too):
+`, sbcAddr, pbx, a.cfgRealm)
+	// The same lines as the README's "Place a call through the demo",
+	// with this demo's address (TestReadmeDemoLines runs both).
+	for _, c := range []struct{ scenario, ext, flags, note string }{
+		{"uac_auth_call.xml", "1000", "", "1000 answers (UDP)"},
+		{"uac_auth_call.xml", "1000", " -t t1", "1000 over TCP"},
+		{"uac_auth_busy.xml", "1001", "", "1001: 486 Busy Here"},
+		{"uac_auth_cancel.xml", "1002", "", "1002 rings: CANCEL after 1 s, 487"},
+		{"uac_auth_remote_bye.xml", "1003", "", "1003: the PBX hangs up after 2 s"},
+	} {
+		fmt.Fprintf(w, "  sipp -sf testdata/sipp/%s -au alice -ap demo -auth_uri %s@%s -s %s -m 1%s %s   # %s\n",
+			c.scenario, c.ext, sbcAddr, c.ext, c.flags, sbcAddr, c.note)
+	}
+	fmt.Fprintf(w, `  sipp -sf testdata/sipp/uac_register_auth.xml -au alice -ap demo -s alice -m 1 %[1]s   # register alice
 
-Or point a softphone at sip:1000@%[7]s (port %[8]s, UDP or TCP) as alice / demo.
+Or point a softphone at sip:1000@%[2]s (port %[3]s, UDP or TCP) as alice / demo.
 Five wrong passwords within a minute ban the address for an hour.
 Press Ctrl-C to stop.
-`, sbcAddr, pbx, a.cfgRealm, sbcAddr, sbcAddr, sbcAddr, host, port)
+`, sbcAddr, host, port)
 	if a.admin != nil {
 		tokenFile := a.cfg.Admin.TokenFile
 		token, _ := readToken(tokenFile)
