@@ -121,6 +121,12 @@ func newLogger(c config.Log, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// sipgo reads datagrams into a 32 KiB buffer and cuts longer ones: the
+// largest UDP payload fits whole, and limits.max_message_size decides (the
+// pre-parse filter drops what is over it). Set before any goroutine reads
+// it (an embedded demo PBX is already listening when setGlobals runs).
+func init() { sip.TransportBufferReadSize = 65535 }
+
 var globalsOnce sync.Once
 
 // setGlobals sets sipgo's package-level knobs, once per process.
@@ -129,10 +135,6 @@ func setGlobals(cfg *config.Config, log *slog.Logger) {
 		// sipgo refuses UDP writes near 1300 bytes; SDP-rich INVITEs pass
 		// that, and the peers we talk to reassemble IP fragments.
 		sip.UDPMTUSize = cfg.Limits.MaxMessageSize + 200
-		// sipgo reads datagrams into a 32 KiB buffer and cuts longer ones:
-		// the largest UDP payload fits whole, and limits.max_message_size
-		// decides (the pre-parse filter drops what is over it).
-		sip.TransportBufferReadSize = 65535
 		// sipgo logs parse failures with the raw bytes at error level: keep
 		// its chatter at warn unless debugging.
 		lvl := slog.LevelWarn
