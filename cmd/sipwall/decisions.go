@@ -43,11 +43,9 @@ func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int
 			// (no registration, no upstream, no such dialog).
 			e.Why = sbc.ReasonPhrase(status, "status "+strconv.Itoa(status))
 		}
-		switch id := r.Identity; {
-		case id != nil && id.User != "":
-			e.User = id.User
-		case id != nil && id.Trusted != "":
-			e.User = "trusted:" + id.Trusted
+		switch {
+		case r.Identity.Attribution() != "":
+			e.User = r.Identity.Attribution()
 		case r.Claimed != "":
 			e.User = r.Claimed
 		default:
