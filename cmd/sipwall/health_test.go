@@ -29,8 +29,16 @@ const (
 // their Via; a Via naming 0.0.0.0 or a fresh socket's port made the
 // response filter drop every answer, and the upstream went down 30 s after
 // every start.
+//
+// The two subtests run in parallel, two minutes in all. The test itself is
+// not parallel: a parallel top-level test runs after every sequential one of
+// the package, where it would overlap nothing (no other test here is
+// parallel) and would meet the process as those tests leave it. A test
+// using bpf/netlab can leave the main thread in its network namespace
+// (Lab.Do locks a thread there for good, and Go parks rather than ends the
+// main thread), after which the harness, reading /proc/net/udp, no longer
+// sees sipp listen.
 func TestReadinessFollowsUpstream(t *testing.T) {
-	t.Parallel() // two minutes of mostly waiting: overlap the others
 	e2e.SkipIfShort(t)
 	e2e.RequireSipp(t)
 	tests := []struct {
