@@ -39,7 +39,9 @@ const (
 // main thread), after which the harness, reading /proc/net/udp, no longer
 // sees sipp listen.
 func TestReadinessFollowsUpstream(t *testing.T) {
-	e2e.SkipIfShort(t)
+	if testing.Short() {
+		t.Skip("runs sipp and two in-process sipwalls for over two minutes; skipped under -short")
+	}
 	e2e.RequireSipp(t)
 	tests := []struct {
 		name string
