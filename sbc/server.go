@@ -760,8 +760,15 @@ func (w *writer) respondStateless(res *sip.Response) error {
 		to.Params.Add("tag", shortTag())
 	}
 	if f := w.etx.flow; !f.reliable() {
+		// Within the request's own size if it can be cut to that; only an
+		// answer that cannot (a challenge to a small request) draws on what
+		// the source sent before, so that a burst of requests is answered
+		// one each rather than the first ones in full and the rest not.
 		ip, size := f.peer.Addr(), w.etx.size
-		cut, trimmed := fit(res, e.budget.available(ip, size))
+		cut, trimmed := fit(res, size)
+		if cut == nil {
+			cut, trimmed = fit(res, e.budget.available(ip, size))
+		}
 		if cut == nil || !e.budget.spend(ip, len(cut.String()), size) {
 			e.amplification.Add(1)
 			w.stateless.Store(true)

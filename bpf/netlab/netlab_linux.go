@@ -106,7 +106,18 @@ func New(t testing.TB) *Lab {
 func (l *Lab) Do(fn func() error) error {
 	errc := make(chan error, 1)
 	go func() {
+		// The thread goes back to the namespace it came from before it is
+		// unlocked; if it cannot, it stays locked and ends with the
+		// goroutine. A thread left in the lab would otherwise serve later
+		// goroutines, or be the main thread, whose /proc/self/net is what
+		// other tests read.
 		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			errc <- err
+			return
+		}
+		defer orig.Close()
 		f, err := os.Open(netnsDir + l.NS)
 		if err != nil {
 			errc <- err
@@ -117,7 +128,11 @@ func (l *Lab) Do(fn func() error) error {
 			errc <- fmt.Errorf("setns %s: %w", l.NS, err)
 			return
 		}
-		errc <- fn()
+		err = fn()
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		errc <- err
 	}()
 	return <-errc
 }
