@@ -172,7 +172,7 @@ func FuzzScanAndRewrite(f *testing.F) {
 	p, _ := New(Config{InternalNets: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8"), netip.MustParsePrefix("fd00::/8")}, InternalNames: []string{"corp"}}, nil)
 	f.Fuzz(func(t *testing.T, raw, hdr string) {
 		p.Scan([]byte(raw))
-		if v, ok := p.rewriteAddrs(hdr, "203.0.113.1", 5060); ok {
+		if v, ok := p.rewriteAddrs(hdr, "203.0.113.1", 5060, true); ok {
 			// What the rewrite lets out names no inside address in a URI host.
 			for _, part := range splitTopLevel(v) {
 				s, e, ok := uriSpan(part)
