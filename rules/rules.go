@@ -18,13 +18,14 @@ import (
 	"net/http"
 	"net/netip"
 	"net/url"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
-	"github.com/sipwall/sipwall/policy"
+	"github.com/sipwall/sipwall/dialplan"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/store"
 )
@@ -40,13 +41,25 @@ const (
 	countryTTL        = 400 * 24 * time.Hour
 )
 
-// Call is what the B2BUA knows when a new call from outside is set up.
+// Call is what is known of a call from outside before it is placed, or
+// of a destination an outside party names inside one (a transfer's
+// target, a followed redirect).
 type Call struct {
-	ID          string     // the call's key (unique per call)
-	User        string     // authenticated user ("" for trusted peers)
-	Trusted     string     // trusted peer name
-	Source      netip.Addr // transport peer
-	Destination string     // R-URI user, raw; the engine normalises it
+	// ID is the call's key (unique per call); "" for a one-off check (a
+	// transfer, a redirect): counted and judged, never in progress, no
+	// Ended to come.
+	ID      string
+	User    string     // authenticated user ("" for trusted peers)
+	Trusted string     // trusted peer name
+	Source  netip.Addr // transport peer
+	// Destination is the destination as named (R-URI user, tel: number,
+	// Refer-To user); the engine reads it with its dial plan unless
+	// Number holds the reading already.
+	Destination string
+	Number      *dialplan.Number
+	// Route is how the destination was named: "invite" (or ""), "refer",
+	// "redirect". For alerts and logs.
+	Route string
 }
 
 // Verdict is the answer of Check.
@@ -90,6 +103,10 @@ type Block struct {
 type Options struct {
 	Rules *RuleSet     // nil = no rules
 	Store *store.Store // counters persisted (bucket "fraud"); nil = memory only
+	// Plan reads destinations (the dial plan every layer shares); nil:
+	// a plan of the rule file's country. The home country of
+	// "international" is the file's country, else the plan's.
+	Plan *dialplan.Plan
 	// Now is the clock; windows are computed from it. Default time.Now.
 	Now func() time.Time
 	// Ban is the ban_source sink (reason "fraud").
@@ -280,29 +297,57 @@ func (e *Engine) Swap(rs *RuleSet) {
 	e.rs.Store(rs)
 }
 
-// dest is a normalised destination.
+// dest is a destination as the dial plan read it.
 type dest struct {
 	ok     bool
 	digits string // E.164 without '+'
 	cc     string
+	class  dialplan.Class
 }
 
-func normalise(raw, country string) dest {
-	n, ok := policy.NormalizeE164(raw, country)
-	if !ok {
-		return dest{}
+// dest reads c's destination: the reading the caller made, else the
+// engine's plan, else the rule file's.
+func (e *Engine) dest(c Call, rs *RuleSet) dest {
+	var n dialplan.Number
+	switch {
+	case c.Number != nil:
+		n = *c.Number
+	case e.opt.Plan != nil:
+		n = e.opt.Plan.Parse(c.Destination)
+	case rs.plan != nil:
+		n = rs.plan.Parse(c.Destination)
+	default:
+		n = noCountry.Parse(c.Destination)
 	}
-	return dest{ok: true, digits: n[1:], cc: countryCode(n[1:])}
+	if !n.Valid() {
+		return dest{class: n.Class}
+	}
+	d := n.E164[1:]
+	return dest{ok: true, digits: d, cc: dialplan.CountryCode(d), class: n.Class}
 }
 
-func (r *Rule) matches(rs *RuleSet, d dest) bool {
+// noCountry reads destinations for rule sets built in code.
+var noCountry = dialplan.MustNew(dialplan.Config{})
+
+// home is the calling code "international" compares with.
+func (e *Engine) home(rs *RuleSet) string {
+	if rs.home == "" && e.opt.Plan != nil {
+		return e.opt.Plan.CountryCode()
+	}
+	return rs.home
+}
+
+func (r *Rule) matches(d dest, home string) bool {
 	if r.matchAll {
 		return true
 	}
-	if !d.ok {
-		return r.Unnormal
+	if slices.Contains(r.Classes, d.class) {
+		return true
 	}
-	if r.International && d.cc != rs.home {
+	if !d.ok {
+		return r.Unnormal && d.class == dialplan.Invalid
+	}
+	if r.International && d.cc != home {
 		return true
 	}
 	if len(r.match) > 0 {
@@ -322,7 +367,7 @@ func (s *Set) applies(c Call) bool {
 	if c.Trusted != "" {
 		return contains(s.Trusted, "*") || contains(s.Trusted, c.Trusted)
 	}
-	return false
+	return s.Anonymous
 }
 
 func cut(s string) string {
@@ -332,13 +377,16 @@ func cut(s string) string {
 	return s
 }
 
-// account is the key of a caller: the user, or "peer:<name>" for a
-// trusted peer.
+// account is the key of a caller: the user, "peer:<name>" for a
+// trusted peer, "anon:<address>" for a caller with neither.
 func account(c Call) string {
-	if c.User != "" {
+	switch {
+	case c.User != "":
 		return cut(c.User)
+	case c.Trusted != "":
+		return "peer:" + cut(c.Trusted)
 	}
-	return "peer:" + cut(c.Trusted)
+	return "anon:" + c.Source.Unmap().String()
 }
 
 func perKey(r *Rule, c Call, d dest) string {
@@ -347,7 +395,7 @@ func perKey(r *Rule, c Call, d dest) string {
 		return c.Source.Unmap().String()
 	case "prefix":
 		if !d.ok {
-			return "invalid"
+			return string(d.class) // invalid, extension, name, ...
 		}
 		if len(d.digits) > 4 {
 			return d.digits[:4]
@@ -439,8 +487,8 @@ func (e *Engine) Check(c Call) Verdict {
 	now := e.opt.Now()
 	rs := e.rs.Load()
 	acct := account(c)
-	d := normalise(c.Destination, rs.Country)
-	itsp := rs.items(c, d)
+	d := e.dest(c, rs)
+	itsp := rs.items(c, d, e.home(rs))
 	its := *itsp
 
 	var sv *sharedView
@@ -452,10 +500,14 @@ func (e *Engine) Check(c Call) Verdict {
 		}
 	}
 
+	// An emergency call is never refused, limited or torn down by a rule,
+	// nor by a blocked account: it is counted and alerts.
+	emergency := d.class == dialplan.Emergency
 	e.mu.Lock()
 	e.stats.Checks++
 	var reput *Block // an unsynced local block Shared lacks: write it again
 	switch {
+	case emergency:
 	case sv != nil && sv.block == blockPresent:
 		b := sv.b
 		if _, ok := e.blocks[acct]; ok || len(e.blocks) < e.opt.MaxTracked {
@@ -570,6 +622,11 @@ func (e *Engine) Check(c Call) Verdict {
 		}
 	}
 	putApplied(itsp)
+	if emergency {
+		for i := range fires {
+			fires[i].reject, fires[i].maxDur = false, 0
+		}
+	}
 
 	v := Verdict{Allow: true}
 	var alerts []Alert
@@ -765,7 +822,7 @@ func (e *Engine) Ended(id string, answered bool, duration time.Duration) {
 	}
 	e.release(f)
 	c := f.call
-	d := normalise(c.Destination, rs.Country)
+	d := e.dest(c, rs)
 	type add struct {
 		key   string
 		w     window
@@ -779,7 +836,7 @@ func (e *Engine) Ended(id string, answered bool, duration time.Duration) {
 			adds = append(adds, add{key, w, delta})
 		}
 	}
-	itsp := rs.items(c, d)
+	itsp := rs.items(c, d, e.home(rs))
 	for _, it := range *itsp {
 		r, k, ck := it.r, it.k, it.ck
 		switch r.Measure {

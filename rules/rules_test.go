@@ -225,17 +225,18 @@ func TestNumberForms(t *testing.T) {
 - {name: prem, match: {lists: [premium]}, measure: calls_per_minute, per: source, critical: 1, action: reject}
 - {name: bad, match: {unnormalisable: true}, measure: calls_per_minute, per: prefix, critical: 1, action: reject, status: 404}
 `), nil, nil)
-	for _, d := range []string{"+44 909 123 4567", "+449091234567", "0044909 1234567", "00 44 (909) 123-4567", "%2B449091234567", "09091234567", "+44-909-123-4567;phone-context=x"} {
+	for _, d := range []string{"+44 909 123 4567", "+449091234567", "0044909 1234567", "00 44 (909) 123-4567", "%2B449091234567", "09091234567",
+		"+44 (0)909 123 4567", "0044 0909 1234567", "*6709091234567", "#31#09091234567", "14109091234567", "09091234567;phone-context=+44", "909 123 4567;phone-context=+44"} {
 		if v, _ := h.check(to(d)); v.Allow || v.Rule != "default/prem" {
 			t.Errorf("%q: %+v, want rejected by premium", d, v)
 		}
 	}
-	for _, d := range []string{"+44 20 7946 0000", "02079460000", "+33142000000"} {
+	for _, d := range []string{"+44 20 7946 0000", "02079460000", "+33142000000", "abc", "123", "999", "*97"} {
 		if v, _ := h.check(to(d)); !v.Allow {
 			t.Errorf("%q: %+v, want allowed", d, v)
 		}
 	}
-	for _, d := range []string{"abc", "123", "+44909%ZZ", ""} {
+	for _, d := range []string{"+44909%ZZ", "", "０９０９１２３４５６７", "*72 09091234567", "a09091234567", "449091234567", "+44-909-123-4567;phone-context=x", "+449091234567;rn=+442079460000"} {
 		v, _ := h.check(to(d))
 		if v.Allow || v.Rule != "default/bad" || v.Status != 404 {
 			t.Errorf("%q: %+v, want 404 by bad", d, v)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"reflect"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -15,11 +16,24 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/sipwall/sipwall/policy"
+	"github.com/sipwall/sipwall/dialplan"
 )
 
 //go:embed lists/*.txt
 var shippedLists embed.FS
+
+// builtinRules is the built-in rule file (rules.builtin), composed ahead
+// of the operator's rule file.
+//
+//go:embed default.yaml
+var builtinRules []byte
+
+// BuiltinName is the file name the built-in rules are known by in
+// messages; BuiltinSet the name of their rule sets' prefix.
+const BuiltinName = "built-in rules"
+
+// Builtin returns the text of the built-in rule file.
+func Builtin() []byte { return bytes.Clone(builtinRules) }
 
 // Bounds on a rule file: a reload must not be able to eat the process.
 const (
@@ -68,7 +82,8 @@ type RuleSet struct {
 	Lists   map[string][]string // effective prefix lists, sorted
 	Sets    []Set
 
-	home string // calling code of Country
+	home string         // calling code of Country
+	plan *dialplan.Plan // of Country, for engines without Options.Plan
 }
 
 // Set is one entry of rule_sets: the rules and the callers they apply to.
@@ -76,7 +91,11 @@ type Set struct {
 	Name    string
 	Users   []string // "*" = every authenticated user
 	Trusted []string // trusted peer names ("*" = every trusted peer)
-	Rules   []*Rule
+	// Anonymous: callers with neither (auth off, or the outside party of
+	// a call the inside placed, naming a transfer target).
+	Anonymous bool
+	Rules     []*Rule
+	builtin   bool
 }
 
 // Rule is one compiled rule. Thresholds compare with ">=".
@@ -87,6 +106,7 @@ type Rule struct {
 	Prefixes      []string
 	International bool
 	Unnormal      bool
+	Classes       []dialplan.Class
 	Measure       string
 	Per           string
 	Warning       float64 // 0 = none
@@ -116,8 +136,9 @@ type fileDoc struct {
 type fileSet struct {
 	Name      string `yaml:"name"`
 	AppliesTo struct {
-		Users   []string `yaml:"users"`
-		Trusted []string `yaml:"trusted"`
+		Users     []string `yaml:"users"`
+		Trusted   []string `yaml:"trusted"`
+		Anonymous bool     `yaml:"anonymous"`
 	} `yaml:"applies_to"`
 	Rules []fileRule `yaml:"rules"`
 }
@@ -129,6 +150,7 @@ type fileRule struct {
 		Prefixes       []string `yaml:"prefixes"`
 		International  bool     `yaml:"international"`
 		Unnormalisable bool     `yaml:"unnormalisable"`
+		Classes        []string `yaml:"classes"`
 	} `yaml:"match"`
 	Measure      string   `yaml:"measure"`
 	Per          string   `yaml:"per"`
@@ -150,6 +172,24 @@ type fileHrs struct {
 
 // Load reads and parses a rule file.
 func Load(path string) (*RuleSet, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return Parse(data, path)
+}
+
+// LoadWithBuiltin reads a rule file and composes it with the built-in
+// rules (ParseWithBuiltin).
+func LoadWithBuiltin(path string) (*RuleSet, error) {
+	data, err := readFile(path)
+	if err != nil {
+		return nil, err
+	}
+	return ParseWithBuiltin(data, path)
+}
+
+func readFile(path string) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, fmt.Errorf("load rules %s: %w", path, err)
@@ -161,7 +201,7 @@ func Load(path string) (*RuleSet, error) {
 	if err != nil {
 		return nil, fmt.Errorf("load rules %s: %w", path, err)
 	}
-	return Parse(data, path)
+	return data, nil
 }
 
 type parser struct{ name string }
@@ -173,38 +213,69 @@ func (p parser) errf(line int, format string, args ...any) error {
 // Parse parses a rule file strictly: unknown keys, unknown measures,
 // actions, lists and days are errors naming the key and its line.
 func Parse(data []byte, name string) (*RuleSet, error) {
-	p := parser{name: name}
+	return parse(data, name, false)
+}
+
+// ParseWithBuiltin parses a rule file (nil: none) and puts the built-in
+// rule sets first: they match with the file's lists (a prefix the file
+// removes from a shipped list is gone for them too), the file's country
+// and zone. A set of the file may not take a built-in set's name.
+func ParseWithBuiltin(data []byte, name string) (*RuleSet, error) {
+	return parse(data, name, true)
+}
+
+// BuiltinRules is the built-in rule file alone.
+func BuiltinRules() *RuleSet {
+	rs, err := parse(nil, BuiltinName, true)
+	if err != nil {
+		panic(err) // TestBuiltin keeps it valid
+	}
+	return rs
+}
+
+// decodeDoc decodes one file: its top mapping node and document.
+func (p parser) decodeDoc(data []byte) (*yaml.Node, fileDoc, error) {
+	var doc fileDoc
 	if len(data) > maxFileSize {
-		return nil, p.errf(0, "larger than %d bytes", maxFileSize)
+		return nil, doc, p.errf(0, "larger than %d bytes", maxFileSize)
 	}
 	var root yaml.Node
 	if err := yaml.Unmarshal(data, &root); err != nil {
-		return nil, fmt.Errorf("%s: %v: %w", name, err, ErrInvalid)
+		return nil, doc, fmt.Errorf("%s: %v: %w", p.name, err, ErrInvalid)
 	}
-	var doc fileDoc
-	var top *yaml.Node
-	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
-		top = root.Content[0]
-		if err := p.checkKeys(top, reflect.TypeOf(doc), ""); err != nil {
-			return nil, err
-		}
-		if err := top.Decode(&doc); err != nil {
-			return nil, fmt.Errorf("%s: %v: %w", name, err, ErrInvalid)
-		}
-	} else {
-		top = &yaml.Node{Kind: yaml.MappingNode}
+	if root.Kind != yaml.DocumentNode || len(root.Content) != 1 {
+		return &yaml.Node{Kind: yaml.MappingNode}, doc, nil
 	}
+	top := root.Content[0]
+	if err := p.checkKeys(top, reflect.TypeOf(doc), ""); err != nil {
+		return nil, doc, err
+	}
+	if err := top.Decode(&doc); err != nil {
+		return nil, doc, fmt.Errorf("%s: %v: %w", p.name, err, ErrInvalid)
+	}
+	return top, doc, nil
+}
 
-	rs := &RuleSet{Name: name, Country: strings.ToUpper(doc.Country), Zone: time.UTC, Lists: map[string][]string{}}
-	if rs.Country != "" {
-		// The calling code of the home country, taken from the normaliser
-		// itself so both always agree.
-		e, ok := policy.NormalizeE164("012345678", rs.Country)
-		if !ok {
-			return nil, p.errf(keyLine(top, "country"), "country: unknown country %q", doc.Country)
-		}
-		rs.home = countryCode(e[1:])
+// setSource is a rule set and where it was written.
+type setSource struct {
+	fs      fileSet
+	node    *yaml.Node
+	p       parser
+	builtin bool
+}
+
+func parse(data []byte, name string, builtin bool) (*RuleSet, error) {
+	p := parser{name: name}
+	top, doc, err := p.decodeDoc(data)
+	if err != nil {
+		return nil, err
 	}
+	rs := &RuleSet{Name: name, Country: strings.ToUpper(doc.Country), Zone: time.UTC, Lists: map[string][]string{}}
+	plan, err := dialplan.New(dialplan.Config{Country: rs.Country})
+	if err != nil {
+		return nil, p.errf(keyLine(top, "country"), "country: unknown country %q (known: %s)", doc.Country, strings.Join(dialplan.Countries(), ", "))
+	}
+	rs.plan, rs.home = plan, plan.CountryCode()
 	if doc.Zone != "" {
 		loc, err := time.LoadLocation(doc.Zone)
 		if err != nil {
@@ -216,22 +287,41 @@ func Parse(data []byte, name string) (*RuleSet, error) {
 		return nil, err
 	}
 
+	var sources []setSource
+	if builtin {
+		bp := parser{name: BuiltinName}
+		btop, bdoc, err := bp.decodeDoc(builtinRules)
+		if err != nil {
+			return nil, err
+		}
+		bsets := valueOf(btop, "rule_sets")
+		for i, fs := range bdoc.RuleSets {
+			sources = append(sources, setSource{fs: fs, node: item(bsets, i), p: bp, builtin: true})
+		}
+	}
 	setsNode := valueOf(top, "rule_sets")
+	for i, fs := range doc.RuleSets {
+		sources = append(sources, setSource{fs: fs, node: item(setsNode, i), p: p})
+	}
 	setNames := map[string]bool{}
 	total := 0
-	for i, fs := range doc.RuleSets {
-		sn := item(setsNode, i)
+	for i, src := range sources {
+		fs, sn, p := src.fs, src.node, src.p
 		if fs.Name == "" {
 			return nil, p.errf(sn.Line, "rule_sets[%d]: name is required", i)
 		}
 		if setNames[fs.Name] {
-			return nil, p.errf(keyLine(sn, "name"), "rule_sets[%d]: duplicate name %q", i, fs.Name)
+			what := ""
+			if builtin {
+				what = " (the built-in rules use it: rename yours, or set rules.builtin off)"
+			}
+			return nil, p.errf(keyLine(sn, "name"), "rule_sets[%d]: duplicate name %q%s", i, fs.Name, what)
 		}
 		setNames[fs.Name] = true
-		if len(fs.AppliesTo.Users) == 0 && len(fs.AppliesTo.Trusted) == 0 {
-			return nil, p.errf(keyLine(sn, "applies_to"), "rule set %q: applies_to names no users and no trusted peers", fs.Name)
+		if len(fs.AppliesTo.Users) == 0 && len(fs.AppliesTo.Trusted) == 0 && !fs.AppliesTo.Anonymous {
+			return nil, p.errf(keyLine(sn, "applies_to"), "rule set %q: applies_to names no users, no trusted peers and not anonymous", fs.Name)
 		}
-		set := Set{Name: fs.Name, Users: fs.AppliesTo.Users, Trusted: fs.AppliesTo.Trusted}
+		set := Set{Name: fs.Name, Users: fs.AppliesTo.Users, Trusted: fs.AppliesTo.Trusted, Anonymous: fs.AppliesTo.Anonymous, builtin: src.builtin}
 		rulesNode := valueOf(sn, "rules")
 		names := map[string]bool{}
 		for j, fr := range fs.Rules {
@@ -465,10 +555,17 @@ func (p parser) rule(rs *RuleSet, set string, fr fileRule, n *yaml.Node) (*Rule,
 		}
 		r.match[pf] = struct{}{}
 	}
-	if r.International && rs.home == "" {
-		return nil, p.errf(line("match"), "%s: match.international needs country", where)
+	for _, c := range fr.Match.Classes {
+		if !slices.Contains(dialplan.Classes, dialplan.Class(c)) {
+			names := make([]string, len(dialplan.Classes))
+			for i, k := range dialplan.Classes {
+				names[i] = string(k)
+			}
+			return nil, p.errf(lineOr(valueOf(valueOf(n, "match"), "classes"), n), "%s: match.classes: %q is not one of %s", where, c, strings.Join(names, ", "))
+		}
+		r.Classes = append(r.Classes, dialplan.Class(c))
 	}
-	r.matchAll = len(r.match) == 0 && !r.International && !r.Unnormal
+	r.matchAll = len(r.match) == 0 && !r.International && !r.Unnormal && len(r.Classes) == 0
 	return r, nil
 }
 

@@ -34,7 +34,6 @@ func TestParseErrors(t *testing.T) {
 		{"duplicate rule", ruleFile("- {name: r, measure: calls_per_minute, critical: 3}\n- {name: r, measure: calls_per_minute, critical: 3}\n"), `rules.yaml:8: rule set "default": duplicate rule name "r"`},
 		{"status", ruleFile("- {name: r, measure: calls_per_minute, critical: 3, action: reject, status: 200}\n"), `status 200`},
 		{"wrong type", ruleFile("- {name: r, measure: calls_per_minute, critical: lots}\n"), "line 7: cannot unmarshal !!str `lots`"},
-		{"international without country", "rule_sets:\n  - name: s\n    applies_to: {users: [\"*\"]}\n    rules:\n      - {name: r, match: {international: true}, measure: calls_per_minute, critical: 3}\n", `match.international needs country`},
 		{"no applies_to", "rule_sets:\n  - name: s\n    rules: []\n", `applies_to names no users`},
 	}
 	for _, tt := range tests {
@@ -119,18 +118,6 @@ func TestShippedLists(t *testing.T) {
 		}
 		if !found {
 			t.Errorf("%s lacks %s", want.list, want.prefix)
-		}
-	}
-}
-
-func TestCountryCode(t *testing.T) {
-	for in, want := range map[string]string{
-		"12125550100": "1", "74951234567": "7", "442079460000": "44", "33142000000": "33",
-		"3531234567": "353", "8821234567": "882", "979123456789": "979", "2125551234": "212",
-		"5371234567": "53", "59891234567": "598", "861012345678": "86", "85212345678": "852",
-	} {
-		if got := countryCode(in); got != want {
-			t.Errorf("countryCode(%s) = %s, want %s", in, got, want)
 		}
 	}
 }

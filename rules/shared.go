@@ -82,7 +82,7 @@ var appliedPool = sync.Pool{New: func() any { return new([]applied) }}
 
 // items lists the rules of rs that apply to c, in file order, in a list
 // from appliedPool; give it back with release.
-func (rs *RuleSet) items(c Call, d dest) *[]applied {
+func (rs *RuleSet) items(c Call, d dest, home string) *[]applied {
 	p := appliedPool.Get().(*[]applied)
 	out := (*p)[:0]
 	for si := range rs.Sets {
@@ -91,7 +91,7 @@ func (rs *RuleSet) items(c Call, d dest) *[]applied {
 			continue
 		}
 		for _, r := range s.Rules {
-			if !r.matches(rs, d) {
+			if !r.matches(d, home) {
 				continue
 			}
 			k := perKey(r, c, d)

@@ -47,38 +47,3 @@ func (l *lru[V]) put(key string, v V) (evicted bool) {
 }
 
 func (l *lru[V]) len() int { return l.ll.Len() }
-
-// countryCode returns the ITU-T E.164 country code at the start of an
-// international number's digits: 1 and 7 are one digit, a fixed set of
-// two-digit codes, and every other code is three digits.
-func countryCode(d string) string {
-	if d == "" {
-		return ""
-	}
-	if d[0] == '1' || d[0] == '7' {
-		return d[:1]
-	}
-	if len(d) >= 2 && twoDigit[d[:2]] {
-		return d[:2]
-	}
-	if len(d) >= 3 {
-		return d[:3]
-	}
-	return d
-}
-
-var twoDigit = map[string]bool{}
-
-func init() {
-	for _, c := range []string{
-		"20", "27",
-		"30", "31", "32", "33", "34", "36", "39",
-		"40", "41", "43", "44", "45", "46", "47", "48", "49",
-		"51", "52", "53", "54", "55", "56", "57", "58",
-		"60", "61", "62", "63", "64", "65", "66",
-		"81", "82", "84", "86",
-		"90", "91", "92", "93", "94", "95", "98",
-	} {
-		twoDigit[c] = true
-	}
-}
