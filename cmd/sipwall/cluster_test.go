@@ -164,9 +164,13 @@ func (u *sipUA) final(req *sip.Request, within time.Duration) *sip.Response {
 		if left <= 0 {
 			return nil
 		}
-		msg, err := u.p.Recv(left)
+		// A UDP client retransmits after T1: an unauthenticated source's
+		// first small request may go unanswered (the SBC never sends a
+		// source more bytes than it sent).
+		msg, err := u.p.Recv(min(left, 500*time.Millisecond))
 		if errors.Is(err, os.ErrDeadlineExceeded) {
-			return nil
+			u.p.Resend()
+			continue
 		}
 		if err != nil {
 			u.t.Fatalf("%s: %v", u.p, err)

@@ -36,7 +36,21 @@ type Peer struct {
 	mu   sync.Mutex
 	tags map[string]string // dialog (Call-ID, From tag) -> our To tag
 	seen map[string]bool   // keys of messages received, to spot retransmissions
+	// unanswered is the last request sent (not an ACK) while no response
+	// has come since: ExpectResponse retransmits it as a UDP client does
+	// (RFC 3261 17.1.1.2), up to maxResends times. An unauthenticated
+	// source's first small request may be left unanswered by the SBC (it
+	// never sends more bytes than a source sent); its retransmission is.
+	unanswered   []byte
+	unansweredTo netip.AddrPort
+	resends      int
 }
+
+// resendAfter and maxResends shape the retransmissions of ExpectResponse.
+const (
+	resendAfter = 500 * time.Millisecond
+	maxResends  = 4
+)
 
 // NewPeer binds a UDP socket on addr (e.g. "127.0.0.5:0") and closes it
 // when the test ends.
@@ -114,6 +128,11 @@ func (p *Peer) SendRaw(to netip.AddrPort, data []byte) {
 		p.t.Fatalf("siptest: %s: send to %s: %v", p, to, err)
 	}
 	p.logf("%s -> %s: %s", p, to, firstLine(data))
+	if line := firstLine(data); !strings.HasPrefix(line, "SIP/") && !strings.HasPrefix(line, "ACK ") {
+		p.mu.Lock()
+		p.unanswered, p.unansweredTo, p.resends = data, to, 0
+		p.mu.Unlock()
+	}
 }
 
 func firstLine(data []byte) string {
@@ -158,6 +177,9 @@ func (p *Peer) recv(timeout time.Duration) (sip.Message, bool, error) {
 	p.mu.Lock()
 	dup := p.seen[key]
 	p.seen[key] = true
+	if _, ok := msg.(*sip.Response); ok {
+		p.unanswered = nil
+	}
 	p.mu.Unlock()
 	if dup {
 		p.logf("%s <- %s: %s (retransmission)", p, from, Describe(msg))
@@ -232,13 +254,24 @@ func isTimeout(err error) bool { return errors.Is(err, os.ErrDeadlineExceeded) }
 func (p *Peer) expect(what string, timeout time.Duration, want100 bool) sip.Message {
 	p.t.Helper()
 	deadline := time.Now().Add(timeout)
+	resend := strings.HasSuffix(what, " response")
 	for range maxSkipped {
 		left := time.Until(deadline)
 		if left <= 0 {
 			break
 		}
-		msg, dup, err := p.recv(left)
+		wait := left
+		if resend {
+			wait = min(left, resendAfter)
+		}
+		msg, dup, err := p.recv(wait)
+		if isTimeout(err) && wait < left && p.resend() {
+			continue
+		}
 		if isTimeout(err) {
+			if time.Until(deadline) > 0 {
+				continue
+			}
 			break
 		}
 		if err != nil {
@@ -251,6 +284,29 @@ func (p *Peer) expect(what string, timeout time.Duration, want100 bool) sip.Mess
 	}
 	p.t.Fatalf("%s: no %s within %v", p, what, timeout)
 	return nil
+}
+
+// Resend retransmits the last request sent if no response has come since
+// (at most 4 times), as a UDP client does after T1: for tests that read
+// with Recv themselves.
+func (p *Peer) Resend() { p.resend() }
+
+// resend retransmits the request still unanswered, if any and if it may.
+func (p *Peer) resend() bool {
+	p.mu.Lock()
+	data, to := p.unanswered, p.unansweredTo
+	ok := data != nil && p.resends < maxResends
+	if ok {
+		p.resends++
+	}
+	p.mu.Unlock()
+	if !ok {
+		return true // keep waiting until the deadline
+	}
+	if _, err := p.conn.WriteToUDPAddrPort(data, to); err == nil {
+		p.logf("%s -> %s: %s (retransmission)", p, to, firstLine(data))
+	}
+	return true
 }
 
 // ExpectRequest fails the test unless the next message (skipping
