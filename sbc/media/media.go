@@ -3,7 +3,8 @@
 // B2BUA hands each SDP body that crosses from one leg to the other to
 // Manager.Rewrite, which allocates relay sockets on both sides and writes
 // our address and ports into the body. Relaying is symmetric RTP with
-// latching; packets are never looked into. See README.md.
+// latching; RTP is never looked into, RTCP leaving toward the outside is
+// rewritten so that it names no one (rtcp.go). See README.md.
 package media
 
 import (
@@ -17,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/sipwall/sipwall/sbc"
@@ -43,11 +45,15 @@ type Manager struct {
 	total    counters      // of released streams
 	full     uint64        // Rewrites refused with ErrFull
 	noPorts  uint64        // Rewrites refused with ErrNoPorts
+	// rtcpSeen counts what RTCP rewriting changed, by item (relay
+	// goroutines add to it; RTCP is a few packets a second per stream).
+	rtcpSeen [nRTCPItems]atomic.Uint64
 }
 
 // session is the relay state of one call. Guarded by Manager.mu.
 type session struct {
 	key     string
+	cname   []byte    // CNAME of the call's RTCP toward the outside
 	streams []*stream // by m= line; nil: never relayed
 	origin  [2]origin // by the side the body goes toward
 	// Inactivity: the relayed-packet count last sampled and when it last
@@ -99,7 +105,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			m.full++
 			return nil, ErrFull
 		}
-		s = &session{key: key}
+		s = &session{key: key, cname: newCNAME()}
 		s.origin[0].id = newSessID()
 		s.origin[1].id = newSessID()
 	}
@@ -124,7 +130,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			st = s.streams[i]
 		}
 		if st == nil {
-			if st, err = m.newStream(key, now); err != nil {
+			if st, err = m.newStream(key, s.cname, now); err != nil {
 				rollback()
 				if errors.Is(err, ErrNoPorts) {
 					m.noPorts++
@@ -179,7 +185,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			continue
 		}
 		rtpAddr, rtcpAddr := peerAddrs(md)
-		st.setPeer(from, rtpAddr, rtcpAddr)
+		st.setPeer(from, rtpAddr, rtcpAddr, secure(md), md.RTCPMux)
 	}
 	o.version, o.last, o.sent = version, sha256.Sum256(out), true
 	s.lastSeen = now
@@ -218,6 +224,12 @@ func peerAddrs(md sdp.Media) (rtpAddr, rtcpAddr netip.AddrPort) {
 func relayable(proto string) bool {
 	p := strings.ToUpper(proto)
 	return strings.HasPrefix(p, "RTP/") || p == "UDP" || strings.HasPrefix(p, "UDP/") || p == "UDPTL"
+}
+
+// secure tells an SRTP stream: its RTCP is SRTCP, encrypted and
+// authenticated, and crosses untouched.
+func secure(md sdp.Media) bool {
+	return md.Crypto || md.Fingerprint || strings.Contains(strings.ToUpper(md.Proto), "SAVP")
 }
 
 func (m *Manager) advertise(side int) netip.Addr {

@@ -256,9 +256,10 @@ func TestRTCPAttribute(t *testing.T) {
 		t.Fatalf("a=rtcp toward inside = %s", rtcpInt)
 	}
 	rewrite(t, m, "k", sbc.External, audioSDP("pbx", 1, pbx.addr()))
-	pbxRTCP.send(rtcpInt, []byte("rr"))
-	if got, _ := phoneRTCP.recv(); string(got) != "rr" {
-		t.Fatalf("got %q", got)
+	rr := []byte{0x80, 201, 0, 1, 0xde, 0xad, 0xbe, 0xef} // RTCP toward the outside must be RTCP
+	pbxRTCP.send(rtcpInt, rr)
+	if got, _ := phoneRTCP.recv(); !bytes.Equal(got, rr) {
+		t.Fatalf("got %x", got)
 	}
 }
 
@@ -273,7 +274,7 @@ func TestRTCPMux(t *testing.T) {
 	}
 	toExt, toInt := relayAddr(t, ans, 0, false), relayAddr(t, offer, 0, false)
 	rtpP := rtpPacket(1, 100)
-	rtcpP := []byte{0x81, 201, 0, 7, 0xde, 0xad, 0xbe, 0xef}
+	rtcpP := []byte{0x80, 201, 0, 1, 0xde, 0xad, 0xbe, 0xef}
 	for _, p := range [][]byte{rtpP, rtcpP} {
 		phone.send(toExt, p)
 		if got, from := pbx.recv(); !bytes.Equal(got, p) || from != toInt {

@@ -24,6 +24,9 @@ const (
 	DropStopped   = "stopped"   // stream disabled by port 0, or not relayable (TCP)
 	DropRefused   = "refused"   // would latch to our own relay port, loopback or another family
 	DropError     = "error"     // a read or a write failed
+	// DropRTCP: RTCP toward the outside that is not valid compound RTCP,
+	// holds nothing once hidden, or that Config.GuardRTCP refused.
+	DropRTCP = "rtcp"
 )
 
 var dropNames = [nDrops]string{
@@ -33,6 +36,7 @@ var dropNames = [nDrops]string{
 	dropStopped:   DropStopped,
 	dropRefused:   DropRefused,
 	dropError:     DropError,
+	dropRTCP:      DropRTCP,
 }
 
 // Stats is a snapshot of the relay. Counters are monotonic over the
@@ -53,6 +57,11 @@ type Stats struct {
 	Binds        uint64 // port pairs bound (two sockets each)
 	Reused       uint64 // warm port pairs handed out again, without a bind
 	Drained      uint64 // datagrams that reached a warm pair, discarded before its reuse
+	// RTCP counts what the rewriting of RTCP toward the outside changed,
+	// by item (RTCPItems; every item present): CNAMEs rewritten, other
+	// SDES items, BYE reasons, APP and unknown packets removed, packets
+	// refused as malformed.
+	RTCP map[string]uint64
 }
 
 // counters are summed socket counters.
@@ -80,6 +89,10 @@ func (m *Manager) Stats() Stats {
 	s.Dropped = make(map[string]uint64, nDrops)
 	for i, name := range dropNames {
 		s.Dropped[name] = c.drops[i]
+	}
+	s.RTCP = make(map[string]uint64, nRTCPItems)
+	for i, name := range RTCPItems {
+		s.RTCP[name] = m.rtcpSeen[i].Load()
 	}
 	for i, p := range m.pools {
 		if i == 1 && p == m.pools[0] {

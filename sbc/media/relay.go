@@ -27,9 +27,11 @@ type peerState struct {
 // sdpPeer is what the last SDP from one side said about one stream.
 // Guarded by Manager.mu.
 type sdpPeer struct {
-	seen bool
-	off  bool              // port 0, or a stream we do not relay
-	raw  [2]netip.AddrPort // RTP and RTCP as written, before the address policy
+	seen   bool
+	off    bool              // port 0, or a stream we do not relay
+	raw    [2]netip.AddrPort // RTP and RTCP as written, before the address policy
+	secure bool              // SRTP profile, a=crypto or a=fingerprint: RTCP is SRTCP
+	mux    bool              // a=rtcp-mux
 }
 
 // stream is the relay of one m= line: four sockets, four goroutines.
@@ -48,6 +50,11 @@ type stream struct {
 	halt atomic.Bool
 	sdp  [2]sdpPeer // guarded by Manager.mu
 	wg   sync.WaitGroup
+	// cname is the call's CNAME in RTCP toward the outside (rtcp.go);
+	// secure and mux come from either side's SDP: secure RTCP is left
+	// alone, and under mux RTCP is told from RTP on the RTP sockets.
+	cname       []byte
+	secure, mux atomic.Bool
 }
 
 // Drop reasons, as indexes of sock.drops.
@@ -58,6 +65,7 @@ const (
 	dropStopped
 	dropRefused
 	dropError
+	dropRTCP
 	nDrops
 )
 
@@ -72,13 +80,13 @@ type sock struct {
 	packets atomic.Uint64 // relayed
 	bytes   atomic.Uint64
 	drops   [nDrops]atomic.Uint64
-	_       [40]byte
+	_       [32]byte
 }
 
 // newStream takes the four sockets of a stream from the pools (warm or
 // freshly bound). The caller holds m.mu.
-func (m *Manager) newStream(key string, now time.Time) (*stream, error) {
-	st := &stream{m: m, key: key}
+func (m *Manager) newStream(key string, cname []byte, now time.Time) (*stream, error) {
+	st := &stream{m: m, key: key, cname: cname}
 	for side := range 2 {
 		r, c, port, err := m.pools[side].alloc(now)
 		if err != nil {
@@ -154,7 +162,9 @@ func (st *stream) freePorts() {
 }
 
 // serve is the hot path: read, check the source against the latch, write
-// to the peer on the other side. No allocation, no lock, no map.
+// to the peer on the other side. No allocation, no lock, no map. RTCP
+// leaving toward the outside is rewritten first (rtcp.go), into a
+// buffer of the reader's own, allocated once, when it first sees RTCP.
 func (st *stream) serve(in *sock) {
 	defer st.wg.Done()
 	buf := make([]byte, MaxDatagram+1) // one more byte tells a datagram too large
@@ -162,6 +172,9 @@ func (st *stream) serve(in *sock) {
 	from := &st.peer[in.side][in.kind]
 	to := &st.peer[other][in.kind]
 	out := st.sock[other][in.kind].conn
+	toOutside := other == int(sbc.External)
+	var hidden []byte
+	var seen [nRTCPItems]uint32
 	for {
 		n, src, err := in.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -202,7 +215,23 @@ func (st *stream) serve(in *sock) {
 			in.drops[dropNoPeer].Add(1)
 			continue
 		}
-		if _, err := out.WriteToUDPAddrPort(buf[:n], dst); err != nil {
+		pkt := buf[:n]
+		if toOutside && !st.secure.Load() && (in.kind == rtcp || st.mux.Load() && isRTCP(pkt)) {
+			if hidden == nil {
+				hidden = make([]byte, 2*MaxDatagram)
+			}
+			k, ok := hideRTCP(hidden, pkt, st.cname, &seen)
+			st.m.noteRTCP(&seen)
+			if ok && st.m.cfg.GuardRTCP != nil && !st.m.cfg.GuardRTCP(hidden[:k]) {
+				ok = false
+			}
+			if !ok {
+				in.drops[dropRTCP].Add(1)
+				continue
+			}
+			pkt = hidden[:k]
+		}
+		if _, err := out.WriteToUDPAddrPort(pkt, dst); err != nil {
 			if st.halt.Load() {
 				return // released while the packet was on its way
 			}
@@ -210,16 +239,31 @@ func (st *stream) serve(in *sock) {
 			continue
 		}
 		in.packets.Add(1)
-		in.bytes.Add(uint64(n))
+		in.bytes.Add(uint64(len(pkt)))
+	}
+}
+
+// noteRTCP adds what one RTCP packet had changed to the counters, tells
+// Config.OnRTCP, and clears seen.
+func (m *Manager) noteRTCP(seen *[nRTCPItems]uint32) {
+	for i, v := range seen {
+		if v == 0 {
+			continue
+		}
+		m.rtcpSeen[i].Add(uint64(v))
+		if m.cfg.OnRTCP != nil {
+			m.cfg.OnRTCP(RTCPItems[i], int(v))
+		}
+		seen[i] = 0
 	}
 }
 
 // setPeer records what a new SDP from side says about the stream and
 // re-arms latching when the address changed. The caller holds m.mu.
-func (st *stream) setPeer(side int, rtpAddr, rtcpAddr netip.AddrPort) {
+func (st *stream) setPeer(side int, rtpAddr, rtcpAddr netip.AddrPort, secure, mux bool) {
 	old := st.sdp[side]
 	raw := [2]netip.AddrPort{rtpAddr, rtcpAddr}
-	st.sdp[side] = sdpPeer{seen: true, raw: raw}
+	st.sdp[side] = sdpPeer{seen: true, raw: raw, secure: secure, mux: mux}
 	for kind := range 2 {
 		if old.seen && !old.off && old.raw[kind] == raw[kind] {
 			continue // same address: keep the latch (hold, resume, session refresh)
@@ -241,6 +285,8 @@ func (st *stream) setOff(side int) {
 
 func (st *stream) updateStopped() {
 	st.stopped.Store(st.sdp[0].off || st.sdp[1].off)
+	st.secure.Store(st.sdp[0].secure || st.sdp[1].secure)
+	st.mux.Store(st.sdp[0].mux || st.sdp[1].mux)
 }
 
 // counters adds the stream's socket counters to c.

@@ -63,6 +63,15 @@ type Config struct {
 	// Now is the clock of the inactivity checks and of the quarantine of
 	// released port pairs. Nil: time.Now.
 	Now func() time.Time
+	// OnRTCP hears what the rewriting of RTCP toward the outside changed
+	// in one packet: an item of RTCPItems and how many times. Called from
+	// the relay goroutines: it must be fast and safe for concurrent use.
+	// Nil: only Stats.RTCP counts.
+	OnRTCP func(item string, n int)
+	// GuardRTCP, when set, sees every RTCP packet about to leave toward
+	// the outside once rewritten, and returns false to drop it (reason
+	// rtcp): the topology guard. Same constraints as OnRTCP.
+	GuardRTCP func(pkt []byte) bool
 }
 
 // New validates cfg, applies the defaults and returns a Manager. It binds

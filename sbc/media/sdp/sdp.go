@@ -59,6 +59,8 @@ type Media struct {
 	RTCPMux   bool       // a=rtcp-mux present
 	Direction string     // media-level, else session-level, else "sendrecv": sendrecv|sendonly|recvonly|inactive
 	Crypto    bool       // a=crypto present (SDES), passed through untouched
+	// Fingerprint: a=fingerprint at media or session level (DTLS-SRTP).
+	Fingerprint bool
 }
 
 // Hold reports whether the stream is active but put on hold the RFC 2543
@@ -119,6 +121,7 @@ type Session struct {
 	dir      string // session-level direction attribute
 	hasName  bool
 	hasOrig  bool
+	finger   bool // session-level a=fingerprint
 	sections []section
 }
 
@@ -127,6 +130,7 @@ func (s *Session) Media() []Media {
 	out := make([]Media, len(s.sections))
 	for i := range s.sections {
 		out[i] = s.sections[i].Media
+		out[i].Fingerprint = out[i].Fingerprint || s.finger
 	}
 	return out
 }
@@ -418,6 +422,12 @@ func (s *Session) parseAttr(ln *line) error {
 	case strings.EqualFold(name, "crypto"):
 		if m != nil {
 			m.Crypto = true
+		}
+	case strings.EqualFold(name, "fingerprint"):
+		if m != nil {
+			m.Fingerprint = true
+		} else {
+			s.finger = true
 		}
 	case !hasVal && isDirection(name):
 		dir := &s.dir

@@ -30,7 +30,7 @@ func TestParseMedia(t *testing.T) {
 		{"webrtc", sampleWebRTC,
 			Origin{"-", "4611731400430051336", "2", a4("127.0.0.1")},
 			[]Media{{Type: "audio", Port: 54321, PortCount: 1, Proto: "UDP/TLS/RTP/SAVPF", Addr: a4("198.51.100.77"),
-				RTCPPort: 9, RTCPAddr: a4("0.0.0.0"), RTCPMux: true, Direction: "sendrecv"}}},
+				RTCPPort: 9, RTCPAddr: a4("0.0.0.0"), RTCPMux: true, Direction: "sendrecv", Fingerprint: true}}},
 		{"t38", sampleT38,
 			Origin{"-", "3", "4", a4("10.1.1.20")},
 			[]Media{{Type: "image", Port: 4002, PortCount: 1, Proto: "udptl", Addr: a4("10.1.1.20"), Direction: "sendrecv"}}},
@@ -267,5 +267,26 @@ func TestErrorsQuoteNothing(t *testing.T) {
 	_, err := Parse([]byte(body))
 	if err == nil || strings.Contains(err.Error(), "evil-marker") || !strings.Contains(err.Error(), "line 4") {
 		t.Errorf("error %q", err)
+	}
+}
+
+// a=fingerprint at session level covers every section (RFC 8122).
+func TestFingerprintSessionLevel(t *testing.T) {
+	s, err := Parse([]byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\n" +
+		"a=fingerprint:sha-256 7B:8B\r\nm=audio 5000 UDP/TLS/RTP/SAVP 0\r\nm=video 5002 RTP/AVP 96\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, m := range s.Media() {
+		if !m.Fingerprint {
+			t.Errorf("media %d: Fingerprint false under a session-level a=fingerprint", i)
+		}
+	}
+	s, err = Parse([]byte("v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 5000 RTP/AVP 0\r\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Media()[0].Fingerprint {
+		t.Error("Fingerprint true without a=fingerprint")
 	}
 }
