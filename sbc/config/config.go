@@ -30,6 +30,8 @@ type Config struct {
 	Topology Topology `yaml:"topology"`
 	// Media configures the media relay.
 	Media Media `yaml:"media"`
+	// Dialplan says how the destinations outside parties name are read.
+	Dialplan Dialplan `yaml:"dialplan"`
 	// Policy configures the OPA policy layer.
 	Policy Policy `yaml:"policy"`
 	// Rules configures the anti-fraud rules.
@@ -367,6 +369,57 @@ type Media struct {
 	MaxSessions int `yaml:"max_sessions"`
 }
 
+// Dialplan says how a destination named by an outside party (the
+// Request-URI of a new INVITE, the Refer-To of a REFER, the Contact of a
+// 3xx the B2BUA follows) is read: as an extension, a user name, an
+// emergency number, a service code, a national or an international number
+// in E.164, or none of these (invalid, refused by the built-in rules).
+// The policy input, the fraud rules, the decision log and the call log
+// all take it from here (see dialplan/README.md).
+type Dialplan struct {
+	// Country is the ISO 3166 alpha-2 code of the local number plan (GB,
+	// US, CA, DE, FR, IE, NL, BE, ES, IT, AT or CH): national numbers
+	// ("020 7946 0000") are read with it. Default: policy.country; with
+	// neither, only international forms (+44…, 00 44…) are numbers and
+	// national forms are invalid.
+	Country string `yaml:"country"`
+	// TrunkPrefix is the national (trunk) prefix, digits. Default: the
+	// country's (0; 1 in US and CA; none in ES and IT).
+	TrunkPrefix string `yaml:"trunk_prefix"`
+	// InternationalPrefix is the international prefix, digits. Default:
+	// the country's (00; 011 in US and CA); without a country 00 and 011.
+	InternationalPrefix string `yaml:"international_prefix"`
+	// NationalLengths are the lengths of national significant numbers
+	// (without the trunk prefix), 4 to 14. Default: the country's (GB 7
+	// to 10, US 10, FR 9, ...). Needs country.
+	NationalLengths []int `yaml:"national_lengths"`
+	// Extensions are regular expressions of the PBX's extensions, each
+	// matched against the whole dial string before it is read as a
+	// number. Default (none listed): 2 to 6 digits that read as no number
+	// and do not begin with one of the country's public short codes
+	// (directory enquiries 118...).
+	Extensions []string `yaml:"extensions"`
+	// Names accepts SIP user names (a letter, then letters, digits, ".",
+	// "-", "_"; at most 6 digits) as destinations. Default true.
+	Names bool `yaml:"names"`
+	// Emergency are the emergency numbers: always read as such, never
+	// refused by a rule. Default: the country's plus 112 and 911; 112, 911
+	// and 999 without a country.
+	Emergency []string `yaml:"emergency"`
+	// ServiceCodes are regular expressions of the PBX's service codes
+	// (voicemail, call pickup). Default: a star and two or three digits
+	// (^\*[0-9]{2,3}$).
+	ServiceCodes []string `yaml:"service_codes"`
+	// Features are prefixes stripped and recorded before the destination
+	// is read (CLIR and CLIP per call). Default: *67, *82, #31#, *31# and
+	// the country's (141 and 1470 in GB).
+	Features []string `yaml:"features"`
+	// TelURI is what happens to a tel: Request-URI: carry (the number
+	// goes to the PBX as the user part of the inside Request-URI, with
+	// user=phone) or refuse (416 Unsupported URI Scheme). Default carry.
+	TelURI string `yaml:"tel_uri"`
+}
+
 // Policy configures the OPA policy layer (see policy/README.md).
 type Policy struct {
 	// Mode is enforce (default), shadow (decide, log and count what would
@@ -388,8 +441,9 @@ type Policy struct {
 	FailStatus int `yaml:"fail_status"`
 	// Zone is the IANA time zone of input.time.local. Default UTC.
 	Zone string `yaml:"zone"`
-	// Country (ISO 3166 alpha-2, e.g. GB) turns national numbers (leading
-	// 0) into E.164 in input.destination. Empty: only international forms.
+	// Country (ISO 3166 alpha-2, e.g. GB) is the country of the dial
+	// plan when dialplan.country is not set (the two may not differ).
+	// Empty: none.
 	Country string `yaml:"country"`
 	// SampleAllows logs one allowed request in this many (denials are
 	// always logged, rate-limited); 0 logs none. Default 100.
@@ -398,9 +452,15 @@ type Policy struct {
 
 // Rules configures the anti-fraud layer (see rules/README.md).
 type Rules struct {
+	// Builtin puts the built-in rules (rules/default.yaml, in the binary)
+	// first: premium and IRSF ranges and unreadable destinations refused,
+	// 20 calls a minute and 11 at once per user. They match with
+	// File's lists. Default true; false leaves File alone.
+	Builtin bool `yaml:"builtin"`
 	// File is the rule file (YAML): rule sets with their matches,
 	// measures, limits and actions. Reloaded when it changes and on
-	// SIGHUP, all-or-nothing. Empty: no anti-fraud rules.
+	// SIGHUP, all-or-nothing. Empty: the built-in rules alone (none with
+	// builtin false).
 	File string `yaml:"file"`
 	// Webhook is an HTTP(S) URL every alert is POSTed to as JSON, with
 	// retries. Empty: alerts are logged only.

@@ -104,6 +104,9 @@ func (c *Config) applyDefaults() {
 	setDefault(&c.Topology.Guard, defaultGuard)
 	c.Media.applyDefaults()
 	c.Policy.applyDefaults()
+	c.Dialplan.Names = true
+	setDefault(&c.Dialplan.TelURI, TelCarry)
+	c.Rules.Builtin = true
 	setDefault(&c.Rules.WebhookTimeout, Duration(defaultWebhookTimeout))
 	c.Prefilter.applyDefaults()
 	c.TLS.applyDefaults()

@@ -60,7 +60,8 @@ func wantDefault() Config {
 		Topology: Topology{Guard: "block"},
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
 		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
-		Rules:    Rules{WebhookTimeout: Duration(5 * time.Second)},
+		Dialplan: Dialplan{Names: true, TelURI: "carry"},
+		Rules:    Rules{Builtin: true, WebhookTimeout: Duration(5 * time.Second)},
 		TLS: TLS{
 			ACME:       ACME{CA: DefaultACMECA, HTTPPort: 80, ALPN: true},
 			MinVersion: "1.2", HandshakeTimeout: Duration(5 * time.Second), HandshakeRate: 10, HandshakeBurst: 20,
@@ -108,7 +109,11 @@ func same(t *testing.T, got *Config, want Config) {
 	if len(g.Bans.ScannerAgents) == 0 {
 		g.Bans.ScannerAgents = nil
 	}
-	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny, &g.TLS.ACME.Names} {
+	if len(g.Dialplan.NationalLengths) == 0 {
+		g.Dialplan.NationalLengths = nil
+	}
+	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny, &g.TLS.ACME.Names,
+		&g.Dialplan.Extensions, &g.Dialplan.Emergency, &g.Dialplan.ServiceCodes, &g.Dialplan.Features} {
 		if len(*l) == 0 {
 			*l = nil
 		}
@@ -258,7 +263,10 @@ func wantFull() Config {
 			Mode: "shadow", Dir: "policies", Query: "data.acme.decision", Timeout: Duration(10 * time.Millisecond),
 			FailStatus: 403, Zone: "Europe/London", Country: "GB", SampleAllows: 10,
 		},
-		Rules: Rules{File: "fraud.yaml", Webhook: "https://alerts.example.com/sipwall", WebhookTimeout: Duration(3 * time.Second)},
+		Dialplan: Dialplan{Country: "GB", TrunkPrefix: "0", InternationalPrefix: "00", NationalLengths: []int{9, 10},
+			Extensions: []string{`^[2-7][0-9]{3}$`}, Names: false, Emergency: []string{"999", "112"},
+			ServiceCodes: []string{`^\*9[0-9]$`}, Features: []string{"141", "*67"}, TelURI: "refuse"},
+		Rules: Rules{Builtin: false, File: "fraud.yaml", Webhook: "https://alerts.example.com/sipwall", WebhookTimeout: Duration(3 * time.Second)},
 		TLS: TLS{
 			ACME: ACME{Email: "ops@example.com", CA: "https://acme.example.com/directory", CARoot: "private-ca.pem",
 				HTTPPort: 8080, RenewBefore: Duration(720 * time.Hour)},

@@ -16,6 +16,8 @@ import (
 	_ "time/tzdata"
 
 	"github.com/emiago/sipgo/sip"
+
+	"github.com/sipwall/sipwall/dialplan"
 )
 
 // Transports sipwall can listen on. Adding a transport means adding its
@@ -184,6 +186,7 @@ func (c *Config) problems() []Problem {
 	ch.topology(c.Topology)
 	ch.media(c.Media)
 	ch.policy(c.Policy)
+	ch.dialplan(c.Dialplan, c.Policy.Country)
 	if w := c.Rules.Webhook; w != "" {
 		if u, err := url.Parse(w); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			ch.fail("rules.webhook", "%s is not an http or https URL", quote(w))
@@ -820,12 +823,102 @@ func (ch *checker) policy(p Policy) {
 	if _, err := time.LoadLocation(p.Zone); err != nil || p.Zone == "" {
 		ch.fail("policy.zone", "%s is not an IANA time zone (e.g. \"Europe/London\")", quote(p.Zone))
 	}
-	if p.Country != "" && (len(p.Country) != 2 || strings.Trim(p.Country, "ABCDEFGHIJKLMNOPQRSTUVWXYZ") != "") {
-		ch.fail("policy.country", "must be an ISO 3166 alpha-2 code in capitals (e.g. GB), got %s", quote(p.Country))
+	if p.Country != "" && !slices.Contains(dialplan.Countries(), p.Country) {
+		ch.fail("policy.country", "must be one of %s (ISO 3166 alpha-2, capitals), got %s", strings.Join(dialplan.Countries(), ", "), quote(p.Country))
 	}
 	if p.SampleAllows < 0 {
 		ch.fail("policy.sample_allows", "must not be negative, got %d", p.SampleAllows)
 	}
+}
+
+// Values of dialplan.tel_uri.
+const (
+	TelCarry  = "carry"
+	TelRefuse = "refuse"
+)
+
+func (ch *checker) dialplan(d Dialplan, policyCountry string) {
+	countryOK := true
+	if d.Country != "" && !slices.Contains(dialplan.Countries(), d.Country) {
+		ch.fail("dialplan.country", "must be one of %s (ISO 3166 alpha-2, capitals), got %s", strings.Join(dialplan.Countries(), ", "), quote(d.Country))
+		countryOK = false
+	}
+	if d.Country != "" && policyCountry != "" && d.Country != policyCountry {
+		ch.fail(ch.pos.written("dialplan.country", "policy.country"), "dialplan.country (%s) and policy.country (%s) differ: set dialplan.country alone", d.Country, policyCountry)
+	}
+	digits := func(key, v string, max int) {
+		if v != "" && (len(v) > max || strings.Trim(v, "0123456789") != "") {
+			ch.fail(key, "must be 1 to %d digits, got %s", max, quote(v))
+		}
+	}
+	digits("dialplan.trunk_prefix", d.TrunkPrefix, 3)
+	digits("dialplan.international_prefix", d.InternationalPrefix, 4)
+	if d.TrunkPrefix != "" && d.TrunkPrefix == d.InternationalPrefix {
+		ch.fail(ch.pos.written("dialplan.international_prefix", "dialplan.trunk_prefix"), "dialplan.trunk_prefix and dialplan.international_prefix are both %s", quote(d.TrunkPrefix))
+	}
+	if len(d.NationalLengths) > 0 && d.Country == "" && policyCountry == "" {
+		ch.fail("dialplan.national_lengths", "needs dialplan.country")
+	}
+	for i, n := range d.NationalLengths {
+		if n < 4 || n > 14 {
+			ch.fail("dialplan.national_lengths["+strconv.Itoa(i)+"]", "must be 4 to 14, got %d", n)
+		}
+	}
+	patterns := func(key string, l []string) {
+		if len(l) > 64 {
+			ch.fail(key, "at most 64 patterns, got %d", len(l))
+		}
+		for i, p := range l {
+			if _, err := regexp.Compile(p); err != nil || len(p) > 256 {
+				ch.fail(key+"["+strconv.Itoa(i)+"]", "%s is not a regular expression of at most 256 characters", quote(p))
+			}
+		}
+	}
+	patterns("dialplan.extensions", d.Extensions)
+	patterns("dialplan.service_codes", d.ServiceCodes)
+	for i, e := range d.Emergency {
+		digits("dialplan.emergency["+strconv.Itoa(i)+"]", e, 8)
+		if e == "" {
+			ch.fail("dialplan.emergency["+strconv.Itoa(i)+"]", "must be 1 to 8 digits, got \"\"")
+		}
+	}
+	for i, f := range d.Features {
+		if f == "" || len(f) > 8 || strings.Trim(f, "0123456789*#") != "" {
+			ch.fail("dialplan.features["+strconv.Itoa(i)+"]", "must be 1 to 8 digits, * or #, got %s", quote(f))
+		}
+	}
+	ch.oneOf("dialplan.tel_uri", d.TelURI, []string{TelCarry, TelRefuse})
+	if countryOK && len(ch.problems) == 0 {
+		// Whatever the checks above let through, the plan must build.
+		if _, err := dialplan.New(d.Plan(policyCountry)); err != nil {
+			ch.fail("dialplan", "%v", err)
+		}
+	}
+}
+
+// Plan is the dial plan's configuration, with policy.country as the
+// country when dialplan.country is not set.
+func (d Dialplan) Plan(policyCountry string) dialplan.Config {
+	// An empty list is the default, as a list left out: a dumped
+	// configuration (nil lists written as []) reads back the same.
+	orNil := func(l []string) []string {
+		if len(l) == 0 {
+			return nil
+		}
+		return l
+	}
+	c := dialplan.Config{
+		Country: d.Country, TrunkPrefix: d.TrunkPrefix, InternationalPrefix: d.InternationalPrefix,
+		Extensions: orNil(d.Extensions), NoNames: !d.Names, Emergency: orNil(d.Emergency),
+		ServiceCodes: orNil(d.ServiceCodes), Features: orNil(d.Features),
+	}
+	if len(d.NationalLengths) > 0 {
+		c.NationalLengths = d.NationalLengths
+	}
+	if c.Country == "" {
+		c.Country = policyCountry
+	}
+	return c
 }
 
 // written returns the first of keys that the file sets, or the first key
