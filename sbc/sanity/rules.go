@@ -30,7 +30,7 @@ const (
 	RuleCSeqMethod     // 400: CSeq method differs from the request method
 	RuleTooManyHops    // 483: Max-Forwards is 0
 	RuleViaProtocol    // 400: top Via not SIP/2.0
-	RuleScheme         // 416: Request-URI scheme not sip, sips or tel
+	RuleScheme         // 416: Request-URI scheme not sip, sips or tel (nor tel with RefuseTel)
 	RuleURITooLong     // 414: Request-URI longer than MaxURILen
 	RuleRequestURI     // 400: Request-URI host invalid, URI headers in it, empty tel number
 	RuleExtension      // 420: Require or Proxy-Require with an option tag not supported

@@ -574,3 +574,26 @@ func TestValidateOnlyReadsCleanRequests(t *testing.T) {
 	}
 	<-done
 }
+
+// dialplan.tel_uri: refuse answers a tel: Request-URI 416, as an unknown
+// scheme; by default it passes.
+func TestRefuseTel(t *testing.T) {
+	m, err := sip.ParseMessage(build("INVITE tel:+15551234567 SIP/2.0", baseHdrs, sdpBody))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := m.(*sip.Request)
+	req.SetTransport("UDP")
+	req.SetSource("192.0.2.1:5060")
+	for _, tc := range []struct {
+		refuse bool
+		want   sbc.Verdict
+		status int
+	}{{false, sbc.Continue, 0}, {true, sbc.Rejected, 416}} {
+		w := &recorder{}
+		v, err := New(Options{RefuseTel: tc.refuse}).ServeSIP(context.Background(), w, &sbc.Request{Request: req, Transport: "udp", Side: sbc.External})
+		if err != nil || v != tc.want || w.Written() != tc.status {
+			t.Errorf("RefuseTel %v: verdict %v, status %d, err %v; want %v %d", tc.refuse, v, w.Written(), err, tc.want, tc.status)
+		}
+	}
+}

@@ -76,6 +76,9 @@ type Options struct {
 	// instead of replying (no 4xx/5xx at all toward the internet), for
 	// when replies themselves are a burden.
 	QuietExternal bool
+	// RefuseTel answers a tel: Request-URI with 416 like any scheme other
+	// than sip and sips (dialplan.tel_uri: refuse).
+	RefuseTel bool
 }
 
 // Sanity is the chain layer. Safe for concurrent use.

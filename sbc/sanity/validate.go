@@ -411,7 +411,11 @@ func (s *Sanity) validate(req *sip.Request, transport string) Problem {
 // in a Request-URI (RFC 3261 19.1.1 table 1: no headers; RFC 4475 escruri).
 func (s *Sanity) requestURI(u *sip.Uri, n int) Rule {
 	switch u.Scheme {
-	case "sip", "sips", "tel":
+	case "sip", "sips":
+	case "tel":
+		if s.opts.RefuseTel {
+			return RuleScheme
+		}
 	default:
 		return RuleScheme
 	}
