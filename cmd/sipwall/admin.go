@@ -20,7 +20,6 @@ import (
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/ban"
 	"github.com/sipwall/sipwall/sbc/config"
-	"github.com/sipwall/sipwall/sbc/decision"
 )
 
 // adminServer is the admin HTTP API: health and readiness (no token, they
@@ -355,5 +354,5 @@ func (s *adminServer) why(w http.ResponseWriter, r *http.Request) {
 		badRequest(w, "q is longer than 100 characters")
 		return
 	}
-	writeJSON(w, http.StatusOK, s.a.decisions.Search(decision.Query{Text: q, Limit: limit}))
+	writeJSON(w, http.StatusOK, s.a.why(q, limit))
 }

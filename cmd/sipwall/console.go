@@ -674,7 +674,7 @@ func (c *console) why(w http.ResponseWriter, r *http.Request) {
 	}
 	d := whyData{Q: q, Searched: q != "", Limit: 200, Size: c.s.a.decisions.Size()}
 	if q != "" {
-		d.Entries = c.s.a.decisions.Search(decision.Query{Text: q, Limit: d.Limit})
+		d.Entries = c.s.a.why(q, d.Limit)
 		if a, err := netip.ParseAddr(q); err == nil {
 			if e, ok := c.s.a.sec.bans.Banned(a.Unmap()); ok {
 				d.BannedNow = &e

@@ -1,7 +1,9 @@
 package main
 
 import (
+	"net/netip"
 	"strconv"
+	"strings"
 
 	"github.com/emiago/sipgo/sip"
 
@@ -109,4 +111,29 @@ func banDecisions(l *decision.Log) func(ban.Event) {
 		}
 		l.Add(e)
 	}
+}
+
+// why searches the decision log for q and puts first, when q is an
+// address the digest layer has challenged without an answer yet, that
+// pending challenge: a phone that cannot log in is explained at once, not
+// only after auth.DefaultUnansweredAfter.
+func (a *app) why(q string, limit int) []decision.Entry {
+	found := a.decisions.Search(decision.Query{Text: q, Limit: limit})
+	ip, err := netip.ParseAddr(strings.TrimSpace(q))
+	if err != nil || a.sec == nil || a.sec.auth == nil {
+		return found
+	}
+	u, ok := a.sec.auth.Pending(ip)
+	if !ok {
+		return found
+	}
+	e := decision.Entry{
+		Time: u.First, Last: u.First, Count: u.Count, Layer: "auth", Verdict: "challenged",
+		Why:    strings.Replace(u.Summary(), "challenge unanswered", "challenged, no answer yet", 1),
+		Method: u.Method, Source: u.Peer, User: u.User, To: u.To,
+	}
+	if u.UserAgent != "" {
+		e.Detail = "User-Agent " + strconv.Quote(u.UserAgent)
+	}
+	return append([]decision.Entry{e}, found...)
 }

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"net"
 	"net/netip"
 	"strings"
 	"testing"
@@ -132,5 +133,41 @@ func TestUnansweredDecision(t *testing.T) {
 	if e.Layer != "auth" || e.Verdict != "unanswered" || e.Why != "challenge unanswered (offered MD5 by profile baresip-1)" ||
 		e.User != "1001" || e.Method != "REGISTER" || !strings.Contains(e.Detail, "3 challenge(s)") || !strings.Contains(e.Detail, "baresip v1.1.0") {
 		t.Fatalf("entry %+v", e)
+	}
+}
+
+// A phone that was challenged and has not answered is explained by "why"
+// at once, before the decision log records it as unanswered.
+func TestWhyShowsPendingChallenge(t *testing.T) {
+	a, _ := startDemo(t)
+	c := loopbackSender(t, "127.0.0.41")
+	from := c.LocalAddr().(*net.UDPAddr).AddrPort()
+	dst := udpListener(t, a)
+	reg := strings.Join([]string{
+		"REGISTER sip:" + dst.String() + " SIP/2.0",
+		"Via: SIP/2.0/UDP " + from.String() + ";rport;branch=z9hG4bK-pending1",
+		"Max-Forwards: 70",
+		"From: <sip:alice@" + dst.Addr().String() + ">;tag=p1",
+		"To: <sip:alice@" + dst.Addr().String() + ">",
+		"Call-ID: pending-1",
+		"CSeq: 1 REGISTER",
+		"Contact: <sip:alice@" + from.String() + ">",
+		"User-Agent: baresip v1.0.0 (x86_64/linux)",
+		"Content-Length: 0", "", "",
+	}, "\r\n")
+	if _, err := c.WriteToUDPAddrPort([]byte(reg), dst); err != nil {
+		t.Fatal(err)
+	}
+	var got []decision.Entry
+	for range 50 {
+		apiJSON(t, a, "GET", "/api/why?q=127.0.0.41", "", nil, 200, &got)
+		if len(got) > 0 {
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if len(got) == 0 || got[0].Verdict != "challenged" || got[0].User != "alice" ||
+		!strings.Contains(got[0].Why, "offered MD5 by profile baresip-1") || !strings.Contains(got[0].Detail, "baresip v1.0.0") {
+		t.Fatalf("why 127.0.0.41: %+v", got)
 	}
 }

@@ -250,7 +250,7 @@ func (s *security) run(ctx context.Context, spawn func(func())) {
 	}
 	if s.auth != nil {
 		spawn(func() {
-			t := time.NewTicker(5 * time.Second)
+			t := time.NewTicker(time.Second)
 			defer t.Stop()
 			for {
 				select {

@@ -11,8 +11,9 @@ import (
 const (
 	// DefaultUnansweredAfter is how long a challenged source has to
 	// answer before it counts as a client that cannot log in: a phone
-	// answers in milliseconds, a retransmitting client within Timer B/F.
-	DefaultUnansweredAfter = 32 * time.Second
+	// answers in milliseconds (a UDP retransmission of its request within
+	// a few seconds is answered by the same challenge).
+	DefaultUnansweredAfter = 5 * time.Second
 	// DefaultMaxPending bounds the sources tracked at once.
 	DefaultMaxPending = 4096
 )
@@ -93,11 +94,24 @@ func (p *pending) expired(now time.Time) []Unanswered {
 	return out
 }
 
+func (p *pending) get(ip netip.Addr) (Unanswered, bool) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e, ok := p.m[ip]; ok {
+		return *e, true
+	}
+	return Unanswered{}, false
+}
+
 func (p *pending) len() int {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.m)
 }
+
+// Pending reports a challenge to ip not answered yet (and not yet reported
+// by Sweep): what `sipwall why` shows before the decision log has it.
+func (a *Auth) Pending(ip netip.Addr) (Unanswered, bool) { return a.pending.get(ip.Unmap()) }
 
 // Sweep reports through Options.OnUnanswered every source challenged more
 // than UnansweredAfter ago that has not answered since, and forgets it.
