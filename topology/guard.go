@@ -105,12 +105,22 @@ func (p *Policy) scan4(run []byte) (netip.Addr, bool) {
 		if !ok1 || !ok2 {
 			continue
 		}
-		for l0 := min(3, len(g0)); l0 >= 1; l0-- {
+		// Shorter readings of the outer groups are for an address glued
+		// to other digits ("10.0.0.5123"); a group that is a whole octet
+		// is read whole, so 127.0.0.32 is not read as 127.0.0.3.
+		min0, min3 := 1, 1
+		if _, whole := octet(g0); whole {
+			min0 = len(g0)
+		}
+		if _, whole := octet(g3); whole {
+			min3 = len(g3)
+		}
+		for l0 := min(3, len(g0)); l0 >= min0; l0-- {
 			b0, ok := octet(g0[len(g0)-l0:])
 			if !ok {
 				continue
 			}
-			for l3 := min(3, len(g3)); l3 >= 1; l3-- {
+			for l3 := min(3, len(g3)); l3 >= min3; l3-- {
 				b3, ok := octet(g3[:l3])
 				if !ok {
 					continue

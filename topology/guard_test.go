@@ -21,7 +21,8 @@ func TestScanDecodedAndGlued(t *testing.T) {
 		"x10.0.0.10y":                  "10.0.0.10",
 		"abc10.0.0.10def":              "10.0.0.10", // hex letters glued
 		"cafe192.168.3.4":              "192.168.3.4",
-		"110.0.0.101":                  "10.0.0.10", // inside a longer quad
+		"110.0.0.101":                  "",          // another address, whole: not 10.0.0.10
+		"10.0.0.10123":                 "10.0.0.10", // glued to digits that make no octet
 		"010.000.000.010":              "10.0.0.10", // leading zeros
 		"1.2.3.4.192.168.9.9.5":        "192.168.9.9",
 		`"10\.0.0.10"`:                 "10.0.0.10", // quoted pair
