@@ -61,6 +61,10 @@ type Config struct {
 	Events func(CallEvent)
 	// Caps bounds the calls in progress per caller from outside (caps.go).
 	Caps Caps
+	// Targets judges the destinations named inside calls (a REFER's
+	// Refer-To from outside, a 3xx Contact followed) before they are
+	// relayed or followed (targets.go). Nil: none is judged.
+	Targets TargetCheck
 
 	MaxDialogs      int
 	RingTimeout     time.Duration
@@ -292,7 +296,7 @@ func (b *B2BUA) newLeg(r *sbc.Request, t upstream.Target, side sbc.Side) (*leg, 
 	}
 	target := t.URI
 	if !t.Exact {
-		target.User = r.Recipient.User
+		target = withUser(target, &r.Recipient) // a tel: number too (targets.go)
 	}
 	target.Headers = nil
 	from, to := r.From(), r.To()
@@ -380,7 +384,7 @@ func (b *B2BUA) invite(ctx context.Context, w sbc.ResponseWriter, r *sbc.Request
 		return sbc.Rejected, sbc.Respond(w, r, 500, "Server Internal Error")
 	}
 	now := b.cfg.Now()
-	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.Identity.Attribution(), claimed: r.From().Address.User, dst: r.Recipient.User}
+	c := &call{a: legFromRequest(r, aLocal), created: now, activity: now, ended: make(chan struct{}), user: r.Identity.Attribution(), claimed: r.From().Address.User, dst: requestUser(&r.Recipient), ident: r.Identity}
 	// A hang-up (admin) may come as soon as the call is in the table.
 	hung, hangUp := context.WithCancelCause(context.Background())
 	defer hangUp(nil)
@@ -597,6 +601,9 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 				}
 				if res.IsRedirection() && b.cfg.FollowRedirects && c.redirects < maxRedirects {
 					if ts := redirectTargets(res, t); len(ts) > 0 {
+						if ts = b.vetRedirects(ctx, c, r, w, t, ts); len(ts) == 0 {
+							return sbc.Rejected, done // refused and answered (targets.go)
+						}
 						c.redirects++
 						c.redirectTo = ts
 						b.stats.Redirects.Add(1)
@@ -1065,6 +1072,10 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 	var xfer *replacement
 	var xferErr error
 	if req.Method == sip.REFER {
+		// The transfer's target is judged first, as a call to it would be.
+		if refused, err := b.vetRefer(ctx, w, r, c); refused {
+			return sbc.Rejected, err
+		}
 		xfer, xferErr = b.referReplaces(req)
 	}
 	c.mu.Lock()

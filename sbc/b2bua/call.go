@@ -114,6 +114,9 @@ type call struct {
 	user    string
 	claimed string
 	dst     string
+	// ident is the caller's identity, for destinations the caller names
+	// later in the call (targets.go).
+	ident *sbc.Identity
 	// origin and the initial INVITE's CSeq and branch tell its
 	// retransmissions from new requests (see table.byOrigin).
 	origin       string
