@@ -59,7 +59,7 @@ func benchDecide(b *testing.B, dir string) {
 	b.ResetTimer()
 	for b.Loop() {
 		start := time.Now()
-		in := NewInput(r, t0, time.UTC, "GB")
+		in := NewInput(r, t0, time.UTC, e.opt.Plan)
 		if _, err := e.Decide(ctx, in); err != nil {
 			b.Fatal(err)
 		}

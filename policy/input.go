@@ -8,7 +8,15 @@ import (
 	"github.com/emiago/sipgo/sip"
 	"github.com/open-policy-agent/opa/v1/ast"
 
+	"github.com/sipwall/sipwall/dialplan"
 	"github.com/sipwall/sipwall/sbc"
+)
+
+// Routes by which an outside party names a destination (input.route).
+const (
+	RouteInvite   = "invite"   // the Request-URI of a new INVITE
+	RouteRefer    = "refer"    // the Refer-To of a REFER, in a dialog or not
+	RouteRedirect = "redirect" // the Contact of a 3xx the B2BUA follows
 )
 
 // Input is the document given to Rego as `input`. Every string taken from
@@ -33,7 +41,12 @@ type Input struct {
 	From       Party `json:"from"`
 	To         Party `json:"to"`
 	RequestURI Party `json:"request_uri"`
-	// Destination is the Request-URI user as an E.164 number.
+	// Route is how the destination was named: "invite", "refer",
+	// "redirect", or "" for requests that name none (REGISTER, MESSAGE,
+	// OPTIONS).
+	Route string `json:"route"`
+	// Destination is what the route names (the Request-URI for other
+	// requests), read by the dial plan.
 	Destination Destination `json:"destination"`
 	// UserAgent is the first User-Agent header, "" if none.
 	UserAgent string `json:"user_agent"`
@@ -63,11 +76,50 @@ type Party struct {
 	Host string `json:"host"`
 }
 
-// Destination is the Request-URI user normalised by NormalizeE164.
+// Destination is a destination as the dial plan reads it (dialplan.Parse).
 type Destination struct {
-	Raw   string `json:"raw"`   // the user part as received
+	Raw   string `json:"raw"`   // the user part (or tel: number) as received
 	E164  string `json:"e164"`  // "+<digits>", "" when not a number
 	Valid bool   `json:"valid"` // E164 is set
+	// Class is extension, name, emergency, service, national,
+	// international or invalid.
+	Class string `json:"class"`
+	// Features are the feature prefixes stripped before reading ("*67").
+	Features []string `json:"features"`
+}
+
+// DestinationOf is the input form of a number read by the dial plan.
+func DestinationOf(n dialplan.Number) Destination {
+	d := Destination{Raw: trunc(n.Raw, maxField), E164: n.E164, Valid: n.Valid(), Class: string(n.Class), Features: []string{}}
+	for _, f := range n.Features {
+		d.Features = append(d.Features, trunc(f, 16))
+	}
+	return d
+}
+
+// Target is the route and destination r names: the Request-URI of a new
+// INVITE, the single Refer-To of a REFER (a missing or repeated one is
+// invalid), else no route and the Request-URI.
+func Target(r *sip.Request, plan *dialplan.Plan) (route string, n dialplan.Number) {
+	switch {
+	case r.Method == sip.REFER:
+		hs := r.GetHeaders("Refer-To")
+		if len(hs) != 1 {
+			return RouteRefer, dialplan.Unreadable("not one Refer-To")
+		}
+		return RouteRefer, plan.ParseAddress(hs[0].Value())
+	case r.Method == sip.INVITE && !hasToTag(r):
+		return RouteInvite, plan.ParseURI(&r.Recipient)
+	}
+	return "", plan.ParseURI(&r.Recipient)
+}
+
+func hasToTag(r *sip.Request) bool {
+	if t := r.To(); t != nil {
+		tag, ok := t.Params.Get("tag")
+		return ok && tag != ""
+	}
+	return false
 }
 
 // Time is a moment in UTC and in the configured zone.
@@ -105,17 +157,19 @@ func party(u *sip.Uri) Party {
 	return Party{User: trunc(u.User, maxField), Host: trunc(u.Host, maxField)}
 }
 
-// NewInput builds the input document for r at now. It never panics on odd
-// requests: a missing header leaves its fields empty.
-func NewInput(r *sbc.Request, now time.Time, zone *time.Location, country string) *Input {
+// NewInput builds the input document for r at now, its destination read
+// by plan (Target). It never panics on odd requests: a missing header
+// leaves its fields empty.
+func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan.Plan) *Input {
 	if zone == nil {
 		zone = time.UTC
 	}
 	local := now.In(zone)
 	in := &Input{
-		Transport: trunc(r.Transport, 8),
-		Side:      r.Side.String(),
-		Dialog:    "new",
+		Transport:   trunc(r.Transport, 8),
+		Side:        r.Side.String(),
+		Dialog:      "new",
+		Destination: Destination{Features: []string{}},
 		Time: Time{
 			UTC:     now.UTC().Format(time.RFC3339),
 			Local:   local.Format(time.RFC3339),
@@ -151,8 +205,8 @@ func NewInput(r *sbc.Request, now time.Time, zone *time.Location, country string
 	if h := req.GetHeader("User-Agent"); h != nil {
 		in.UserAgent = trunc(h.Value(), maxField)
 	}
-	in.Destination.Raw = in.RequestURI.User
-	in.Destination.E164, in.Destination.Valid = NormalizeE164(req.Recipient.User, country)
+	route, n := Target(req, plan)
+	in.Route, in.Destination = route, DestinationOf(n)
 	return in
 }
 
@@ -167,6 +221,14 @@ func (in *Input) value() ast.Value {
 	id := ast.NullTerm()
 	if in.Identity != nil {
 		id = ast.ObjectTerm(ast.Item(s("user"), s(in.Identity.User)), ast.Item(s("realm"), s(in.Identity.Realm)))
+	}
+	features := ast.NullTerm() // as encoding/json writes a nil slice
+	if in.Destination.Features != nil {
+		fs := make([]*ast.Term, 0, len(in.Destination.Features))
+		for _, f := range in.Destination.Features {
+			fs = append(fs, s(f))
+		}
+		features = ast.ArrayTerm(fs...)
 	}
 	counters := ast.NullTerm()
 	if in.Counters != nil {
@@ -184,10 +246,13 @@ func (in *Input) value() ast.Value {
 		ast.Item(s("from"), party(in.From)),
 		ast.Item(s("to"), party(in.To)),
 		ast.Item(s("request_uri"), party(in.RequestURI)),
+		ast.Item(s("route"), s(in.Route)),
 		ast.Item(s("destination"), ast.ObjectTerm(
 			ast.Item(s("raw"), s(in.Destination.Raw)),
 			ast.Item(s("e164"), s(in.Destination.E164)),
-			ast.Item(s("valid"), ast.BooleanTerm(in.Destination.Valid)))),
+			ast.Item(s("valid"), ast.BooleanTerm(in.Destination.Valid)),
+			ast.Item(s("class"), s(in.Destination.Class)),
+			ast.Item(s("features"), features))),
 		ast.Item(s("user_agent"), s(in.UserAgent)),
 		ast.Item(s("time"), ast.ObjectTerm(
 			ast.Item(s("utc"), s(in.Time.UTC)),

@@ -32,14 +32,16 @@ func (l *Layer) ServeSIP(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 	if r.Request == nil || r.IsAck() || r.IsCancel() || r.Side == sbc.Internal {
 		return sbc.Continue, nil
 	}
-	if r.HasToTag() && r.Method != sip.REFER {
+	if r.HasToTag() {
 		// Inside an accepted dialog only a transfer can take the call
-		// somewhere new; BYE, re-INVITE, UPDATE, INFO, PRACK and NOTIFY
-		// are never refused (refusing a BYE would only leave calls up).
+		// somewhere new, and the B2BUA asks about its target (Judge) with
+		// the call's identity, which this request does not carry. BYE,
+		// re-INVITE, UPDATE, INFO, PRACK and NOTIFY are never refused
+		// (refusing a BYE would only leave calls up).
 		return sbc.Continue, nil
 	}
 	e := l.e
-	in := NewInput(r, e.opt.Now(), e.opt.Zone, e.opt.Country)
+	in := NewInput(r, e.opt.Now(), e.opt.Zone, e.opt.Plan)
 	if e.opt.Counters != nil && in.Identity != nil && in.Identity.User != "" {
 		p, m := e.opt.Counters(in.Identity.User)
 		in.Counters = &Counters{CallsInProgress: p, CallsLastMinute: m}
@@ -124,6 +126,12 @@ func (e *Engine) attrs(in *Input, d Decision, err error) []any {
 		"rule", d.Rule, "status", d.Status, "method", in.Method, "peer", in.Peer.IP,
 		"side", in.Side, "dialog", in.Dialog,
 		"from", strconv.Quote(in.From.User), "to", strconv.Quote(in.RequestURI.User),
+	}
+	if in.Route != "" {
+		a = append(a, "route", in.Route, "class", in.Destination.Class)
+		if in.Destination.E164 != "" {
+			a = append(a, "e164", in.Destination.E164)
+		}
 	}
 	if in.Identity != nil {
 		a = append(a, "user", strconv.Quote(in.Identity.User))

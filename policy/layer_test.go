@@ -135,20 +135,24 @@ func TestDenyLogRateLimited(t *testing.T) {
 	}
 }
 
-// Inside an accepted dialog only REFER is decided: a deny-all policy
-// never refuses a BYE or a re-INVITE, but does refuse a transfer.
-func TestLayerInDialogOnlyRefer(t *testing.T) {
+// Inside an accepted dialog nothing is decided by the layer: a deny-all
+// policy never refuses a BYE or a re-INVITE, and a transfer's target is
+// judged by the B2BUA (Judge), which knows the call's identity. A REFER
+// outside any dialog and a new INVITE are decided here.
+func TestLayerInDialogLeftToB2BUA(t *testing.T) {
 	e := newEngine(t, Options{Dir: writeDir(t, map[string]string{"p.rego": "package sipwall\ndecision := {\"allow\": false, \"status\": 403, \"rule\": \"deny-all\"}\n"})})
 	reinvite := invite("sip:bob@sbc", "totag1")
 	bye := strings.NewReplacer("INVITE sip", "BYE sip", "314159 INVITE", "314160 BYE").Replace(reinvite)
 	refer := strings.NewReplacer("INVITE sip", "REFER sip", "314159 INVITE", "314161 REFER", "Content-Length: 0", "Refer-To: <sip:+449091234567@sbc>\r\nContent-Length: 0").Replace(reinvite)
+	oodRefer := strings.NewReplacer(";tag=totag1", "").Replace(refer)
 	for _, tc := range []struct {
 		name, raw string
 		want      sbc.Verdict
 	}{
 		{"bye", bye, sbc.Continue},
 		{"re-invite", reinvite, sbc.Continue},
-		{"refer", refer, sbc.Rejected},
+		{"refer in a dialog", refer, sbc.Continue},
+		{"refer out of dialog", oodRefer, sbc.Rejected},
 		{"new invite", invite("sip:bob@sbc", ""), sbc.Rejected},
 	} {
 		w := &recorder{}
@@ -156,5 +160,43 @@ func TestLayerInDialogOnlyRefer(t *testing.T) {
 		if err != nil || v != tc.want {
 			t.Errorf("%s: verdict %v, err %v; want %v", tc.name, v, err, tc.want)
 		}
+	}
+}
+
+// Judge enforces a decision on a target the way the layer does: deny with
+// the policy's status, a redirect refuses, shadow mode lets it pass with
+// the rule named, a failing policy fails closed.
+func TestJudge(t *testing.T) {
+	pol := `package sipwall
+default decision := {"allow": true, "rule": "ok"}
+decision := {"allow": false, "status": 603, "reason": "Premium Barred", "rule": "premium"} if {
+	input.route == "refer"
+	startswith(input.destination.e164, "+44909")
+}
+decision := {"allow": true, "redirect": "sip:vm@10.0.0.9", "rule": "to-vm"} if input.route == "redirect"
+decision := {"allow": true, "rule": "broken"} if input.destination.class == "emergency"
+decision := {"allow": false, "rule": "broken"} if input.destination.class == "emergency"
+`
+	dir := writeDir(t, map[string]string{"p.rego": pol})
+	in := func(route, e164, class string) *Input {
+		return &Input{Route: route, Dialog: "in-dialog", Destination: Destination{E164: e164, Valid: e164 != "", Class: class}}
+	}
+	peer := netip.MustParseAddr("203.0.113.5")
+	e := newEngine(t, Options{Dir: dir})
+	if j := e.Judge(context.Background(), in("refer", "+449091234567", "national"), peer); j.Allow || j.Status != 603 || j.Reason != "Premium Barred" || j.Why != "rule premium" {
+		t.Errorf("premium refer: %+v", j)
+	}
+	if j := e.Judge(context.Background(), in("refer", "+442079460000", "national"), peer); !j.Allow {
+		t.Errorf("ordinary refer: %+v", j)
+	}
+	if j := e.Judge(context.Background(), in("redirect", "+442079460000", "national"), peer); j.Allow || j.Status != 403 {
+		t.Errorf("a redirect decision: %+v, want 403", j)
+	}
+	if j := e.Judge(context.Background(), in("refer", "", "emergency"), peer); j.Allow || j.Why != "evaluation failed" {
+		t.Errorf("conflicting decisions: %+v, want fail closed", j)
+	}
+	sh := newEngine(t, Options{Dir: dir, Shadow: true})
+	if j := sh.Judge(context.Background(), in("refer", "+449091234567", "national"), peer); !j.Allow || j.Why != "would deny (shadow): rule premium" {
+		t.Errorf("shadow: %+v", j)
 	}
 }

@@ -19,6 +19,8 @@ import (
 
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
+
+	"github.com/sipwall/sipwall/dialplan"
 )
 
 //go:embed rego/*.rego
@@ -52,9 +54,12 @@ type Options struct {
 	// FailStatus is the response on evaluation error or timeout: 500
 	// (default) or 403.
 	FailStatus int
-	// Zone is the time zone of input.time.local (default UTC); Country
-	// the ISO code for national numbers in input.destination (e.g. "GB").
-	Zone    *time.Location
+	// Zone is the time zone of input.time.local (default UTC).
+	Zone *time.Location
+	// Plan reads input.destination (the dial plan every layer shares);
+	// nil: a plan of Country alone (dialplan.Config{Country: Country}).
+	Plan *dialplan.Plan
+	// Country is the ISO code of the plan built when Plan is nil.
 	Country string
 	// Ban, when set, receives Decision.Ban: ban ip for d.
 	Ban func(ip netip.Addr, d time.Duration, reason, evidence string)
@@ -105,10 +110,12 @@ func New(opt Options) (*Engine, error) {
 	if opt.Zone == nil {
 		opt.Zone = time.UTC
 	}
-	if opt.Country != "" {
-		if _, ok := countryCodes[opt.Country]; !ok {
-			return nil, fmt.Errorf("policy: country %q: want one of %s", opt.Country, countryList())
+	if opt.Plan == nil {
+		p, err := dialplan.New(dialplan.Config{Country: opt.Country})
+		if err != nil {
+			return nil, fmt.Errorf("policy: %w", err)
 		}
+		opt.Plan = p
 	}
 	if opt.SampleAllows == 0 {
 		opt.SampleAllows = DefaultSampleAllows

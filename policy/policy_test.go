@@ -297,6 +297,8 @@ func TestInputValueMatchesJSON(t *testing.T) {
 		{Method: "INVITE", Peer: Peer{IP: "203.0.113.5", Port: 5060}, Identity: &Identity{User: "a", Realm: "r"},
 			Counters: &Counters{CallsInProgress: 2, CallsLastMinute: 9}, Destination: Destination{Raw: "x", E164: "+1", Valid: true},
 			Time: Time{Hour: 23}},
+		{Method: "REFER", Route: "refer", Destination: Destination{Raw: "*67x", E164: "+449091234567", Valid: true, Class: "national", Features: []string{"*67"}}},
+		{Route: "invite", Destination: Destination{Class: "extension", Features: []string{}}},
 	} {
 		js, err := json.Marshal(in)
 		if err != nil {
