@@ -213,8 +213,8 @@ func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan
 // value is the input as an OPA value, built directly (no JSON round
 // trip); TestInputValueMatchesJSON keeps it equal to the JSON encoding.
 func (in *Input) value() ast.Value {
-	s := ast.StringTerm
-	n := ast.IntNumberTerm
+	s := stringTerm
+	n := ast.InternedTerm[int]
 	party := func(p Party) *ast.Term {
 		return ast.ObjectTerm(ast.Item(s("user"), s(p.User)), ast.Item(s("host"), s(p.Host)))
 	}
@@ -254,12 +254,7 @@ func (in *Input) value() ast.Value {
 			ast.Item(s("class"), s(in.Destination.Class)),
 			ast.Item(s("features"), features))),
 		ast.Item(s("user_agent"), s(in.UserAgent)),
-		ast.Item(s("time"), ast.ObjectTerm(
-			ast.Item(s("utc"), s(in.Time.UTC)),
-			ast.Item(s("local"), s(in.Time.Local)),
-			ast.Item(s("weekday"), s(in.Time.Weekday)),
-			ast.Item(s("hour"), n(in.Time.Hour)),
-			ast.Item(s("zone"), s(in.Time.Zone)))),
+		ast.Item(s("time"), in.Time.term()),
 		ast.Item(s("dialog"), s(in.Dialog)),
 		ast.Item(s("counters"), counters),
 	)

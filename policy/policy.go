@@ -17,6 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/open-policy-agent/opa/v1/metrics"
 	"github.com/open-policy-agent/opa/v1/rego"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
@@ -281,11 +282,18 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 		return Decision{}, errors.New("policy: nil input")
 	}
 	c := e.cur.Load()
-	ctx, cancel := context.WithTimeout(ctx, e.opt.Timeout)
-	defer cancel()
-	rs, err := c.pq.Eval(ctx, rego.EvalParsedInput(in.value()))
+	// The deadline cancels the evaluation through a timer: without an
+	// external cancel OPA starts a goroutine per evaluation to watch ctx.
+	stop := topdown.NewCancel()
+	t := time.AfterFunc(e.opt.Timeout, stop.Cancel)
+	defer t.Stop()
+	if ctx.Done() != nil {
+		defer context.AfterFunc(ctx, stop.Cancel)()
+	}
+	rs, err := c.pq.Eval(ctx, rego.EvalParsedInput(in.value()), rego.EvalExternalCancel(stop),
+		rego.EvalMetrics(metrics.NoOp()))
 	if err != nil {
-		if ctx.Err() != nil && errors.Is(ctx.Err(), context.DeadlineExceeded) || isCancel(err) {
+		if isCancel(err) {
 			return Decision{}, fmt.Errorf("%w (%s): %v", ErrTimeout, e.opt.Timeout, err)
 		}
 		return Decision{}, fmt.Errorf("evaluate policy: %w", err)

@@ -248,6 +248,21 @@ decision := {"allow": n > 0} if {
 	}
 }
 
+// The caller's context ends an evaluation too, before Options.Timeout.
+func TestFailClosedOnCancel(t *testing.T) {
+	e := newEngine(t, Options{Timeout: time.Hour, Dir: writeDir(t, map[string]string{"p.rego": `package sipwall
+decision := {"allow": n > 0} if {
+	n := count([x | some x in numbers.range(1, 100000000); x % 7 == 3])
+}
+`})})
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	d, err := e.Decide(ctx, &Input{})
+	if !errors.Is(err, ErrTimeout) || d.Allow || d.Rule != "fail-closed" {
+		t.Fatalf("got %+v, %v", d, err)
+	}
+}
+
 func TestRestrictedBuiltins(t *testing.T) {
 	for _, call := range []string{
 		`http.send({"method": "get", "url": "http://127.0.0.1/"})`,
