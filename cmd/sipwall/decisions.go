@@ -7,6 +7,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipwall/sipwall/dialplan"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
@@ -18,7 +19,11 @@ import (
 // caller gets first), and the new calls, registrations and messages let
 // through. In-dialog requests, ACKs and keepalives are not decisions
 // anyone asks about, and are left out.
-func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int) {
+//
+// To is the destination the request names (a REFER's Refer-To, a tel:
+// number), in E.164 when the dial plan reads one, so that one number is
+// found whatever form it was written in.
+func chainDecisions(l *decision.Log, plan *dialplan.Plan) func(*sbc.Request, string, sbc.Verdict, int) {
 	return func(r *sbc.Request, layer string, v sbc.Verdict, status int) {
 		if r.Request == nil || r.IsAck() {
 			return
@@ -36,6 +41,12 @@ func chainDecisions(l *decision.Log) func(*sbc.Request, string, sbc.Verdict, int
 		e := decision.Entry{
 			Layer: layer, Verdict: v.String(), Status: status, Why: r.Why, Method: string(r.Method),
 			Source: r.Peer.Addr().Unmap(), To: r.Recipient.User,
+		}
+		if route, n := plan.Target(r.Request); route != "" || n.Valid() {
+			e.To = n.Raw
+			if n.Valid() {
+				e.To = n.E164
+			}
 		}
 		if layer == "" {
 			e.Layer = "chain"

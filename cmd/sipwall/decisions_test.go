@@ -9,6 +9,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipwall/sipwall/dialplan"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
@@ -71,7 +72,7 @@ func TestChainDecisions(t *testing.T) {
 			if tc.set != nil {
 				tc.set(r)
 			}
-			chainDecisions(l)(r, tc.layer, tc.v, tc.status)
+			chainDecisions(l, dialplan.MustNew(dialplan.Config{}))(r, tc.layer, tc.v, tc.status)
 			got := l.Search(decision.Query{})
 			if tc.want == "" {
 				if len(got) != 0 {
@@ -90,6 +91,34 @@ func TestChainDecisions(t *testing.T) {
 				t.Fatalf("entry %+v", e)
 			}
 		})
+	}
+}
+
+// The decision log's To is the destination the request names, read by
+// the dial plan: a REFER's Refer-To, a tel: number, in E.164 whatever the
+// form, so that one search finds every form of a number.
+func TestChainDecisionsDestination(t *testing.T) {
+	plan := dialplan.MustNew(dialplan.Config{Country: "GB"})
+	for _, tc := range []struct{ ruri, extra, method, want string }{
+		{"sip:*6709091234567@sbc", "", "INVITE", "+449091234567"},
+		{"tel:+44-(0)909-123-4567", "", "INVITE", "+449091234567"},
+		{"sip:bob@sbc", "Refer-To: <sip:0044%20909%20123%204567@sbc>\r\n", "REFER", "+449091234567"},
+		{"sip:bob@sbc", "Refer-To: <sip:1000@sbc>\r\n", "REFER", "1000"},
+		{"sip:bob@sbc", "", "INVITE", "bob"},
+	} {
+		raw := tc.method + " " + tc.ruri + " SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.5:5060;branch=z9hG4bK-1\r\n" +
+			"From: <sip:bob@sbc.example>;tag=a1\r\nTo: <sip:bob@sbc.example>\r\nCall-ID: c1@192.0.2.5\r\nCSeq: 1 " + tc.method +
+			"\r\nMax-Forwards: 70\r\n" + tc.extra + "Content-Length: 0\r\n\r\n"
+		msg, err := sip.ParseMessage([]byte(raw))
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := &sbc.Request{Request: msg.(*sip.Request), Peer: netip.MustParseAddrPort("192.0.2.5:5060"), Why: "rule x"}
+		l := decision.New(10)
+		chainDecisions(l, plan)(r, "rules", sbc.Rejected, 403)
+		if got := l.Search(decision.Query{}); len(got) != 1 || got[0].To != tc.want {
+			t.Errorf("%s %s: recorded %+v, want To %q", tc.method, tc.ruri, got, tc.want)
+		}
 	}
 }
 

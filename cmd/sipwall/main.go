@@ -25,6 +25,8 @@ Usage:
   sipwall passwd -file F -realm R USER   set a user's password, read from stdin (-h: more)
   sipwall policy test DIR      run the Rego tests of a policy directory
   sipwall policy eval [-dir DIR] -input FILE.json   print the policy decision for an input
+  sipwall rules builtin        print the built-in anti-fraud rules (rules.builtin)
+  sipwall dialplan [-config FILE | -country CC] DEST...   how destinations are read
   sipwall version              print the version
 
 Talking to a running sipwall (admin API; -config FILE, or -admin ADDR -token-file F):
@@ -60,6 +62,10 @@ func Main(args []string, stdout, stderr io.Writer) int {
 		err = cmdPasswd(args[1:], os.Stdin, stdout, stderr)
 	case "policy":
 		err = cmdPolicy(args[1:], stdout, stderr)
+	case "rules":
+		err = cmdRules(args[1:], stdout, stderr)
+	case "dialplan":
+		err = cmdDialplan(args[1:], stdout, stderr)
 	case "version", "-version", "--version":
 		fmt.Fprintln(stdout, "sipwall", version)
 		return 0

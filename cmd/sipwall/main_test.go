@@ -229,10 +229,12 @@ func TestGoroutinesBackToBaselineAfter1000Calls(t *testing.T) {
 	// One sipp stands for a whole office behind one address: 100 calls/s
 	// with digest are 500 requests/s, over the prefilter's default budget
 	// for one source, and 100 calls of one user at once, over the caps of
-	// calls in progress per user and per address.
+	// calls in progress per user and per address and the built-in rules'
+	// calls per minute.
 	a, addr := startDemo(t, func(c *config.Config) {
 		c.Prefilter.Rates.Request = config.Rate{Rate: 1000, Burst: 1000}
 		c.Calls.MaxPerUser, c.Calls.MaxPerSource = 0, 0
+		c.Rules.Builtin = false
 	})
 	time.Sleep(200 * time.Millisecond) // let the listeners' goroutines settle before measuring
 	base := runtime.NumGoroutine()

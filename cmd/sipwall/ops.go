@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/sipwall/sipwall/bpf"
+	"github.com/sipwall/sipwall/dialplan"
 	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/config"
@@ -20,6 +21,7 @@ type callLog struct {
 	metrics *metrics
 	log     *slog.Logger
 	on      bool
+	plan    *dialplan.Plan // reads the destination as every layer did
 }
 
 func (l *callLog) event(e b2bua.CallEvent) {
@@ -36,9 +38,14 @@ func (l *callLog) event(e b2bua.CallEvent) {
 	}
 	if e.Ended && e.Info != nil && l.on {
 		i := e.Info
+		n := dialplan.Number{Class: dialplan.Invalid}
+		if l.plan != nil {
+			n = l.plan.Parse(i.To)
+		}
 		// user is the authenticated identity; claimed, the caller's From,
 		// is kept apart so that the log cannot be made to blame another.
 		l.log.Info("call ended", "component", "calls", "call", i.ID, "user", i.User, "claimed", i.Claimed, "destination", i.To,
+			"e164", n.E164, "class", string(n.Class),
 			"a_call_id", i.ACallID, "b_call_id", i.BCallID, "answered", e.Answered,
 			"setup_ms", e.Setup.Milliseconds(), "duration_s", int64(e.Duration.Seconds()), "reason", e.Reason)
 	}
@@ -98,7 +105,7 @@ func (a *app) status() map[string]any {
 		out["policy"] = p
 	}
 	if a.fraud != nil {
-		out["rules"] = map[string]any{"file": a.rulesFile, "blocked_accounts": a.fraud.Stats().BlockedAccounts}
+		out["rules"] = map[string]any{"file": a.rulesFile, "builtin": a.cfg.Rules.Builtin, "blocked_accounts": a.fraud.Stats().BlockedAccounts}
 	}
 	return out
 }
@@ -157,7 +164,7 @@ func (a *app) reload(log *slog.Logger) (res reloadResult) {
 	var rs *rules.RuleSet
 	if a.fraud != nil {
 		var err error
-		if rs, err = rules.Load(a.rulesFile); err != nil {
+		if rs, err = loadRules(a.rulesFile, a.cfg.Rules.Builtin); err != nil {
 			return fail("rule file "+a.rulesFile, err)
 		}
 	}

@@ -232,6 +232,10 @@ func (a *app) stop() {
 // start builds and starts every part from a validated configuration.
 func start(parent context.Context, cfg *config.Config, st *store.Store, log *slog.Logger) (*app, error) {
 	setGlobals(cfg, log)
+	plan, err := buildDialPlan(cfg)
+	if err != nil {
+		return nil, err
+	}
 	var targets []upstream.Target
 	for _, u := range cfg.Upstreams {
 		t, err := upstream.ParseTarget(u.Name, u.URI, u.Priority, u.Weight)
@@ -315,7 +319,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if err != nil {
 		return nil, err
 	}
-	san := sanity.New(sanity.Options{})
+	san := sanity.New(sanity.Options{RefuseTel: cfg.Dialplan.TelURI == config.TelRefuse})
 	srv, err := sbc.NewServer(sbc.Options{
 		TLS:               serverTLS,
 		ClientTLS:         clientTLS,
@@ -358,7 +362,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 				b.OnResponse(res)
 			}
 		},
-		OnDecision: chainDecisions(decisions),
+		OnDecision: chainDecisions(decisions, plan),
 		Logger:     log,
 	})
 	if err != nil {
@@ -378,12 +382,12 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if sec.auth != nil {
 		layers["auth"] = sec.auth
 	}
-	fraud, err := buildRules(cfg, st, shared, sec, log)
+	fraud, err := buildRules(cfg, st, shared, sec, plan, log)
 	if err != nil {
 		return nil, err
 	}
 	if fraud != nil {
-		layers["rules"] = &fraudLayer{e: fraud}
+		layers["rules"] = &fraudLayer{e: fraud, plan: plan}
 	}
 	var pol *policy.Engine
 	if cfg.Policy.Mode != config.PolicyOff {
@@ -446,13 +450,14 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Unreachable:     unreachable,
 		Topology:        topo,
 		Media:           mediaHook,
-		Events:          (&callLog{fraud: fraud, metrics: m, log: log, on: cfg.Log.Calls}).event,
+		Events:          (&callLog{fraud: fraud, metrics: m, log: log, on: cfg.Log.Calls, plan: plan}).event,
 		MaxDialogs:      cfg.Limits.MaxDialogs,
 		RingTimeout:     cfg.Calls.RingTimeout.D(),
 		MaxDuration:     cfg.Calls.MaxDuration.D(),
 		SessionTimeout:  cfg.Calls.SessionTimeout.D(),
 		FollowRedirects: cfg.Calls.FollowRedirects,
 		Caps:            b2bua.Caps{PerUser: cfg.Calls.MaxPerUser, PerSource: cfg.Calls.MaxPerSource, PerTrusted: cfg.Calls.MaxPerTrusted},
+		Targets:         newTargetCheck(cfg, plan, pol, fraud, log),
 		Logger:          log,
 	})
 	b2bRef.Store(b2b)
@@ -513,7 +518,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if fraud != nil {
 		a.wg.Add(2)
 		go func() { defer a.wg.Done(); fraud.Run(ctx) }()
-		go func() { defer a.wg.Done(); watchRules(ctx, fraud, cfg.Rules.File, log, a.rulesReloaded) }()
+		go func() {
+			defer a.wg.Done()
+			watchRules(ctx, fraud, cfg.Rules.File, cfg.Rules.Builtin, log, a.rulesReloaded)
+		}()
 	}
 	sec.run(ctx, func(f func()) {
 		a.wg.Add(1)

@@ -287,6 +287,12 @@ func buildPolicy(cfg *config.Config, sec *security, fraud *rules.Engine, log *sl
 	if err != nil {
 		return nil, cfg.KeyError("policy.zone", err)
 	}
+	// The dial plan every layer reads destinations with (built alike
+	// from the same configuration).
+	plan, err := buildDialPlan(cfg)
+	if err != nil {
+		return nil, err
+	}
 	sample := p.SampleAllows
 	if sample == 0 {
 		sample = -1 // config: 0 logs no allows; policy.Options: negative does
@@ -298,7 +304,7 @@ func buildPolicy(cfg *config.Config, sec *security, fraud *rules.Engine, log *sl
 		Shadow:       p.Mode == config.PolicyShadow,
 		FailStatus:   p.FailStatus,
 		Zone:         zone,
-		Country:      p.Country,
+		Plan:         plan,
 		SampleAllows: sample,
 		Ban:          sec.banAddr("policy", log),
 		Logger:       log,
