@@ -34,6 +34,38 @@ func (p *Plan) ParseAddress(value string) Number {
 	return p.ParseURI(&u)
 }
 
+// Routes by which an outside party names a destination.
+const (
+	RouteInvite   = "invite"   // the Request-URI of a new INVITE
+	RouteRefer    = "refer"    // the Refer-To of a REFER, in a dialog or not
+	RouteRedirect = "redirect" // the Contact of a 3xx the SBC follows
+)
+
+// Target is the route and destination a request names: the Request-URI
+// of a new INVITE (no To tag), the single Refer-To of a REFER (a missing
+// or repeated one is invalid), else no route and the Request-URI.
+func (p *Plan) Target(r *sip.Request) (route string, n Number) {
+	switch {
+	case r.Method == sip.REFER:
+		hs := r.GetHeaders("Refer-To")
+		if len(hs) != 1 {
+			return RouteRefer, Unreadable("not one Refer-To")
+		}
+		return RouteRefer, p.ParseAddress(hs[0].Value())
+	case r.Method == sip.INVITE && !hasToTag(r):
+		return RouteInvite, p.ParseURI(&r.Recipient)
+	}
+	return "", p.ParseURI(&r.Recipient)
+}
+
+func hasToTag(r *sip.Request) bool {
+	if t := r.To(); t != nil {
+		tag, ok := t.Params.Get("tag")
+		return ok && tag != ""
+	}
+	return false
+}
+
 // User is what a URI names as the user of the request the SBC builds from
 // it: the user part of a SIP URI, the number of a tel: URI.
 func User(u *sip.Uri) string {

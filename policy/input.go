@@ -14,9 +14,9 @@ import (
 
 // Routes by which an outside party names a destination (input.route).
 const (
-	RouteInvite   = "invite"   // the Request-URI of a new INVITE
-	RouteRefer    = "refer"    // the Refer-To of a REFER, in a dialog or not
-	RouteRedirect = "redirect" // the Contact of a 3xx the B2BUA follows
+	RouteInvite   = dialplan.RouteInvite
+	RouteRefer    = dialplan.RouteRefer
+	RouteRedirect = dialplan.RouteRedirect
 )
 
 // Input is the document given to Rego as `input`. Every string taken from
@@ -97,31 +97,6 @@ func DestinationOf(n dialplan.Number) Destination {
 	return d
 }
 
-// Target is the route and destination r names: the Request-URI of a new
-// INVITE, the single Refer-To of a REFER (a missing or repeated one is
-// invalid), else no route and the Request-URI.
-func Target(r *sip.Request, plan *dialplan.Plan) (route string, n dialplan.Number) {
-	switch {
-	case r.Method == sip.REFER:
-		hs := r.GetHeaders("Refer-To")
-		if len(hs) != 1 {
-			return RouteRefer, dialplan.Unreadable("not one Refer-To")
-		}
-		return RouteRefer, plan.ParseAddress(hs[0].Value())
-	case r.Method == sip.INVITE && !hasToTag(r):
-		return RouteInvite, plan.ParseURI(&r.Recipient)
-	}
-	return "", plan.ParseURI(&r.Recipient)
-}
-
-func hasToTag(r *sip.Request) bool {
-	if t := r.To(); t != nil {
-		tag, ok := t.Params.Get("tag")
-		return ok && tag != ""
-	}
-	return false
-}
-
 // Time is a moment in UTC and in the configured zone.
 type Time struct {
 	UTC     string `json:"utc"`     // RFC 3339, UTC
@@ -158,7 +133,7 @@ func party(u *sip.Uri) Party {
 }
 
 // NewInput builds the input document for r at now, its destination read
-// by plan (Target). It never panics on odd requests: a missing header
+// by plan (Plan.Target). It never panics on odd requests: a missing header
 // leaves its fields empty.
 func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan.Plan) *Input {
 	if zone == nil {
@@ -205,7 +180,7 @@ func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan
 	if h := req.GetHeader("User-Agent"); h != nil {
 		in.UserAgent = trunc(h.Value(), maxField)
 	}
-	route, n := Target(req, plan)
+	route, n := plan.Target(req)
 	in.Route, in.Destination = route, DestinationOf(n)
 	return in
 }
