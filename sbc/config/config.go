@@ -340,6 +340,43 @@ type Topology struct {
 	// Guard scans every message sent outside for inside addresses and
 	// names: block (default), log or off.
 	Guard string `yaml:"guard"`
+	// KeepReasons are status codes whose reason phrase from the inside
+	// crosses as it came, unless it names the inside or a product word.
+	// Default: none (every response toward the outside carries the RFC
+	// phrase of its code).
+	KeepReasons []int `yaml:"keep_reasons"`
+	// TextHeaders is the policy per free-text header toward the outside.
+	TextHeaders TextHeaders `yaml:"text_headers"`
+	// DisplayNames of identities from the inside, toward the outside:
+	// scrub (default: dropped when they name the inside or a product
+	// word) or drop.
+	DisplayNames string `yaml:"display_names"`
+	// SDPAttributes is the allow-list of SDP attributes toward the
+	// outside (a trailing * matches a prefix). Default: the built-in
+	// list (topology/README.md).
+	SDPAttributes []string `yaml:"sdp_attributes"`
+	// ProductWords are words naming products (case-insensitive
+	// substrings) that display names, URI users, kept reason phrases and
+	// scrubbed Subject and Organization must not hold. Default: the
+	// built-in list; ["none"] turns it off.
+	ProductWords []string `yaml:"product_words"`
+}
+
+// TextHeaders is the policy of free-text headers toward the outside:
+// keep (as they came, unless they name the inside), scrub (default;
+// Reason and Warning keep their codes only, Subject and Organization
+// cross unless they name the inside or a product word) or drop.
+type TextHeaders struct {
+	// Reason: default scrub (protocol and cause, no text).
+	Reason string `yaml:"reason"`
+	// Warning (copied only when listed in to_outside): default scrub
+	// (the code, the SBC as agent, the RFC text of the code).
+	Warning string `yaml:"warning"`
+	// Subject: default scrub.
+	Subject string `yaml:"subject"`
+	// Organization (copied only when listed in to_outside): default
+	// scrub.
+	Organization string `yaml:"organization"`
 }
 
 // Media configures the media relay (see sbc/media/README.md).

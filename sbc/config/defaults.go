@@ -102,6 +102,10 @@ func (c *Config) applyDefaults() {
 	c.Auth.applyDefaults()
 	c.Bans.applyDefaults()
 	setDefault(&c.Topology.Guard, defaultGuard)
+	setDefault(&c.Topology.DisplayNames, TextScrub)
+	for _, f := range []*string{&c.Topology.TextHeaders.Reason, &c.Topology.TextHeaders.Warning, &c.Topology.TextHeaders.Subject, &c.Topology.TextHeaders.Organization} {
+		setDefault(f, TextScrub)
+	}
 	c.Media.applyDefaults()
 	c.Policy.applyDefaults()
 	c.Dialplan.Names = true

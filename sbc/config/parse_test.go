@@ -57,7 +57,7 @@ func wantDefault() Config {
 			MaxBanTime: Duration(168 * time.Hour), Forget: Duration(24 * time.Hour),
 			Prefix6Threshold: 20, UserThreshold: 20, UserLockTime: Duration(time.Hour),
 		},
-		Topology: Topology{Guard: "block"},
+		Topology: Topology{Guard: "block", DisplayNames: "scrub", TextHeaders: TextHeaders{Reason: "scrub", Warning: "scrub", Subject: "scrub", Organization: "scrub"}},
 		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000},
 		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
 		Dialplan: Dialplan{Names: true, TelURI: "carry"},
@@ -112,7 +112,10 @@ func same(t *testing.T, got *Config, want Config) {
 	if len(g.Dialplan.NationalLengths) == 0 {
 		g.Dialplan.NationalLengths = nil
 	}
-	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny, &g.TLS.ACME.Names,
+	if len(g.Topology.KeepReasons) == 0 {
+		g.Topology.KeepReasons = nil
+	}
+	for _, l := range []*[]string{&g.Topology.ToOutside, &g.Topology.ToInside, &g.Topology.InternalNets, &g.Topology.InternalNames, &g.Topology.SDPAttributes, &g.Topology.ProductWords, &g.Prefilter.Interfaces, &g.Prefilter.Allow, &g.Prefilter.Deny, &g.TLS.ACME.Names,
 		&g.Dialplan.Extensions, &g.Dialplan.Emergency, &g.Dialplan.ServiceCodes, &g.Dialplan.Features} {
 		if len(*l) == 0 {
 			*l = nil
@@ -254,6 +257,8 @@ func wantFull() Config {
 		Topology: Topology{
 			UserAgent: "sbc", ToOutside: []string{"X-Call-Ref"}, ToInside: []string{"X-Customer"},
 			InternalNets: []string{"10.0.0.0/8"}, InternalNames: []string{"pbx.corp.local"}, Guard: "log",
+			KeepReasons: []int{480}, TextHeaders: TextHeaders{Reason: "keep", Warning: "drop", Subject: "drop", Organization: "keep"},
+			DisplayNames: "drop", SDPAttributes: []string{"rtpmap", "fmtp", "ptime", "sendrecv", "ice-*"}, ProductWords: []string{"asterisk", "examplepbx"},
 		},
 		Media: Media{
 			Mode: "relay", PortMin: 30000, PortMax: 30999, ExternalIP: "192.0.2.10", InternalIP: "10.0.0.2",

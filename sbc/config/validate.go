@@ -66,6 +66,9 @@ const maxRefreshPercent = 90
 // Topology guard modes and media modes.
 const (
 	GuardBlock         = "block"
+	TextKeep           = "keep"
+	TextScrub          = "scrub"
+	TextDrop           = "drop"
 	GuardLog           = "log"
 	GuardOff           = "off"
 	PrefilterXDP       = "xdp"
@@ -78,6 +81,8 @@ const (
 
 var (
 	guardModes     = []string{GuardBlock, GuardLog, GuardOff}
+	textModes      = []string{TextKeep, TextScrub, TextDrop}
+	displayModes   = []string{TextScrub, TextDrop}
 	mediaModes     = []string{MediaRelay, MediaOff}
 	prefilterModes = []string{PrefilterXDP, PrefilterUserspace, PrefilterOff}
 	tlsVersions    = []string{"1.2", "1.3"}
@@ -582,6 +587,37 @@ func (ch *checker) topology(t Topology) {
 		}
 	}
 	ch.oneOf("topology.guard", t.Guard, guardModes)
+	seen := map[int]bool{}
+	for i, c := range t.KeepReasons {
+		key := "topology.keep_reasons[" + strconv.Itoa(i) + "]"
+		switch {
+		case c < 100 || c > 699:
+			ch.fail(key, "%d is not a status code (100 to 699)", c)
+		case seen[c]:
+			ch.fail(key, "%d is listed twice", c)
+		}
+		seen[c] = true
+	}
+	ch.oneOf("topology.text_headers.reason", t.TextHeaders.Reason, textModes)
+	ch.oneOf("topology.text_headers.warning", t.TextHeaders.Warning, textModes)
+	ch.oneOf("topology.text_headers.subject", t.TextHeaders.Subject, textModes)
+	ch.oneOf("topology.text_headers.organization", t.TextHeaders.Organization, textModes)
+	ch.oneOf("topology.display_names", t.DisplayNames, displayModes)
+	for i, a := range t.SDPAttributes {
+		name := strings.TrimSuffix(a, "*")
+		if name == "" || len(a) > 64 || strings.Trim(name, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") != "" {
+			ch.fail("topology.sdp_attributes["+strconv.Itoa(i)+"]", "%s is not an SDP attribute name (letters, digits and -_., a trailing * for a prefix)", quote(a))
+		}
+	}
+	for i, w := range t.ProductWords {
+		key := "topology.product_words[" + strconv.Itoa(i) + "]"
+		switch {
+		case strings.TrimSpace(w) == "" || strings.ContainsAny(w, "\r\n\x00"):
+			ch.fail(key, "must be a word on one line")
+		case strings.EqualFold(w, "none") && len(t.ProductWords) > 1:
+			ch.fail(key, "\"none\" turns the list off and must be alone")
+		}
+	}
 }
 
 func (ch *checker) media(m Media) {
