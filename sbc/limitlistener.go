@@ -34,7 +34,7 @@ type limitListener struct {
 	capture   func(src, dst netip.AddrPort, transport string, data []byte)
 	transport string
 	local     netip.AddrPort
-	outbound  func(netip.AddrPort, []byte) bool
+	outbound  func(netip.AddrPort, []byte) ([]byte, bool)
 	// edge, on tcp and tls listeners, takes the requests read (responses
 	// and keepalives go on to sipgo); idle renews the read deadline while
 	// requests keep arriving, maxMsg bounds one message.
@@ -261,6 +261,12 @@ func (c *limitConn) writeMsg(b []byte) error {
 // writeWS writes one message for the edge as an unmasked WebSocket text
 // frame (RFC 6455 5.2: a server never masks).
 func (c *limitConn) writeWS(b []byte) error {
+	_, err := c.Write(wsFrame(b))
+	return err
+}
+
+// wsFrame is b in one unmasked WebSocket text frame.
+func wsFrame(b []byte) []byte {
 	var h [10]byte
 	h[0] = 0x81 // FIN, text
 	n := 2
@@ -277,8 +283,7 @@ func (c *limitConn) writeWS(b []byte) error {
 		}
 		n = 10
 	}
-	_, err := c.Write(append(h[:n:n], b...))
-	return err
+	return append(h[:n:n], b...)
 }
 
 // read tightens the read deadline while a message is incomplete: sipgo sets
@@ -315,11 +320,17 @@ func (c *limitConn) read(b []byte) (int, error) {
 	return n, err
 }
 
-// Write passes what sipgo writes (one whole message per call) through the
-// Outbound filter; a stopped message is reported as written.
+// Write passes what sipgo writes (one whole message per call, a text
+// frame over WebSocket) through the Outbound filter; a stopped message is
+// reported as written, and so is one sent changed.
 func (c *limitConn) Write(b []byte) (int, error) {
-	if c.l.outbound != nil && !c.l.outbound(c.peer, b) {
-		return len(b), nil
+	n := len(b)
+	if c.l.outbound != nil {
+		out, send := c.outbound(b)
+		if !send {
+			return n, nil
+		}
+		b = out
 	}
 	if c.l.capture != nil {
 		msg := b
@@ -330,7 +341,34 @@ func (c *limitConn) Write(b []byte) (int, error) {
 			c.l.capture(c.l.local, c.peer, c.l.transport, msg)
 		}
 	}
-	return c.Conn.Write(b)
+	if _, err := c.Conn.Write(b); err != nil {
+		return 0, err
+	}
+	return n, nil
+}
+
+// outbound applies the filter to a message; over WebSocket to the frame's
+// payload, framed again when it changed (a frame it cannot read is
+// judged as it is: sent whole or not at all).
+func (c *limitConn) outbound(b []byte) ([]byte, bool) {
+	if c.l.transport != "wss" {
+		return c.l.outbound(c.peer, b)
+	}
+	payload, ok := wsPayload(b)
+	if !ok {
+		out, send := c.l.outbound(c.peer, b)
+		return b, send && sameBytes(out, b)
+	}
+	out, send := c.l.outbound(c.peer, payload)
+	if !send || sameBytes(out, payload) {
+		return b, send
+	}
+	return wsFrame(out), true
+}
+
+// sameBytes tells whether a and b are the same slice (not just equal).
+func sameBytes(a, b []byte) bool {
+	return len(a) == len(b) && (len(a) == 0 || &a[0] == &b[0])
 }
 
 func (c *limitConn) Close() error {

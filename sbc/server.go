@@ -55,10 +55,13 @@ type Options struct {
 	IsInternal func(netip.Addr) bool
 	// Outbound, when set, sees every message about to leave a UDP listener
 	// or an inbound TCP connection toward a peer that is not internal
-	// (IsInternal), serialized, and returns false to stop it: the topology
-	// guard, the last line of defence against leaking the inside. Blocked
-	// messages are counted in Stats.OutboundBlocked and not sent.
-	Outbound func(dst netip.AddrPort, msg []byte) bool
+	// (IsInternal), serialized: the topology guard, the last line of
+	// defence against leaking the inside. It returns the bytes to send
+	// instead (msg itself when nothing changes: a substitute keeps a
+	// transaction whole) or send false to stop the message, counted in
+	// Stats.OutboundBlocked; messages sent changed are counted in
+	// Stats.OutboundChanged.
+	Outbound func(dst netip.AddrPort, msg []byte) (out []byte, send bool)
 	// Blocked, when set, is asked for every datagram and every accepted
 	// stream connection before anything is parsed: a banned source costs a
 	// map lookup, nothing more. It must be fast and safe for concurrent use.
@@ -160,8 +163,9 @@ type Stats struct {
 	HandshakesRefused atomic.Int64
 	// Prefiltered counts datagrams and connections Admit refused.
 	Prefiltered atomic.Int64
-	// OutboundBlocked counts messages the Outbound filter stopped.
-	OutboundBlocked atomic.Int64
+	// OutboundBlocked counts messages the Outbound filter stopped;
+	// OutboundChanged those it sent changed.
+	OutboundBlocked, OutboundChanged atomic.Int64
 	// PreParseDrops counts datagrams dropped before parsing, by
 	// wire.Reason (index 0: responses refused by the response filter).
 	PreParseDrops [32]atomic.Int64
@@ -368,7 +372,7 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		lim.blocked = s.opts.Blocked
 		lim.admit = s.opts.Admit
 		if s.opts.Outbound != nil {
-			lim.outbound = s.outboundOK
+			lim.outbound = s.outbound
 		}
 		if spec.Transport != "tcp" {
 			lim.peerCerts = &s.peerCerts
@@ -620,18 +624,25 @@ func (s *Server) streamConn(peer netip.AddrPort) *limitConn {
 	return nil
 }
 
-// outboundOK applies the Outbound filter to a message for dst; messages
-// to internal peers are not judged.
-func (s *Server) outboundOK(dst netip.AddrPort, msg []byte) bool {
+// outbound applies the Outbound filter to a message for dst: the bytes
+// to send, or false; messages to internal peers are not judged.
+func (s *Server) outbound(dst netip.AddrPort, msg []byte) ([]byte, bool) {
 	dst = netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port())
 	if s.opts.IsInternal != nil && s.opts.IsInternal(dst.Addr()) {
-		return true
+		return msg, true
 	}
-	if s.opts.Outbound(dst, msg) {
-		return true
+	out, send := s.opts.Outbound(dst, msg)
+	if !send {
+		s.Stats.OutboundBlocked.Add(1)
+		return nil, false
 	}
-	s.Stats.OutboundBlocked.Add(1)
-	return false
+	if out == nil {
+		return msg, true
+	}
+	if !sameBytes(out, msg) {
+		s.Stats.OutboundChanged.Add(1)
+	}
+	return out, true
 }
 
 // guardedPacketConn passes every datagram written through the Outbound
@@ -644,16 +655,24 @@ type guardedPacketConn struct {
 }
 
 func (c *guardedPacketConn) WriteTo(b []byte, addr net.Addr) (int, error) {
+	n := len(b)
 	if ua, ok := addr.(*net.UDPAddr); ok {
 		dst := ua.AddrPort()
-		if c.s.opts.Outbound != nil && !c.s.outboundOK(dst, b) {
-			return len(b), nil
+		if c.s.opts.Outbound != nil {
+			out, send := c.s.outbound(dst, b)
+			if !send {
+				return n, nil
+			}
+			b = out
 		}
 		if c.s.opts.Capture != nil {
 			c.s.opts.Capture(c.local, netip.AddrPortFrom(dst.Addr().Unmap(), dst.Port()), "udp", b)
 		}
 	}
-	return c.PacketConn.WriteTo(b, addr)
+	if _, err := c.PacketConn.WriteTo(b, addr); err != nil {
+		return 0, err
+	}
+	return n, nil // what the caller gave was written, as far as it knows
 }
 
 // captureRead copies a datagram (or WebSocket message) accepted by the

@@ -380,15 +380,21 @@ func TestBlockedSourceDropped(t *testing.T) {
 }
 
 // The Outbound filter sees every message toward a non-internal peer and can
-// stop it, over UDP and TCP alike.
+// stop it or send other bytes instead, over UDP and TCP alike.
 func TestOutboundFilter(t *testing.T) {
 	var seen atomic.Int64
-	s := startTestServer(t, Options{Outbound: func(dst netip.AddrPort, msg []byte) bool {
+	s := startTestServer(t, Options{Outbound: func(dst netip.AddrPort, msg []byte) ([]byte, bool) {
 		seen.Add(1)
-		return !strings.Contains(string(msg), "Call-ID: stop-")
+		switch {
+		case strings.Contains(string(msg), "Call-ID: stop-"):
+			return nil, false
+		case strings.Contains(string(msg), "Call-ID: swap-"):
+			return []byte(strings.Replace(string(msg), "SIP/2.0 200 OK", "SIP/2.0 299 Swapped", 1)), true
+		}
+		return msg, true
 	}})
 	udp, _ := s.Local("udp", External)
-	ask := func(tag string) bool {
+	ask := func(tag string) string {
 		c, err := net.DialUDP("udp", nil, net.UDPAddrFromAddrPort(udp.Bound))
 		if err != nil {
 			t.Fatal(err)
@@ -396,27 +402,39 @@ func TestOutboundFilter(t *testing.T) {
 		defer c.Close()
 		_, _ = c.Write([]byte(strings.ReplaceAll(options(tag), "TCP", "UDP")))
 		_ = c.SetReadDeadline(time.Now().Add(500 * time.Millisecond))
-		n, err := c.Read(make([]byte, 2048))
-		return err == nil && n > 0
+		buf := make([]byte, 2048)
+		n, _ := c.Read(buf)
+		return string(buf[:n])
 	}
-	if !ask("pass-1") {
-		t.Error("allowed response not delivered")
+	if got := ask("pass-1"); !strings.HasPrefix(got, "SIP/2.0 200 OK\r\n") {
+		t.Errorf("allowed response not delivered: %q", got)
 	}
-	if ask("stop-1") {
-		t.Error("stopped response delivered over UDP")
+	if got := ask("stop-1"); got != "" {
+		t.Errorf("stopped response delivered over UDP: %q", got)
 	}
-	c, err := net.Dial("tcp", tcpAddr(t, s))
-	if err != nil {
-		t.Fatal(err)
+	if got := ask("swap-1"); !strings.HasPrefix(got, "SIP/2.0 299 Swapped\r\n") {
+		t.Errorf("UDP: got %q, want the filter's bytes", got)
 	}
-	defer c.Close()
-	_, _ = c.Write([]byte(options("stop-2")))
-	_ = c.SetReadDeadline(time.Now().Add(time.Second))
-	if n, err := c.Read(make([]byte, 512)); err == nil {
-		t.Errorf("stopped response delivered over TCP (%d bytes)", n)
+	tcpAsk := func(tag string) string {
+		c, err := net.Dial("tcp", tcpAddr(t, s))
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		_, _ = c.Write([]byte(options(tag)))
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		buf := make([]byte, 2048)
+		n, _ := c.Read(buf)
+		return string(buf[:n])
 	}
-	if got := s.Stats.OutboundBlocked.Load(); got != 2 || seen.Load() < 3 {
-		t.Errorf("OutboundBlocked = %d, filter saw %d; want 2 and at least 3", got, seen.Load())
+	if got := tcpAsk("stop-2"); got != "" {
+		t.Errorf("stopped response delivered over TCP: %q", got)
+	}
+	if got := tcpAsk("swap-2"); !strings.HasPrefix(got, "SIP/2.0 299 Swapped\r\n") {
+		t.Errorf("TCP: got %q, want the filter's bytes", got)
+	}
+	if got, changed := s.Stats.OutboundBlocked.Load(), s.Stats.OutboundChanged.Load(); got != 2 || changed != 2 || seen.Load() < 5 {
+		t.Errorf("OutboundBlocked = %d, OutboundChanged = %d, filter saw %d; want 2, 2 and at least 5", got, changed, seen.Load())
 	}
 }
 
@@ -547,5 +565,46 @@ func TestCaptureMessages(t *testing.T) {
 	}
 	if requests != 3 || responses != 3 {
 		t.Fatalf("TCP capture: %d requests and %d responses, want 3 and 3: %+v", requests, responses, g[2:])
+	}
+}
+
+// Over WebSocket the filter judges the frame's payload, and a changed
+// message goes out in a frame of its own.
+func TestOutboundFilterWebSocket(t *testing.T) {
+	l := &limitListener{transport: "wss", outbound: func(_ netip.AddrPort, msg []byte) ([]byte, bool) {
+		switch {
+		case strings.HasPrefix(string(msg), "SIP/2.0 486"):
+			return nil, false
+		case strings.HasPrefix(string(msg), "SIP/2.0 200"):
+			return []byte("SIP/2.0 500 Server Internal Error\r\n\r\n"), true
+		}
+		return msg, true
+	}}
+	c := &limitConn{l: l}
+	for _, tc := range []struct {
+		in, want string
+		send     bool
+	}{
+		{"SIP/2.0 180 Ringing\r\n\r\n", "SIP/2.0 180 Ringing\r\n\r\n", true},
+		{"SIP/2.0 486 Busy Here\r\n\r\n", "", false},
+		{"SIP/2.0 200 OK\r\nContent-Length: 0\r\n\r\n", "SIP/2.0 500 Server Internal Error\r\n\r\n", true},
+		{strings.Repeat("x", 300), strings.Repeat("x", 300), true}, // a 16-bit length
+	} {
+		frame := wsFrame([]byte(tc.in))
+		out, send := c.outbound(frame)
+		if send != tc.send {
+			t.Errorf("%.20q: send %v, want %v", tc.in, send, tc.send)
+			continue
+		}
+		if !send {
+			continue
+		}
+		payload, ok := wsPayload(out)
+		if !ok || string(payload) != tc.want {
+			t.Errorf("%.20q: sent frame %q (ok %v), want the payload %q", tc.in, out, ok, tc.want)
+		}
+		if tc.want == tc.in && !sameBytes(out, frame) {
+			t.Errorf("%.20q: an unchanged message was framed again", tc.in)
+		}
 	}
 }

@@ -260,11 +260,13 @@ func indexFold(b []byte, lower string) int {
 	return -1
 }
 
-// Outbound is the last step of a message leaving toward the outside (the
-// server's Options.Outbound): it puts the RFC phrase in a response's
-// status line (Reason, so that answers the B2BUA did not build — the
-// registrar's, the edge's — carry no inside words either), then scans
-// the message (Scan). Nothing found: the message goes. With guard: log
+// Outbound is the guard, the last step of a message leaving toward the
+// outside (the server's Options.Outbound): it scans the message (Scan).
+// The sanitisers ran where the message was built (the B2BUA, the
+// registrar), so a finding is a gap in them; reason phrases the SBC
+// writes itself (a policy's, the fraud layer's) are the operator's and
+// are not touched unless they name the inside. Nothing found: the
+// message goes. With guard: log
 // every finding is reported and the message goes as it is. With guard:
 // block the guard keeps the transaction whole where it can:
 //
@@ -284,7 +286,6 @@ func (p *Policy) Outbound(msg []byte) (out []byte, send bool) {
 	if p.cfg.Guard == GuardOff {
 		return msg, true
 	}
-	msg = p.wireReason(msg)
 	if _, found := p.Scan(msg); !found {
 		return msg, true
 	}
@@ -314,6 +315,25 @@ func (p *Policy) Outbound(msg []byte) (out []byte, send bool) {
 	return p.unfixable(m, fs, msg)
 }
 
+// GuardRTCP is the guard of RTCP leaving toward the outside (the media
+// relay's Config.GuardRTCP), after its rewrite: a packet that names the
+// inside is dropped (guard: block) or reported (log).
+func (p *Policy) GuardRTCP(pkt []byte) bool {
+	if p.cfg.Guard == GuardOff {
+		return true
+	}
+	leak, found := p.Scan(pkt)
+	if !found {
+		return true
+	}
+	if p.cfg.Guard != GuardBlock {
+		p.note(ItemRTCPPacket, GuardLogged, leak)
+		return true
+	}
+	p.note(ItemRTCPPacket, GuardBlocked, leak)
+	return false
+}
+
 // unfixable replaces a final response by a bare 500, or stops the
 // message.
 func (p *Policy) unfixable(m *wireMsg, fs []finding, msg []byte) ([]byte, bool) {
@@ -341,34 +361,6 @@ func (p *Policy) unfixable(m *wireMsg, fs []finding, msg []byte) ([]byte, bool) 
 		p.note(f.item, GuardBlocked, f.leak)
 	}
 	return nil, false
-}
-
-// wireReason rewrites a response's reason phrase by Reason.
-func (p *Policy) wireReason(msg []byte) []byte {
-	if len(msg) < 12 || !bytes.HasPrefix(msg, []byte("SIP/2.0 ")) {
-		return msg
-	}
-	eol := bytes.IndexByte(msg, '\n')
-	if eol < 12 {
-		return msg
-	}
-	line := bytes.TrimSuffix(msg[:eol], []byte("\r"))
-	code, err := strconv.Atoi(string(line[8:11]))
-	if err != nil || len(line) > 11 && line[11] != ' ' {
-		return msg
-	}
-	phrase := ""
-	if len(line) > 12 {
-		phrase = string(line[12:])
-	}
-	want := p.Reason(ToOutside, code, phrase)
-	if want == phrase {
-		return msg
-	}
-	out := make([]byte, 0, len(msg)-len(phrase)+len(want))
-	out = append(out, line[:12]...)
-	out = append(out, want...)
-	return append(out, msg[len(line):]...)
 }
 
 // wireMsg is a serialized message cut into its parts.

@@ -85,8 +85,10 @@ func TestOutbound(t *testing.T) {
 		{name: "clean: as it is", in: response("200 OK", "Content-Length: 0"), send: true, want: []string{"SIP/2.0 200 OK\r\n"}},
 		{name: "echoed headers are the peer's", in: response("486 Busy Here", "Content-Length: 0"), send: true,
 			want: []string{"To: <sip:100@pbx.corp.local>;tag=2"}},
-		{name: "brand in the status line", in: response("486 Busy Here (Asterisk PBX 18.2.1)", "Content-Length: 0"), send: true,
-			want: []string{"SIP/2.0 486 Busy Here\r\n"}, counted: map[string]Action{ItemReasonPhrase: Rewritten}},
+		{name: "the SBC's own phrase", in: response("503 Fraud Counters Unavailable", "Content-Length: 0"), send: true,
+			want: []string{"SIP/2.0 503 Fraud Counters Unavailable\r\n"}},
+		{name: "inside name in the status line", in: response("486 Busy Here (pbx.corp.local)", "Content-Length: 0"), send: true,
+			want: []string{"SIP/2.0 486 Busy Here\r\n"}, counted: map[string]Action{ItemReasonPhrase: GuardStripped}},
 		{name: "header that can go is stripped",
 			in:   response("200 OK", append([]string{"Contact: <sip:203.0.113.1>", "Subject: call from 10.0.0.10"}, sdp("a=tool:x10.0.0.10\r\n", "a=sendrecv\r\n")...)...),
 			send: true, want: []string{"SIP/2.0 200 OK\r\n", "a=sendrecv\r\n"}, notWant: []string{"Subject", "tool"},
@@ -115,8 +117,8 @@ func TestOutbound(t *testing.T) {
 			send: true, want: []string{"SIP/2.0 500 "}, counted: map[string]Action{ItemBody: GuardReplaced}},
 		{name: "log mode sends", guard: GuardLog, in: response("180 Ringing", "Contact: <sip:100@10.0.0.10>", "Content-Length: 0"),
 			send: true, want: []string{"10.0.0.10"}, counted: map[string]Action{"Contact": GuardLogged}},
-		{name: "off", guard: GuardOff, in: response("180 Ringing (Asterisk)", "Contact: <sip:100@10.0.0.10>", "Content-Length: 0"),
-			send: true, want: []string{"10.0.0.10", "(Asterisk)"}},
+		{name: "off", guard: GuardOff, in: response("180 Ringing (pbx.corp.local)", "Contact: <sip:100@10.0.0.10>", "Content-Length: 0"),
+			send: true, want: []string{"10.0.0.10", "(pbx.corp.local)"}},
 		{name: "not SIP", in: []byte("\x16\x03\x01 10.0.0.10"), send: false, counted: map[string]Action{ItemOther: GuardBlocked}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -249,4 +251,32 @@ func FuzzOutbound(f *testing.F) {
 			t.Fatalf("sent %q with leaks %+v", out, fs)
 		}
 	})
+}
+
+func TestGuardRTCP(t *testing.T) {
+	for _, tc := range []struct {
+		guard string
+		pkt   string
+		pass  bool
+		a     Action
+	}{
+		{GuardBlock, "\x81\xca\x00\x01cname", true, nActions},
+		{GuardBlock, "\x81\xca\x00\x01x10.0.0.10", false, GuardBlocked},
+		{GuardLog, "\x81\xca\x00\x01x10.0.0.10", true, GuardLogged},
+		{GuardOff, "\x81\xca\x00\x01x10.0.0.10", true, nActions},
+	} {
+		p, r := leaky(t, Config{Guard: tc.guard})
+		if got := p.GuardRTCP([]byte(tc.pkt)); got != tc.pass {
+			t.Errorf("%s %q: %v, want %v", tc.guard, tc.pkt, got, tc.pass)
+		}
+		if tc.a != nActions && r.Count(ItemRTCPPacket, tc.a) != 1 {
+			t.Errorf("%s: %s not counted", tc.guard, tc.a)
+		}
+	}
+	r := NewReport(nil, nil)
+	r.RTCP("rtcp:cname", 2)
+	r.RTCP("rtcp:tool", 1)
+	if r.Count("rtcp:cname", Rewritten) != 2 || r.Count("rtcp:tool", Removed) != 1 {
+		t.Error("RTCP items not counted")
+	}
 }

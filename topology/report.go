@@ -74,8 +74,11 @@ var sdpItems = map[string]bool{}
 var rtcpItems = []string{
 	"rtcp:cname", "rtcp:name", "rtcp:email", "rtcp:phone", "rtcp:loc", "rtcp:tool",
 	"rtcp:note", "rtcp:priv", "rtcp:sdes-other", "rtcp:bye-reason", "rtcp:app",
-	"rtcp:other", "rtcp:malformed",
+	"rtcp:other", "rtcp:malformed", ItemRTCPPacket,
 }
+
+// ItemRTCPPacket is an RTCP packet the guard found naming the inside.
+const ItemRTCPPacket = "rtcp:packet"
 
 func init() {
 	for _, h := range []string{
@@ -198,6 +201,18 @@ func (r *Report) Note(item string, a Action, detail string) {
 		level, msg = slog.LevelError, "leak report: the guard found the inside in a message to the outside"
 	}
 	r.log.Log(context.Background(), level, msg, "item", item, "action", a.String(), "detail", quoteCut(detail, 80), "since_last_line", held)
+}
+
+// RTCP records what the media relay's RTCP rewrite changed (its
+// Config.OnRTCP): the CNAME rewritten, anything else removed.
+func (r *Report) RTCP(item string, n int) {
+	a := Removed
+	if item == "rtcp:cname" {
+		a = Rewritten
+	}
+	for range min(n, 64) {
+		r.Note(item, a, "")
+	}
 }
 
 // Counts returns the counters: item, action, value (non-zero only).

@@ -4,8 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
-	"strconv"
-	"time"
 
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/config"
@@ -15,14 +13,24 @@ import (
 )
 
 // buildTopology makes the topology policy: the configured inside networks
-// and names, plus the upstreams' addresses.
-func buildTopology(cfg config.Topology, pool func() *upstream.Pool) (*topology.Policy, error) {
+// and names, plus the upstreams' addresses, and the sanitisers toward the
+// outside, reporting to report (the leak report).
+func buildTopology(cfg config.Topology, pool func() *upstream.Pool, report *topology.Report) (*topology.Policy, error) {
 	tc := topology.Config{
 		UserAgent:     cfg.UserAgent,
 		ToOutside:     cfg.ToOutside,
 		ToInside:      cfg.ToInside,
 		InternalNames: cfg.InternalNames,
 		Guard:         cfg.Guard,
+		KeepReasons:   cfg.KeepReasons,
+		Text: map[string]string{
+			"reason": cfg.TextHeaders.Reason, "warning": cfg.TextHeaders.Warning,
+			"subject": cfg.TextHeaders.Subject, "organization": cfg.TextHeaders.Organization,
+		},
+		DisplayNames:  cfg.DisplayNames,
+		SDPAttributes: cfg.SDPAttributes,
+		ProductWords:  cfg.ProductWords,
+		Report:        report,
 	}
 	for i, n := range cfg.InternalNets {
 		p, err := config.ParsePrefix(n)
@@ -41,30 +49,16 @@ func buildTopology(cfg config.Topology, pool func() *upstream.Pool) (*topology.P
 	})
 }
 
-// guard is the server's Outbound filter: the topology scan of every
-// message leaving toward the outside.
-type guard struct {
-	policy *topology.Policy
-	log    *slog.Logger
-	last   time.Time // rate limit of the log line; races are harmless
-}
-
-func (g *guard) check(dst netip.AddrPort, msg []byte) bool {
-	leak, found := g.policy.Scan(msg)
-	if !found {
-		return true
-	}
-	if now := time.Now(); now.Sub(g.last) > time.Second {
-		g.last = now
-		g.log.Error("inside address in a message to the outside", "component", "topology",
-			"leak", strconv.Quote(leak), "to", dst.String(), "guard", g.policy.GuardMode())
-	}
-	return g.policy.GuardMode() != topology.GuardBlock
+// outboundFilter is the server's Outbound filter: the topology policy's
+// last step for every message leaving toward the outside (the RFC reason
+// phrase, then the guard; the leak report logs what it finds).
+func outboundFilter(topo *topology.Policy) func(netip.AddrPort, []byte) ([]byte, bool) {
+	return func(_ netip.AddrPort, msg []byte) ([]byte, bool) { return topo.Outbound(msg) }
 }
 
 // buildMedia makes the media relay from the media section, deriving the
 // bind and advertised addresses from the listeners when not configured.
-func buildMedia(cfg config.Media, ls []*sbc.Listener, log *slog.Logger) (*media.Manager, error) {
+func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, report *topology.Report, log *slog.Logger) (*media.Manager, error) {
 	if cfg.Mode != config.MediaRelay {
 		return nil, nil
 	}
@@ -104,6 +98,10 @@ func buildMedia(cfg config.Media, ls []*sbc.Listener, log *slog.Logger) (*media.
 		Inactivity:        cfg.Inactivity.D(),
 		MaxSessions:       cfg.MaxSessions,
 		Logger:            log,
+		// RTCP toward the outside is rewritten by the relay, reported
+		// and guarded like SIP.
+		OnRTCP:    report.RTCP,
+		GuardRTCP: topo.GuardRTCP,
 	})
 }
 

@@ -9,6 +9,7 @@ import (
 	"github.com/sipwall/sipwall/bpf"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/sanity/wire"
+	"github.com/sipwall/sipwall/topology"
 )
 
 // metrics exposes the app's counters to Prometheus. Most are read from the
@@ -71,6 +72,7 @@ var (
 	dMediaPorts    = desc("sipwall_media_ports", "Relay ports bound, by state: in_use (held by calls) or warm (idle, kept for reuse).", "state")
 	dMediaBinds    = desc("sipwall_media_binds_total", "Relay port pairs bound.")
 	dMediaReused   = desc("sipwall_media_reused_total", "Relay port pairs handed to a new call without a new bind.")
+	dLeaks         = desc("sipwall_topology_leaks_total", "The leak report: items of messages and RTCP toward the outside that topology hiding rewrote or removed, or the guard found naming the inside, by item (a header, reason-phrase, display-name, uri-user, uri-param, uri-header, header-param, request-uri, sipfrag, body, sdp:<attribute or line>, rtcp:<item>, from a fixed set) and action (rewritten, removed, guard_stripped, guard_replaced, guard_blocked, guard_logged).", "item", "action")
 	dSharedUp      = desc("sipwall_store_shared_up", "1 while the shared store (store.backend redis) answers, else 0.")
 	dSharedErrors  = desc("sipwall_store_shared_errors_total", "Shared store commands that failed.")
 	dSharedBans    = desc("sipwall_store_shared_ban_events_total", "Ban events exchanged with the other nodes, by direction.", "direction")
@@ -81,7 +83,7 @@ var (
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dEdgeTx, dEdge, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
-		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
+		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
 	}
 }
@@ -137,6 +139,9 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 	} {
 		counter(ch, dCalls, float64(v), result)
 	}
+	a.leaks.Counts(func(item string, act topology.Action, n int64) {
+		counter(ch, dLeaks, float64(n), item, act.String())
+	})
 	cs := a.b2b.CapStats()
 	counter(ch, dCallsLimited, float64(cs.User), b2bua.CapUser)
 	counter(ch, dCallsLimited, float64(cs.Source), b2bua.CapSource)

@@ -164,7 +164,9 @@ type app struct {
 	reg    *registrar.Registrar // nil when registrar.mode is off
 	pool   *upstream.Pool
 	sec    *security
-	relay  *media.Manager  // nil with media.mode off
+	relay  *media.Manager // nil with media.mode off
+	// leaks is the leak report of topology hiding (metrics).
+	leaks  *topology.Report
 	shared *cluster.Client // nil with store.backend embedded
 	// sharedFailClosed is store.redis.fail_closed as started.
 	sharedFailClosed []string
@@ -294,13 +296,10 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if pf != nil {
 		admit = pf.admit
 	}
-	topo, err := buildTopology(cfg.Topology, func() *upstream.Pool { return pool })
+	leaks := topology.NewReport(log, nil)
+	topo, err := buildTopology(cfg.Topology, func() *upstream.Pool { return pool }, leaks)
 	if err != nil {
 		return nil, err
-	}
-	var outboundFilter func(netip.AddrPort, []byte) bool
-	if topo.GuardMode() != topology.GuardOff {
-		outboundFilter = (&guard{policy: topo, log: log}).check
 	}
 	m := newMetrics()
 	hepx, err := buildHEP(cfg, log)
@@ -351,7 +350,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		},
 		Admit:    admit,
 		Capture:  hepCapture(hepx),
-		Outbound: outboundFilter,
+		Outbound: outboundFilter(topo),
 		OnUnhandledResponse: func(res *sip.Response) {
 			if b := b2bRef.Load(); b != nil {
 				b.OnUnhandledResponse(res)
@@ -402,6 +401,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	if cfg.Registrar.Mode != config.RegistrarOff {
 		rc := registrar.FromConfig(cfg.Registrar)
 		rc.Client, rc.Endpoint, rc.Pool, rc.Store, rc.Logger = srv.Client(), srv, pool, st, log
+		rc.Reason = func(code int, phrase string) string { return topo.Reason(topology.ToOutside, code, phrase) }
 		if shared != nil {
 			rc.Shared, rc.Node = sharedRegistrations{shared}, shared.Node()
 		}
@@ -430,7 +430,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			return nil, err
 		}
 	}
-	relay, err := buildMedia(cfg.Media, srv.Listeners(), log)
+	relay, err := buildMedia(cfg.Media, srv.Listeners(), topo, leaks, log)
 	if err != nil {
 		cancel()
 		srv.Close()
@@ -477,7 +477,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, leaks: leaks, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
 		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now(), decisions: decisions, policyMode: cfg.Policy.Mode}
 	m.a = a
 	if a.admin, err = startAdmin(cfg, a, log); err != nil {

@@ -32,8 +32,9 @@ func (b *B2BUA) copyFor(to *leg, from, out sip.Message) {
 
 // bodyFor is the body of from as it may be sent on leg to: SDP from outside
 // checked (sdp.Check: refused, or lines dropped), SDP through the media
-// relay (when there is one and the message belongs to call c), other
-// bodies through the topology policy (sipfrag scrubbed toward the outside).
+// relay (when there is one and the message belongs to call c), then every
+// body through the topology policy (toward the outside: SDP attributes by
+// allow-list, sipfrag scrubbed).
 // With a call, c.mu is held.
 func (b *B2BUA) bodyFor(c *call, to *leg, from sip.Message) ([]byte, error) {
 	return b.bodyFrom(c, to, from, fromOutside(c, to))
@@ -57,7 +58,10 @@ func (b *B2BUA) bodyFrom(c *call, to *leg, from sip.Message, outside bool) ([]by
 		}
 	}
 	if b.cfg.Media != nil && c != nil && isSDP(ct) {
-		return b.cfg.Media.Rewrite(c.key(), to.side, body)
+		var err error
+		if body, err = b.cfg.Media.Rewrite(c.key(), to.side, body); err != nil {
+			return nil, err
+		}
 	}
 	return append([]byte(nil), b.cfg.Topology.Body(dirOf(to), ct, body)...), nil
 }
@@ -140,7 +144,8 @@ func (b *B2BUA) bindLocal(req *sip.Request, l *leg) {
 // responseTo builds our response on leg l to req, carrying what the other
 // leg answered in res. c.mu must not be held.
 func (b *B2BUA) responseTo(c *call, l *leg, req *sip.Request, res *sip.Response, withContact bool) *sip.Response {
-	out := sip.NewResponseFromRequest(req, res.StatusCode, res.Reason, nil)
+	// Toward the outside, the RFC phrase of the code, not the inside's words.
+	out := sip.NewResponseFromRequest(req, res.StatusCode, b.cfg.Topology.Reason(dirOf(l), res.StatusCode, res.Reason), nil)
 	setToTag(req, out, l)
 	b.copyFor(l, res, out)
 	requireFiltered(res, out)

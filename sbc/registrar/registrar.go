@@ -117,6 +117,10 @@ type Config struct {
 	// Node names this node in a cluster; it is recorded on the bindings
 	// registered through it (the node holding the phone's flow).
 	Node string
+	// Reason is the reason phrase a response relayed from the PBX may
+	// carry toward the phone (the topology policy's: the RFC phrase of the
+	// code, not the PBX's words). Nil: as the PBX wrote it.
+	Reason func(code int, phrase string) string
 	// SweepEvery is how often Run drops expired bindings from memory.
 	// Default 30s.
 	SweepEvery time.Duration

@@ -71,7 +71,11 @@ func (g *Registrar) relayRegister(ctx context.Context, w sbc.ResponseWriter, r *
 			"upstream_expires", g.cfg.UpstreamExpires, "min_expires", headerValue(res, "Min-Expires"))
 		return sbc.Rejected, sbc.Respond(w, r, 500, "Server Internal Error", sip.NewHeader("Retry-After", "300"))
 	}
-	out := sip.NewResponseFromRequest(r.Request, res.StatusCode, res.Reason, nil)
+	phrase := res.Reason
+	if g.cfg.Reason != nil {
+		phrase = g.cfg.Reason(res.StatusCode, phrase)
+	}
+	out := sip.NewResponseFromRequest(r.Request, res.StatusCode, phrase, nil)
 	for _, n := range relayResponseHeaders {
 		for _, h := range res.GetHeaders(n) {
 			out.AppendHeader(sip.NewHeader(h.Name(), h.Value()))

@@ -9,6 +9,7 @@ import (
 
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/siptest"
+	"github.com/sipwall/sipwall/topology"
 )
 
 // TestRelayRegister: the PBX sees the phone's AOR and Request-URI, a
@@ -378,11 +379,15 @@ func TestPBXRejects(t *testing.T) {
 	t.Parallel()
 	phone := siptest.NewPeer(t, phoneIP+":0")
 	pbx := siptest.NewPeer(t, pbxIP+":0")
-	h := startSBC(t, relayConfig(), pbx, "", nil)
+	cfg := relayConfig()
+	cfg.Reason = func(code int, phrase string) string { return topology.Phrase(code) }
+	h := startSBC(t, cfg, pbx, "", nil)
 
 	sendRegister(t, phone, h.UDP, register{callID: "rej@phone", cseq: 1})
-	pbx.Reply(pbx.ExpectRequest("REGISTER", wait), 403, "Forbidden")
-	phone.ExpectResponse(403, wait)
+	pbx.Reply(pbx.ExpectRequest("REGISTER", wait), 403, "Forbidden (Asterisk PBX 18.2.1)")
+	if res := phone.ExpectResponse(403, wait); res.Reason != "Forbidden" {
+		t.Errorf("reason phrase %q: Config.Reason not applied", res.Reason)
+	}
 
 	sendRegister(t, phone, h.UDP, register{callID: "rej@phone", cseq: 2})
 	up := pbx.ExpectRequest("REGISTER", wait)
