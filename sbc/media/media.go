@@ -48,6 +48,10 @@ type Manager struct {
 	// rtcpSeen counts what RTCP rewriting changed, by item (relay
 	// goroutines add to it; RTCP is a few packets a second per stream).
 	rtcpSeen [nRTCPItems]atomic.Uint64
+	// fastOK: Config.FastPath is set and usable with these binds;
+	// fastErrors counts the routes it refused or did not remove.
+	fastOK     bool
+	fastErrors atomic.Uint64
 }
 
 // session is the relay state of one call. Guarded by Manager.mu.
@@ -282,6 +286,7 @@ func (m *Manager) release(streams []*stream, closing bool) {
 			continue
 		}
 		st.wg.Wait()
+		st.fastStop()
 		st.counters(&m.total)
 		if closing {
 			st.freePorts()
@@ -296,8 +301,10 @@ func (m *Manager) release(streams []*stream, closing bool) {
 // called without locks held: it may call Release. A Rewrite counts as
 // activity, so a call is not reported while it is being set up; the
 // B2BUA should still ignore reports for calls not yet answered.
+// With a fast path, Run also renews the leases of the kernel's routes:
+// call it even without Inactivity.
 func (m *Manager) Run(ctx context.Context, onInactive func(key string)) {
-	if m.cfg.Inactivity <= 0 {
+	if m.cfg.Inactivity <= 0 && m.cfg.FastPath == nil {
 		select {
 		case <-ctx.Done():
 		case <-m.done:
@@ -321,12 +328,21 @@ func (m *Manager) Run(ctx context.Context, onInactive func(key string)) {
 }
 
 // inactive samples every session's relayed-packet count and returns the
-// keys idle for Config.Inactivity and not reported yet.
+// keys idle for Config.Inactivity and not reported yet. It renews the
+// leases of kernel routes on the way.
 func (m *Manager) inactive(now time.Time) []string {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	var keys []string
 	for _, s := range m.sessions {
+		for _, st := range s.streams {
+			if st != nil {
+				st.fastSync(true)
+			}
+		}
+		if m.cfg.Inactivity <= 0 {
+			continue
+		}
 		var n uint64
 		for _, st := range s.streams {
 			if st != nil {

@@ -14,6 +14,10 @@ const (
 	MetricBindsTotal    = "sipwall_media_binds_total"         // Stats.Binds
 	MetricReusedTotal   = "sipwall_media_reused_total"        // Stats.Reused
 	MetricDrainedTotal  = "sipwall_media_drained_total"       // Stats.Drained
+	// The kernel fast path (Config.FastPath).
+	MetricFastStreams      = "sipwall_media_fastpath_streams"       // gauge: Stats.FastPathStreams
+	MetricFastPacketsTotal = "sipwall_media_fastpath_packets_total" // Stats.FastPathPackets
+	MetricFastErrorsTotal  = "sipwall_media_fastpath_errors_total"  // Stats.FastPathErrors
 )
 
 // Drop reasons, the keys of Stats.Dropped.
@@ -57,6 +61,13 @@ type Stats struct {
 	Binds        uint64 // port pairs bound (two sockets each)
 	Reused       uint64 // warm port pairs handed out again, without a bind
 	Drained      uint64 // datagrams that reached a warm pair, discarded before its reuse
+	// FastPathStreams are the streams whose RTP the kernel forwards now;
+	// FastPathPackets the packets it forwarded (part of Packets, and
+	// their bytes of Bytes); FastPathErrors the routes it refused or that
+	// could not be removed (those streams stay in userspace).
+	FastPathStreams int
+	FastPathPackets uint64
+	FastPathErrors  uint64
 	// RTCP counts what the rewriting of RTCP toward the outside changed,
 	// by item (RTCPItems; every item present): CNAMEs rewritten, other
 	// SDES items, BYE reasons, APP and unknown packets removed, packets
@@ -68,6 +79,8 @@ type Stats struct {
 type counters struct {
 	packets, bytes uint64
 	drops          [nDrops]uint64
+	fastPackets    uint64 // of packets, forwarded by the kernel
+	fastStreams    int    // streams with kernel routes (live streams only)
 }
 
 // Stats returns a snapshot. It sums the counters of every live socket
@@ -86,6 +99,7 @@ func (m *Manager) Stats() Stats {
 		}
 	}
 	s.Packets, s.Bytes = c.packets, c.bytes
+	s.FastPathStreams, s.FastPathPackets, s.FastPathErrors = c.fastStreams, c.fastPackets, m.fastErrors.Load()
 	s.Dropped = make(map[string]uint64, nDrops)
 	for i, name := range dropNames {
 		s.Dropped[name] = c.drops[i]

@@ -55,6 +55,8 @@ type stream struct {
 	// alone, and under mux RTCP is told from RTP on the RTP sockets.
 	cname       []byte
 	secure, mux atomic.Bool
+	// fast is the stream's routes in the kernel fast path (fastpath.go).
+	fast fastState
 }
 
 // Drop reasons, as indexes of sock.drops.
@@ -206,9 +208,14 @@ func (st *stream) serve(in *sock) {
 				continue
 			}
 			st.m.log.Debug("media latched", "key", st.key, "side", sbc.Side(in.side), "kind", kindName(in.kind), "peer", src)
+			if in.kind == rtp {
+				st.fastSync(false) // both sides latched: into the kernel
+			}
 		} else if p.dst != src {
 			in.drops[dropUnlatched].Add(1)
 			continue
+		} else if in.kind == rtp && st.fastDue() {
+			st.fastSync(true) // came up as the kernel route's lease runs out
 		}
 		dst := to.Load().dst
 		if !dst.IsValid() {
@@ -275,12 +282,14 @@ func (st *stream) setPeer(side int, rtpAddr, rtcpAddr netip.AddrPort, secure, mu
 		st.peer[side][kind].Store(&peerState{dst: dst})
 	}
 	st.updateStopped()
+	st.fastSync(false)
 }
 
 // setOff records a port-0 (or not relayed) m= line from side.
 func (st *stream) setOff(side int) {
 	st.sdp[side] = sdpPeer{seen: true, off: true}
 	st.updateStopped()
+	st.fastSync(false)
 }
 
 func (st *stream) updateStopped() {
@@ -289,8 +298,15 @@ func (st *stream) updateStopped() {
 	st.mux.Store(st.sdp[0].mux || st.sdp[1].mux)
 }
 
-// counters adds the stream's socket counters to c.
+// counters adds the stream's socket and kernel counters to c.
 func (st *stream) counters(c *counters) {
+	p, b, on := st.fastCounters()
+	c.packets += p
+	c.bytes += b
+	c.fastPackets += p
+	if on {
+		c.fastStreams++
+	}
 	for side := range 2 {
 		for kind := range 2 {
 			s := st.sock[side][kind]
@@ -303,9 +319,10 @@ func (st *stream) counters(c *counters) {
 	}
 }
 
-// activity is the number of packets the stream relayed so far.
+// activity is the number of packets the stream relayed so far, in
+// userspace and in the kernel.
 func (st *stream) activity() uint64 {
-	var n uint64
+	n, _, _ := st.fastCounters()
 	for side := range 2 {
 		for kind := range 2 {
 			n += st.sock[side][kind].packets.Load()

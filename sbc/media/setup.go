@@ -72,6 +72,11 @@ type Config struct {
 	// the outside once rewritten, and returns false to drop it (reason
 	// rtcp): the topology guard. Same constraints as OnRTCP.
 	GuardRTCP func(pkt []byte) bool
+	// FastPath, when set, forwards the RTP of streams latched on both
+	// sides in the kernel (a *bpf.MediaPath attached to the interfaces
+	// media arrives on, with this port range). Used only when both sides
+	// bind an address, of one family. Nil: every packet is relayed here.
+	FastPath FastPath
 }
 
 // New validates cfg, applies the defaults and returns a Manager. It binds
@@ -133,6 +138,10 @@ func New(cfg Config) (*Manager, error) {
 		// A wildcard socket answers on every local address: none of them
 		// may be a peer on a relay port.
 		m.own = append(m.own, localAddrs()...)
+	}
+	m.fastOK = cfg.FastPath != nil && fastUsable(cfg)
+	if cfg.FastPath != nil && !m.fastOK {
+		m.log.Info("media fast path not used: a side binds a wildcard address, or the sides differ in family", "external", cfg.External, "internal", cfg.Internal)
 	}
 	m.loopback[0] = cfg.External.Unmap().IsLoopback()
 	m.loopback[1] = cfg.Internal.Unmap().IsLoopback()
