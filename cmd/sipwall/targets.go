@@ -21,8 +21,19 @@ import (
 // buildDialPlan is the dial plan of the configuration: the policy input,
 // the fraud rules, the B2BUA's target check, the decision log and the
 // call log all read destinations with it.
+//
+// Its country is dialplan.country, else policy.country, else the rule
+// file's country (files written before the dial plan existed read
+// national numbers with it; a file that does not load leaves none here
+// and fails in buildRules with its own error).
 func buildDialPlan(cfg *config.Config) (*dialplan.Plan, error) {
-	p, err := dialplan.New(cfg.Dialplan.Plan(cfg.Policy.Country))
+	c := cfg.Dialplan.Plan(cfg.Policy.Country)
+	if c.Country == "" && cfg.Rules.File != "" {
+		if rs, err := rules.Load(cfg.Rules.File); err == nil {
+			c.Country = rs.Country
+		}
+	}
+	p, err := dialplan.New(c)
 	if err != nil {
 		return nil, cfg.KeyError("dialplan", err)
 	}

@@ -416,9 +416,9 @@ type Media struct {
 type Dialplan struct {
 	// Country is the ISO 3166 alpha-2 code of the local number plan (GB,
 	// US, CA, DE, FR, IE, NL, BE, ES, IT, AT or CH): national numbers
-	// ("020 7946 0000") are read with it. Default: policy.country; with
-	// neither, only international forms (+44…, 00 44…) are numbers and
-	// national forms are invalid.
+	// ("020 7946 0000") are read with it. Default: policy.country, else
+	// the rule file's country; with none, only international forms
+	// (+44…, 00 44…) are numbers and national forms are invalid.
 	Country string `yaml:"country"`
 	// TrunkPrefix is the national (trunk) prefix, digits. Default: the
 	// country's (0; 1 in US and CA; none in ES and IT).
