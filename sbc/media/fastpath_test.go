@@ -236,7 +236,10 @@ func TestFastPathRefused(t *testing.T) {
 }
 
 func TestFastPathLease(t *testing.T) {
-	defer func(d time.Duration) { fastLease = d }(fastLease)
+	// Restored after the Manager is closed (cleanups run last first):
+	// its readers read the lease.
+	old := fastLease
+	t.Cleanup(func() { fastLease = old })
 	fastLease = 400 * time.Millisecond
 	f := newFakeFast()
 	m := newTestManager(t, func(c *Config) { c.FastPath = f })
