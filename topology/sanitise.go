@@ -82,6 +82,18 @@ func (p *Policy) outsideHeader(name, v, selfHost string, selfPort int) (string, 
 		// Call-IDs of the inside's dialogs: nothing the outside can use.
 		p.note(item, Removed, v)
 		return "", false
+	case "retry-after":
+		// RFC 3261 20.33: delta-seconds, a free-text comment, parameters;
+		// only the seconds and their duration cross.
+		nv, ok := scrubRetryAfter(v)
+		if !ok {
+			p.note(item, Removed, v)
+			return "", false
+		}
+		if nv != v {
+			p.note(item, Rewritten, v)
+		}
+		return nv, true
 	case "refer-to", "referred-by", "p-asserted-identity", "diversion", "history-info":
 		nv, ok := p.rewriteAddrs(v, selfHost, selfPort, name == "refer-to")
 		if !ok {
@@ -146,6 +158,27 @@ func scrubReason(v string) (string, bool) {
 		out = append(out, val)
 	}
 	return strings.Join(out, ", "), len(out) > 0
+}
+
+// scrubRetryAfter keeps the delta-seconds of a Retry-After and its
+// duration parameter: the comment is free text.
+func scrubRetryAfter(v string) (string, bool) {
+	v = strings.TrimSpace(v)
+	end := 0
+	for end < len(v) && v[end] >= '0' && v[end] <= '9' {
+		end++
+	}
+	secs := v[:end]
+	if !isDigits(secs) {
+		return "", false
+	}
+	for _, prm := range splitParams(v[end:])[1:] {
+		k, pv, _ := strings.Cut(prm, "=")
+		if strings.EqualFold(strings.TrimSpace(k), "duration") && isDigits(strings.TrimSpace(pv)) {
+			return secs + ";duration=" + strings.TrimSpace(pv), true
+		}
+	}
+	return secs, true
 }
 
 // scrubWarning keeps the code of each warning: the SBC becomes the agent

@@ -115,6 +115,8 @@ func TestFreeTextHeaders(t *testing.T) {
 		{"Subject dropped", map[string]string{"subject": TextDrop}, "Subject: Quarterly review", ""},
 		{"Organization scrubbed", nil, "Organization: FreePBX Inc", ""},
 		{"In-Reply-To never crosses", nil, "In-Reply-To: 70710@pbx", ""},
+		{"Retry-After loses its comment", nil, "Retry-After: 5 (Asterisk restart);duration=60", "Retry-After: 5;duration=60"},
+		{"Retry-After without seconds", nil, "Retry-After: soon", ""},
 		{"any other value naming the inside", nil, "Allow-Events: talk, x10.0.0.10", ""},
 		{"percent-encoded", nil, "Date: 192%2E168%2E1%2E1", ""},
 	} {
