@@ -58,7 +58,7 @@ func outboundFilter(topo *topology.Policy) func(netip.AddrPort, []byte) ([]byte,
 
 // buildMedia makes the media relay from the media section, deriving the
 // bind and advertised addresses from the listeners when not configured.
-func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, report *topology.Report, log *slog.Logger) (*media.Manager, error) {
+func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, report *topology.Report, fp media.FastPath, log *slog.Logger) (*media.Manager, error) {
 	if cfg.Mode != config.MediaRelay {
 		return nil, nil
 	}
@@ -102,6 +102,8 @@ func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, rep
 		// and guarded like SIP.
 		OnRTCP:    report.RTCP,
 		GuardRTCP: topo.GuardRTCP,
+		// Latched RTP in the kernel (media.fastpath); nil: userspace.
+		FastPath: fp,
 	})
 }
 

@@ -72,6 +72,11 @@ var (
 	dMediaPorts    = desc("sipwall_media_ports", "Relay ports bound, by state: in_use (held by calls) or warm (idle, kept for reuse).", "state")
 	dMediaBinds    = desc("sipwall_media_binds_total", "Relay port pairs bound.")
 	dMediaReused   = desc("sipwall_media_reused_total", "Relay port pairs handed to a new call without a new bind.")
+	dMediaFastUp   = desc("sipwall_media_fastpath_up", "1 while the media fast path (media.fastpath) is attached, 0 when it was wanted but could not load or attach (the relay then carries media in userspace).")
+	dMediaFastStr  = desc("sipwall_media_fastpath_streams", "Streams whose RTP the kernel forwards now.")
+	dMediaFastPkts = desc("sipwall_media_fastpath_packets_total", "RTP packets forwarded by the kernel (part of sipwall_media_packets_total).")
+	dMediaFastErrs = desc("sipwall_media_fastpath_errors_total", "Kernel routes refused or not removed (those streams stay in userspace).")
+	dMediaFastDec  = desc("sipwall_media_fastpath_decisions_total", "Datagrams to a relay RTP socket with a kernel route, by what the kernel did: forward, or passed to the relay (source, expired, shape, not-rtp, rtcp, local, mtu), or error (dropped).", "reason")
 	dLeaks         = desc("sipwall_topology_leaks_total", "The leak report: items of messages and RTCP toward the outside that topology hiding rewrote or removed, or the guard found naming the inside, by item (a header, reason-phrase, display-name, uri-user, uri-param, uri-header, header-param, request-uri, sipfrag, body, sdp:<attribute or line>, rtcp:<item>, from a fixed set) and action (rewritten, removed, guard_stripped, guard_replaced, guard_blocked, guard_logged).", "item", "action")
 	dSharedUp      = desc("sipwall_store_shared_up", "1 while the shared store (store.backend redis) answers, else 0.")
 	dSharedErrors  = desc("sipwall_store_shared_errors_total", "Shared store commands that failed.")
@@ -83,7 +88,8 @@ var (
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dEdgeTx, dEdge, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
-		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
+		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused,
+		dMediaFastUp, dMediaFastStr, dMediaFastPkts, dMediaFastErrs, dMediaFastDec, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
 	}
 }
@@ -232,6 +238,19 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 		gauge(ch, dMediaPorts, float64(ms.PortsWarm), "warm")
 		counter(ch, dMediaBinds, float64(ms.Binds))
 		counter(ch, dMediaReused, float64(ms.Reused))
+		if up, ok := a.fast.up(); ok {
+			gauge(ch, dMediaFastUp, up)
+			gauge(ch, dMediaFastStr, float64(ms.FastPathStreams))
+			counter(ch, dMediaFastPkts, float64(ms.FastPathPackets))
+			counter(ch, dMediaFastErrs, float64(ms.FastPathErrors))
+			if a.fast.path != nil {
+				if fc, err := a.fast.path.Counters(); err == nil {
+					for r, v := range fc {
+						counter(ch, dMediaFastDec, float64(v), bpf.MediaReason(r).String())
+					}
+				}
+			}
+		}
 	}
 	if a.shared != nil {
 		st := a.shared.Stats()

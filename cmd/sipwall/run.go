@@ -165,6 +165,7 @@ type app struct {
 	pool   *upstream.Pool
 	sec    *security
 	relay  *media.Manager // nil with media.mode off
+	fast   *mediaFast     // the relay's kernel fast path (media.fastpath)
 	// leaks is the leak report of topology hiding (metrics).
 	leaks  *topology.Report
 	shared *cluster.Client // nil with store.backend embedded
@@ -222,6 +223,7 @@ func (a *app) stop() {
 	if a.relay != nil {
 		a.relay.Close()
 	}
+	a.fast.close()
 	a.pf.close()
 	if a.hep != nil {
 		a.hep.Close()
@@ -430,10 +432,12 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			return nil, err
 		}
 	}
-	relay, err := buildMedia(cfg.Media, srv.Listeners(), topo, leaks, log)
+	fast := openMediaFast(cfg, log)
+	relay, err := buildMedia(cfg.Media, srv.Listeners(), topo, leaks, fast.fastPath(), log)
 	if err != nil {
 		cancel()
 		srv.Close()
+		fast.close()
 		pf.close()
 		return nil, err
 	}
@@ -469,6 +473,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		if relay != nil {
 			relay.Close()
 		}
+		fast.close()
 		pf.close()
 	}
 	chain, err := sbc.BuildChain(layers)
@@ -477,7 +482,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		return nil, err
 	}
 	srv.SetChain(chain)
-	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, leaks: leaks, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
+	a := &app{server: srv, b2b: b2b, reg: reg, pool: pool, sec: sec, relay: relay, fast: fast, leaks: leaks, pol: pol, fraud: fraud, rulesFile: cfg.Rules.File,
 		cfgRealm: cfg.Auth.Realm, pf: pf, certs: certs, cancel: cancel, metrics: m, hep: hepx, cfg: cfg, targets: targets, outbound: outbound, started: time.Now(), decisions: decisions, policyMode: cfg.Policy.Mode}
 	m.a = a
 	if a.admin, err = startAdmin(cfg, a, log); err != nil {

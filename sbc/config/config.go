@@ -404,6 +404,11 @@ type Media struct {
 	Inactivity Duration `yaml:"inactivity"`
 	// MaxSessions bounds the calls with relayed media. Default 10000.
 	MaxSessions int `yaml:"max_sessions"`
+	// FastPath forwards the RTP of latched streams in the kernel (a TC
+	// program on prefilter.interfaces): tc (always; falls back to
+	// userspace, loudly, when it cannot load or attach), auto (default:
+	// as tc when prefilter.mode is xdp, else off) or off.
+	FastPath string `yaml:"fastpath"`
 }
 
 // Dialplan says how a destination named by an outside party (the

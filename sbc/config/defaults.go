@@ -59,6 +59,7 @@ const (
 	defaultMediaPortMax      = 44999
 	defaultMediaInactivity   = 60 * time.Second
 	defaultMediaMaxSessions  = 10000
+	defaultMediaFastPath     = MediaFastAuto
 	defaultPolicyMode        = PolicyEnforce
 	defaultPolicyQuery       = "data.sipwall.decision"
 	defaultPolicyTimeout     = 50 * time.Millisecond
@@ -250,6 +251,7 @@ func (m *Media) applyDefaults() {
 	setDefault(&m.PortMax, defaultMediaPortMax)
 	setDefault(&m.Inactivity, Duration(defaultMediaInactivity))
 	setDefault(&m.MaxSessions, defaultMediaMaxSessions)
+	setDefault(&m.FastPath, defaultMediaFastPath)
 }
 
 func (t *TLS) applyDefaults() {

@@ -30,6 +30,8 @@ func TestProblems(t *testing.T) {
 		{"tls crl without ca", "tls:\n  crl_file: x.crl\n", 2, "tls.crl_file", "needs tls.client_ca"},
 		{"tcp and tls on one port", "listen:\n  - {transport: tcp, addr: \"0.0.0.0:5061\"}\n  - {transport: tls, addr: \"0.0.0.0:5061\"}\ntls: {cert_file: a, key_file: b}\n", 3, "listen[1].addr", "duplicate listener"},
 		{"prefilter xdp without interfaces", "prefilter:\n  mode: xdp\n", 2, "prefilter.mode", "mode xdp needs at least one NIC in prefilter.interfaces"},
+		{"media fastpath tc without interfaces", "media:\n  fastpath: tc\n", 2, "media.fastpath", "fastpath tc needs the NICs media arrives on in prefilter.interfaces"},
+		{"media fastpath value", "media:\n  fastpath: xdp\n", 2, "media.fastpath", "is not one of auto, tc, off"},
 		{"prefilter bad network", "prefilter:\n  deny: [10.0.0.0/33]\n", 2, "prefilter.deny[0]", `"10.0.0.0/33" is not an IP network`},
 		{"prefilter rate without burst", "prefilter:\n  rates:\n    junk: {rate: 3, burst: 0}\n", 3, "prefilter.rates.junk.burst", "must be 1 to 10000000 packets when prefilter.rates.junk.rate is set"},
 		{"prefilter share", "prefilter:\n  verified_share: 120\n", 2, "prefilter.verified_share", "from 0 to 100"},

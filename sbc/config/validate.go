@@ -77,6 +77,10 @@ const (
 
 	MediaRelay = "relay"
 	MediaOff   = "off"
+
+	MediaFastTC   = "tc"
+	MediaFastAuto = "auto"
+	MediaFastOff  = "off"
 )
 
 var (
@@ -84,6 +88,7 @@ var (
 	textModes      = []string{TextKeep, TextScrub, TextDrop}
 	displayModes   = []string{TextScrub, TextDrop}
 	mediaModes     = []string{MediaRelay, MediaOff}
+	mediaFastPaths = []string{MediaFastAuto, MediaFastTC, MediaFastOff}
 	prefilterModes = []string{PrefilterXDP, PrefilterUserspace, PrefilterOff}
 	tlsVersions    = []string{"1.2", "1.3"}
 )
@@ -204,6 +209,7 @@ func (c *Config) problems() []Problem {
 		ch.fail(ch.pos.written("auth.mode", "policy.mode"), "with auth.mode off the built-in policy refuses every untrusted request from outside; set policy.dir to a policy of yours, or policy.mode to off or shadow")
 	}
 	ch.prefilter(c.Prefilter)
+	ch.mediaFastPath(c.Media, c.Prefilter)
 	ch.tls(c.TLS, c.Listen, c.Upstreams)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
@@ -644,6 +650,14 @@ func (ch *checker) media(m Media) {
 	}
 	ch.nonNegative("media.inactivity", m.Inactivity)
 	ch.atLeast("media.max_sessions", m.MaxSessions, 1)
+}
+
+// mediaFastPath checks media.fastpath: tc attaches to the prefilter's
+// interfaces, so it needs some.
+func (ch *checker) mediaFastPath(m Media, p Prefilter) {
+	if ch.oneOf("media.fastpath", m.FastPath, mediaFastPaths) && m.FastPath == MediaFastTC && len(p.Interfaces) == 0 {
+		ch.fail(ch.pos.written("prefilter.interfaces", "media.fastpath"), "fastpath tc needs the NICs media arrives on in prefilter.interfaces")
+	}
 }
 
 var tlsURI = regexp.MustCompile(`(?i);transport=tls(;|$)`)
