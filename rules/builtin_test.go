@@ -247,3 +247,14 @@ func TestSameNumberSameVerdict(t *testing.T) {
 		t.Error(err)
 	}
 }
+
+func TestEngineBuiltin(t *testing.T) {
+	h := builtinHarness(t, "")
+	if !h.e.Builtin() {
+		t.Error("Builtin() false with the built-in rules")
+	}
+	h.e.Swap(mustParse(t, ruleFile("- {name: r, measure: calls_per_minute, critical: 3}")))
+	if h.e.Builtin() {
+		t.Error("Builtin() true after a swap to a file alone")
+	}
+}

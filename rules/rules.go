@@ -288,6 +288,16 @@ func (e *Engine) load() error {
 	})
 }
 
+// Builtin reports whether the rules in force include the built-in ones.
+func (e *Engine) Builtin() bool {
+	for _, s := range e.rs.Load().Sets {
+		if s.builtin {
+			return true
+		}
+	}
+	return false
+}
+
 // Swap replaces the rules atomically. Counters are keyed by "<set>/<rule>"
 // and survive a reload of rules with the same names.
 func (e *Engine) Swap(rs *RuleSet) {

@@ -706,6 +706,7 @@ type statusData struct {
 	Policy       any
 	PolicyError  string
 	RulesFile    string
+	RulesBuiltin bool
 	Rules        any
 	RulesReload  *rulesRecord
 	LastReload   *reloadRecord
@@ -716,7 +717,7 @@ type statusData struct {
 
 func (c *console) status(w http.ResponseWriter, r *http.Request) {
 	a := c.s.a
-	d := statusData{PolicyMode: a.policyMode, RulesFile: a.rulesFile, RulesReload: a.lastRules.Load(),
+	d := statusData{PolicyMode: a.policyMode, RulesFile: a.rulesFile, RulesBuiltin: a.fraud != nil && a.fraud.Builtin(), RulesReload: a.lastRules.Load(),
 		LastReload: a.lastReload.Load(), ConfigFile: a.cfgPath, DecisionSize: a.decisions.Size(), Decisions: a.decisions.Total()}
 	if a.pol != nil {
 		ps := a.pol.Status()

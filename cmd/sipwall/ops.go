@@ -105,7 +105,7 @@ func (a *app) status() map[string]any {
 		out["policy"] = p
 	}
 	if a.fraud != nil {
-		out["rules"] = map[string]any{"file": a.rulesFile, "builtin": a.cfg.Rules.Builtin, "blocked_accounts": a.fraud.Stats().BlockedAccounts}
+		out["rules"] = map[string]any{"file": a.rulesFile, "builtin": a.fraud.Builtin(), "blocked_accounts": a.fraud.Stats().BlockedAccounts}
 	}
 	return out
 }
@@ -164,7 +164,8 @@ func (a *app) reload(log *slog.Logger) (res reloadResult) {
 	var rs *rules.RuleSet
 	if a.fraud != nil {
 		var err error
-		if rs, err = loadRules(a.rulesFile, a.cfg.Rules.Builtin); err != nil {
+		// What is in force: rules.* changes wait for a restart.
+		if rs, err = loadRules(a.rulesFile, a.fraud.Builtin()); err != nil {
 			return fail("rule file "+a.rulesFile, err)
 		}
 	}
