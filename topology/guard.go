@@ -79,9 +79,10 @@ func isAddrByte(c byte) bool {
 }
 
 // scan4 finds an inside IPv4 address in a run of digits and dots: every
-// four consecutive dot-separated groups, the first taken by any of its
-// last one to three digits and the last by any of its first one to three
-// ("110.0.0.101" holds 10.0.0.10). Octets may have leading zeros.
+// four consecutive dot-separated groups; an outer group that is not an
+// octet ("5123" in "10.0.0.5123") is also read by its last (first) one
+// to three digits, a whole octet only whole (127.0.0.32 is not
+// 127.0.0.3). Octets may have leading zeros.
 func (p *Policy) scan4(run []byte) (netip.Addr, bool) {
 	if bytes.Count(run, []byte(".")) < 3 {
 		return netip.Addr{}, false

@@ -2,6 +2,7 @@ package topology
 
 import (
 	"net/netip"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -304,4 +305,72 @@ func TestSipfragPhrase(t *testing.T) {
 	if got := string(p.Body(ToOutside, "message/sipfrag", []byte("SIP/2.0 180 Ringing\r\n"))); got != "SIP/2.0 180 Ringing\r\n" {
 		t.Errorf("clean sipfrag = %q", got)
 	}
+}
+
+// FuzzSanitise: whatever a header value or an SDP body holds, what the
+// sanitisers let out toward the outside names no inside address or name
+// (a Refer-To's Replaces aside: the B2BUA maps it), has no free text where
+// the policy says scrub, and SDP keeps only allowed attributes.
+func FuzzSanitise(f *testing.F) {
+	f.Add(`"Asterisk" <sip:100@10.0.0.10;x=pbx.corp.local?Replaces=a%3Bto-tag%3D1%3Bfrom-tag%3D2&X=1>;p=10%2E0.0.10`,
+		"v=0\r\ns=x\r\na=tool:y\r\na=rtpmap:0 PCMU/8000\r\ni=10.0.0.10\r\n")
+	f.Add(`SIP;cause=486;text="pbx.corp.local", Q.850 ;cause=16`, "a=candidate:1 1 UDP 1 192.168.1.9 5 typ host\n")
+	f.Add(`399 pbx "x", 2`, "")
+	f.Add("5 (comment);duration=60", "o=asterisk 1 1 IN IP4 10.0.0.10\r\n")
+	p, err := New(Config{
+		InternalNets:  []netip.Prefix{netip.MustParsePrefix("192.168.0.0/16")},
+		InternalNames: []string{"pbx.corp.local"},
+	}, func(a netip.Addr) bool { return a == netip.MustParseAddr("10.0.0.10") })
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, v, sdp string) {
+		for _, name := range []string{"referred-by", "p-asserted-identity", "diversion", "history-info", "subject", "allow-events"} {
+			if out, ok := p.outsideHeader(name, v, "203.0.113.1", 5060); ok {
+				if leak, found := p.Scan([]byte(out)); found {
+					t.Fatalf("%s: %q became %q, naming %q", name, v, out, leak)
+				}
+			}
+		}
+		if out, ok := p.outsideHeader("refer-to", v, "203.0.113.1", 5060); ok {
+			var u sip.Uri
+			if s, e, ok := uriSpan(out); ok && sip.ParseUri(out[s:e], &u) == nil && p.InternalHost(u.Host) {
+				t.Fatalf("Refer-To %q became %q, naming an inside host", v, out)
+			}
+		}
+		if out, ok := scrubReason(v); ok && (strings.Contains(out, "text") || strings.Contains(out, `"`)) {
+			t.Fatalf("Reason %q scrubbed to %q", v, out)
+		}
+		if out, ok := scrubWarning(v, "203.0.113.1", 5060); ok {
+			for _, w := range splitTopLevel(out) {
+				code, rest, _ := strings.Cut(w, " ")
+				n, _ := strconv.Atoi(code)
+				if rest != `203.0.113.1:5060 "`+warningTexts[n]+`"` && rest != `203.0.113.1:5060 "`+warningTexts[399]+`"` {
+					t.Fatalf("Warning %q scrubbed to %q", v, out)
+				}
+			}
+		}
+		if out, ok := scrubRetryAfter(v); ok && strings.ContainsAny(out, "( )") {
+			t.Fatalf("Retry-After %q scrubbed to %q", v, out)
+		}
+		body := string(p.outsideSDP([]byte(sdp)))
+		for ln := range strings.SplitSeq(strings.TrimSuffix(body, "\r\n"), "\r\n") {
+			if len(ln) < 2 || ln[1] != '=' {
+				continue
+			}
+			switch ln[0] {
+			case 'i', 'u', 'e', 'p':
+				t.Fatalf("SDP %q kept %q", sdp, ln)
+			case 's':
+				if ln != "s=-" {
+					t.Fatalf("SDP %q kept %q", sdp, ln)
+				}
+			case 'a':
+				name, val, _ := strings.Cut(ln[2:], ":")
+				if !p.sdpAllowed(name) || p.leaks(val) {
+					t.Fatalf("SDP %q kept %q", sdp, ln)
+				}
+			}
+		}
+	})
 }
