@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cilium/ebpf"
 
@@ -316,5 +317,90 @@ func TestRouteEgress(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestMediaLoopbackInPlace runs the program on the loopback device of a
+// namespace with real sockets: RTP from the phone to the relay's socket
+// is rewritten in place and delivered to the PBX's socket, from the
+// relay's other socket, which never sees it; other sources still reach
+// the relay's socket. IPv4 and IPv6.
+func TestMediaLoopbackInPlace(t *testing.T) {
+	lab := netlab.New(t)
+	var p *MediaPath
+	if err := lab.Do(func() (err error) {
+		p, err = OpenMedia(MediaOptions{Interfaces: []string{"lo"}, PortMin: 40000, PortMax: 40099})
+		return err
+	}); err != nil {
+		t.Fatalf("media fast path on lo in %s: %v", lab.NS, err)
+	}
+	defer p.Close()
+	for _, c := range []struct {
+		name                          string
+		relayOut, relayIn, phone, pbx netip.AddrPort
+	}{
+		{"ipv4", mLoRelayOut, mLoRelayIn, mLoPhone, mLoPBX},
+		{"ipv6", netip.MustParseAddrPort("[::1]:40020"), netip.MustParseAddrPort("[::1]:40022"),
+			netip.MustParseAddrPort("[::1]:30000"), netip.MustParseAddrPort("[::1]:30002")},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			socks := map[netip.AddrPort]*net.UDPConn{}
+			if err := lab.Do(func() error {
+				for _, ap := range []netip.AddrPort{c.relayOut, c.relayIn, c.phone, c.pbx} {
+					s, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(ap))
+					if err != nil {
+						return err
+					}
+					socks[ap] = s
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			defer func() {
+				for _, s := range socks {
+					s.Close()
+				}
+			}()
+			for local, r := range map[netip.AddrPort]MediaRoute{
+				c.relayOut: {Peer: c.phone, Src: c.relayIn, Dst: c.pbx},
+				c.relayIn:  {Peer: c.pbx, Src: c.relayOut, Dst: c.phone},
+			} {
+				if err := p.put(local, r, MediaEgress{Local: true}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			defer p.Delete(c.relayOut)
+			defer p.Delete(c.relayIn)
+			recv := func(s *net.UDPConn) ([]byte, netip.AddrPort, error) {
+				buf := make([]byte, 2048)
+				s.SetReadDeadline(time.Now().Add(time.Second))
+				n, from, err := s.ReadFromUDPAddrPort(buf)
+				return buf[:n], netip.AddrPortFrom(from.Addr().Unmap(), from.Port()), err
+			}
+			for i, d := range []struct{ from, to, via, src netip.AddrPort }{
+				{c.phone, c.pbx, c.relayOut, c.relayIn},
+				{c.pbx, c.phone, c.relayIn, c.relayOut},
+			} {
+				pkt := rtpPacket(byte(i), 172)
+				if _, err := socks[d.from].WriteToUDPAddrPort(pkt, d.via); err != nil {
+					t.Fatal(err)
+				}
+				got, from, err := recv(socks[d.to])
+				if err != nil || !bytes.Equal(got, pkt) || from != d.src {
+					t.Fatalf("%s -> %s: %d bytes from %s (%v), want %d from %s", d.from, d.to, len(got), from, err, len(pkt), d.src)
+				}
+			}
+			if st, _ := p.Stats(c.relayOut); st.Packets != 1 || st.Bytes != 172 {
+				t.Fatalf("stats %+v, want 1 packet of 172 bytes", st)
+			}
+			// Another source is passed up: the relay's socket reads it.
+			if _, err := socks[c.pbx].WriteToUDPAddrPort(rtpPacket(9, 40), c.relayOut); err != nil {
+				t.Fatal(err)
+			}
+			if got, from, err := recv(socks[c.relayOut]); err != nil || from != c.pbx || len(got) != 40 {
+				t.Fatalf("relay socket: %d bytes from %s (%v), want the PBX's 40", len(got), from, err)
+			}
+		})
 	}
 }

@@ -3,8 +3,10 @@
 package bpf
 
 import (
+	"io"
 	"log/slog"
 	"net/netip"
+	"time"
 )
 
 // DefaultMediaRoutes is the capacity of the route map when
@@ -34,3 +36,8 @@ func (*MediaPath) Stats(netip.AddrPort) (MediaStats, error) { return MediaStats{
 func (*MediaPath) Counters() (MediaCounters, error)         { return MediaCounters{}, ErrNotSupported }
 func (*MediaPath) Interfaces() []string                     { return nil }
 func (*MediaPath) Close() error                             { return nil }
+
+// EnableRunStats fails: no BPF here.
+func EnableRunStats() (io.Closer, error) { return nil, ErrNotSupported }
+
+func (*MediaPath) RunStats() (uint64, time.Duration, error) { return 0, 0, ErrNotSupported }
