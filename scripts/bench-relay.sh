@@ -12,6 +12,26 @@
 # /proc/PID/stat, in CLK_TCK ticks) is read before and after the send run,
 # so the generator's CPU is not counted. Both share the machine's CPUs.
 #
+# Modes (MODES), each a fresh serve process per rate:
+#   userspace  the relay's sockets carry every packet (the default relay)
+#   fastpath   the kernel fast path (bpf/media.c, TC on loopback): after the
+#              first packet each way latches, the TC program forwards in
+#              place; serve counts the program's own run time with the
+#              kernel's BPF run statistics (prog ns)
+#   direct     no relay: phones and PBXs send to each other (the baseline)
+# As root (needed for fastpath) everything runs in a network namespace made
+# for the run (its own loopback, nothing else on it), deleted at exit.
+# After the table, per rate, one line each:
+#   relay_ns_per_pkt userspace=U fastpath=F
+#     U: the relay's CPU per relayed packet (serve's utime+stime);
+#     F: the same with the fast path, plus the program's run time: the
+#        kernel forwards in the sender's softirq, charged to the generator,
+#        so serve's CPU alone would flatter it;
+#   relay_extra_ns_per_pkt userspace=U fastpath=F (with direct)
+#     serve's and the generator's CPU minus the generator's in the direct
+#     run, per packet: all the CPU relaying adds, noisier (the generator's
+#     CPU varies from run to run on a shared machine).
+#
 # Columns:
 #   offered pps        aggregate rate asked of the generator (both
 #                      directions, all calls); STREAMS*100 is G.711 at
@@ -29,6 +49,9 @@
 #   UDP rcvbuf errors  host-wide /proc/net/snmp Udp RcvbufErrors during
 #                      the run: datagrams lost to full socket buffers
 #                      (relay's or generator's), the usual cause of loss
+#   generator CPU-s    the generator's own CPU over its send window
+#   kernel fwd         packets the fast path forwarded / BPF program ns
+#                      per run
 #
 # Environment:
 #   STREAMS=100          calls (one audio stream, four relay sockets each)
@@ -38,6 +61,7 @@
 #   SENDERS=1            sending goroutines of the generator
 #   PORT_MIN=42000       first relay port (the range is sized to STREAMS)
 #   PEER_PORT_MIN=30000  first RTP port of the phones and the PBX
+#   MODES                "direct userspace fastpath" as root, else "userspace"
 #   BENCH_KEEP=1         keep the work directory (serve and send output)
 #
 # The table goes to stdout and is appended to
@@ -55,6 +79,24 @@ DURATION=${DURATION:-10}
 SENDERS=${SENDERS:-1}
 PORT_MIN=${PORT_MIN:-42000}
 PEER_PORT_MIN=${PEER_PORT_MIN:-30000}
+if [ "$(id -u)" = 0 ]; then
+	MODES=${MODES:-direct userspace fastpath}
+else
+	MODES=${MODES:-userspace}
+fi
+for m in $MODES; do
+	case $m in
+	direct | userspace) ;;
+	fastpath) [ "$(id -u)" = 0 ] || {
+		echo "bench-relay: mode fastpath needs root" >&2
+		exit 2
+	} ;;
+	*)
+		echo "bench-relay: unknown mode $m (direct, userspace, fastpath)" >&2
+		exit 2
+		;;
+	esac
+done
 
 is_uint() { [[ $1 =~ ^[0-9]+$ ]]; }
 for v in STREAMS DURATION SENDERS PORT_MIN PEER_PORT_MIN; do
@@ -94,7 +136,19 @@ pids=()
 bench_name=bench-relay
 # shellcheck source=scripts/bench-lib.sh
 . "$root/scripts/bench-lib.sh"
-trap bench_cleanup EXIT
+netns=""
+in_ns=()
+cleanup() {
+	bench_cleanup
+	[ -z "$netns" ] || ip netns del "$netns" 2>/dev/null || true
+}
+trap cleanup EXIT
+if [ "$(id -u)" = 0 ] && command -v ip >/dev/null; then
+	netns="swbench-relay-$$"
+	ip netns add "$netns"
+	ip -n "$netns" link set lo up
+	in_ns=(ip netns exec "$netns")
+fi
 
 echo "== bench-relay: building bench/relayload"
 version=${BENCH_VERSION:-$(git describe --always --dirty 2>/dev/null || echo dev)}
@@ -104,15 +158,22 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
 machine="$(nproc) CPUs, ${cpu_model:-unknown}"
 
 rows=""
+summary=""
 for rate in $PPS_LIST; do
-	echo "== bench-relay: $STREAMS calls, $rate packets/s for ${DURATION}s"
-	sout="$work/serve-$rate.out"
+declare -A ns_pkt=() extra_pkt=() gen_cpu=()
+for mode in $MODES; do
+	echo "== bench-relay: $mode, $STREAMS calls, $rate packets/s for ${DURATION}s"
+	sout="$work/serve-$rate-$mode.out"
+	serve_flags=()
+	[ "$mode" = fastpath ] && serve_flags=(-fastpath)
+	send_flags=()
+	[ "$mode" = direct ] && send_flags=(-direct)
 	# serve's own deadline ends it if this script cannot; timeout(1) is
 	# the backstop.
-	timeout $((DURATION + 90)) "$work/relayload" serve -streams "$STREAMS" \
+	timeout $((DURATION + 90)) "${in_ns[@]}" "$work/relayload" serve -streams "$STREAMS" \
 		-addr "$RELAY_IP" -outside-peer "$PHONE_IP" -inside-peer "$PBX_IP" \
 		-port-min "$PORT_MIN" -port-max "$PORT_MAX" -peer-port-min "$PEER_PORT_MIN" \
-		-deadline "$((DURATION + 60))s" >"$sout" 2>"$work/serve-$rate.err" &
+		-deadline "$((DURATION + 60))s" "${serve_flags[@]}" >"$sout" 2>"$work/serve-$rate-$mode.err" &
 	tpid=$!
 	pids+=("$tpid")
 	for _ in $(seq 1 300); do
@@ -122,7 +183,7 @@ for rate in $PPS_LIST; do
 	done
 	if ! grep -qx ready "$sout" 2>/dev/null; then
 		echo "bench-relay: serve did not get ready" >&2
-		cat "$work/serve-$rate.err" >&2
+		cat "$work/serve-$rate-$mode.err" >&2
 		exit 1
 	fi
 	# timeout(1) is serve's parent: measure serve itself (it prints its pid).
@@ -130,23 +191,23 @@ for rate in $PPS_LIST; do
 	pids+=("$rpid")
 
 	load_before=$(cut -d' ' -f1 /proc/loadavg)
-	rcvbuf_before=$(udp_rcvbuf_errors)
+	rcvbuf_before=$(udp_rcvbuf_errors "$netns")
 	ticks_before=$(cpu_ticks "$rpid")
 	send_rc=0
-	timeout $((DURATION + 30)) "$work/relayload" send -pps "$rate" -duration "${DURATION}s" \
-		-senders "$SENDERS" -streams-file "$sout" \
-		>"$work/send-$rate.out" 2>"$work/send-$rate.err" || send_rc=$?
+	timeout $((DURATION + 30)) "${in_ns[@]}" "$work/relayload" send -pps "$rate" -duration "${DURATION}s" \
+		-senders "$SENDERS" -streams-file "$sout" "${send_flags[@]}" \
+		>"$work/send-$rate-$mode.out" 2>"$work/send-$rate-$mode.err" || send_rc=$?
 	if ! kill -0 "$rpid" 2>/dev/null; then
 		echo "bench-relay: serve died during the run" >&2
-		cat "$work/serve-$rate.err" >&2
+		cat "$work/serve-$rate-$mode.err" >&2
 		exit 1
 	fi
 	ticks_after=$(cpu_ticks "$rpid")
-	rcvbuf_after=$(udp_rcvbuf_errors)
+	rcvbuf_after=$(udp_rcvbuf_errors "$netns")
 	load_after=$(cut -d' ' -f1 /proc/loadavg)
 	if [ "$send_rc" != 0 ]; then
 		echo "bench-relay: send failed (exit $send_rc)" >&2
-		cat "$work/send-$rate.err" >&2
+		cat "$work/send-$rate-$mode.err" >&2
 		exit 1
 	fi
 
@@ -160,14 +221,27 @@ for rate in $PPS_LIST; do
 	pids=() # both have exited: nothing of this rate left to kill
 	if ! grep -q '^packets ' "$sout"; then
 		echo "bench-relay: serve printed no stats" >&2
-		cat "$work/serve-$rate.err" >&2
+		cat "$work/serve-$rate-$mode.err" >&2
 		exit 1
 	fi
 
-	so="$work/send-$rate.out"
+	so="$work/send-$rate-$mode.out"
 	relayed=$(kv "$sout" packets)
 	drops=$(kv "$sout" dropped)
-	row=$(awk -v offered="$rate" -v sent_pps="$(kv "$so" sent_pps)" -v recv_pps="$(kv "$so" received_pps)" \
+	if [ "$mode" = direct ]; then
+		relayed=$(kv "$so" received) # no relay: the packets delivered
+	fi
+	prog_ns=$(kv "$sout" prog_ns)
+	fast_pkts=$(kv "$sout" fastpath_packets)
+	gen_cpu[$mode]=$(kv "$so" cpu_s)
+	ns_pkt[$mode]=$(awk -v t=$((ticks_after - ticks_before)) -v clk="$clk" -v p="${prog_ns:-0}" -v n="$relayed" \
+		'BEGIN { if (n > 0) printf "%.0f", (t / clk * 1e9 + p) / n; else print "n/a" }')
+	extra_pkt[$mode]=$(awk -v t=$((ticks_after - ticks_before)) -v clk="$clk" -v g="${gen_cpu[$mode]}" -v d="${gen_cpu[direct]:-}" -v n="$relayed" \
+		'BEGIN { if (n > 0 && d != "") printf "%.0f", (t / clk + g - d) * 1e9 / n; else print "n/a" }')
+	fwd="–"
+	[ "$mode" = fastpath ] && fwd=$(awk -v f="${fast_pkts:-0}" -v p="${prog_ns:-0}" -v r="$(kv "$sout" prog_runs)" \
+		'BEGIN { printf "%d / %s ns", f, (r > 0 ? sprintf("%.0f", p / r) : "n/a") }')
+	row=$(awk -v mode="$mode" -v gen="${gen_cpu[$mode]}" -v fwd="$fwd" -v offered="$rate" -v sent_pps="$(kv "$so" sent_pps)" -v recv_pps="$(kv "$so" received_pps)" \
 		-v loss="$(kv "$so" loss_pct)" -v window="$(kv "$so" window_s)" \
 		-v ticks=$((ticks_after - ticks_before)) -v clk="$clk" -v relayed="$relayed" \
 		-v p50="$(kv "$so" latency_p50_us)" -v p99="$(kv "$so" latency_p99_us)" \
@@ -178,18 +252,28 @@ for rate in $PPS_LIST; do
 			pct = (window > 0 ? 100 * cpu / window : 0)
 			per_cpu = (cpu > 0 ? sprintf("%.0f", relayed / cpu) : "n/a (under one tick)")
 			ns = (relayed > 0 ? sprintf("%.0f", cpu * 1e9 / relayed) : "n/a")
-			printf "| %d | %.0f | %.0f | %.3f | %.1f | %s | %s | %.0f / %.0f µs | %d | %d | %s | %s |\n",
-				offered, sent_pps, recv_pps, loss, pct, per_cpu, ns, p50, p99, drops, rcvbuf, machine, load
+			printf "| %s | %d | %.0f | %.0f | %.3f | %.1f | %s | %s | %.0f / %.0f µs | %d | %d | %.2f | %s | %s | %s |\n",
+				mode, offered, sent_pps, recv_pps, loss, pct, per_cpu, ns, p50, p99, drops, rcvbuf, gen, fwd, machine, load
 		}')
 	rows+=$row$'\n'
 	echo "$row"
+done
+line="relay_ns_per_pkt userspace=${ns_pkt[userspace]:-n/a} fastpath=${ns_pkt[fastpath]:-n/a} (rate $rate)"
+summary+=$line$'\n'
+echo "$line"
+if [ -n "${gen_cpu[direct]:-}" ]; then
+	line="relay_extra_ns_per_pkt userspace=${extra_pkt[userspace]:-n/a} fastpath=${extra_pkt[fastpath]:-n/a} (rate $rate)"
+	summary+=$line$'\n'
+	echo "$line"
+fi
+unset ns_pkt extra_pkt gen_cpu
 done
 
 now=$(date -u +%Y-%m-%dT%H:%M:%SZ)
 table=$(
 	cat <<MD
-| offered pps | sent pps | relayed pps | loss % | relay CPU % of one core | relayed packets per CPU-second | ns CPU per packet | latency p50 / p99 | relay drops | UDP rcvbuf errors | machine | load average (1 min) before / after |
-| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |
+| mode | offered pps | sent pps | relayed pps | loss % | relay CPU % of one core | relayed packets per CPU-second | ns CPU per packet | latency p50 / p99 | relay drops | UDP rcvbuf errors | generator CPU-s | kernel fwd / prog ns | machine | load average (1 min) before / after |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- |
 ${rows%$'\n'}
 MD
 )
@@ -199,12 +283,14 @@ echo
 echo "## $heading"
 echo
 echo "$table"
+echo
+printf '%s' "$summary"
 
 mkdir -p bench/results
 out="bench/results/relay-$(date -u +%Y-%m-%d).md"
 if [ ! -f "$out" ]; then
 	printf '# sipwall media relay bench results, %s\n\nWritten by scripts/bench-relay.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
 fi
-printf '\n## %s\n\n%s\n' "$heading" "$table" >>"$out"
+printf '\n## %s\n\n%s\n\n```\n%s```\n' "$heading" "$table" "$summary" >>"$out"
 echo
 echo "bench-relay: appended to $out"

@@ -23,6 +23,11 @@
 // the relay ports parsed out of the rewritten SDP bodies. It then relays
 // until SIGTERM or SIGINT or -deadline, prints the Manager's Stats as
 // "key value" lines (packets, bytes, dropped_<reason>...) and exits.
+// With -fastpath (root) the relay has the kernel fast path
+// (bpf.OpenMedia on -fastpath-dev, loopback by default): once a call has
+// latched both ways its RTP is forwarded by the TC program, and serve
+// also prints fastpath_packets and the program's own run time
+// (prog_runs, prog_ns, counted with the kernel's BPF run statistics).
 //
 // send reads those lines (-streams-file, "-" for stdin) and, per stream,
 // binds the phone's socket on <outside peer>:<outside peer port> and the
@@ -35,7 +40,12 @@
 // -duration. Each socket's reader counts what arrives from the relay port
 // it expects; after -drain the sockets close. It prints "key value" lines:
 // sent, received, loss, the achieved rates and the latency through the
-// relay (each payload carries its send time).
+// relay (each payload carries its send time), and cpu_s, its own CPU time
+// (user and system) from the start of sending to the end of the drain:
+// with the fast path the kernel forwards in the sender's context, so the
+// relay's cost shows there. With -direct the phones and the PBXs send to
+// each other, not through the relay: the same packets and sockets, the
+// baseline that relaying adds to.
 //
 // Exit status: 0 on success (send: even with loss), 2 on a usage or setup
 // error.
@@ -62,6 +72,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/sipwall/sipwall/bpf"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/media"
 	"github.com/sipwall/sipwall/sbc/media/sdp"
@@ -119,6 +130,8 @@ func serve(args []string) error {
 	inside := fs.String("inside-peer", "127.0.0.6", "address of the PBX (inside peer) written in the answers")
 	peerPort := fs.Int("peer-port-min", 30000, "RTP port of call 0 at both peers; call i uses this + 2i (RTCP + 1)")
 	deadline := fs.Duration("deadline", 120*time.Second, "exit after this long even without a signal")
+	fast := fs.Bool("fastpath", false, "forward latched RTP in the kernel (TC program on -fastpath-dev; needs root)")
+	fastDev := fs.String("fastpath-dev", "lo", "interface the fast path attaches to")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -168,11 +181,30 @@ func serve(args []string) error {
 		}
 	}
 
-	m, err := media.New(media.Config{External: ext, Internal: in, PortMin: *portMin, PortMax: *portMax, MaxSessions: *streams})
+	mc := media.Config{External: ext, Internal: in, PortMin: *portMin, PortMax: *portMax, MaxSessions: *streams}
+	var fp *bpf.MediaPath
+	if *fast {
+		if fp, err = bpf.OpenMedia(bpf.MediaOptions{Interfaces: []string{*fastDev}, PortMin: uint16(*portMin), PortMax: uint16(*portMax)}); err != nil {
+			return fmt.Errorf("serve: fast path: %w", err)
+		}
+		defer fp.Close()
+		stats, err := bpf.EnableRunStats()
+		if err != nil {
+			return fmt.Errorf("serve: BPF run statistics: %w", err)
+		}
+		defer stats.Close()
+		mc.FastPath = fp
+	}
+	m, err := media.New(mc)
 	if err != nil {
 		return err
 	}
 	defer m.Close()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	ctx, cancel := context.WithTimeout(ctx, *deadline)
+	defer cancel()
+	go m.Run(ctx, func(string) {}) // renews the kernel routes' leases
 
 	out := bufio.NewWriter(os.Stdout)
 	fmt.Fprintf(out, "pid %d\naddrs %s %s %s %s\n", os.Getpid(), ext, in, phone, pbx)
@@ -202,10 +234,6 @@ func serve(args []string) error {
 		return err
 	}
 
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-	defer stop()
-	ctx, cancel := context.WithTimeout(ctx, *deadline)
-	defer cancel()
 	<-ctx.Done()
 
 	st := m.Stats()
@@ -223,6 +251,13 @@ func serve(args []string) error {
 		fmt.Fprintf(out, "dropped_%s %d\n", strings.ReplaceAll(r, "-", "_"), st.Dropped[r])
 	}
 	fmt.Fprintf(out, "full %d\nno_ports %d\nbind_failures %d\n", st.Full, st.NoPorts, st.BindFailures)
+	fmt.Fprintf(out, "fastpath_streams %d\nfastpath_packets %d\nfastpath_errors %d\n", st.FastPathStreams, st.FastPathPackets, st.FastPathErrors)
+	if fp != nil {
+		runs, total, err := fp.RunStats()
+		if err == nil {
+			fmt.Fprintf(out, "prog_runs %d\nprog_ns %d\n", runs, total.Nanoseconds())
+		}
+	}
 	return out.Flush()
 }
 
@@ -356,6 +391,7 @@ func send(args []string) error {
 	drain := fs.Duration("drain", 500*time.Millisecond, "how long to wait for packets after the last send")
 	senders := fs.Int("senders", 1, "sending goroutines, each pacing its share of the sockets")
 	rcvbuf := fs.Int("rcvbuf", 1<<20, "receive buffer of each generator socket, bytes (0: system default)")
+	direct := fs.Bool("direct", false, "phones and PBXs send to each other, not through the relay (the baseline)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -387,10 +423,15 @@ func send(args []string) error {
 		}
 	}()
 	for i, s := range set.streams {
-		for _, e := range []*endpoint{
+		pair := []*endpoint{
 			{dst: netip.AddrPortFrom(set.ext, uint16(s.extPort)), out: true},
 			{dst: netip.AddrPortFrom(set.in, uint16(s.inPort))},
-		} {
+		}
+		if *direct {
+			pair[0].dst = netip.AddrPortFrom(set.pbx, uint16(s.pbxPort))
+			pair[1].dst = netip.AddrPortFrom(set.phone, uint16(s.phonePort))
+		}
+		for _, e := range pair {
 			local := netip.AddrPortFrom(set.pbx, uint16(s.pbxPort))
 			if e.out {
 				local = netip.AddrPortFrom(set.phone, uint16(s.phonePort))
@@ -409,6 +450,7 @@ func send(args []string) error {
 		}
 	}
 
+	cpu0 := cpuTime()
 	start := time.Now()
 	var readers sync.WaitGroup
 	for _, e := range eps {
@@ -439,6 +481,7 @@ func send(args []string) error {
 		e.conn.Close()
 	}
 	readers.Wait()
+	cpu := cpuTime() - cpu0
 
 	var sent, sendErrs, recv, stray [2]uint64 // [0] outside to inside, [1] inside to outside
 	lat := make([]uint64, nBuckets)
@@ -467,6 +510,7 @@ func send(args []string) error {
 	fmt.Printf("received %d\nreceived_out_in %d\nreceived_in_out %d\nstray %d\n", totalRecv, recv[0], recv[1], stray[0]+stray[1])
 	fmt.Printf("lost %d\nloss_pct %.3f\n", totalSent-min(totalSent, totalRecv), loss)
 	fmt.Printf("sent_pps %.0f\nreceived_pps %.0f\n", float64(totalSent)/secs, float64(totalRecv)/secs)
+	fmt.Printf("cpu_s %.3f\n", cpu.Seconds())
 	fmt.Printf("latency_p50_us %.1f\nlatency_p99_us %.1f\nlatency_p999_us %.1f\nlatency_max_us %.1f\n",
 		quantile(lat, 0.5), quantile(lat, 0.99), quantile(lat, 0.999), quantile(lat, 1))
 	return nil
@@ -506,6 +550,15 @@ func pace(eps []*endpoint, rate float64, start time.Time, duration time.Duration
 		}
 		time.Sleep(step)
 	}
+}
+
+// cpuTime is the process's CPU time so far, user and system.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 // packet fills buf's RTP header and the send time for e's next packet.
