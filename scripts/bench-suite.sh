@@ -262,6 +262,11 @@ if has_part relay && [ -f scripts/bench-relay.sh ]; then
 	relay_out="$work/relay.md"
 	PPS_LIST="${RELAY_PPS:-10000 40000 80000}" bash scripts/bench-relay.sh >"$relay_out" 2>>"$log" || true
 	relay_table=$(last_table "$relay_out")
+	# relay_ns_per_pkt userspace=… fastpath=… (and the differential), per rate.
+	relay_lines=$(grep -E '^relay_(extra_)?ns_per_pkt ' "$relay_out" || true)
+	if [ -n "$relay_lines" ]; then
+		relay_table=$relay_table$'\n\n```\n'$relay_lines$'\n```'
+	fi
 fi
 
 xdp_table=""
