@@ -17,6 +17,7 @@
 package dialplan
 
 import (
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -119,8 +120,8 @@ func (p *Plan) Parse(raw string) Number {
 	}
 	s := raw
 	if strings.IndexByte(s, '%') >= 0 {
-		d, ok := unescape(s)
-		if !ok {
+		d, err := url.PathUnescape(s)
+		if err != nil {
 			return n.invalid("bad percent-encoding")
 		}
 		s = d
@@ -453,40 +454,6 @@ func param(params [][2]string, name string) (string, bool) {
 		}
 	}
 	return "", false
-}
-
-// unescape decodes %XX once; a broken escape is not ok.
-func unescape(s string) (string, bool) {
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+2 >= len(s) {
-			return "", false
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return "", false
-		}
-		b.WriteByte(hi<<4 | lo)
-		i += 2
-	}
-	return b.String(), true
-}
-
-func unhex(c byte) (byte, bool) {
-	switch {
-	case c >= '0' && c <= '9':
-		return c - '0', true
-	case c >= 'a' && c <= 'f':
-		return c - 'a' + 10, true
-	case c >= 'A' && c <= 'F':
-		return c - 'A' + 10, true
-	}
-	return 0, false
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }

@@ -2,6 +2,7 @@ package b2bua
 
 import (
 	"errors"
+	"net/url"
 	"strings"
 
 	"github.com/emiago/sipgo/sip"
@@ -356,9 +357,9 @@ func referToReplaces(v string) (string, bool, error) {
 		if found {
 			return "", false, errReplaces
 		}
-		dec, err := unescape(value)
+		dec, err := url.PathUnescape(value)
 		if err != nil {
-			return "", false, err
+			return "", false, errReplaces
 		}
 		found, val = true, dec
 	}
@@ -409,31 +410,6 @@ func isHvalueChar(c byte) bool {
 		return true
 	}
 	return strings.IndexByte("-_.!~*'()[]/?:+$", c) >= 0
-}
-
-// unescape decodes %XX escapes; a broken escape is an error.
-func unescape(s string) (string, error) {
-	if !strings.Contains(s, "%") {
-		return s, nil
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+2 >= len(s) {
-			return "", errReplaces
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return "", errReplaces
-		}
-		b.WriteByte(hi<<4 | lo)
-		i += 2
-	}
-	return b.String(), nil
 }
 
 func unhex(c byte) (byte, bool) {

@@ -1,6 +1,7 @@
 package b2bua
 
 import (
+	"net/url"
 	"testing"
 
 	"github.com/sipwall/sipwall/sbc"
@@ -112,7 +113,7 @@ func TestEscape(t *testing.T) {
 	if got := escape(in); got != want {
 		t.Errorf("escape = %q, want %q", got, want)
 	}
-	if back, err := unescape(want); err != nil || back != in {
+	if back, err := url.PathUnescape(want); err != nil || back != in {
 		t.Errorf("unescape = %q, %v; want %q", back, err, in)
 	}
 }
