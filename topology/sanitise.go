@@ -1,6 +1,7 @@
 package topology
 
 import (
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -350,8 +351,8 @@ func (p *Policy) outsideURI(u sip.Uri, selfHost string, selfPort int, referTo bo
 // uriHeader decides one header of a URI (RFC 3261 19.1.1: name=value,
 // percent-encoded), decoded, sanitised and encoded again.
 func (p *Policy) uriHeader(name, raw string, referTo bool) (string, bool) {
-	v, ok := unescape(raw)
-	if !ok {
+	v, err := url.PathUnescape(raw)
+	if err != nil {
 		return "", false
 	}
 	switch strings.ToLower(name) {
@@ -445,31 +446,6 @@ func escape(s string) string {
 		b.WriteByte(hex[c&15])
 	}
 	return b.String()
-}
-
-// unescape decodes %XX escapes; false for a broken one.
-func unescape(s string) (string, bool) {
-	if !strings.Contains(s, "%") {
-		return s, true
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] != '%' {
-			b.WriteByte(s[i])
-			continue
-		}
-		if i+2 >= len(s) {
-			return "", false
-		}
-		hi, ok1 := unhex(s[i+1])
-		lo, ok2 := unhex(s[i+2])
-		if !ok1 || !ok2 {
-			return "", false
-		}
-		b.WriteByte(hi<<4 | lo)
-		i += 2
-	}
-	return b.String(), true
 }
 
 func unhex(c byte) (byte, bool) {
