@@ -205,7 +205,11 @@ func (e *edge) findCancel(c *sip.Request, f *flow) *edgeTx {
 	}
 	key.method = string(sip.INVITE)
 	tx := e.lookup(key)
-	if tx == nil || !sameDialogOf(tx.req, c) || c.To().Params.Has("tag") != tx.req.To().Params.Has("tag") {
+	if tx == nil {
+		e.cancelsRefused.Add(1)
+		return nil
+	}
+	if d := tx.dialog(); !d.matches(c) || c.To().Params.Has("tag") != d.toTagged {
 		e.cancelsRefused.Add(1)
 		return nil
 	}

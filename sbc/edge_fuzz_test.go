@@ -117,8 +117,11 @@ func (h *edgeHarness) op(kind byte, src, n, cseq int) {
 		h.mu.Lock()
 		tx := h.pending[itoa(src)+"|"+call]
 		h.mu.Unlock()
-		if tx != nil {
-			_ = tx.Respond(sip.NewResponseFromRequest(tx.req, 486, "Busy Here", nil))
+		if tx == nil {
+			return
+		}
+		if req := tx.request(); req != nil { // nil: answered already
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 486, "Busy Here", nil))
 		}
 		return
 	}

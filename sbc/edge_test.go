@@ -402,3 +402,43 @@ func firstLine(m string) string {
 	line, _, _ := strings.Cut(m, "\r\n")
 	return line
 }
+
+// An ACK for a final non-2xx that races the end of its transaction (the
+// dispatch ending a stateless answer's transaction, Timer H) never revives
+// it: ending it twice closed Done twice, a panic on a timer's goroutine
+// that took the whole process down. Over a stream Timer I is 0, so a
+// revived transaction ends again at once.
+func TestEdgeAckRacingTheEnd(t *testing.T) {
+	parse := func(m string) *sip.Request {
+		msg, err := sip.ParseMessage([]byte(m))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return msg.(*sip.Request)
+	}
+	inv := parse(request("INVITE", "127.0.0.2", 5070, "z9hG4bK-race", "race", 1))
+	ack := parse(strings.Replace(request("ACK", "127.0.0.2", 5070, "z9hG4bK-race", "race", 1),
+		"To: <sip:1000@127.0.0.1>", "To: <sip:1000@127.0.0.1>;tag=t-race", 1))
+	e := newEdge(nil, 0)
+	f := &flow{transport: "tcp", write: func([]byte) error { return nil }}
+	for range 20000 {
+		tx := newEdgeTx(e, txKey{}, inv, f)
+		res := sip.NewResponseFromRequest(inv, 407, "Proxy Authentication Required", nil)
+		res.To().Params.Add("tag", "t-race")
+		if err := tx.respond(res, true); err != nil {
+			t.Fatal(err)
+		}
+		var wg sync.WaitGroup
+		wg.Add(2)
+		start := make(chan struct{})
+		go func() { defer wg.Done(); <-start; tx.terminate(nil) }()
+		go func() { defer wg.Done(); <-start; tx.ack(ack) }()
+		close(start)
+		wg.Wait()
+		select {
+		case <-tx.Done():
+		case <-time.After(5 * time.Second):
+			t.Fatal("transaction not ended")
+		}
+	}
+}

@@ -49,10 +49,15 @@ const (
 // sip.ServerTransaction for the layers (the B2BUA sees CANCEL and ACKs
 // through it) and answers retransmissions of its request itself.
 type edgeTx struct {
-	e      *edge
-	key    txKey
-	keyed  bool // in the table (stateless answers never are)
+	e     *edge
+	key   txKey
+	keyed bool // in the table (stateless answers never are)
+	// req is the request until its final response; then nil, and id
+	// keeps what matches an ACK or a CANCEL to it. Read both under mu
+	// (request, dialog) on any goroutine but the one running the chain.
 	req    *sip.Request
+	id     dialogID
+	isAck  bool
 	flow   *flow
 	invite bool
 	size   int // of the request on the wire
@@ -78,10 +83,15 @@ var _ sip.ServerTransaction = (*edgeTx)(nil)
 var errTerminated = errors.New("edge: transaction terminated")
 
 func newEdgeTx(e *edge, key txKey, req *sip.Request, f *flow) *edgeTx {
-	return &edgeTx{
-		e: e, key: key, req: req, flow: f, invite: req.IsInvite(),
-		acks: make(chan *sip.Request, 4), done: make(chan struct{}),
+	tx := &edgeTx{
+		e: e, key: key, req: req, flow: f, invite: req.IsInvite(), isAck: req.IsAck(),
+		done: make(chan struct{}),
 	}
+	if tx.invite {
+		// Only an INVITE's transaction sees ACKs (nil: Acks never yields).
+		tx.acks = make(chan *sip.Request, 4)
+	}
+	return tx
 }
 
 // Respond sends res in the transaction, keeping what the RFC asks: the
@@ -131,6 +141,10 @@ func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
 			tx.state = txCompleted
 			break
 		}
+		// The transaction outlives the request's handling by up to 64×T1
+		// (Timers H, J, RFC 6026 Accepted): at hundreds of calls a second,
+		// keeping whole requests that long was most of the live heap.
+		tx.id, tx.req = dialogOf(tx.req), nil
 		switch {
 		case tx.invite && code < 300:
 			tx.state = txAccepted
@@ -189,7 +203,9 @@ func (tx *edgeTx) armTrying() {
 		return
 	}
 	tx.trying = time.AfterFunc(200*time.Millisecond, func() {
-		_ = tx.Respond(sip.NewResponseFromRequest(tx.req, 100, "Trying", nil))
+		if req := tx.request(); req != nil { // nil: answered meanwhile
+			_ = tx.Respond(sip.NewResponseFromRequest(req, 100, "Trying", nil))
+		}
 	})
 }
 
@@ -211,25 +227,30 @@ func (tx *edgeTx) retransmission() {
 // final non-2xx ends the retransmissions; one for a 2xx (a peer that
 // reuses the INVITE's branch) goes to Acks.
 func (tx *edgeTx) ack(ack *sip.Request) bool {
-	if !sameDialogOf(tx.req, ack) {
-		return false
-	}
 	tx.mu.Lock()
 	state, tag := tx.state, tx.toTag
-	tx.mu.Unlock()
-	if to := ack.To(); to == nil || tag == "" || !hasTag(to.Params, tag) {
+	if !tx.dialogLocked().matches(ack) {
+		tx.mu.Unlock()
 		return false
 	}
-	switch state {
-	case txCompleted:
-		tx.mu.Lock()
+	if to := ack.To(); to == nil || tag == "" || !hasTag(to.Params, tag) {
+		tx.mu.Unlock()
+		return false
+	}
+	if state == txCompleted {
+		// Under the lock that read the state: a transaction that ended
+		// meanwhile (Timer H, another ACK's Timer I) must not be
+		// revived, or it would end twice.
 		tx.state = txConfirmed
 		wait := sip.T4
 		if tx.flow.reliable() {
 			wait = 0
 		}
 		tx.after(wait, func() { tx.terminate(nil) })
-		tx.mu.Unlock()
+	}
+	tx.mu.Unlock()
+	switch state {
+	case txCompleted:
 		return true
 	case txAccepted:
 		select {
@@ -246,12 +267,12 @@ func (tx *edgeTx) ack(ack *sip.Request) bool {
 func (tx *edgeTx) cancel(c *sip.Request) {
 	tx.mu.Lock()
 	pending := tx.state < txCompleted
-	fns := tx.onCancel
+	fns, req := tx.onCancel, tx.req
 	tx.mu.Unlock()
 	if !pending {
 		return
 	}
-	_ = tx.Respond(sip.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil))
+	_ = tx.Respond(sip.NewResponseFromRequest(req, 487, "Request Terminated", nil))
 	for _, f := range fns {
 		f(c)
 	}
@@ -320,36 +341,70 @@ func (tx *edgeTx) terminate(err error) {
 	}
 }
 
-// sameDialogOf reports whether a CANCEL or ACK names the request's
-// transaction by the RFC 3261 9.1 / 17.1.1.3 fields: Call-ID, From tag,
-// CSeq number, and the To URI (the To tag is the caller's to check).
-func sameDialogOf(req, m *sip.Request) bool {
-	rc, mc := req.CallID(), m.CallID()
-	if rc == nil || mc == nil || string(*rc) != string(*mc) {
-		return false
-	}
-	rs, ms := req.CSeq(), m.CSeq()
-	if rs == nil || ms == nil || rs.SeqNo != ms.SeqNo {
-		return false
-	}
-	rf, mf := req.From(), m.From()
-	if rf == nil || mf == nil {
-		return false
-	}
-	rt, _ := rf.Params.Get("tag")
-	if mt, _ := mf.Params.Get("tag"); rt != mt {
-		return false
-	}
-	rto, mto := req.To(), m.To()
-	if rto == nil || mto == nil || !sameURI(rto.Address, mto.Address) {
-		return false
-	}
-	return true
+// request is the transaction's request, nil once it has its final
+// response.
+func (tx *edgeTx) request() *sip.Request {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.req
 }
 
-func sameURI(a, b sip.Uri) bool {
-	return strings.EqualFold(a.Host, b.Host) && a.User == b.User && a.Port == b.Port
+// dialog is what matches an ACK or a CANCEL to the transaction's request.
+func (tx *edgeTx) dialog() dialogID {
+	tx.mu.Lock()
+	defer tx.mu.Unlock()
+	return tx.dialogLocked()
 }
+
+func (tx *edgeTx) dialogLocked() dialogID {
+	if tx.req != nil {
+		return dialogOf(tx.req)
+	}
+	return tx.id
+}
+
+// dialogID is what names a request's transaction to a CANCEL or an ACK
+// (RFC 3261 9.1 / 17.1.1.3): Call-ID, From tag, CSeq number and the To
+// URI; whether the To has a tag tells a CANCEL of a re-INVITE apart.
+type dialogID struct {
+	ok             bool // the request has Call-ID, CSeq, From and To
+	callID         string
+	cseq           uint32
+	fromTag        string
+	toUser, toHost string
+	toPort         int
+	toTagged       bool
+}
+
+func dialogOf(req *sip.Request) dialogID {
+	c, cs, f, t := req.CallID(), req.CSeq(), req.From(), req.To()
+	if c == nil || cs == nil || f == nil || t == nil {
+		return dialogID{}
+	}
+	d := dialogID{ok: true, callID: string(*c), cseq: cs.SeqNo,
+		toUser: t.Address.User, toHost: t.Address.Host, toPort: t.Address.Port, toTagged: t.Params.Has("tag")}
+	d.fromTag, _ = f.Params.Get("tag")
+	return d
+}
+
+// matches reports whether m (a CANCEL or an ACK) names the request of d
+// (the To tag is the caller's to check).
+func (d dialogID) matches(m *sip.Request) bool {
+	c, cs, f, t := m.CallID(), m.CSeq(), m.From(), m.To()
+	if !d.ok || c == nil || cs == nil || f == nil || t == nil {
+		return false
+	}
+	if string(*c) != d.callID || cs.SeqNo != d.cseq {
+		return false
+	}
+	if tag, _ := f.Params.Get("tag"); tag != d.fromTag {
+		return false
+	}
+	return strings.EqualFold(t.Address.Host, d.toHost) && t.Address.User == d.toUser && t.Address.Port == d.toPort
+}
+
+// sameDialogOf reports whether a CANCEL or ACK names req's transaction.
+func sameDialogOf(req, m *sip.Request) bool { return dialogOf(req).matches(m) }
 
 func hasTag(p sip.HeaderParams, tag string) bool {
 	t, ok := p.Get("tag")

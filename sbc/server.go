@@ -820,7 +820,7 @@ func (w *writer) finish() {
 	switch {
 	case w.stateless.Load():
 		tx.terminate(nil)
-	case w.Written() == 0 && ((w.unvouched() && gatekeeper(w.layer.Load())) || tx.req.IsAck()):
+	case w.Written() == 0 && ((w.unvouched() && gatekeeper(w.layer.Load())) || tx.isAck):
 		tx.terminate(nil)
 	case w.Written() == 0:
 		tx.mu.Lock()
@@ -838,15 +838,20 @@ func (w *writer) finish() {
 // was sent and the caller answers 481.
 func MatchCancel(w ResponseWriter) bool {
 	ww, ok := w.(*writer)
-	if !ok || ww.etx == nil || !ww.etx.req.IsCancel() {
+	if !ok || ww.etx == nil {
 		return false
 	}
-	tx := ww.etx.e.findCancel(ww.etx.req, ww.etx.flow)
+	// Taken before the 200 below makes it slim.
+	creq := ww.etx.request()
+	if !creq.IsCancel() {
+		return false
+	}
+	tx := ww.etx.e.findCancel(creq, ww.etx.flow)
 	if tx == nil {
 		return false
 	}
-	_ = w.Respond(sip.NewResponseFromRequest(ww.etx.req, 200, "OK", nil))
-	tx.cancel(ww.etx.req)
+	_ = w.Respond(sip.NewResponseFromRequest(creq, 200, "OK", nil))
+	tx.cancel(creq)
 	return true
 }
 func (w *writer) Tx() sip.ServerTransaction { return w.tx }

@@ -873,18 +873,25 @@ func (b *B2BUA) answered(c *call, r *sbc.Request, w sbc.ResponseWriter, inv *sip
 	if err := w.Respond(out); err != nil {
 		b.log.Debug("relay 2xx failed", "error", err)
 	}
-	b.drainAcks(c, a, tx)
+	b.drainAcks(c, a, tx, acked)
 	b.awaitAck(c, a, cseq, tx, out, acked)
 }
 
 // drainAcks takes ACKs that the transaction layer matched to the INVITE
-// transaction itself (peers that reuse the INVITE's branch).
-func (b *B2BUA) drainAcks(c *call, a *leg, tx sip.ServerTransaction) {
+// transaction itself (peers that reuse the INVITE's branch), until the
+// 2xx is ACKed or the call ends: the transaction lives on for 64×T1 (RFC
+// 6026), and waiting for its end kept a goroutine and the whole call for
+// 32 s after every answered call.
+func (b *B2BUA) drainAcks(c *call, a *leg, tx sip.ServerTransaction, acked <-chan struct{}) {
 	b.spawn(func() {
 		for {
 			select {
 			case ack := <-tx.Acks():
 				b.ack(c, a, ack)
+			case <-acked:
+				return
+			case <-c.ended:
+				return
 			case <-tx.Done():
 				return
 			case <-b.closed:
@@ -1230,7 +1237,7 @@ func (b *B2BUA) inDialog(ctx context.Context, w sbc.ResponseWriter, r *sbc.Reque
 		if err := w.Respond(outRes); err != nil {
 			return sbc.Rejected, err
 		}
-		b.drainAcks(c, from, w.Tx())
+		b.drainAcks(c, from, w.Tx(), acked)
 		b.awaitAck(c, from, cseq, w.Tx(), outRes, acked)
 		return sbc.Forwarded, nil
 	}
