@@ -142,6 +142,7 @@ type Server struct {
 
 	mu        sync.Mutex
 	listeners []*Listener
+	names     []*string // of opts.Chain's layers (chain)
 	// peerCerts maps the transport address of a tls/wss connection whose
 	// peer presented a verified certificate to its *PeerCert.
 	peerCerts sync.Map
@@ -247,15 +248,30 @@ func (s *Server) Client() *sipgo.Client { return s.client }
 
 // SetChain replaces the chain (used once at start and by reloads).
 func (s *Server) SetChain(chain []Handler) {
+	names := layerNames(chain)
 	s.mu.Lock()
-	s.opts.Chain = chain
+	s.opts.Chain, s.names = chain, names
 	s.mu.Unlock()
 }
 
-func (s *Server) chain() []Handler {
+// chain is the chain and its layers' names (for writer.layer, one string
+// per layer instead of one per request and layer).
+func (s *Server) chain() ([]Handler, []*string) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return s.opts.Chain
+	if len(s.names) != len(s.opts.Chain) { // a chain given in Options
+		s.names = layerNames(s.opts.Chain)
+	}
+	return s.opts.Chain, s.names
+}
+
+func layerNames(chain []Handler) []*string {
+	names := make([]*string, len(chain))
+	for i, h := range chain {
+		n := h.Name()
+		names[i] = &n
+	}
+	return names
 }
 
 // Listeners returns the bound listeners.
@@ -540,7 +556,7 @@ func (s *Server) receiveMessage(props sip.TransportReadProps, data []byte) {
 		s.countDrop(wire.ReasonNone)
 		return
 	}
-	f := &flow{transport: strings.ToLower(props.Transport), peer: peer}
+	f := &flow{transport: lowerTransport(props.Transport), peer: peer}
 	switch f.transport {
 	case "udp":
 		pcv, found := s.udpConns.Load(s.udpBound(local))
@@ -725,6 +741,33 @@ type writer struct {
 	stateless atomic.Bool
 	// layer is the chain layer now serving the request ("" at the root).
 	layer atomic.Pointer[string]
+	// sem is the admission semaphore the request holds a slot of, until
+	// release (once).
+	sem  chan struct{}
+	once sync.Once
+}
+
+// release frees the request's admission slot, once.
+func (w *writer) release() {
+	w.once.Do(func() { <-w.sem })
+}
+
+// lowerTransport is strings.ToLower for the transports' names, without
+// an allocation for the usual ones.
+func lowerTransport(t string) string {
+	switch t {
+	case "UDP", "udp":
+		return "udp"
+	case "TCP", "tcp":
+		return "tcp"
+	case "TLS", "tls":
+		return "tls"
+	case "WS", "ws":
+		return "ws"
+	case "WSS", "wss":
+		return "wss"
+	}
+	return strings.ToLower(t)
 }
 
 // gatekeeper reports whether a layer (name, nil for the root) decides
@@ -863,8 +906,8 @@ type releaseKey struct{}
 // it once a call is in the (separately bounded) dialog table, so ringing
 // calls do not hold in-flight slots.
 func ReleaseAdmission(ctx context.Context) {
-	if f, ok := ctx.Value(releaseKey{}).(func()); ok {
-		f()
+	if w, ok := ctx.Value(releaseKey{}).(*writer); ok {
+		w.release()
 	}
 }
 
@@ -890,9 +933,8 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		}
 		return
 	}
-	var once sync.Once
-	release := func() { once.Do(func() { <-s.sem }) }
-	defer release()
+	w.sem = s.sem
+	defer w.release()
 	defer func() {
 		if v := recover(); v != nil {
 			s.Stats.Panics.Add(1)
@@ -900,7 +942,7 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		}
 	}()
 
-	r := &Request{Request: req, Transport: strings.ToLower(req.Transport())}
+	r := &Request{Request: req, Transport: lowerTransport(req.Transport())}
 	w.r = r
 	if et != nil {
 		r.Local = et.flow.local
@@ -920,15 +962,15 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 			r.PeerCert = pc.(*PeerCert)
 		}
 	}
-	ctx := context.WithValue(context.Background(), releaseKey{}, release)
+	ctx := context.WithValue(context.Background(), releaseKey{}, w)
 	if !req.IsInvite() {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, s.opts.RequestTimeout)
 		defer cancel()
 	}
-	for _, h := range s.chain() {
-		name := h.Name()
-		w.layer.Store(&name)
+	chain, names := s.chain()
+	for i, h := range chain {
+		w.layer.Store(names[i])
 		v, err := h.ServeSIP(ctx, w, r)
 		if err != nil {
 			s.Stats.Errors.Add(1)

@@ -149,12 +149,16 @@ func (c *call) end() bool {
 // key indexes a dialog by Call-ID and the tag the SBC chose on that leg.
 func key(callID, localTag string) string { return callID + "\x00" + localTag }
 
+// legKey finds a leg by its dialog identifiers: a struct, so that a
+// lookup builds no string.
+type legKey struct{ callID, localTag string }
+
 // table is the bounded dialog table.
 type table struct {
 	mu    sync.Mutex
 	max   int
 	calls map[uint64]*call
-	byKey map[string]*call
+	byKey map[legKey]*call
 	// byOrigin finds a call by its initial INVITE's Call-ID and From tag,
 	// so a retransmission of that INVITE arriving after its transaction
 	// ended on the 2xx does not become a second call.
@@ -177,7 +181,7 @@ type goneInvite struct {
 }
 
 func newTable(max int) *table {
-	return &table{max: max, calls: map[uint64]*call{}, byKey: map[string]*call{}, byOrigin: map[string]*call{},
+	return &table{max: max, calls: map[uint64]*call{}, byKey: map[legKey]*call{}, byOrigin: map[string]*call{},
 		gone: map[string]goneInvite{}}
 }
 
@@ -242,15 +246,15 @@ func (t *table) add(c *call, origin string, now time.Time) (ok bool, existing *c
 // index makes a leg findable by its dialog identifiers.
 func (t *table) index(c *call, l *leg) {
 	t.mu.Lock()
-	t.byKey[key(l.callID, l.localTag)] = c
+	t.byKey[legKey{l.callID, l.localTag}] = c
 	t.mu.Unlock()
 }
 
 // unindex forgets one leg of c (a failed attempt toward an upstream).
 func (t *table) unindex(c *call, l *leg) {
 	t.mu.Lock()
-	if t.byKey[key(l.callID, l.localTag)] == c {
-		delete(t.byKey, key(l.callID, l.localTag))
+	if k := (legKey{l.callID, l.localTag}); t.byKey[k] == c {
+		delete(t.byKey, k)
 	}
 	t.mu.Unlock()
 }
@@ -258,7 +262,7 @@ func (t *table) unindex(c *call, l *leg) {
 func (t *table) lookup(callID, localTag string) *call {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	return t.byKey[key(callID, localTag)]
+	return t.byKey[legKey{callID, localTag}]
 }
 
 func (t *table) remove(c *call, now time.Time) {
@@ -271,8 +275,8 @@ func (t *table) remove(c *call, now time.Time) {
 	}
 	for _, l := range []*leg{c.a, c.b} {
 		if l != nil {
-			if t.byKey[key(l.callID, l.localTag)] == c {
-				delete(t.byKey, key(l.callID, l.localTag))
+			if k := (legKey{l.callID, l.localTag}); t.byKey[k] == c {
+				delete(t.byKey, k)
 			}
 		}
 	}
