@@ -52,6 +52,9 @@ type Manager struct {
 	// fastErrors counts the routes it refused or did not remove.
 	fastOK     bool
 	fastErrors atomic.Uint64
+	// poll reads every stream's sockets (poll_linux.go); made at the
+	// first stream, closed by Close.
+	poll pollRef
 }
 
 // session is the relay state of one call. Guarded by Manager.mu.
@@ -274,10 +277,9 @@ func (m *Manager) release(streams []*stream, closing bool) {
 		if st == nil {
 			continue
 		}
+		st.stop() // before any close: a polled descriptor must not be reused
 		if closing {
 			st.closeSockets()
-		} else {
-			st.stop()
 		}
 	}
 	now := m.cfg.Now()
@@ -377,6 +379,7 @@ func (m *Manager) Close() {
 		delete(m.sessions, key)
 	}
 	m.release(all, true)
+	m.closePoller()
 	m.pools[0].closeWarm()
 	m.pools[1].closeWarm() // the same pool again when shared: a no-op
 	close(m.done)

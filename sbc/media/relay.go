@@ -34,7 +34,8 @@ type sdpPeer struct {
 	mux    bool              // a=rtcp-mux
 }
 
-// stream is the relay of one m= line: four sockets, four goroutines.
+// stream is the relay of one m= line: four sockets, read by a poller
+// worker (poll_linux.go) or a goroutine each.
 type stream struct {
 	m    *Manager
 	key  string
@@ -57,6 +58,8 @@ type stream struct {
 	secure, mux atomic.Bool
 	// fast is the stream's routes in the kernel fast path (fastpath.go).
 	fast fastState
+	// rd is what reads the sockets (poll_linux.go); set by start.
+	rd readers
 }
 
 // Drop reasons, as indexes of sock.drops.
@@ -105,8 +108,9 @@ func (m *Manager) newStream(key string, cname []byte, now time.Time) (*stream, e
 	return st, nil
 }
 
-// start runs the four readers.
-func (st *stream) start() {
+// startServe runs a reader goroutine per socket (where the sockets are
+// not polled: poll_linux.go).
+func (st *stream) startServe() {
 	for side := range 2 {
 		for kind := range 2 {
 			st.wg.Add(1)
@@ -119,9 +123,9 @@ func (st *stream) start() {
 // writer) at once.
 var past = time.Unix(1, 0)
 
-// stop makes the readers exit without closing the sockets; wg.Wait then
-// waits for them.
-func (st *stream) stop() {
+// stopServe makes the reader goroutines exit without closing the
+// sockets; wg.Wait then waits for them.
+func (st *stream) stopServe() {
 	st.halt.Store(true)
 	for side := range 2 {
 		for kind := range 2 {
@@ -163,20 +167,13 @@ func (st *stream) freePorts() {
 	}
 }
 
-// serve is the hot path: read, check the source against the latch, write
-// to the peer on the other side. No allocation, no lock, no map. RTCP
-// leaving toward the outside is rewritten first (rtcp.go), into a
-// buffer of the reader's own, allocated once, when it first sees RTCP.
+// serve is a reader of its own for one socket, where there is no poller
+// (poll_other.go): read, relayOne, write. No allocation, no lock, no map.
 func (st *stream) serve(in *sock) {
 	defer st.wg.Done()
 	buf := make([]byte, MaxDatagram+1) // one more byte tells a datagram too large
-	other := 1 - in.side
-	from := &st.peer[in.side][in.kind]
-	to := &st.peer[other][in.kind]
-	out := st.sock[other][in.kind].conn
-	toOutside := other == int(sbc.External)
-	var hidden []byte
-	var seen [nRTCPItems]uint32
+	out := st.sock[1-in.side][in.kind].conn
+	var sc scratch
 	for {
 		n, src, err := in.conn.ReadFromUDPAddrPort(buf)
 		if err != nil {
@@ -192,51 +189,9 @@ func (st *stream) serve(in *sock) {
 			in.drops[dropTooLarge].Add(1)
 			continue
 		}
-		if st.stopped.Load() {
-			in.drops[dropStopped].Add(1)
+		pkt, dst, ok := st.relayOne(in, buf[:n], src, &sc)
+		if !ok {
 			continue
-		}
-		src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
-		if p := from.Load(); !p.latched {
-			if !st.m.allowed(in.side, src) {
-				in.drops[dropRefused].Add(1)
-				continue
-			}
-			if !from.CompareAndSwap(p, &peerState{dst: src, latched: true}) {
-				// Re-armed by a new SDP meanwhile; the next packet latches.
-				in.drops[dropUnlatched].Add(1)
-				continue
-			}
-			st.m.log.Debug("media latched", "key", st.key, "side", sbc.Side(in.side), "kind", kindName(in.kind), "peer", src)
-			if in.kind == rtp {
-				st.fastSync(false) // both sides latched: into the kernel
-			}
-		} else if p.dst != src {
-			in.drops[dropUnlatched].Add(1)
-			continue
-		} else if in.kind == rtp && st.fastDue() {
-			st.fastSync(true) // came up as the kernel route's lease runs out
-		}
-		dst := to.Load().dst
-		if !dst.IsValid() {
-			in.drops[dropNoPeer].Add(1)
-			continue
-		}
-		pkt := buf[:n]
-		if toOutside && !st.secure.Load() && (in.kind == rtcp || st.mux.Load() && isRTCP(pkt)) {
-			if hidden == nil {
-				hidden = make([]byte, 2*MaxDatagram)
-			}
-			k, ok := hideRTCP(hidden, pkt, st.cname, &seen)
-			st.m.noteRTCP(&seen)
-			if ok && st.m.cfg.GuardRTCP != nil && !st.m.cfg.GuardRTCP(hidden[:k]) {
-				ok = false
-			}
-			if !ok {
-				in.drops[dropRTCP].Add(1)
-				continue
-			}
-			pkt = hidden[:k]
 		}
 		if _, err := out.WriteToUDPAddrPort(pkt, dst); err != nil {
 			if st.halt.Load() {
@@ -248,6 +203,70 @@ func (st *stream) serve(in *sock) {
 		in.packets.Add(1)
 		in.bytes.Add(uint64(len(pkt)))
 	}
+}
+
+// scratch is a reader's own state for relayOne: the buffer RTCP toward
+// the outside is rewritten into (allocated when the reader first sees
+// RTCP) and what the rewrite changed.
+type scratch struct {
+	hidden []byte
+	seen   [nRTCPItems]uint32
+}
+
+// relayOne is the hot path for one datagram read on in from src: check
+// the source against the latch (latching the first), rewrite RTCP leaving
+// toward the outside (rtcp.go), and return what to send to which peer,
+// from the socket of the same kind on the other side. ok false: dropped,
+// and counted. No allocation, no lock, no map.
+func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch) (out []byte, dst netip.AddrPort, ok bool) {
+	if st.stopped.Load() {
+		in.drops[dropStopped].Add(1)
+		return nil, dst, false
+	}
+	other := 1 - in.side
+	from := &st.peer[in.side][in.kind]
+	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	if p := from.Load(); !p.latched {
+		if !st.m.allowed(in.side, src) {
+			in.drops[dropRefused].Add(1)
+			return nil, dst, false
+		}
+		if !from.CompareAndSwap(p, &peerState{dst: src, latched: true}) {
+			// Re-armed by a new SDP meanwhile; the next packet latches.
+			in.drops[dropUnlatched].Add(1)
+			return nil, dst, false
+		}
+		st.m.log.Debug("media latched", "key", st.key, "side", sbc.Side(in.side), "kind", kindName(in.kind), "peer", src)
+		if in.kind == rtp {
+			st.fastSync(false) // both sides latched: into the kernel
+		}
+	} else if p.dst != src {
+		in.drops[dropUnlatched].Add(1)
+		return nil, dst, false
+	} else if in.kind == rtp && st.fastDue() {
+		st.fastSync(true) // came up as the kernel route's lease runs out
+	}
+	dst = st.peer[other][in.kind].Load().dst
+	if !dst.IsValid() {
+		in.drops[dropNoPeer].Add(1)
+		return nil, dst, false
+	}
+	if other == int(sbc.External) && !st.secure.Load() && (in.kind == rtcp || st.mux.Load() && isRTCP(pkt)) {
+		if sc.hidden == nil {
+			sc.hidden = make([]byte, 2*MaxDatagram)
+		}
+		k, ok := hideRTCP(sc.hidden, pkt, st.cname, &sc.seen)
+		st.m.noteRTCP(&sc.seen)
+		if ok && st.m.cfg.GuardRTCP != nil && !st.m.cfg.GuardRTCP(sc.hidden[:k]) {
+			ok = false
+		}
+		if !ok {
+			in.drops[dropRTCP].Add(1)
+			return nil, dst, false
+		}
+		pkt = sc.hidden[:k]
+	}
+	return pkt, dst, true
 }
 
 // noteRTCP adds what one RTCP packet had changed to the counters, tells
