@@ -294,10 +294,11 @@ func removeAll(res *sip.Response, name string) {
 // is larger goes unanswered until its retransmission adds to the balance
 // (a phone retransmits after T1; a spoofer's victim gains nothing).
 type budget struct {
-	mu  sync.Mutex
-	max int
-	m   map[netip.Addr]*credit
-	now func() time.Time
+	mu     sync.Mutex
+	max    int
+	m      map[netip.Addr]*credit
+	pruned time.Time // last full scan
+	now    func() time.Time
 }
 
 type credit struct {
@@ -323,8 +324,12 @@ func (b *budget) add(ip netip.Addr, n int) {
 	defer b.mu.Unlock()
 	c := b.m[ip]
 	if c == nil {
-		if len(b.m) >= b.max {
+		if len(b.m) >= b.max && now.Sub(b.pruned) >= time.Second {
+			// A full scan at most once a second: new sources beyond the
+			// table are not tracked (their answers must fit their own
+			// request), which a flood of them cannot turn into a cost.
 			b.prune(now)
+			b.pruned = now
 		}
 		if len(b.m) >= b.max {
 			return // untracked: its answers must fit its own request (spend)

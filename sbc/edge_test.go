@@ -442,3 +442,43 @@ func TestEdgeAckRacingTheEnd(t *testing.T) {
 		}
 	}
 }
+
+// A CANCEL that ends the INVITE before the layer asked for OnCancel is
+// still told to it; one that loses against a 2xx runs no callback.
+func TestEdgeCancelBeforeOnCancel(t *testing.T) {
+	s, err := NewServer(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := &flow{transport: "udp", peer: netip.MustParseAddrPort("127.0.0.2:5060"), write: func([]byte) error { return nil }}
+	inv := parseReq(t, request("INVITE", "127.0.0.2", 5060, "z9hG4bK-cb", "call-cb", 1))
+	cancel := parseReq(t, request("CANCEL", "127.0.0.2", 5060, "z9hG4bK-cb", "call-cb", 1))
+
+	tx := newEdgeTx(s.edge, txKey{}, inv, f)
+	_ = tx.Respond(sip.NewResponseFromRequest(inv, 180, "Ringing", nil))
+	tx.cancel(cancel)
+	got := false
+	if !tx.OnCancel(func(*sip.Request) { got = true }) || !got {
+		t.Fatal("OnCancel after the CANCEL did not run")
+	}
+	tx.Terminate()
+
+	tx2 := newEdgeTx(s.edge, txKey{}, inv, f)
+	ran := false
+	tx2.OnCancel(func(*sip.Request) { ran = true })
+	_ = tx2.Respond(sip.NewResponseFromRequest(inv, 200, "OK", nil))
+	tx2.cancel(cancel)
+	if ran {
+		t.Fatal("a CANCEL after the 2xx ran the cancel callbacks")
+	}
+	tx2.Terminate()
+}
+
+func parseReq(t *testing.T, raw string) *sip.Request {
+	t.Helper()
+	m, err := sip.ParseMessage([]byte(raw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.(*sip.Request)
+}

@@ -67,11 +67,15 @@ type edgeTx struct {
 	last     []byte // last response sent, for retransmissions of the request
 	toTag    string // of the final response, for matching its ACK
 	onCancel []sip.FnTxCancel
-	onTerm   []sip.FnTxTerminate
-	timers   []*time.Timer
-	trying   *time.Timer
-	interval time.Duration // Timer G
-	err      error
+	// cancelled is the CANCEL that ended the INVITE with 487; an OnCancel
+	// registered after it runs at once.
+	cancelled *sip.Request
+	final     int // status of the final response sent
+	onTerm    []sip.FnTxTerminate
+	timers    []*time.Timer
+	trying    *time.Timer
+	interval  time.Duration // Timer G
+	err       error
 
 	acks chan *sip.Request
 	done chan struct{}
@@ -123,6 +127,12 @@ func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
 		}
 		tx.state = txProceeding
 		tx.last = data
+		if to := res.To(); to != nil && code > 100 {
+			// The dialog's tag, for a 487 the edge sends on CANCEL.
+			if t, ok := to.Params.Get("tag"); ok && t != "" {
+				tx.toTag = t
+			}
+		}
 	case tx.state == txAccepted:
 		// The TU's retransmission of its 2xx (RFC 6026 7.1).
 		if code >= 300 {
@@ -133,14 +143,17 @@ func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
 		tx.mu.Unlock()
 		return nil // one final response per transaction
 	default:
+		tx.final = code
 		if to := res.To(); to != nil {
 			tx.toTag, _ = to.Params.Get("tag")
 		}
-		tx.last = data
 		if stateless {
+			// Sent once: a retransmission before the transaction is
+			// dropped must not get a copy past the byte budget.
 			tx.state = txCompleted
 			break
 		}
+		tx.last = data
 		// The transaction outlives the request's handling by up to 64×T1
 		// (Timers H, J, RFC 6026 Accepted): at hundreds of calls a second,
 		// keeping whole requests that long was most of the live heap.
@@ -171,6 +184,9 @@ func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
 
 // after runs f after d on the transaction's timers (mu held).
 func (tx *edgeTx) after(d time.Duration, f func()) {
+	if tx.state == txTerminated {
+		return
+	}
 	tx.timers = append(tx.timers, time.AfterFunc(d, f))
 }
 
@@ -227,30 +243,24 @@ func (tx *edgeTx) retransmission() {
 // final non-2xx ends the retransmissions; one for a 2xx (a peer that
 // reuses the INVITE's branch) goes to Acks.
 func (tx *edgeTx) ack(ack *sip.Request) bool {
+	// One lock for the check and the change: a Timer H or Terminate in
+	// between must not bring a terminated transaction back.
 	tx.mu.Lock()
-	state, tag := tx.state, tx.toTag
+	defer tx.mu.Unlock()
 	if !tx.dialogLocked().matches(ack) {
-		tx.mu.Unlock()
 		return false
 	}
-	if to := ack.To(); to == nil || tag == "" || !hasTag(to.Params, tag) {
-		tx.mu.Unlock()
+	if to := ack.To(); to == nil || tx.toTag == "" || !hasTag(to.Params, tx.toTag) {
 		return false
 	}
-	if state == txCompleted {
-		// Under the lock that read the state: a transaction that ended
-		// meanwhile (Timer H, another ACK's Timer I) must not be
-		// revived, or it would end twice.
+	switch tx.state {
+	case txCompleted:
 		tx.state = txConfirmed
 		wait := sip.T4
 		if tx.flow.reliable() {
 			wait = 0
 		}
 		tx.after(wait, func() { tx.terminate(nil) })
-	}
-	tx.mu.Unlock()
-	switch state {
-	case txCompleted:
 		return true
 	case txAccepted:
 		select {
@@ -259,20 +269,33 @@ func (tx *edgeTx) ack(ack *sip.Request) bool {
 		}
 		return true
 	}
-	return state == txConfirmed // a retransmitted ACK
+	return tx.state == txConfirmed // a retransmitted ACK
 }
 
 // cancel applies a CANCEL that matched: 487 for the INVITE if it has no
-// final response yet, then the OnCancel callbacks.
+// final response yet, then the OnCancel callbacks — only if the 487 is the
+// final response (a 2xx sent meanwhile wins, and the call goes on).
 func (tx *edgeTx) cancel(c *sip.Request) {
 	tx.mu.Lock()
-	pending := tx.state < txCompleted
-	fns, req := tx.onCancel, tx.req
-	tx.mu.Unlock()
-	if !pending {
+	if tx.state >= txCompleted || tx.cancelled != nil {
+		tx.mu.Unlock()
 		return
 	}
-	_ = tx.Respond(sip.NewResponseFromRequest(req, 487, "Request Terminated", nil))
+	tx.cancelled = c
+	res := sip.NewResponseFromRequest(tx.req, 487, "Request Terminated", nil)
+	if tx.toTag != "" && res.To() != nil {
+		// The tag of the provisional responses (RFC 3261 8.2.6.2).
+		res.To().Params.Remove("tag")
+		res.To().Params.Add("tag", tx.toTag)
+	}
+	tx.mu.Unlock()
+	_ = tx.Respond(res)
+	tx.mu.Lock()
+	fns, won := tx.onCancel, tx.final == 487
+	tx.mu.Unlock()
+	if !won {
+		return
+	}
 	for _, f := range fns {
 		f(c)
 	}
@@ -284,11 +307,18 @@ func (tx *edgeTx) Acks() <-chan *sip.Request { return tx.acks }
 // OnCancel implements sip.ServerTransaction.
 func (tx *edgeTx) OnCancel(f sip.FnTxCancel) bool {
 	tx.mu.Lock()
-	defer tx.mu.Unlock()
+	if c := tx.cancelled; c != nil && tx.final == 487 {
+		// Cancelled before the layer asked: it learns at once.
+		tx.mu.Unlock()
+		f(c)
+		return true
+	}
 	if tx.state == txTerminated {
+		tx.mu.Unlock()
 		return false
 	}
 	tx.onCancel = append(tx.onCancel, f)
+	tx.mu.Unlock()
 	return true
 }
 

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"errors"
-	"io"
 	"net"
 	"net/netip"
 	"sync"
@@ -151,7 +150,9 @@ func (c *limitConn) Read(b []byte) (int, error) {
 		c.scratch = make([]byte, 16<<10)
 		c.split.ends = make([]int, 0, 4)
 	}
-	for range 1 << 20 {
+	// Bounded: after this many reads that held only requests it returns
+	// no bytes and sipgo, which skips an empty read, calls again.
+	for range 1 << 10 {
 		if len(c.out) > 0 {
 			n := copy(b, c.out)
 			c.out = c.out[n:]
@@ -177,7 +178,7 @@ func (c *limitConn) Read(b []byte) (int, error) {
 			_ = c.Conn.SetReadDeadline(time.Now().Add(c.l.idle))
 		}
 	}
-	return 0, io.ErrNoProgress
+	return 0, nil
 }
 
 // errBrokenStream closes a connection whose bytes are no longer SIP
@@ -230,7 +231,7 @@ func (c *limitConn) message() error {
 		return nil
 	}
 	data := bytes.Clone(m)
-	f := &flow{transport: c.l.transport, local: c.l.local, peer: c.peer, write: c.writeMsg, stream: c}
+	f := &flow{transport: c.l.transport, local: c.l.local, peer: c.peer, write: c.l.edge.s.streamWriter(c.l.transport, c.peer), stream: c}
 	req, err := c.l.edge.s.parseRequest(data, f)
 	if err != nil {
 		c.l.edge.s.countDrop(wire.ReasonNone)
@@ -252,20 +253,8 @@ func (c *limitConn) flush() {
 	}
 }
 
-// writeMsg writes one whole message for the edge.
-func (c *limitConn) writeMsg(b []byte) error {
-	_, err := c.Write(b)
-	return err
-}
-
-// writeWS writes one message for the edge as an unmasked WebSocket text
-// frame (RFC 6455 5.2: a server never masks).
-func (c *limitConn) writeWS(b []byte) error {
-	_, err := c.Write(wsFrame(b))
-	return err
-}
-
-// wsFrame is b in one unmasked WebSocket text frame.
+// wsFrame is b in one unmasked WebSocket text frame (RFC 6455 5.2: a
+// server never masks).
 func wsFrame(b []byte) []byte {
 	var h [10]byte
 	h[0] = 0x81 // FIN, text
@@ -304,12 +293,17 @@ func (c *limitConn) read(b []byte) (int, error) {
 		c.captureRead(b[:n])
 	}
 	if n > 0 {
-		if c.fr.feed(b[:n]) {
-			if c.started.IsZero() {
-				c.started = time.Now()
-			}
-		} else {
+		if c.fr.ends == nil {
+			c.fr.ends = make([]int, 0, 4)
+		}
+		c.fr.ends = c.fr.ends[:0]
+		switch inProgress := c.fr.feed(b[:n]); {
+		case !inProgress:
 			c.started = time.Time{}
+		case c.started.IsZero() || len(c.fr.ends) > 0:
+			// A message that began in this read (one ended before it):
+			// its clock starts now, not with the message before.
+			c.started = time.Now()
 		}
 	}
 	if err != nil && !c.started.IsZero() {

@@ -8,6 +8,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/netip"
@@ -190,6 +191,10 @@ func NewServer(opts Options) (*Server, error) {
 	s.edge = newEdge(s, opts.MaxTransactions)
 
 	tcp := &sip.TransportTCP{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout, DialerCreate: s.dialer}
+	// TLS and WSS get the same deadlines: a peer that stops reading must
+	// not hold a writer (and its admission slot) for ever.
+	tlsT := &sip.TransportTLS{TransportTCP: &sip.TransportTCP{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout, DialerCreate: s.dialer}}
+	wssT := &sip.TransportWSS{TransportWS: &sip.TransportWS{ReadTimeout: opts.IdleTimeout, WriteTimeout: opts.WriteTimeout}}
 	txOpts := []sip.TransactionLayerOption{}
 	if opts.OnUnhandledResponse != nil {
 		txOpts = append(txOpts, sip.WithTransactionLayerUnhandledResponseHandler(opts.OnUnhandledResponse))
@@ -211,7 +216,7 @@ func NewServer(opts Options) (*Server, error) {
 		sipgo.WithUserAgentParser(parser),
 		sipgo.WithUserAgentTransportLayerOptions(
 			sip.WithTransportLayerReadFilter(s.readFilter),
-			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcp}),
+			sip.WithTransportLayerTransports(sip.TransportsConfig{TCP: tcp, TLS: tlsT, WSS: wssT}),
 		),
 		sipgo.WithUserAgentTransactionLayerOptions(txOpts...),
 	)...)
@@ -574,7 +579,7 @@ func (s *Server) receiveMessage(props sip.TransportReadProps, data []byte) {
 			return
 		}
 		f.local, f.stream = c.l.local, c
-		f.write = c.writeWS
+		f.write = s.streamWriter(f.transport, peer)
 	default:
 		s.countDrop(wire.ReasonNone)
 		return
@@ -604,6 +609,26 @@ func (s *Server) parseRequest(data []byte, f *flow) (*sip.Request, error) {
 	req.SetSource(f.peer.String())
 	req.SetDestination(f.local.String())
 	return req, nil
+}
+
+// streamWriter writes the edge's answers on a stream flow through sipgo's
+// own connection for it, which serialises them with sipgo's writes (a
+// WebSocket frame is two writes), frames them for WebSocket and sets the
+// write deadline (limits.tcp.write_timeout): a peer that stops reading
+// makes the write fail, it does not hold the answering goroutine.
+func (s *Server) streamWriter(transport string, peer netip.AddrPort) func([]byte) error {
+	return func(b []byte) error {
+		c, err := s.ua.TransportLayer().GetConnection(transport, peer.String())
+		if err != nil {
+			return err
+		}
+		w, ok := c.(io.Writer)
+		if !ok {
+			return errors.New("edge: connection cannot write")
+		}
+		_, err = w.Write(b)
+		return err
+	}
 }
 
 // reqParser returns the parser for whole requests (it keeps no state
@@ -789,8 +814,17 @@ func (w *writer) Respond(res *sip.Response) error {
 	if w.tx == nil {
 		return errors.New("no transaction to respond in")
 	}
-	if res.StatusCode >= 200 && w.etx != nil && w.unvouched() && gatekeeper(w.layer.Load()) {
-		return w.respondStateless(res)
+	if res.StatusCode >= 200 && w.etx != nil && w.unvouched() {
+		switch {
+		case gatekeeper(w.layer.Load()):
+			return w.respondStateless(res, true)
+		case !w.etx.invite:
+			// Relayed or answered by a forwarding layer for a request
+			// nobody vouched for (auth off, a CANCEL, a stray BYE): sent
+			// once, no transaction held, so such requests cannot fill the
+			// table; an INVITE keeps its transaction (its 2xx and ACK).
+			return w.respondStateless(res, false)
+		}
 	}
 	if res.StatusCode >= 200 {
 		w.written.CompareAndSwap(0, int32(res.StatusCode))
@@ -810,11 +844,16 @@ func (w *writer) unvouched() bool {
 // nothing retransmits it, and over UDP a source is never sent more bytes
 // than its requests brought (cut by fit, else not sent: see budget), so
 // that a forged source address cannot turn the SBC into an amplifier.
-func (w *writer) respondStateless(res *sip.Response) error {
+func (w *writer) respondStateless(res *sip.Response, budgeted bool) error {
 	if !w.written.CompareAndSwap(0, int32(res.StatusCode)) {
 		return nil
 	}
 	e := w.etx.e
+	if !budgeted {
+		e.stateless.Add(1)
+		w.stateless.Store(true)
+		return w.etx.respond(res, true)
+	}
 	if to := res.To(); to != nil && res.StatusCode != 100 {
 		// A short tag: nothing ever refers back to it (the next request
 		// is a new transaction), and every byte counts below.
@@ -863,7 +902,7 @@ func (w *writer) finish() {
 	switch {
 	case w.stateless.Load():
 		tx.terminate(nil)
-	case w.Written() == 0 && ((w.unvouched() && gatekeeper(w.layer.Load())) || tx.isAck):
+	case w.Written() == 0 && (w.unvouched() || tx.isAck):
 		tx.terminate(nil)
 	case w.Written() == 0:
 		tx.mu.Lock()
@@ -924,24 +963,6 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 		// once when nothing was sent or the answer was stateless.
 		defer w.finish()
 	}
-	select {
-	case s.sem <- struct{}{}:
-	default:
-		s.Stats.Overload.Add(1)
-		if !req.IsAck() && sip.IsReliable(req.Transport()) && tx != nil {
-			_ = tx.Respond(sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil))
-		}
-		return
-	}
-	w.sem = s.sem
-	defer w.release()
-	defer func() {
-		if v := recover(); v != nil {
-			s.Stats.Panics.Add(1)
-			s.log.Error("panic in chain", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
-		}
-	}()
-
 	r := &Request{Request: req, Transport: lowerTransport(req.Transport())}
 	w.r = r
 	if et != nil {
@@ -957,6 +978,24 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 	if s.opts.IsInternal != nil && s.opts.IsInternal(r.Peer.Addr()) {
 		r.Side = Internal
 	}
+	select {
+	case s.sem <- struct{}{}:
+	default:
+		s.Stats.Overload.Add(1)
+		if !req.IsAck() && sip.IsReliable(req.Transport()) && tx != nil {
+			_ = w.Respond(sip.NewResponseFromRequest(req, 503, "Service Unavailable", nil))
+		}
+		return
+	}
+	w.sem = s.sem
+	defer w.release()
+	defer func() {
+		if v := recover(); v != nil {
+			s.Stats.Panics.Add(1)
+			s.log.Error("panic in chain", "panic", fmt.Sprint(v), "stack", string(debug.Stack()))
+		}
+	}()
+
 	if r.Transport == "tls" || r.Transport == "wss" {
 		if pc, ok := s.peerCerts.Load(r.Peer); ok {
 			r.PeerCert = pc.(*PeerCert)
@@ -976,7 +1015,7 @@ func (s *Server) dispatch(req *sip.Request, tx sip.ServerTransaction) {
 			s.Stats.Errors.Add(1)
 			s.log.Warn("layer failed", "layer", h.Name(), "method", string(req.Method), "error", err)
 			if w.Written() == 0 && !req.IsAck() && tx != nil {
-				_ = tx.Respond(sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil))
+				_ = w.Respond(sip.NewResponseFromRequest(req, 500, "Server Internal Error", nil))
 			}
 			if r.Why == "" {
 				r.Why = "error"
