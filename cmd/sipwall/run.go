@@ -432,6 +432,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 			return nil, err
 		}
 	}
+	checkDescriptors(cfg, log)
 	fast := openMediaFast(cfg, log)
 	relay, err := buildMedia(cfg.Media, srv.Listeners(), topo, leaks, fast.fastPath(), log)
 	if err != nil {
