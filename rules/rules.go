@@ -882,10 +882,27 @@ func (e *Engine) Ended(id string, answered bool, duration time.Duration) {
 	putApplied(itsp)
 	e.mu.Unlock()
 	if e.opt.Shared != nil {
-		e.drainReleases()
+		// The gauges release lowered and the counts of the call's end, in
+		// one batch.
+		e.mu.Lock()
+		lowered := e.relq
+		e.relq = nil
+		e.mu.Unlock()
+		ops := make([]SharedOp, 0, len(lowered)+len(adds))
+		for _, k := range lowered {
+			ops = append(ops, gaugeOp(k, -1, e.opt.SharedGaugeTTL))
+		}
 		for _, a := range adds {
-			if _, err := e.sharedCount(a.key, now, a.w, rs.Zone, a.delta); err != nil {
-				e.sharedErr("count", err)
+			ops = append(ops, counterOp(a.key, now, a.w, rs.Zone, a.delta))
+		}
+		e.runShared(ops)
+		for i := range ops {
+			if err := ops[i].Err; err != nil {
+				if i < len(lowered) {
+					e.sharedErr("gauge", err)
+				} else {
+					e.sharedErr("count", err)
+				}
 			}
 		}
 	}
@@ -902,13 +919,17 @@ func (e *Engine) Counters(user string) (inProgress, lastMinute int) {
 	now := e.opt.Now()
 	user = cut(user)
 	if e.opt.Shared != nil {
-		n, err := e.opt.Shared.AddGauge(gaugeAccount+user, 0, e.opt.SharedGaugeTTL)
-		var m float64
+		ops := []SharedOp{
+			gaugeOp(gaugeAccount+user, 0, e.opt.SharedGaugeTTL),
+			counterOp("u|"+user, now, perMinute, e.rs.Load().Zone, 0),
+		}
+		e.runShared(ops)
+		err := ops[0].Err
 		if err == nil {
-			m, err = e.sharedCount("u|"+user, now, perMinute, e.rs.Load().Zone, 0)
+			err = ops[1].Err
 		}
 		if err == nil {
-			return int(max(n, 0) + 0.5), int(m + 0.5)
+			return int(max(ops[0].Cur, 0) + 0.5), int(ops[1].estimate(now, perMinute) + 0.5)
 		}
 		e.sharedErr("counters", err)
 	}

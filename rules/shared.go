@@ -32,6 +32,28 @@ type Shared interface {
 	ForEachBlock(fn func(user string, v []byte) error) error
 }
 
+// SharedBatch is a Shared that runs several counter and gauge operations
+// in one round trip (sbc/cluster pipelines them). Check, Ended, Counters
+// and the release of gauges use it when Shared has it; without it they
+// make one call per operation.
+type SharedBatch interface {
+	Batch(ops []SharedOp) error
+}
+
+// SharedOp is one operation of a batch: AddCounter's when End is set,
+// else AddGauge's (kept TTL after the change). The batch fills in Cur
+// (the counter's window, or the gauge), Prev (the counter's previous
+// window) and Err.
+type SharedOp struct {
+	Key                   string
+	Start, End, PrevStart time.Time
+	TTL                   time.Duration
+	Delta                 float64
+
+	Cur, Prev float64
+	Err       error
+}
+
 // DefaultSharedGaugeTTL is how long a calls-in-progress gauge outlives its
 // last change in Shared: the bound on a count a crashed node leaves.
 const DefaultSharedGaugeTTL = 24 * time.Hour
@@ -123,6 +145,17 @@ func windowOf(measure string) window {
 // sharedCount adds delta to key's window in Shared and returns the
 // estimate over the last window, as counter.value does for the local one.
 func (e *Engine) sharedCount(key string, now time.Time, w window, loc *time.Location, delta float64) (float64, error) {
+	ops := []SharedOp{counterOp(key, now, w, loc, delta)}
+	e.runShared(ops)
+	if ops[0].Err != nil {
+		return 0, ops[0].Err
+	}
+	return ops[0].estimate(now, w), nil
+}
+
+// counterOp is the operation that adds delta to key's window at now and
+// reads the window before it.
+func counterOp(key string, now time.Time, w window, loc *time.Location, delta float64) SharedOp {
 	start, end := bounds(now, w, loc)
 	var prevStart time.Time
 	switch w {
@@ -134,11 +167,37 @@ func (e *Engine) sharedCount(key string, now time.Time, w window, loc *time.Loca
 		y, m, d := start.Date()
 		prevStart = time.Date(y, m, d-1, 0, 0, 0, 0, loc)
 	}
-	cur, prev, err := e.opt.Shared.AddCounter(key, start, end, prevStart, delta)
-	if err != nil {
-		return 0, err
+	return SharedOp{Key: key, Start: start, End: end, PrevStart: prevStart, Delta: delta}
+}
+
+// estimate is a counter operation's estimate over the last window.
+func (o *SharedOp) estimate(now time.Time, w window) float64 {
+	return estimate(o.Cur, o.Prev, o.Start, o.End, now, w)
+}
+
+// gaugeOp is the operation that adds delta to a gauge.
+func gaugeOp(key string, delta float64, ttl time.Duration) SharedOp {
+	return SharedOp{Key: key, Delta: delta, TTL: ttl}
+}
+
+// runShared runs ops against Shared: in one round trip when it batches,
+// else one call each. Errors are the operations'.
+func (e *Engine) runShared(ops []SharedOp) {
+	if len(ops) == 0 {
+		return
 	}
-	return estimate(cur, prev, start, end, now, w), nil
+	if b, ok := e.opt.Shared.(SharedBatch); ok {
+		_ = b.Batch(ops)
+		return
+	}
+	for i := range ops {
+		o := &ops[i]
+		if !o.End.IsZero() {
+			o.Cur, o.Prev, o.Err = e.opt.Shared.AddCounter(o.Key, o.Start, o.End, o.PrevStart, o.Delta)
+		} else {
+			o.Cur, o.Err = e.opt.Shared.AddGauge(o.Key, o.Delta, o.TTL)
+		}
+	}
 }
 
 // estimate is counter.value on Shared's counts.
@@ -200,21 +259,29 @@ func (e *Engine) checkShared(c Call, rs *RuleSet, its []applied, acct string, d 
 		sv.block = blockAbsent
 	}
 
-	if n, err := e.sharedCount("u|"+acct, now, perMinute, rs.Zone, 1); err != nil {
-		if fail("count", err) {
-			return sv, v, true
-		}
-	} else {
-		sv.counters["u|"+acct] = n
+	// Everything else in one batch: the account's counter and gauge, then
+	// every counter and gauge of the rules that apply.
+	type use struct {
+		kind    uint8
+		key     string // sv map key
+		w       window
+		partner int // FailedRatio: the other count of the pair, else -1
 	}
+	const (
+		useCount = iota
+		useAccountGauge
+		useRuleGauge
+		useCountry
+	)
+	ops := make([]SharedOp, 0, 2+len(its))
+	uses := make([]use, 0, 2+len(its))
+	add := func(op SharedOp, u use) {
+		ops = append(ops, op)
+		uses = append(uses, u)
+	}
+	add(counterOp("u|"+acct, now, perMinute, rs.Zone, 1), use{kind: useCount, key: "u|" + acct, w: perMinute, partner: -1})
 	if c.ID != "" {
-		if _, err := sh.AddGauge(gaugeAccount+acct, 1, e.opt.SharedGaugeTTL); err != nil {
-			if fail("gauge", err) {
-				return sv, v, true
-			}
-		} else {
-			sv.held = append(sv.held, gaugeAccount+acct)
-		}
+		add(gaugeOp(gaugeAccount+acct, 1, e.opt.SharedGaugeTTL), use{kind: useAccountGauge, key: gaugeAccount + acct, partner: -1})
 	}
 
 	// Countries this node knows are called before need no round trip:
@@ -235,55 +302,26 @@ func (e *Engine) checkShared(c Call, rs *RuleSet, its []applied, acct string, d 
 		e.mu.Unlock()
 	}
 
+	gauged := map[string]bool{}
 	for _, it := range its {
 		r, ck := it.r, it.ck
 		switch r.Measure {
 		case CallsPerMinute, CallsPerDay:
-			n, err := e.sharedCount(ck, now, windowOf(r.Measure), rs.Zone, 1)
-			if err != nil {
-				if fail("count", err) {
-					return sv, v, true
-				}
-				continue
-			}
-			sv.counters[ck] = n
+			w := windowOf(r.Measure)
+			add(counterOp(ck, now, w, rs.Zone, 1), use{kind: useCount, key: ck, w: w, partner: -1})
 		case ShortCalls, MinutesPerDay:
-			n, err := e.sharedCount(ck, now, windowOf(r.Measure), rs.Zone, 0)
-			if err != nil {
-				if fail("count", err) {
-					return sv, v, true
-				}
-				continue
-			}
-			sv.counters[ck] = n
+			w := windowOf(r.Measure)
+			add(counterOp(ck, now, w, rs.Zone, 0), use{kind: useCount, key: ck, w: w, partner: -1})
 		case FailedRatio:
-			t, err := e.sharedCount(ck+"|t", now, perHour, rs.Zone, 0)
-			var f float64
-			if err == nil {
-				f, err = e.sharedCount(ck+"|f", now, perHour, rs.Zone, 0)
-			}
-			if err != nil {
-				if fail("count", err) {
-					return sv, v, true
-				}
-				continue
-			}
-			sv.counters[ck+"|t"], sv.counters[ck+"|f"] = t, f
+			n := len(ops)
+			add(counterOp(ck+"|t", now, perHour, rs.Zone, 0), use{kind: useCount, key: ck + "|t", w: perHour, partner: n + 1})
+			add(counterOp(ck+"|f", now, perHour, rs.Zone, 0), use{kind: useCount, key: ck + "|f", w: perHour, partner: n})
 		case ConcurrentCalls:
-			if _, dup := sv.gauges[ck]; dup {
+			if gauged[ck] {
 				continue
 			}
-			n, err := sh.AddGauge(gaugeRule+ck, 1, e.opt.SharedGaugeTTL)
-			if err != nil {
-				if fail("gauge", err) {
-					return sv, v, true
-				}
-				continue
-			}
-			sv.held = append(sv.held, gaugeRule+ck)
-			// A count a lost Ended left below zero must not hide
-			// this call.
-			sv.gauges[ck] = max(n, 1)
+			gauged[ck] = true
+			add(gaugeOp(gaugeRule+ck, 1, e.opt.SharedGaugeTTL), use{kind: useRuleGauge, key: ck, partner: -1})
 		case NewCountry:
 			if !d.ok {
 				continue
@@ -292,14 +330,52 @@ func (e *Engine) checkShared(c Call, rs *RuleSet, its []applied, acct string, d 
 			if _, known := sv.seen[nk]; known {
 				continue
 			}
-			n, err := sh.AddGauge(gaugeCountry+nk, 0, countryTTL)
-			if err != nil {
-				if fail("country", err) {
-					return sv, v, true
-				}
-				continue
+			sv.seen[nk] = false // asked once, whatever the answer
+			add(gaugeOp(gaugeCountry+nk, 0, countryTTL), use{kind: useCountry, key: nk, partner: -1})
+		}
+	}
+	e.runShared(ops)
+
+	// The gauges raised first: a failure that ends the check lowers them.
+	for i, u := range uses {
+		if ops[i].Err != nil {
+			continue
+		}
+		switch u.kind {
+		case useAccountGauge:
+			sv.held = append(sv.held, u.key)
+		case useRuleGauge:
+			sv.held = append(sv.held, gaugeRule+u.key)
+		}
+	}
+	for i, u := range uses {
+		o := &ops[i]
+		if o.Err != nil {
+			op := "count"
+			switch u.kind {
+			case useAccountGauge, useRuleGauge:
+				op = "gauge"
+			case useCountry:
+				op = "country"
+				delete(sv.seen, u.key)
 			}
-			sv.seen[nk] = n > 0
+			if fail(op, o.Err) {
+				return sv, v, true
+			}
+			continue
+		}
+		switch u.kind {
+		case useCount:
+			if u.partner >= 0 && ops[u.partner].Err != nil {
+				continue // a ratio needs both of its counts
+			}
+			sv.counters[u.key] = o.estimate(now, u.w)
+		case useRuleGauge:
+			// A count a lost Ended left below zero must not hide this
+			// call.
+			sv.gauges[u.key] = max(o.Cur, 1)
+		case useCountry:
+			sv.seen[u.key] = o.Cur > 0
 		}
 	}
 	return sv, v, false
@@ -307,9 +383,14 @@ func (e *Engine) checkShared(c Call, rs *RuleSet, its []applied, acct string, d 
 
 // lower releases gauges this node raised, outside e.mu.
 func (e *Engine) lower(keys []string) {
-	for _, k := range keys {
-		if _, err := e.opt.Shared.AddGauge(k, -1, e.opt.SharedGaugeTTL); err != nil {
-			e.sharedErr("gauge", err)
+	ops := make([]SharedOp, len(keys))
+	for i, k := range keys {
+		ops[i] = gaugeOp(k, -1, e.opt.SharedGaugeTTL)
+	}
+	e.runShared(ops)
+	for i := range ops {
+		if ops[i].Err != nil {
+			e.sharedErr("gauge", ops[i].Err)
 		}
 	}
 }

@@ -417,3 +417,123 @@ func TestSharedRace(t *testing.T) {
 		t.Fatalf("gauge %v after every call ended", g)
 	}
 }
+
+// batchShared is memShared with Batch: it counts the round trips a
+// pipelining Shared (sbc/cluster) would make.
+type batchShared struct {
+	*memShared
+	trips, batches int
+}
+
+func (s *batchShared) trip() {
+	s.mu.Lock()
+	s.trips++
+	s.mu.Unlock()
+}
+
+func (s *batchShared) AddCounter(key string, start, end, prevStart time.Time, delta float64) (float64, float64, error) {
+	s.trip()
+	return s.memShared.AddCounter(key, start, end, prevStart, delta)
+}
+
+func (s *batchShared) AddGauge(key string, delta float64, ttl time.Duration) (float64, error) {
+	s.trip()
+	return s.memShared.AddGauge(key, delta, ttl)
+}
+
+func (s *batchShared) GetBlock(user string) ([]byte, bool, error) {
+	s.trip()
+	return s.memShared.GetBlock(user)
+}
+
+func (s *batchShared) Batch(ops []SharedOp) error {
+	s.mu.Lock()
+	s.trips++
+	s.batches++
+	s.mu.Unlock()
+	for i := range ops {
+		o := &ops[i]
+		if !o.End.IsZero() {
+			o.Cur, o.Prev, o.Err = s.memShared.AddCounter(o.Key, o.Start, o.End, o.PrevStart, o.Delta)
+		} else {
+			o.Cur, o.Err = s.memShared.AddGauge(o.Key, o.Delta, o.TTL)
+		}
+	}
+	return nil
+}
+
+func (s *batchShared) roundTrips() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.trips
+}
+
+// TestSharedBatched: with a Shared that batches, a call costs three round
+// trips whatever the rules (the block, then every counter and gauge of
+// Check at once; Ended's at once), the counters input two, and the counts
+// are the same as one call each.
+func TestSharedBatched(t *testing.T) {
+	const rules = "- {name: r, measure: concurrent_calls, critical: 3, action: reject}\n" +
+		"- {name: m, measure: calls_per_minute, critical: 100, action: reject}\n" +
+		"- {name: d, measure: calls_per_day, critical: 1000, action: reject}\n" +
+		"- {name: f, measure: failed_ratio, critical: 0.9, action: reject}\n" +
+		"- {name: s, measure: short_calls, short_seconds: 10, critical: 100, action: reject}"
+	clk := newClock(monday10)
+	sh := &batchShared{memShared: newMemShared(clk.now)}
+	h := &harness{clk: clk}
+	h.start(t, Options{Rules: mustParse(t, ruleFile(rules)), Shared: sh})
+	before := sh.roundTrips()
+	v, c := h.check()
+	if !v.Allow {
+		t.Fatalf("first call: %+v", v)
+	}
+	if n := sh.roundTrips() - before; n != 2 {
+		t.Errorf("Check: %d round trips, want 2", n)
+	}
+	if g := sh.gauge("g|default/r|alice"); g != 1 {
+		t.Errorf("concurrent gauge %v, want 1", g)
+	}
+	before = sh.roundTrips()
+	if p, m := h.e.Counters("alice"); p != 1 || m != 1 {
+		t.Errorf("counters %d %d, want 1 1", p, m)
+	}
+	if n := sh.roundTrips() - before; n != 1 {
+		t.Errorf("Counters: %d round trips, want 1", n)
+	}
+	before = sh.roundTrips()
+	h.e.Ended(c.ID, true, 3*time.Second)
+	if n := sh.roundTrips() - before; n != 1 {
+		t.Errorf("Ended: %d round trips, want 1", n)
+	}
+	if g, u := sh.gauge("g|default/r|alice"), sh.gauge("g|u|alice"); g != 0 || u != 0 {
+		t.Errorf("gauges %v %v after the call ended, want 0", g, u)
+	}
+	// The short call and the ended call's ratio counts are in Shared.
+	sh.mu.Lock()
+	var short, total float64
+	for k, n := range sh.counters {
+		if strings.HasPrefix(k, "default/s|alice|") {
+			short += n
+		}
+		if strings.HasPrefix(k, "default/f|alice|t|") {
+			total += n
+		}
+	}
+	sh.mu.Unlock()
+	if short != 1 || total != 1 {
+		t.Errorf("short %v, total %v: want 1 1", short, total)
+	}
+	// A refused call lowers what it raised, in one round trip more.
+	h.check()
+	h.check()
+	before = sh.roundTrips()
+	if v, _ := h.check(); v.Allow {
+		t.Fatalf("4th concurrent call: %+v", v)
+	}
+	if n := sh.roundTrips() - before; n != 3 {
+		t.Errorf("refused Check: %d round trips, want 3", n)
+	}
+	if g := sh.gauge("g|default/r|alice"); g != 2 {
+		t.Errorf("concurrent gauge %v after a refused call, want 2", g)
+	}
+}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/sipwall/sipwall/sbc/cluster/redistest"
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/siptest"
 	"github.com/sipwall/sipwall/sbc/store"
@@ -47,7 +48,7 @@ rule_sets:
 // caller is a trusted peer), policy (built-in), fraud rules, B2BUA with
 // topology hiding and the media relay — toward pbx, with adjust applied
 // to the configuration last.
-func startBench(b *testing.B, pbx *siptest.Peer, adjust func(*config.Config)) netip.AddrPort {
+func startBench(b *testing.B, pbx *siptest.Peer, adjust func(*config.Config)) (*app, netip.AddrPort) {
 	b.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	cfg := config.Default()
@@ -95,7 +96,7 @@ func startBench(b *testing.B, pbx *siptest.Peer, adjust func(*config.Config)) ne
 		cancel()
 		cleanup()
 	})
-	return netip.MustParseAddrPort(addr)
+	return a, netip.MustParseAddrPort(addr)
 }
 
 const (
@@ -122,8 +123,20 @@ func liveHeap() int64 {
 // a whole call; retained-B/op is the live heap a call leaves while its
 // transactions linger (up to 64×T1 after its last response), which is
 // what the collector marks again and again under load.
+//
+// BenchmarkCall/redis is the same with store.backend redis against a
+// redis-server of its own (sbc/cluster/redistest; skipped without one) and
+// reports the round trips to Redis per call (redis-rtt/op, the health
+// check's PING once a second included).
 func BenchmarkCall(b *testing.B) {
 	b.Run("embedded", func(b *testing.B) { benchCall(b, nil) })
+	b.Run("redis", func(b *testing.B) {
+		srv := redistest.Start(b)
+		benchCall(b, func(c *config.Config) {
+			c.Store.Backend = "redis"
+			c.Store.Redis.Addrs = []string{srv.Addr()}
+		})
+	})
 }
 
 func benchCall(b *testing.B, adjust func(*config.Config)) {
@@ -131,7 +144,7 @@ func benchCall(b *testing.B, adjust func(*config.Config)) {
 	pbx := siptest.NewPeer(b, "127.0.0.3:0")
 	caller.Quiet, pbx.Quiet = true, true
 	caller.User, pbx.User = "office", "pbx"
-	sbcAddr := startBench(b, pbx, adjust)
+	a, sbcAddr := startBench(b, pbx, adjust)
 	const wait = 5 * time.Second
 	call := func() {
 		d := caller.Invite(sbcAddr, "sip:+442079460018@"+sbcAddr.String(), nil, benchOffer)
@@ -152,6 +165,10 @@ func benchCall(b *testing.B, adjust func(*config.Config)) {
 	}
 	lat := make([]time.Duration, 0, 1<<16)
 	heap0 := liveHeap()
+	var rtt0 uint64
+	if a.shared != nil {
+		rtt0 = a.shared.Stats().RoundTrips
+	}
 	b.ReportAllocs()
 	b.ResetTimer()
 	for b.Loop() {
@@ -162,6 +179,9 @@ func benchCall(b *testing.B, adjust func(*config.Config)) {
 		}
 	}
 	b.StopTimer()
+	if a.shared != nil {
+		b.ReportMetric(float64(a.shared.Stats().RoundTrips-rtt0)/float64(b.N), "redis-rtt/op")
+	}
 	// What the calls leave behind while their transactions linger (64×T1
 	// after the last response): the live heap after a collection.
 	b.ReportMetric(float64(liveHeap()-heap0)/float64(b.N), "retained-B/op")

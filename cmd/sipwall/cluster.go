@@ -10,6 +10,7 @@ import (
 
 	"github.com/emiago/sipgo/sip"
 
+	"github.com/sipwall/sipwall/rules"
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/auth"
 	"github.com/sipwall/sipwall/sbc/ban"
@@ -109,6 +110,24 @@ func (s sharedKeys) TryLock(name string, ttl time.Duration) (bool, error) {
 }
 
 // sharedRegistrations is the registrar's view of the shared store.
+// sharedFraud is the client as the fraud rules see it: rules.Shared, and
+// rules.SharedBatch through one pipeline per batch.
+type sharedFraud struct{ *cluster.Client }
+
+var _ rules.SharedBatch = sharedFraud{}
+
+func (s sharedFraud) Batch(ops []rules.SharedOp) error {
+	cops := make([]cluster.Op, len(ops))
+	for i, o := range ops {
+		cops[i] = cluster.Op{Key: o.Key, Start: o.Start, End: o.End, PrevStart: o.PrevStart, TTL: o.TTL, Delta: o.Delta}
+	}
+	err := s.Client.Batch(cops)
+	for i := range ops {
+		ops[i].Cur, ops[i].Prev, ops[i].Err = cops[i].Cur, cops[i].Prev, cops[i].Err
+	}
+	return err
+}
+
 type sharedRegistrations struct{ c *cluster.Client }
 
 func (s sharedRegistrations) Put(aor string, v []byte, ttl time.Duration) error {

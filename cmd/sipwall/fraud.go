@@ -119,7 +119,7 @@ func buildRules(cfg *config.Config, st *store.Store, shared *cluster.Client, sec
 	}
 	var sh rules.Shared
 	if shared != nil {
-		sh = shared
+		sh = sharedFraud{shared}
 	}
 	return rules.New(rules.Options{
 		Rules:            rs,

@@ -169,8 +169,11 @@ type Stats struct {
 	Dropped uint64
 	// Invalid counts values from Redis that were skipped: bad JSON, wrong
 	// type, too large, key and value disagreeing.
-	Invalid   uint64
-	LastError string
+	Invalid uint64
+	// RoundTrips counts commands and pipelines sent to Redis (a pipeline
+	// is one round trip), the health check's PINGs included.
+	RoundTrips uint64
+	LastError  string
 }
 
 // Client talks to Redis for one node. Its methods are safe for concurrent
@@ -208,7 +211,7 @@ type Client struct {
 	qver      uint64
 	dropWarn  bool
 
-	nErr, nPub, nRecv, nResync, nDrop, nInvalid atomic.Uint64
+	nErr, nPub, nRecv, nResync, nDrop, nInvalid, nRTT atomic.Uint64
 }
 
 var setLoggerOnce sync.Once
@@ -259,6 +262,7 @@ func Open(cfg Config, log *slog.Logger) (*Client, error) {
 		known:   make(map[netip.Prefix]banState),
 		queue:   make(map[netip.Prefix]queued),
 	}
+	c.rdb.AddHook(roundTrips{&c.nRTT})
 	ctx, cancel := c.ctx(context.Background())
 	err := c.rdb.Ping(ctx).Err()
 	cancel()
@@ -352,7 +356,28 @@ func (c *Client) Stats() Stats {
 	s.Resyncs = c.nResync.Load()
 	s.Dropped = c.nDrop.Load()
 	s.Invalid = c.nInvalid.Load()
+	s.RoundTrips = c.nRTT.Load()
 	return s
+}
+
+// roundTrips is a go-redis hook that counts what goes to Redis: one per
+// command sent alone, one per pipeline.
+type roundTrips struct{ n *atomic.Uint64 }
+
+func (h roundTrips) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (h roundTrips) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (h roundTrips) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		h.n.Add(1)
+		return next(ctx, cmds)
+	}
 }
 
 // Node returns this node's name.

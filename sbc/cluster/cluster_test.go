@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"math"
 	"net"
 	"net/netip"
 	"strconv"
@@ -783,5 +784,66 @@ func TestBadBanDataSkipped(t *testing.T) {
 	}
 	if !b.Healthy() {
 		t.Error("bad data marked the client down")
+	}
+}
+
+// A batch does what AddCounter and AddGauge do, one result per operation,
+// in one round trip; an invalid operation fails alone.
+func TestBatch(t *testing.T) {
+	t.Parallel()
+	srv := redistest.Start(t)
+	a := newClient(t, srv.Addr(), "a", func(c *Config) { c.Timeout = 5 * time.Second })
+	start := time.Now().Truncate(time.Minute)
+	end := start.Add(time.Minute)
+	prevStart := start.Add(-time.Minute)
+	if _, _, err := a.AddCounter("calls:alice", prevStart, start, time.Time{}, 3); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.AddGauge("conc:alice", 2, time.Minute); err != nil {
+		t.Fatal(err)
+	}
+	ops := []Op{
+		{Key: "calls:alice", Start: start, End: end, PrevStart: prevStart, Delta: 1},
+		{Key: "calls:bob", Start: start, End: end, PrevStart: prevStart}, // read, none yet
+		{Key: "conc:alice", Delta: 1, TTL: time.Minute},
+		{Key: "conc:bob", Delta: -1, TTL: 500 * time.Millisecond},
+		{Key: "", Delta: 1, TTL: time.Minute},                           // invalid
+		{Key: "calls:carol", Start: end, End: start, Delta: 1},          // window backwards
+		{Key: "calls:alice", Start: start, End: end, Delta: math.NaN()}, // not a number
+	}
+	before := a.Stats().RoundTrips
+	if err := a.Batch(ops); err != nil {
+		t.Fatal(err)
+	}
+	if n := a.Stats().RoundTrips - before; n != 1 {
+		t.Errorf("%d round trips, want 1", n)
+	}
+	type res struct {
+		cur, prev float64
+		failed    bool
+	}
+	want := []res{{1, 3, false}, {0, 0, false}, {3, 0, false}, {-1, 0, false}, {0, 0, true}, {0, 0, true}, {0, 0, true}}
+	for i, w := range want {
+		o := ops[i]
+		if o.Cur != w.cur || o.Prev != w.prev || (o.Err != nil) != w.failed {
+			t.Errorf("op %d (%q): cur %v prev %v err %v, want %+v", i, o.Key, o.Cur, o.Prev, o.Err, w)
+		}
+	}
+	raw := rawClient(t, srv.Addr())
+	key := "t:cnt:{calls:alice}:" + strconv.FormatInt(start.UnixNano(), 10)
+	if at, err := raw.PExpireTime(context.Background(), key).Result(); err != nil || at.Milliseconds() != end.Add(end.Sub(start)).UnixMilli() {
+		t.Errorf("counter expiry %v %v", at, err)
+	}
+	if n, _ := raw.Exists(context.Background(), "t:cnt:{calls:bob}:"+strconv.FormatInt(start.UnixNano(), 10)).Result(); n != 0 {
+		t.Error("a read created the window")
+	}
+	if ttl, _ := raw.PTTL(context.Background(), "t:gauge:conc:bob").Result(); ttl <= 0 || ttl > 500*time.Millisecond {
+		t.Errorf("gauge ttl %v", ttl)
+	}
+	// Redis away: every operation gets the error.
+	srv.Stop()
+	ops = []Op{{Key: "conc:alice", Delta: 1, TTL: time.Minute}, {Key: "calls:alice", Start: start, End: end, Delta: 1}}
+	if err := a.Batch(ops); err == nil || ops[0].Err == nil || ops[1].Err == nil {
+		t.Errorf("with Redis down: %v, %v, %v", err, ops[0].Err, ops[1].Err)
 	}
 }

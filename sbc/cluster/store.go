@@ -426,3 +426,137 @@ func (c *Client) AddCountry(user, cc string, ttl time.Duration) (isNew bool, err
 	}
 	return add.Val() == 1, nil
 }
+
+// --- Batches ---
+
+// Op is one counter or gauge operation of a Batch: a counter's (as
+// AddCounter) when End is set, else a gauge's (as AddGauge, kept TTL
+// after the change). Batch fills in Cur (the counter's window, or the
+// gauge), Prev (the counter's previous window) and Err.
+type Op struct {
+	Key                   string
+	Start, End, PrevStart time.Time
+	TTL                   time.Duration
+	Delta                 float64
+
+	Cur, Prev float64
+	Err       error
+}
+
+func (o *Op) counter() bool { return !o.End.IsZero() }
+
+// Batch runs the operations in one pipelined round trip, instead of one
+// round trip each: the fraud rules count every call in several counters
+// and gauges. An operation that is invalid, or whose value in Redis is not
+// a number, gets its own Err; when the round trip fails, every operation
+// gets that error, which Batch also returns.
+func (c *Client) Batch(ops []Op) error {
+	type pending struct {
+		cur  *redis.Cmd
+		prev *redis.StringCmd
+	}
+	cmds := make([]pending, len(ops))
+	valid := 0
+	for i := range ops {
+		o := &ops[i]
+		o.Cur, o.Prev, o.Err = 0, 0, nil
+		what := "gauge"
+		if o.counter() {
+			what = "counter"
+		}
+		switch {
+		case checkName(what, o.Key) != nil:
+			o.Err = checkName(what, o.Key)
+		case math.IsNaN(o.Delta) || math.IsInf(o.Delta, 0):
+			o.Err = errors.New("cluster: " + what + " delta is not a number")
+		case o.counter() && !o.End.After(o.Start):
+			o.Err = errors.New("cluster: counter window ends before it starts")
+		default:
+			valid++
+		}
+	}
+	if valid == 0 {
+		return nil
+	}
+	if err := c.ready(); err != nil {
+		for i := range ops {
+			if ops[i].Err == nil {
+				ops[i].Err = err
+			}
+		}
+		return err
+	}
+	ctx, cancel := c.ctx(context.Background())
+	defer cancel()
+	_, err := c.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		for i := range ops {
+			o := &ops[i]
+			if o.Err != nil {
+				continue
+			}
+			if !o.counter() {
+				gk := c.keys.gauge(o.Key)
+				cmds[i].cur = p.Do(ctx, "incrbyfloat", gk, strconv.FormatFloat(o.Delta, 'f', -1, 64))
+				if o.TTL > 0 {
+					p.Do(ctx, "pexpire", gk, ms(o.TTL))
+				}
+				continue
+			}
+			ck := c.keys.counter(o.Key, o.Start)
+			if o.Delta != 0 {
+				cmds[i].cur = p.Do(ctx, "incrbyfloat", ck, strconv.FormatFloat(o.Delta, 'f', -1, 64))
+				p.PExpireAt(ctx, ck, o.End.Add(o.End.Sub(o.Start)))
+			} else {
+				cmds[i].cur = p.Do(ctx, "get", ck)
+			}
+			if !o.PrevStart.IsZero() {
+				cmds[i].prev = p.Get(ctx, c.keys.counter(o.Key, o.PrevStart))
+			}
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, redis.Nil) {
+		err = c.fail("batch", err)
+		for i := range ops {
+			if ops[i].Err == nil {
+				ops[i].Err = err
+			}
+		}
+		return err
+	}
+	for i := range ops {
+		o := &ops[i]
+		if o.Err != nil {
+			continue
+		}
+		what := "gauge"
+		if o.counter() {
+			what = "counter"
+		}
+		s, err := cmds[i].cur.Text()
+		switch {
+		case err == nil:
+			if o.Cur, err = parseFloat(what, s); err != nil {
+				c.nInvalid.Add(1)
+				o.Cur, o.Err = 0, err
+				continue
+			}
+		case errors.Is(err, redis.Nil) && o.counter():
+			// A window not counted yet.
+		default:
+			o.Err = c.fail(what, err)
+			continue
+		}
+		if cmds[i].prev != nil {
+			if s, err := cmds[i].prev.Result(); err == nil {
+				if o.Prev, err = parseFloat(what, s); err != nil {
+					c.nInvalid.Add(1)
+					o.Prev = 0
+				}
+			} else if !errors.Is(err, redis.Nil) {
+				o.Cur, o.Err = 0, c.fail(what, err)
+			}
+		}
+	}
+	return nil
+}
