@@ -335,6 +335,12 @@ type proc struct {
 
 func startProc(t testing.TB, name, dir string, bin string, args ...string) (*proc, error) {
 	t.Helper()
+	return launch(dir, name, false, bin, args...)
+}
+
+// launch starts bin in dir with its output in dir/name.stdout and .stderr;
+// group puts it in a process group of its own (for programs that fork).
+func launch(dir, name string, group bool, bin string, args ...string) (*proc, error) {
 	p := &proc{
 		name:   name,
 		done:   make(chan struct{}),
@@ -355,6 +361,9 @@ func startProc(t testing.TB, name, dir string, bin string, args ...string) (*pro
 	p.cmd.Stdout = so
 	p.cmd.Stderr = se
 	p.cmd.Stdin = nil
+	if group {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	}
 	if err := p.cmd.Start(); err != nil {
 		so.Close()
 		se.Close()

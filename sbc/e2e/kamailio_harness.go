@@ -95,37 +95,7 @@ func StartKamailio(t testing.TB, ip string) *Kamailio {
 // process group of its own, so that what it leaves behind can be ended
 // with it.
 func startGroup(dir, name, bin string, args ...string) (*proc, error) {
-	p := &proc{
-		name:   name,
-		done:   make(chan struct{}),
-		stdout: filepath.Join(dir, name+".stdout"),
-		stderr: filepath.Join(dir, name+".stderr"),
-	}
-	so, err := os.Create(p.stdout)
-	if err != nil {
-		return nil, err
-	}
-	se, err := os.Create(p.stderr)
-	if err != nil {
-		so.Close()
-		return nil, err
-	}
-	p.cmd = exec.Command(bin, args...)
-	p.cmd.Dir = dir
-	p.cmd.Stdout, p.cmd.Stderr = so, se
-	p.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := p.cmd.Start(); err != nil {
-		so.Close()
-		se.Close()
-		return nil, err
-	}
-	go func() {
-		p.err = p.cmd.Wait()
-		so.Close()
-		se.Close()
-		close(p.done)
-	}()
-	return p, nil
+	return launch(dir, name, true, bin, args...)
 }
 
 // stop ends Kamailio: SIGTERM to its main process, which ends its
