@@ -9,6 +9,13 @@ require (
 	github.com/gobwas/ws v1.3.2
 	github.com/mholt/acmez/v3 v3.1.7
 	github.com/open-policy-agent/opa v1.22.3
+	github.com/pion/dtls/v3 v3.1.16
+	github.com/pion/logging v0.2.4
+	github.com/pion/rtcp v1.2.19
+	github.com/pion/rtp v1.10.5
+	github.com/pion/srtp/v3 v3.1.3
+	github.com/pion/stun/v3 v3.1.7
+	github.com/pion/transport/v5 v5.1.1
 	github.com/prometheus/client_golang v1.25.0
 	github.com/prometheus/client_model v0.6.3
 	github.com/prometheus/common v0.72.0
@@ -42,11 +49,14 @@ require (
 	github.com/libdns/libdns v1.1.1 // indirect
 	github.com/miekg/dns v1.1.73 // indirect
 	github.com/munnerz/goautoneg v0.0.0-20191010083416-a7dc8b61c822 // indirect
+	github.com/pion/randutil v0.1.0 // indirect
+	github.com/pion/transport/v4 v4.1.0 // indirect
 	github.com/prometheus/procfs v0.22.0 // indirect
 	github.com/segmentio/asm v1.2.1 // indirect
 	github.com/sirupsen/logrus v1.10.2 // indirect
 	github.com/valyala/fastjson v1.6.10 // indirect
 	github.com/vektah/gqlparser/v2 v2.5.64 // indirect
+	github.com/wlynxg/anet v0.0.5 // indirect
 	github.com/xeipuuv/gojsonpointer v0.0.0-20190905194746-02993c407bfb // indirect
 	github.com/xeipuuv/gojsonreference v0.0.0-20180127040603-bd5ef7bd5415 // indirect
 	github.com/yashtewari/glob-intersection v0.2.0 // indirect

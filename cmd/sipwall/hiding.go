@@ -104,6 +104,9 @@ func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, rep
 		GuardRTCP: topo.GuardRTCP,
 		// Latched RTP in the kernel (media.fastpath); nil: userspace.
 		FastPath: fp,
+		Encryption: media.Encryption{
+			Outside: cfg.Encryption.Outside, Inside: cfg.Encryption.Inside, Require: cfg.Encryption.Require,
+		},
 	})
 }
 

@@ -65,6 +65,8 @@ func sdpWhy(err error) string {
 	switch {
 	case errors.As(err, &ce):
 		return ce.Warning()
+	case errors.Is(err, sdp.ErrPlain):
+		return "Encrypted media required (SRTP: SDES or DTLS)"
 	case errors.Is(err, sdp.ErrMalformed):
 		return "SDP not readable by the media relay"
 	case errors.Is(err, sdp.ErrTooLarge):

@@ -409,6 +409,28 @@ type Media struct {
 	// userspace, loudly, when it cannot load or attach), auto (default:
 	// as tc when prefilter.mode is xdp, else off) or off.
 	FastPath string `yaml:"fastpath"`
+	// Encryption is what the relay speaks with each side's endpoints
+	// (sbc/media/README.md, Encrypted media).
+	Encryption MediaEncryption `yaml:"encryption"`
+}
+
+// MediaEncryption is the media encryption per side: pass (SDP security
+// lines cross unchanged, SRTP end to end if the two endpoints agree),
+// off (plain RTP), sdes (SDES-SRTP, RFC 4568), dtls (DTLS-SRTP with
+// ICE-lite, RFC 5763/5764, as WebRTC needs), auto (what the endpoint
+// offers: DTLS-SRTP, SDES-SRTP or plain; our offers toward it are plain).
+// The SBC terminates one side's encryption and originates the other's.
+type MediaEncryption struct {
+	// Outside is for phones and browsers on external listeners. Default
+	// auto.
+	Outside string `yaml:"outside"`
+	// Inside is for the PBX and internal proxies. Default off (plain
+	// RTP, what PBXs speak inside). pass needs pass outside too.
+	Inside string `yaml:"inside"`
+	// Require refuses plain media from outside: an offer without SRTP
+	// gets 488 with a Warning. Needs outside auto, sdes or dtls. Default
+	// false.
+	Require bool `yaml:"require"`
 }
 
 // Dialplan says how a destination named by an outside party (the

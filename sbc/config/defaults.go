@@ -252,6 +252,8 @@ func (m *Media) applyDefaults() {
 	setDefault(&m.Inactivity, Duration(defaultMediaInactivity))
 	setDefault(&m.MaxSessions, defaultMediaMaxSessions)
 	setDefault(&m.FastPath, defaultMediaFastPath)
+	setDefault(&m.Encryption.Outside, MediaEncAuto)
+	setDefault(&m.Encryption.Inside, MediaEncOff)
 }
 
 func (t *TLS) applyDefaults() {

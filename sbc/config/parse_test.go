@@ -58,7 +58,8 @@ func wantDefault() Config {
 			Prefix6Threshold: 20, UserThreshold: 20, UserLockTime: Duration(time.Hour),
 		},
 		Topology: Topology{Guard: "block", DisplayNames: "scrub", TextHeaders: TextHeaders{Reason: "scrub", Warning: "scrub", Subject: "scrub", Organization: "scrub"}},
-		Media:    Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000, FastPath: "auto"},
+		Media: Media{Mode: "relay", PortMin: 40000, PortMax: 44999, Inactivity: Duration(60 * time.Second), MaxSessions: 10000, FastPath: "auto",
+			Encryption: MediaEncryption{Outside: "auto", Inside: "off"}},
 		Policy:   Policy{Mode: "enforce", Query: "data.sipwall.decision", Timeout: Duration(50 * time.Millisecond), FailStatus: 500, Zone: "UTC", SampleAllows: 100},
 		Dialplan: Dialplan{Names: true, TelURI: "carry"},
 		Rules:    Rules{Builtin: true, WebhookTimeout: Duration(5 * time.Second)},
@@ -263,7 +264,8 @@ func wantFull() Config {
 		Media: Media{
 			Mode: "relay", PortMin: 30000, PortMax: 30999, ExternalIP: "192.0.2.10", InternalIP: "10.0.0.2",
 			AdvertiseExternal: "203.0.113.10", AdvertiseInternal: "10.0.0.2", Inactivity: Duration(90 * time.Second), MaxSessions: 500,
-			FastPath: "tc",
+			FastPath:   "tc",
+			Encryption: MediaEncryption{Outside: "dtls", Inside: "sdes", Require: true},
 		},
 		Policy: Policy{
 			Mode: "shadow", Dir: "policies", Query: "data.acme.decision", Timeout: Duration(10 * time.Millisecond),

@@ -81,6 +81,12 @@ const (
 	MediaFastTC   = "tc"
 	MediaFastAuto = "auto"
 	MediaFastOff  = "off"
+
+	MediaEncPass = "pass"
+	MediaEncOff  = "off"
+	MediaEncSDES = "sdes"
+	MediaEncDTLS = "dtls"
+	MediaEncAuto = "auto"
 )
 
 var (
@@ -89,6 +95,7 @@ var (
 	displayModes   = []string{TextScrub, TextDrop}
 	mediaModes     = []string{MediaRelay, MediaOff}
 	mediaFastPaths = []string{MediaFastAuto, MediaFastTC, MediaFastOff}
+	mediaEncModes  = []string{MediaEncAuto, MediaEncSDES, MediaEncDTLS, MediaEncOff, MediaEncPass}
 	prefilterModes = []string{PrefilterXDP, PrefilterUserspace, PrefilterOff}
 	tlsVersions    = []string{"1.2", "1.3"}
 )
@@ -210,6 +217,7 @@ func (c *Config) problems() []Problem {
 	}
 	ch.prefilter(c.Prefilter)
 	ch.mediaFastPath(c.Media, c.Prefilter)
+	ch.mediaEncryption(c.Media.Encryption)
 	ch.tls(c.TLS, c.Listen, c.Upstreams)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
@@ -657,6 +665,22 @@ func (ch *checker) media(m Media) {
 func (ch *checker) mediaFastPath(m Media, p Prefilter) {
 	if ch.oneOf("media.fastpath", m.FastPath, mediaFastPaths) && m.FastPath == MediaFastTC && len(p.Interfaces) == 0 {
 		ch.fail(ch.pos.written("prefilter.interfaces", "media.fastpath"), "fastpath tc needs the NICs media arrives on in prefilter.interfaces")
+	}
+}
+
+// mediaEncryption checks media.encryption: pass on both sides or
+// neither, and a requirement that a terminating mode outside can meet.
+func (ch *checker) mediaEncryption(e MediaEncryption) {
+	okOut := ch.oneOf("media.encryption.outside", e.Outside, mediaEncModes)
+	okIn := ch.oneOf("media.encryption.inside", e.Inside, mediaEncModes)
+	if !okOut || !okIn {
+		return
+	}
+	if (e.Outside == MediaEncPass) != (e.Inside == MediaEncPass) {
+		ch.fail(ch.pos.written("media.encryption.inside", "media.encryption.outside"), "pass needs pass on both sides (the endpoints then agree on SRTP end to end)")
+	}
+	if e.Require && (e.Outside == MediaEncPass || e.Outside == MediaEncOff) {
+		ch.fail("media.encryption.require", "needs media.encryption.outside auto, sdes or dtls (the SBC must terminate SRTP outside to check it)")
 	}
 }
 

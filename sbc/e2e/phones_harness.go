@@ -192,7 +192,8 @@ func defaultSBCConfig(port, tlsPort, pbxPort int, usersFile string, pki testPKI,
 
 // startDefaultSBC starts sipwall with defaultSBCConfig in front of the PBX
 // at PBXIP:pbxPort and waits until it answers.
-func startDefaultSBC(t testing.TB, pbxPort int, usersFile string, pki testPKI) *defaultSBC {
+// extra lines are appended to the configuration (a test's own keys).
+func startDefaultSBC(t testing.TB, pbxPort int, usersFile string, pki testPKI, extra ...string) *defaultSBC {
 	t.Helper()
 	bin := SipwallBinary(t)
 	dir := t.TempDir()
@@ -202,7 +203,7 @@ func startDefaultSBC(t testing.TB, pbxPort int, usersFile string, pki testPKI) *
 	s := &defaultSBC{
 		SBC:     &SBC{Port: port, Addr: net.JoinHostPort(SBCIP, strconv.Itoa(port)), Dir: dir},
 		TLSAddr: net.JoinHostPort(SBCIP, strconv.Itoa(tlsPort)),
-		Config:  defaultSBCConfig(port, tlsPort, pbxPort, usersFile, pki, store),
+		Config:  defaultSBCConfig(port, tlsPort, pbxPort, usersFile, pki, store) + strings.Join(extra, ""),
 	}
 	cfgPath := filepath.Join(dir, "sipwall.yaml")
 	if err := os.WriteFile(cfgPath, []byte(s.Config), 0o644); err != nil {
@@ -398,6 +399,9 @@ type phoneAccount struct {
 	User      string
 	Password  string
 	CAFile    string // the CA that signed sipwall's certificate
+	// MediaEnc is the phone's media encryption (baresip's mediaenc:
+	// srtp-mand for SDES-SRTP, dtls_srtp for DTLS-SRTP); "": plain RTP.
+	MediaEnc string
 }
 
 // uri is a SIP URI at sipwall for user over the account's transport.
@@ -536,12 +540,15 @@ func startBaresip(t *testing.T, acct phoneAccount) *baresip {
 		"sip_cafile " + acct.CAFile,
 		"call_local_timeout 30",
 		"audio_player aubridge,phone",
-		"audio_source aubridge,phone",
+		audioSource(acct),
 		"audio_alert aubridge,alert",
 		fmt.Sprintf("rtp_ports %d-%d", rtpPort, rtpPort+portBlock-1),
 		"module_path " + modDir,
 		"module g711.so",
 		"module aubridge.so",
+		"module ausine.so",
+		"module srtp.so",
+		"module dtls_srtp.so",
 		"module_tmp account.so",
 		"module_app menu.so",
 		"module_app ctrl_tcp.so",
@@ -582,6 +589,16 @@ func startBaresip(t *testing.T, acct phoneAccount) *baresip {
 	}
 	go b.read()
 	return b
+}
+
+// audioSource is baresip's audio source: aubridge (what the player
+// gets, so nothing until the other side sends) for the call tests, a
+// 440 Hz tone for those that look at the media.
+func audioSource(acct phoneAccount) string {
+	if acct.MediaEnc != "" {
+		return "audio_source ausine,440\nausrc_srate 48000\nausrc_channels 2" // ausine makes 48 kHz stereo only
+	}
+	return "audio_source aubridge,phone"
 }
 
 // read dispatches what ctrl_tcp sends until the connection closes.
@@ -693,8 +710,12 @@ func (b *baresip) waitEvent(t *testing.T, want string, fail ...string) map[strin
 func (b *baresip) Register(t *testing.T) {
 	t.Helper()
 	// answermode=auto: the phone answers the PBX's call by itself.
-	b.command(t, "uanew", fmt.Sprintf("<%s>;auth_pass=%s;answermode=auto;audio_codecs=PCMU,PCMA",
-		b.acct.uri(b.acct.User), b.acct.Password))
+	enc := ""
+	if b.acct.MediaEnc != "" {
+		enc = ";mediaenc=" + b.acct.MediaEnc
+	}
+	b.command(t, "uanew", fmt.Sprintf("<%s>;auth_pass=%s;answermode=auto;audio_codecs=PCMU,PCMA%s",
+		b.acct.uri(b.acct.User), b.acct.Password, enc))
 	b.waitEvent(t, "REGISTER_OK", "REGISTER_FAIL")
 }
 

@@ -28,7 +28,8 @@ func startCapture(t *testing.T, filter string) *capture {
 	bin := requireTool(t, "dumpcap", "tshark")
 	c := &capture{file: filepath.Join(t.TempDir(), "outside.pcap")}
 	var stderr bytes.Buffer
-	c.cmd = exec.Command(bin, "-q", "-i", "lo", "-f", filter, "-w", c.file, "-a", "duration:120")
+	// -P: classic pcap, which the tests read themselves (udpPayloads).
+	c.cmd = exec.Command(bin, "-q", "-P", "-i", "lo", "-f", filter, "-w", c.file, "-a", "duration:120")
 	c.cmd.Stderr = &stderr
 	if err := c.cmd.Start(); err != nil {
 		t.Fatalf("dumpcap: %v", err)

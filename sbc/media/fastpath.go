@@ -63,7 +63,7 @@ func (st *stream) fastSync(renew bool) {
 	f.mu.Lock()
 	defer f.mu.Unlock()
 	p := [2]*peerState{st.peer[0][rtp].Load(), st.peer[1][rtp].Load()}
-	want := !st.halt.Load() && !st.stopped.Load() && p[0].latched && p[1].latched
+	want := !st.halt.Load() && !st.stopped.Load() && p[0].latched && p[1].latched && st.kernelCarries()
 	if f.on.Load() {
 		if want && p == f.peers {
 			if renew && time.Duration(f.leaseEnd.Load()-int64(bpf.MonoNow())) < fastLease/2 {
@@ -175,4 +175,16 @@ func (st *stream) fastCounters() (packets, bytes uint64, on bool) {
 func fastUsable(cfg Config) bool {
 	e, i := cfg.External.Unmap(), cfg.Internal.Unmap()
 	return !e.IsUnspecified() && !i.IsUnspecified() && e.Is4() == i.Is4()
+}
+
+// kernelCarries: the kernel copies RTP as it is, so a stream whose SRTP
+// the SBC terminates on either side stays in userspace, and so does one
+// whose sides disagree on rtcp-mux (RTCP changes sockets on the way).
+func (st *stream) kernelCarries() bool {
+	for side := range 2 {
+		if s := st.sec[side].Load(); s != nil && s.kind != secPlain {
+			return false
+		}
+	}
+	return st.muxed[0].Load() == st.muxed[1].Load()
 }

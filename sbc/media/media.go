@@ -23,6 +23,7 @@ import (
 
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/media/sdp"
+	"github.com/sipwall/sipwall/sbc/media/srtp"
 )
 
 // originUser is the o= user name we write: it says nothing about us.
@@ -52,6 +53,10 @@ type Manager struct {
 	// fastErrors counts the routes it refused or did not remove.
 	fastOK     bool
 	fastErrors atomic.Uint64
+	// cert is the DTLS-SRTP certificate (secure.go), made at the first
+	// DTLS stream; dtlsFailed counts handshakes that did not complete.
+	cert       *srtp.Certificate
+	dtlsFailed atomic.Uint64
 	// poll reads every stream's sockets (poll_linux.go); made at the
 	// first stream, closed by Close.
 	poll pollRef
@@ -124,6 +129,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 	now := m.cfg.Now()
 	rollback := func() {
 		for _, st := range fresh {
+			st.closeSec()
 			st.recycle(now) // never started: nothing to stop
 		}
 	}
@@ -151,6 +157,27 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 		ports[i] = sdp.PortPair{RTP: st.port[to]}
 	}
 
+	// The streams by m= line, fresh ones included, for the encryption of
+	// each side (secure.go): what the sender speaks, then what we write
+	// toward the receiver.
+	all := make([]*stream, len(media))
+	for i := range media {
+		if st := fresh[i]; st != nil {
+			all[i] = st
+		} else if i < len(s.streams) {
+			all[i] = s.streams[i]
+		}
+	}
+	if err := m.fromSide(all, from, parsed, media); err != nil {
+		rollback()
+		return nil, fmt.Errorf("media: %w", err)
+	}
+	edits, err := m.towardSide(all, to, media, ports)
+	if err != nil {
+		rollback()
+		return nil, fmt.Errorf("media: %w", err)
+	}
+
 	o := &s.origin[to]
 	version := o.version
 	if !o.sent {
@@ -158,7 +185,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 	}
 	t := sdp.Target{Addr: m.advertise(to), Ports: ports, Origin: sdp.Origin{
 		User: originUser, SessID: o.id, Version: strconv.FormatUint(version, 10), Addr: m.advertise(to),
-	}}
+	}, Drop: edits.Drop, SessionAdd: edits.SessionAdd, Sections: edits.Sections}
 	out, err := parsed.Rewrite(t)
 	if err == nil && o.sent && sha256.Sum256(out) != o.last {
 		version++
@@ -191,6 +218,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			st.setOff(from)
 			continue
 		}
+		st.sentMux[to] = i < len(edits.Sections) && edits.Sections[i].Mux > 0 || md.RTCPMux && (i >= len(edits.Sections) || edits.Sections[i].Mux == 0)
 		rtpAddr, rtcpAddr := peerAddrs(md)
 		st.setPeer(from, rtpAddr, rtcpAddr, secure(md), md.RTCPMux)
 	}

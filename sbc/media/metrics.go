@@ -31,6 +31,12 @@ const (
 	// DropRTCP: RTCP toward the outside that is not valid compound RTCP,
 	// holds nothing once hidden, or that Config.GuardRTCP refused.
 	DropRTCP = "rtcp"
+	// DropNoKey: SRTP the SBC terminates, before its keys are agreed
+	// (the DTLS handshake under way, or an SDES answer not yet seen).
+	DropNoKey = "no-key"
+	// DropCrypto: SRTP or SRTCP that failed authentication or the
+	// replay check, or that could not be encrypted.
+	DropCrypto = "srtp"
 )
 
 var dropNames = [nDrops]string{
@@ -41,6 +47,8 @@ var dropNames = [nDrops]string{
 	dropRefused:   DropRefused,
 	dropError:     DropError,
 	dropRTCP:      DropRTCP,
+	dropNoKey:     DropNoKey,
+	dropCrypto:    DropCrypto,
 }
 
 // Stats is a snapshot of the relay. Counters are monotonic over the

@@ -79,9 +79,8 @@ type pollWorker struct {
 // pollReg is a registered socket: the stream, the socket, and the
 // descriptor of the socket of the same kind on the other side.
 type pollReg struct {
-	st  *stream
-	in  *sock
-	out int32
+	st *stream
+	in *sock
 }
 
 // start registers the stream's four sockets with a worker, or runs a
@@ -227,7 +226,7 @@ func (w *pollWorker) add(st *stream) error {
 				w.removeLocked(fds, side*2+kind)
 				return fmt.Errorf("epoll_ctl add: %w", err)
 			}
-			w.regs[fd] = pollReg{st: st, in: st.sock[side][kind], out: fds[1-side][kind]}
+			w.regs[fd] = pollReg{st: st, in: st.sock[side][kind]}
 		}
 	}
 	st.rd = readers{w: w, fds: fds}
@@ -318,11 +317,11 @@ func (w *pollWorker) read(r pollReg, fd int32) {
 				in.drops[dropError].Add(1)
 				continue
 			}
-			pkt, dst, ok := r.st.relayOne(in, w.bufs[i][:size], src, &w.sc)
+			pkt, dst, side, kind, ok := r.st.relayOne(in, w.bufs[i][:size], src, &w.sc)
 			if !ok {
 				continue
 			}
-			if !w.send(r.out, pkt, dst) {
+			if !w.send(r.st.rd.fds[side][kind], pkt, dst) {
 				in.drops[dropError].Add(1)
 				continue
 			}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/media/srtp"
 )
 
 const (
@@ -54,8 +55,17 @@ type stream struct {
 	// cname is the call's CNAME in RTCP toward the outside (rtcp.go);
 	// secure and mux come from either side's SDP: secure RTCP is left
 	// alone, and under mux RTCP is told from RTP on the RTP sockets.
-	cname       []byte
-	secure, mux atomic.Bool
+	cname  []byte
+	secure atomic.Bool
+	// muxed[side]: that side's endpoint and the SBC agreed on rtcp-mux
+	// (both SDPs of the last exchange with it said so).
+	muxed [2]atomic.Bool
+	// sent[side]: the last SDP the SBC sent toward side had rtcp-mux
+	// for this stream. Guarded by Manager.mu.
+	sentMux [2]bool
+	// sec[side]: the encryption the SBC terminates with that side's
+	// endpoint (secure.go); nil: none (pass), packets copied as they are.
+	sec [2]atomic.Pointer[secSide]
 	// fast is the stream's routes in the kernel fast path (fastpath.go).
 	fast fastState
 	// rd is what reads the sockets (poll_linux.go); set by start.
@@ -71,6 +81,8 @@ const (
 	dropRefused
 	dropError
 	dropRTCP
+	dropNoKey  // SRTP keys not agreed yet (DTLS handshake under way)
+	dropCrypto // SRTP authentication or replay check failed
 	nDrops
 )
 
@@ -172,7 +184,6 @@ func (st *stream) freePorts() {
 func (st *stream) serve(in *sock) {
 	defer st.wg.Done()
 	buf := make([]byte, MaxDatagram+1) // one more byte tells a datagram too large
-	out := st.sock[1-in.side][in.kind].conn
 	var sc scratch
 	for {
 		n, src, err := in.conn.ReadFromUDPAddrPort(buf)
@@ -189,11 +200,11 @@ func (st *stream) serve(in *sock) {
 			in.drops[dropTooLarge].Add(1)
 			continue
 		}
-		pkt, dst, ok := st.relayOne(in, buf[:n], src, &sc)
+		pkt, dst, side, kind, ok := st.relayOne(in, buf[:n], src, &sc)
 		if !ok {
 			continue
 		}
-		if _, err := out.WriteToUDPAddrPort(pkt, dst); err != nil {
+		if _, err := st.sock[side][kind].conn.WriteToUDPAddrPort(pkt, dst); err != nil {
 			if st.halt.Load() {
 				return // released while the packet was on its way
 			}
@@ -211,30 +222,45 @@ func (st *stream) serve(in *sock) {
 type scratch struct {
 	hidden []byte
 	seen   [nRTCPItems]uint32
+	// plain and sealed hold a packet decrypted from, or encrypted for,
+	// an endpoint the SBC terminates SRTP with.
+	plain, sealed []byte
 }
 
 // relayOne is the hot path for one datagram read on in from src: check
-// the source against the latch (latching the first), rewrite RTCP leaving
-// toward the outside (rtcp.go), and return what to send to which peer,
-// from the socket of the same kind on the other side. ok false: dropped,
-// and counted. No allocation, no lock, no map.
-func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch) (out []byte, dst netip.AddrPort, ok bool) {
+// the source against the latch (latching the first), decrypt what an
+// endpoint the SBC terminates SRTP with sent (secure.go), rewrite RTCP
+// leaving toward the outside (rtcp.go), encrypt for an endpoint the SBC
+// terminates SRTP with, and return what to send to which peer from which
+// socket (side, kind). ICE checks and DTLS records are answered or taken
+// here and never relayed. ok false: nothing to send (dropped and
+// counted, or taken). No lock, no map, no allocation for RTP and RTCP.
+func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch) (out []byte, dst netip.AddrPort, toSide, toKind int, ok bool) {
 	if st.stopped.Load() {
 		in.drops[dropStopped].Add(1)
-		return nil, dst, false
+		return nil, dst, 0, 0, false
 	}
 	other := 1 - in.side
-	from := &st.peer[in.side][in.kind]
 	src = netip.AddrPortFrom(src.Addr().Unmap(), src.Port())
+	inSec := st.sec[in.side].Load()
+	if inSec != nil && inSec.kind == secDTLS {
+		if k := srtp.Classify(pkt); k != srtp.KindRTP {
+			if reply := st.control(in, inSec, pkt, src, k); reply != nil {
+				return reply, src, in.side, rtp, true
+			}
+			return nil, dst, 0, 0, false
+		}
+	}
+	from := &st.peer[in.side][in.kind]
 	if p := from.Load(); !p.latched {
 		if !st.m.allowed(in.side, src) {
 			in.drops[dropRefused].Add(1)
-			return nil, dst, false
+			return nil, dst, 0, 0, false
 		}
 		if !from.CompareAndSwap(p, &peerState{dst: src, latched: true}) {
 			// Re-armed by a new SDP meanwhile; the next packet latches.
 			in.drops[dropUnlatched].Add(1)
-			return nil, dst, false
+			return nil, dst, 0, 0, false
 		}
 		st.m.log.Debug("media latched", "key", st.key, "side", sbc.Side(in.side), "kind", kindName(in.kind), "peer", src)
 		if in.kind == rtp {
@@ -242,16 +268,51 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		}
 	} else if p.dst != src {
 		in.drops[dropUnlatched].Add(1)
-		return nil, dst, false
+		return nil, dst, 0, 0, false
 	} else if in.kind == rtp && st.fastDue() {
 		st.fastSync(true) // came up as the kernel route's lease runs out
 	}
-	dst = st.peer[other][in.kind].Load().dst
+
+	// What the packet is: RTCP on its own socket, or told from RTP on a
+	// muxed one (RFC 5761).
+	kind := in.kind
+	if kind == rtp && st.muxed[in.side].Load() && isRTCP(pkt) {
+		kind = rtcp
+	}
+	toKind = kind
+	if st.muxed[other].Load() {
+		toKind = rtp
+	}
+	dst = st.peer[other][toKind].Load().dst
 	if !dst.IsValid() {
 		in.drops[dropNoPeer].Add(1)
-		return nil, dst, false
+		return nil, dst, 0, 0, false
 	}
-	if other == int(sbc.External) && !st.secure.Load() && (in.kind == rtcp || st.mux.Load() && isRTCP(pkt)) {
+	outSec := st.sec[other].Load()
+	plain := true // what pkt holds now can be read
+	if inSec != nil && inSec.kind != secPlain {
+		sess := inSec.sess[in.kind].Load()
+		if sess == nil {
+			in.drops[dropNoKey].Add(1)
+			return nil, dst, 0, 0, false
+		}
+		if sc.plain == nil {
+			sc.plain = make([]byte, 0, 2*MaxDatagram)
+		}
+		var err error
+		if kind == rtcp {
+			pkt, err = sess.DecryptRTCP(sc.plain[:0], pkt)
+		} else {
+			pkt, err = sess.DecryptRTP(sc.plain[:0], pkt)
+		}
+		if err != nil {
+			in.drops[dropCrypto].Add(1)
+			return nil, dst, 0, 0, false
+		}
+	} else if inSec == nil && st.secure.Load() {
+		plain = false // SRTP end to end: SRTCP crosses untouched
+	}
+	if other == int(sbc.External) && plain && kind == rtcp {
 		if sc.hidden == nil {
 			sc.hidden = make([]byte, 2*MaxDatagram)
 		}
@@ -262,11 +323,31 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		}
 		if !ok {
 			in.drops[dropRTCP].Add(1)
-			return nil, dst, false
+			return nil, dst, 0, 0, false
 		}
 		pkt = sc.hidden[:k]
 	}
-	return pkt, dst, true
+	if outSec != nil && outSec.kind != secPlain {
+		sess := outSec.sess[toKind].Load()
+		if sess == nil {
+			in.drops[dropNoKey].Add(1)
+			return nil, dst, 0, 0, false
+		}
+		if sc.sealed == nil {
+			sc.sealed = make([]byte, 0, 2*MaxDatagram)
+		}
+		var err error
+		if kind == rtcp {
+			pkt, err = sess.EncryptRTCP(sc.sealed[:0], pkt)
+		} else {
+			pkt, err = sess.EncryptRTP(sc.sealed[:0], pkt)
+		}
+		if err != nil {
+			in.drops[dropCrypto].Add(1)
+			return nil, dst, 0, 0, false
+		}
+	}
+	return pkt, dst, other, toKind, true
 }
 
 // noteRTCP adds what one RTCP packet had changed to the counters, tells
@@ -314,7 +395,9 @@ func (st *stream) setOff(side int) {
 func (st *stream) updateStopped() {
 	st.stopped.Store(st.sdp[0].off || st.sdp[1].off)
 	st.secure.Store(st.sdp[0].secure || st.sdp[1].secure)
-	st.mux.Store(st.sdp[0].mux || st.sdp[1].mux)
+	for side := range 2 {
+		st.muxed[side].Store(st.sdp[side].mux && st.sentMux[side])
+	}
 }
 
 // counters adds the stream's socket and kernel counters to c.

@@ -77,6 +77,9 @@ type Config struct {
 	// media arrives on, with this port range). Used only when both sides
 	// bind an address, of one family. Nil: every packet is relayed here.
 	FastPath FastPath
+	// Encryption is what the relay speaks with each side (secure.go):
+	// the zero value passes SDP security lines and SRTP through.
+	Encryption Encryption
 }
 
 // New validates cfg, applies the defaults and returns a Manager. It binds
@@ -84,6 +87,9 @@ type Config struct {
 func New(cfg Config) (*Manager, error) {
 	if cfg.PortMin == 0 && cfg.PortMax == 0 {
 		cfg.PortMin, cfg.PortMax = DefaultPortMin, DefaultPortMax
+	}
+	if err := cfg.Encryption.Validate(); err != nil {
+		return nil, err
 	}
 	if cfg.PortMin < 1 || cfg.PortMax > 65535 || cfg.PortMin > cfg.PortMax {
 		return nil, fmt.Errorf("media: bad port range %d-%d", cfg.PortMin, cfg.PortMax)

@@ -25,6 +25,46 @@ type Target struct {
 	// ignored. The caller keeps SessID stable and raises Version when the
 	// body it sends changes (RFC 3264 section 8).
 	Origin Origin
+
+	// The media layer's edits where it terminates SRTP on one side (its
+	// README): attributes not written (names, any case, at session and
+	// media level), lines added at the end of the session part, and per
+	// m= section a transport protocol, lines added at the end, and
+	// whether a=rtcp-mux is written. All empty: the body as above.
+	Drop       []string
+	SessionAdd []string
+	Sections   []SectionEdit
+}
+
+// SectionEdit changes one m= section (Target.Sections).
+type SectionEdit struct {
+	Proto string   // written instead of the sender's; "": kept
+	Add   []string // whole lines ("a=crypto:..."), written last
+	Mux   int8     // 0: a=rtcp-mux as sent; -1: removed; 1: written if absent
+	// NotHold: an unspecified c= address is not an RFC 2543 hold (ICE
+	// puts 0.0.0.0 there and the address in its candidates).
+	NotHold bool
+}
+
+func (t *Target) edit(i int) SectionEdit {
+	if i < len(t.Sections) {
+		return t.Sections[i]
+	}
+	return SectionEdit{}
+}
+
+// dropped reports whether an a= line names an attribute of t.Drop.
+func (t *Target) dropped(text string) bool {
+	if len(t.Drop) == 0 || !strings.HasPrefix(text, "a=") {
+		return false
+	}
+	name, _, _ := strings.Cut(text[2:], ":")
+	for _, d := range t.Drop {
+		if strings.EqualFold(name, d) {
+			return true
+		}
+	}
+	return false
 }
 
 // Rewrite returns a new body (CRLF line ends) for the other side of the
@@ -70,7 +110,7 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 		r := p.RTCP
 		if r == 0 {
 			r = p.RTP + 1
-			if m.RTCPMux {
+			if muxed(&s.sections[i], t.edit(i)) {
 				r = p.RTP
 			}
 		}
@@ -101,6 +141,9 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 				continue
 			}
 		}
+		if t.dropped(ln.text) {
+			continue
+		}
 		switch ln.kind {
 		case kindOrigin:
 			w.str("o=")
@@ -125,11 +168,15 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 	if !connDone {
 		sessConn()
 	}
+	for _, l := range t.SessionAdd {
+		w.line(l)
+	}
 
 	for i := range s.sections {
 		m := &s.sections[i]
 		active := m.Port != 0
-		hold := m.Hold()
+		ed := t.edit(i)
+		hold := m.Hold() && !ed.NotHold
 		connAddr := addr
 		if hold {
 			connAddr = unspec
@@ -137,11 +184,15 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 		// A hold stream that took its unspecified address from the
 		// session needs its own c=, after m= and i= (RFC 8866 order).
 		pendingHold := hold && !m.hasConn
+		mux := muxed(m, ed)
 		for j := m.first; j < m.end; j++ {
 			ln := s.lines[j]
 			if pendingHold && j > m.first && ln.text[0] != 'i' {
 				w.conn(fam, unspec)
 				pendingHold = false
+			}
+			if t.dropped(ln.text) || (ed.Mux < 0 && isMuxLine(ln.text)) {
+				continue
 			}
 			switch ln.kind {
 			case kindMedia:
@@ -151,7 +202,15 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 				}
 				w.str(ln.text[:m.portStart])
 				w.int(t.Ports[i].RTP)
-				w.str(ln.text[m.portEnd:])
+				rest := ln.text[m.portEnd:]
+				if ed.Proto != "" {
+					// " <proto> <fmt>...": the protocol is the first field.
+					f := strings.TrimPrefix(rest, " ")
+					if k := strings.IndexByte(f, ' '); k > 0 {
+						rest = " " + ed.Proto + f[k:]
+					}
+				}
+				w.str(rest)
 				w.end()
 			case kindConn:
 				if hold {
@@ -178,10 +237,18 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 		if pendingHold {
 			w.conn(fam, unspec)
 		}
-		if active && !m.hasRTCP && !m.RTCPMux && rtcp[i] != t.Ports[i].RTP+1 && isRTP(m.Proto) {
+		if active && !m.hasRTCP && !mux && rtcp[i] != t.Ports[i].RTP+1 && isRTP(m.Proto) {
 			w.str("a=rtcp:")
 			w.int(rtcp[i])
 			w.end()
+		}
+		if active && ed.Mux > 0 && !m.RTCPMux {
+			w.line("a=rtcp-mux")
+		}
+		if active {
+			for _, l := range ed.Add {
+				w.line(l)
+			}
 		}
 	}
 	if len(w.buf) > MaxSize || w.lines > MaxLines {
@@ -189,6 +256,13 @@ func (s *Session) Rewrite(t Target) ([]byte, error) {
 	}
 	return w.buf, nil
 }
+
+// muxed tells whether the written section has a=rtcp-mux.
+func muxed(m *section, ed SectionEdit) bool {
+	return ed.Mux > 0 || (m.RTCPMux && ed.Mux == 0)
+}
+
+func isMuxLine(text string) bool { return strings.EqualFold(text, "a=rtcp-mux") }
 
 // isRTP reports an RTP profile (RTP/AVP, RTP/SAVPF, UDP/TLS/RTP/SAVPF,
 // TCP/RTP/AVP...): only those have an RTCP port to announce.

@@ -37,6 +37,9 @@ var (
 	// or unspecified address, too few ports, a port out of range or an
 	// origin field that cannot be written on an o= line.
 	ErrBadTarget = errors.New("sdp: bad rewrite target")
+	// ErrPlain: plain RTP offered where the configuration requires SRTP
+	// (the media layer's verdict; the B2BUA answers 488 with a Warning).
+	ErrPlain = errors.New("sdp: encrypted media required")
 )
 
 // Direction attributes (RFC 3264 section 5.1).
@@ -131,6 +134,24 @@ func (s *Session) Media() []Media {
 	for i := range s.sections {
 		out[i] = s.sections[i].Media
 		out[i].Fingerprint = out[i].Fingerprint || s.finger
+	}
+	return out
+}
+
+// Attrs returns the values of the attribute name (any case) in m= section
+// i, or at session level for i < 0, in order; "" for a flag attribute.
+// ICE and other lines that Rewrite drops are there too: the media layer
+// reads the peer's ice-ufrag, fingerprint and crypto lines with it.
+func (s *Session) Attrs(i int, name string) []string {
+	var out []string
+	for _, ln := range s.lines {
+		if ln.media != i || !strings.HasPrefix(ln.text, "a=") {
+			continue
+		}
+		n, v, _ := strings.Cut(ln.text[2:], ":")
+		if strings.EqualFold(n, name) {
+			out = append(out, v)
+		}
 	}
 	return out
 }

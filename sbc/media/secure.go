@@ -1,0 +1,518 @@
+package media
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strconv"
+	"strings"
+	"sync/atomic"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/media/sdp"
+	"github.com/sipwall/sipwall/sbc/media/srtp"
+)
+
+// Encryption modes of one side (Config.Encryption, README "Encrypted
+// media"): what the SBC speaks with the endpoints of that side.
+const (
+	// EncPass: SDP security lines cross unchanged and the relay copies
+	// packets; the two endpoints agree (or not) between themselves. Both
+	// sides pass, or neither.
+	EncPass = "pass"
+	// EncOff: plain RTP on this side.
+	EncOff = "off"
+	// EncSDES: SDES-SRTP (RFC 4568) on this side.
+	EncSDES = "sdes"
+	// EncDTLS: DTLS-SRTP (RFC 5763/5764) with ICE-lite and rtcp-mux on
+	// this side, as WebRTC needs.
+	EncDTLS = "dtls"
+	// EncAuto: what the endpoint offers (DTLS-SRTP, SDES-SRTP or plain);
+	// an offer of ours toward this side is plain.
+	EncAuto = "auto"
+)
+
+// Encryption is the media encryption per side. The zero value is pass on
+// both sides (the relay of old); sipwall's configuration defaults to
+// auto outside and off inside.
+type Encryption struct {
+	Outside, Inside string
+	// Require refuses media from outside that is not encrypted: an offer
+	// or answer from outside without SDES or DTLS fails Rewrite with
+	// ErrPlainRefused (the B2BUA answers 488).
+	Require bool
+}
+
+// ErrPlainRefused: Encryption.Require and a plain body from outside (the
+// B2BUA answers 488 with a Warning saying so).
+var ErrPlainRefused = sdp.ErrPlain
+
+func (e Encryption) mode(side int) string {
+	m := e.Outside
+	if side == int(sbc.Internal) {
+		m = e.Inside
+	}
+	if m == "" {
+		return EncPass
+	}
+	return m
+}
+
+// Validate checks the modes.
+func (e Encryption) Validate() error {
+	for _, m := range []string{e.mode(0), e.mode(1)} {
+		switch m {
+		case EncPass, EncOff, EncSDES, EncDTLS, EncAuto:
+		default:
+			return fmt.Errorf("media: encryption mode %q: want pass, off, sdes, dtls or auto", m)
+		}
+	}
+	if (e.mode(0) == EncPass) != (e.mode(1) == EncPass) {
+		return errors.New("media: encryption pass on one side only: pass needs both sides")
+	}
+	if e.Require && e.mode(int(sbc.External)) == EncPass {
+		return errors.New("media: encryption required from outside needs a terminating mode outside (auto, sdes or dtls), not pass")
+	}
+	return nil
+}
+
+// What one side of a stream speaks with the SBC.
+const (
+	secPlain = iota
+	secSDES
+	secDTLS
+)
+
+// secSide is the encryption of one side of a stream. The relay reads it
+// through an atomic pointer; a change of keys or ICE credentials makes a
+// new one (Manager.mu held), except sess, which the DTLS handshake sets.
+type secSide struct {
+	kind   int
+	local  srtp.Crypto // SDES: our key, in the SDP toward this side
+	remote srtp.Crypto // SDES: the endpoint's key
+	// sess by the socket the packets use (rtp, rtcp): one session for
+	// both with SDES or rtcp-mux; without mux, DTLS-SRTP keys RTCP by a
+	// handshake of its own on the RTCP port (RFC 5764 section 4.1).
+	sess [2]atomic.Pointer[srtp.Session]
+
+	// DTLS-SRTP with ICE-lite.
+	ice     *srtp.ICELite
+	dtls    [2]*srtp.DTLS // by socket kind, as sess
+	mux     bool          // the endpoint's SDP had rtcp-mux
+	fingers []srtp.Fingerprint // the endpoint's
+	setup   string             // the endpoint's last a=setup
+	mid     string             // the endpoint's a=mid, echoed
+	bundle  bool               // the endpoint's SDP had a=group:BUNDLE
+	role    srtp.Role
+}
+
+func (s *secSide) close() {
+	if s == nil {
+		return
+	}
+	for _, d := range s.dtls {
+		if d != nil {
+			d.Close()
+		}
+	}
+}
+
+// webrtcAttrs are the attributes of a WebRTC (or SRTP) section that mean
+// nothing to a plain RTP endpoint, or to an SBC that terminates them:
+// dropped toward a side whose security the SBC writes itself.
+var webrtcAttrs = []string{
+	"crypto", "fingerprint", "setup", "tls-id", "ice-ufrag", "ice-pwd", "ice-options", "ice-lite",
+	"candidate", "end-of-candidates", "remote-candidates", "rtcp-fb", "extmap", "extmap-allow-mixed",
+	"msid", "msid-semantic", "ssrc", "ssrc-group", "mid", "group", "rtcp-rsize", "identity",
+}
+
+// fromSide reads what the body from side says about the security of each
+// of the call's streams (by m= position, nil where there is none), and
+// makes or updates their secSide. The caller holds m.mu.
+func (m *Manager) fromSide(streams []*stream, side int, parsed *sdp.Session, media []sdp.Media) error {
+	mode := m.cfg.Encryption.mode(side)
+	if mode == EncPass {
+		return nil
+	}
+	for i, md := range media {
+		st := streams[i]
+		if md.Port == 0 || st == nil {
+			continue
+		}
+		old := st.sec[side].Load()
+		want := secPlain
+		switch {
+		case mode == EncOff:
+		case md.Fingerprint && (mode == EncDTLS || mode == EncAuto):
+			want = secDTLS
+		case md.Crypto && (mode == EncSDES || mode == EncAuto):
+			want = secSDES
+		}
+		if want == secPlain && side == int(sbc.External) && m.cfg.Encryption.Require {
+			return ErrPlainRefused
+		}
+		switch want {
+		case secPlain:
+			if old == nil || old.kind != secPlain {
+				old.close()
+				st.sec[side].Store(&secSide{kind: secPlain})
+			}
+		case secSDES:
+			remote, err := srtp.Choose(parsed.Attrs(i, "crypto"))
+			if err != nil {
+				return fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
+			}
+			if old != nil && old.kind == secSDES && old.remote.Suite == remote.Suite && bytes.Equal(old.remote.Key, remote.Key) {
+				if old.remote.Tag != remote.Tag {
+					old.remote.Tag, old.local.Tag = remote.Tag, remote.Tag // only the tag moved: same keys
+				}
+				continue
+			}
+			var local srtp.Crypto
+			if old != nil && old.kind == secSDES && len(old.remote.Key) == 0 && old.local.Suite == remote.Suite {
+				// The answer to our offer: our key stays.
+				local = old.local
+				local.Tag = remote.Tag
+			} else {
+				// New keys from the endpoint: ours are new too (rekeying
+				// on a re-INVITE), same tag and suite as its choice.
+				var err error
+				if local, err = srtp.NewCrypto(remote.Tag, remote.Suite); err != nil {
+					return err
+				}
+			}
+			sess, err := srtp.SessionFromSDES(local, remote)
+			if err != nil {
+				return fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
+			}
+			ns := &secSide{kind: secSDES, local: local, remote: remote}
+			ns.sess[rtp].Store(sess)
+			ns.sess[rtcp].Store(sess)
+			old.close()
+			st.sec[side].Store(ns)
+		case secDTLS:
+			if err := m.fromDTLS(st, side, i, parsed, old, md.RTCPMux); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// attr is a section's attribute, else the session's.
+func attr(parsed *sdp.Session, i int, name string) []string {
+	if v := parsed.Attrs(i, name); len(v) > 0 {
+		return v
+	}
+	return parsed.Attrs(-1, name)
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return strings.TrimSpace(v[0])
+}
+
+// fromDTLS takes a DTLS-SRTP section from side: the endpoint's
+// fingerprints, setup role and ICE credentials. Same fingerprint and ICE
+// credentials: the association goes on; else a new one (an ICE restart,
+// a new certificate).
+func (m *Manager) fromDTLS(st *stream, side, i int, parsed *sdp.Session, old *secSide, mux bool) error {
+	var fingers []srtp.Fingerprint
+	for _, v := range attr(parsed, i, "fingerprint") {
+		f, err := srtp.ParseFingerprint(v)
+		if err != nil {
+			return fmt.Errorf("%w: a=fingerprint: %w", sdp.ErrMalformed, err)
+		}
+		fingers = append(fingers, f)
+	}
+	setup := strings.ToLower(first(attr(parsed, i, "setup")))
+	if setup == "" {
+		setup = "active" // RFC 4145: the default of an offer; answers must say
+	}
+	ufrag := first(attr(parsed, i, "ice-ufrag"))
+	mid := first(parsed.Attrs(i, "mid"))
+	bundle := len(parsed.Attrs(-1, "group")) > 0
+	if old != nil && old.kind == secDTLS && sameFingers(old.fingers, fingers) && old.ice.RemoteUfrag == ufrag {
+		// Only the description moved on (setup answered, mid...).
+		old.setup, old.mid, old.bundle = setup, mid, bundle
+		if old.dtls[rtp] != nil && old.mux == mux && !(setup == "passive" && old.role == srtp.Server && old.sess[rtp].Load() == nil) {
+			return nil
+		}
+		// The answer to our offer (no association yet), or the endpoint
+		// wants to be the server after all: we start as the client.
+	}
+	return m.restartDTLS(st, side, old, fingers, setup, mid, bundle, ufrag, mux)
+}
+
+func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp.Fingerprint, setup, mid string, bundle bool, ufrag string, mux bool) error {
+	cert, err := m.certificate()
+	if err != nil {
+		return err
+	}
+	ns := &secSide{kind: secDTLS, fingers: fingers, setup: setup, mid: mid, bundle: bundle, role: srtp.Server}
+	if setup == "passive" {
+		ns.role = srtp.Client
+	}
+	lu, lp := srtp.NewICECredentials()
+	if old != nil && old.kind == secDTLS && (old.ice.RemoteUfrag == "" || old.ice.RemoteUfrag == ufrag) {
+		// The answer to our offer, or no ICE restart: our credentials stay.
+		lu, lp = old.ice.LocalUfrag, old.ice.LocalPwd
+	}
+	ns.ice = &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp, RemoteUfrag: ufrag}
+	ns.mux = mux
+	kinds := []int{rtp}
+	if !mux {
+		kinds = append(kinds, rtcp)
+	}
+	for _, kind := range kinds {
+		d, err := srtp.NewDTLS(srtp.DTLSConfig{
+			Cert:   cert,
+			Role:   ns.role,
+			Remote: fingers,
+			Send:   func(pkt []byte) error { return st.sendTo(side, kind, pkt) },
+			OnReady: func(sess *srtp.Session, err error) {
+				if err != nil {
+					m.log.Info("media: DTLS-SRTP handshake failed", "key", st.key, "side", sbc.Side(side), "kind", kindName(kind), "error", err)
+					m.dtlsFailed.Add(1)
+					return
+				}
+				ns.sess[kind].Store(sess)
+				if mux {
+					ns.sess[rtcp].Store(sess)
+				}
+				m.log.Debug("media: DTLS-SRTP keyed", "key", st.key, "side", sbc.Side(side), "kind", kindName(kind))
+			},
+		})
+		if err != nil {
+			ns.close()
+			return err
+		}
+		ns.dtls[kind] = d
+	}
+	old.close()
+	st.sec[side].Store(ns)
+	for _, d := range ns.dtls {
+		if d != nil {
+			d.Start()
+		}
+	}
+	return nil
+}
+
+func sameFingers(a, b []srtp.Fingerprint) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if !strings.EqualFold(a[i].Hash, b[i].Hash) || !bytes.Equal(a[i].Value, b[i].Value) {
+			return false
+		}
+	}
+	return true
+}
+
+// certificate is the SBC's DTLS certificate, made at the first use. The
+// caller holds m.mu.
+func (m *Manager) certificate() (*srtp.Certificate, error) {
+	if m.cert == nil {
+		c, err := srtp.NewCertificate()
+		if err != nil {
+			return nil, fmt.Errorf("media: DTLS certificate: %w", err)
+		}
+		m.cert = c
+	}
+	return m.cert, nil
+}
+
+// towardSide returns the edits of the body for side to: its security
+// lines as the SBC speaks with that side. from is the side the body came
+// from. A section the SBC has not negotiated with side to yet gets the
+// configured mode's offer (auto: plain). The caller holds m.mu.
+func (m *Manager) towardSide(streams []*stream, to int, media []sdp.Media, ports []sdp.PortPair) (sdp.Target, error) {
+	var t sdp.Target
+	mode := m.cfg.Encryption.mode(to)
+	if mode == EncPass {
+		return t, nil
+	}
+	t.Sections = make([]sdp.SectionEdit, len(media))
+	bundle := ""
+	for i, md := range media {
+		st := streams[i]
+		if md.Port == 0 || st == nil {
+			continue
+		}
+		sec := st.sec[to].Load()
+		if sec == nil || (sec.kind == secPlain && mode != EncOff && mode != EncAuto) {
+			// Not negotiated with this side yet: our offer.
+			var err error
+			if sec, err = m.offerSec(st, to, mode); err != nil {
+				return t, err
+			}
+		}
+		ed := &t.Sections[i]
+		src := st.sec[1-to].Load()
+		if src != nil && src.kind == secDTLS {
+			ed.NotHold = true // ICE's c=0.0.0.0: the address is in the candidates
+		}
+		if sec.kind != secPlain || src != nil && src.kind != secPlain || isSecureProto(md.Proto) {
+			// The SBC writes this side's security itself: the sender's
+			// lines of it (and WebRTC's) have no meaning here.
+			t.Drop = webrtcAttrs
+		}
+		switch sec.kind {
+		case secPlain:
+			if isSecureProto(md.Proto) {
+				ed.Proto = "RTP/AVP"
+			}
+			if src != nil && src.kind == secDTLS {
+				ed.Mux = -1 // RTCP on its own port: what every plain endpoint takes
+			}
+		case secSDES:
+			ed.Proto = "RTP/SAVP"
+			if strings.HasSuffix(strings.ToUpper(md.Proto), "AVPF") {
+				ed.Proto = "RTP/SAVPF"
+			}
+			ed.Add = []string{"a=crypto:" + sec.local.String()}
+			if src != nil && src.kind == secDTLS {
+				ed.Mux = -1
+			}
+		case secDTLS:
+			cert, err := m.certificate()
+			if err != nil {
+				return t, err
+			}
+			ed.Proto = "UDP/TLS/RTP/SAVPF"
+			if sec.mux || sec.setup == "" {
+				// rtcp-mux in our offers, and in answers to offers with it
+				// (RFC 5761: an answer cannot add it).
+				ed.Mux = 1
+			} else {
+				ed.Mux = -1
+			}
+			setup := "actpass" // our offer
+			switch {
+			case sec.setup == "actpass":
+				setup = "passive" // our answer: the endpoint connects
+			case sec.dtls[rtp] != nil && sec.sess[rtp].Load() != nil:
+				// An established association keeps its roles.
+				setup = map[srtp.Role]string{srtp.Server: "passive", srtp.Client: "active"}[sec.role]
+			}
+			mid := sec.mid
+			if mid == "" {
+				mid = strconv.Itoa(i)
+			}
+			if sec.bundle || sec.setup == "" || sec.setup == "actpass" {
+				bundle += " " + mid
+			}
+			addr := m.advertise(to)
+			ed.Add = []string{
+				"a=mid:" + mid,
+				"a=ice-ufrag:" + sec.ice.LocalUfrag,
+				"a=ice-pwd:" + sec.ice.LocalPwd,
+				"a=fingerprint:" + cert.Fingerprint(),
+				"a=setup:" + setup,
+				"a=candidate:1 1 udp 2130706431 " + addr.String() + " " + strconv.Itoa(ports[i].RTP) + " typ host",
+				"a=end-of-candidates",
+			}
+		}
+	}
+	if bundle != "" {
+		t.SessionAdd = []string{"a=ice-lite", "a=group:BUNDLE" + bundle}
+	}
+	return t, nil
+}
+
+// offerSec is the security of our offer toward side to, in mode: kept
+// until the endpoint's answer says more (fromSide).
+func (m *Manager) offerSec(st *stream, to int, mode string) (*secSide, error) {
+	switch mode {
+	case EncSDES:
+		local, err := srtp.NewCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+		if err != nil {
+			return nil, err
+		}
+		// The endpoint's key comes with its answer; until then nothing
+		// can be decrypted, nor sent.
+		ns := &secSide{kind: secSDES, local: local}
+		st.sec[to].Store(ns)
+		return ns, nil
+	case EncDTLS:
+		lu, lp := srtp.NewICECredentials()
+		ns := &secSide{kind: secDTLS, ice: &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp}, role: srtp.Server}
+		st.sec[to].Store(ns)
+		return ns, nil
+	}
+	ns := &secSide{kind: secPlain}
+	st.sec[to].Store(ns)
+	return ns, nil
+}
+
+func isSecureProto(proto string) bool {
+	p := strings.ToUpper(proto)
+	return strings.Contains(p, "SAVP") || strings.HasPrefix(p, "UDP/TLS/")
+}
+
+// sendTo writes a datagram of the SBC's own (a DTLS flight) to the
+// endpoint of side, from the stream's socket of kind.
+func (st *stream) sendTo(side, kind int, pkt []byte) error {
+	dst := st.peer[side][kind].Load().dst
+	if !dst.IsValid() {
+		return errors.New("media: no peer address yet")
+	}
+	_, err := st.sock[side][kind].conn.WriteToUDPAddrPort(pkt, dst)
+	return err
+}
+
+// closeSec ends the stream's DTLS associations.
+func (st *stream) closeSec() {
+	for side := range 2 {
+		st.sec[side].Load().close()
+	}
+}
+
+// control handles a datagram that is not media on a side the SBC
+// terminates with DTLS: ICE connectivity checks are answered (and the
+// nominated or first valid pair latched), DTLS records go to the
+// handshake. It returns a reply for src, if any.
+func (st *stream) control(in *sock, sec *secSide, pkt []byte, src netip.AddrPort, kind srtp.Kind) (reply []byte) {
+	switch kind {
+	case srtp.KindSTUN:
+		if in.kind != rtp {
+			in.drops[dropRefused].Add(1)
+			return nil
+		}
+		resp, nominated, err := sec.ice.Answer(pkt, src)
+		if err != nil {
+			in.drops[dropRefused].Add(1)
+			return nil
+		}
+		from := &st.peer[in.side][rtp]
+		if p := from.Load(); (!p.latched || nominated && p.dst != src) && st.m.allowed(in.side, src) {
+			from.Store(&peerState{dst: src, latched: true})
+			st.m.log.Debug("media latched (ICE)", "key", st.key, "side", sbc.Side(in.side), "peer", src, "nominated", nominated)
+		}
+		return resp
+	case srtp.KindDTLS:
+		from := &st.peer[in.side][in.kind]
+		p := from.Load()
+		if !p.latched {
+			if !st.m.allowed(in.side, src) {
+				in.drops[dropRefused].Add(1)
+				return nil
+			}
+			from.Store(&peerState{dst: src, latched: true})
+		} else if p.dst != src {
+			in.drops[dropUnlatched].Add(1)
+			return nil
+		}
+		if d := sec.dtls[in.kind]; d != nil {
+			d.Feed(pkt)
+		}
+		return nil
+	}
+	in.drops[dropRefused].Add(1)
+	return nil
+}

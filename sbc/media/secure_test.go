@@ -1,0 +1,380 @@
+package media
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/pion/stun/v3"
+
+	"github.com/sipwall/sipwall/sbc"
+	"github.com/sipwall/sipwall/sbc/media/sdp"
+	"github.com/sipwall/sipwall/sbc/media/srtp"
+)
+
+func withEncryption(out, in string, require bool) func(*Config) {
+	return func(c *Config) { c.Encryption = Encryption{Outside: out, Inside: in, Require: require} }
+}
+
+// sdesSDP is an SRTP offer or answer with one a=crypto line.
+func sdesSDP(user string, ap netip.AddrPort, c srtp.Crypto) []byte {
+	return body(
+		"v=0",
+		fmt.Sprintf("o=%s 1 1 IN IP4 %s", user, ap.Addr()),
+		"s=-",
+		fmt.Sprintf("c=IN IP4 %s", ap.Addr()),
+		"t=0 0",
+		fmt.Sprintf("m=audio %d RTP/SAVP 0 101", ap.Port()),
+		"a=rtpmap:0 PCMU/8000",
+		"a=rtpmap:101 telephone-event/8000",
+		"a=crypto:"+c.String(),
+	)
+}
+
+// theCrypto is the one a=crypto of stream 0 of a body.
+func theCrypto(t *testing.T, b []byte) srtp.Crypto {
+	t.Helper()
+	v := mustParse(t, b).Attrs(0, "crypto")
+	if len(v) != 1 {
+		t.Fatalf("%d a=crypto lines, want 1:\n%s", len(v), b)
+	}
+	c, err := srtp.ParseCrypto(v[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// An SDES-SRTP phone outside, a plain PBX inside: the PBX sees a plain
+// offer and plain RTP, the phone an SRTP answer with the SBC's own key
+// and SRTP; RTCP toward the phone is hidden, then encrypted; a replayed
+// or forged packet goes nowhere.
+func TestSecureSDESOutside(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, false))
+	phone, phoneRTCP := rtpPair(t, phoneIP)
+	pbx, pbxC := rtpPair(t, pbxIP)
+	phoneKey, err := srtp.NewCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	if err != nil {
+		t.Fatal(err)
+	}
+	offer := rewrite(t, m, "c1", sbc.Internal, sdesSDP("phone", phone.addr(), phoneKey))
+	if bytes.Contains(offer, []byte("crypto")) || !bytes.Contains(offer, []byte(" RTP/AVP 0 101\r\n")) {
+		t.Fatalf("offer toward the plain PBX:\n%s", offer)
+	}
+	ans := rewrite(t, m, "c1", sbc.External, audioSDP("pbx", 1, pbx.addr()))
+	if !bytes.Contains(ans, []byte(" RTP/SAVP 0 8 101\r\n")) {
+		t.Fatalf("answer toward the SRTP phone:\n%s", ans)
+	}
+	sbcKey := theCrypto(t, ans)
+	if sbcKey.Tag != 1 || sbcKey.Suite != phoneKey.Suite || bytes.Equal(sbcKey.Key, phoneKey.Key) {
+		t.Fatalf("answer's a=crypto %q: want tag 1, the offer's suite, a key of the SBC's own", sbcKey.String())
+	}
+	phoneSess, err := srtp.SessionFromSDES(phoneKey, sbcKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	toInt, toExt := relayAddr(t, offer, 0, false), relayAddr(t, ans, 0, false)
+
+	// Phone → PBX: SRTP in, RTP out, the same bytes.
+	plain := rtpPacket(7, 172)
+	sealed, err := phoneSess.EncryptRTP(nil, plain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	phone.send(toExt, sealed)
+	got, _ := pbx.recv()
+	if !bytes.Equal(got, plain) {
+		t.Fatalf("PBX got %x, want the plain packet %x", got, plain)
+	}
+	// The same SRTP packet again: a replay, dropped.
+	phone.send(toExt, sealed)
+	pbx.expectNothing(100 * time.Millisecond)
+	// A forged one (payload changed, tag not): dropped.
+	forged, _ := phoneSess.EncryptRTP(nil, rtpPacket(8, 172))
+	forged[20] ^= 1
+	phone.send(toExt, forged)
+	pbx.expectNothing(100 * time.Millisecond)
+	waitStat(t, m, "replay and forgery counted", func(s Stats) bool { return s.Dropped[DropCrypto] == 2 })
+
+	// PBX → phone: RTP in, SRTP out that the phone decrypts.
+	back := rtpPacket(100, 172)
+	pbx.send(toInt, back)
+	got, _ = phone.recv()
+	if bytes.Equal(got, back) {
+		t.Fatal("the phone got plain RTP")
+	}
+	dec, err := phoneSess.DecryptRTP(nil, got)
+	if err != nil || !bytes.Equal(dec, back) {
+		t.Fatalf("phone decrypts %x, %v; want %x", dec, err, back)
+	}
+
+	// RTCP from the PBX: hidden (CNAME rewritten), then SRTCP.
+	pbxC.send(relayAddr(t, offer, 0, true), leakySR())
+	got, _ = phoneRTCP.recv()
+	dec, err = phoneSess.DecryptRTCP(nil, got)
+	if err != nil {
+		t.Fatalf("phone cannot decrypt the SRTCP: %v", err)
+	}
+	if bytes.Contains(dec, []byte("pbx@10.0.0.5")) {
+		t.Fatalf("RTCP toward the phone kept the PBX's CNAME: %q", dec)
+	}
+}
+
+// leakySR is an SR with an SDES naming the PBX.
+func leakySR() []byte {
+	sr := []byte{0x80, 200, 0, 6, 0, 0, 0, 9}
+	sr = append(sr, make([]byte, 20)...)
+	cname := "pbx@10.0.0.5"
+	sdes := []byte{0x81, 202, 0, 0, 0, 0, 0, 9, 1, byte(len(cname))}
+	sdes = append(sdes, cname...)
+	for len(sdes)%4 != 0 {
+		sdes = append(sdes, 0)
+	}
+	sdes[3] = byte(len(sdes)/4 - 1)
+	return append(sr, sdes...)
+}
+
+// The PBX calls a phone outside in sdes mode: the SBC's offer toward the
+// phone is SRTP with its key; the phone's answer keys the other way.
+func TestSecureSDESOfferTowardOutside(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncSDES, EncOff, false))
+	phone, _ := rtpPair(t, phoneIP)
+	pbx, _ := rtpPair(t, pbxIP)
+	offer := rewrite(t, m, "c2", sbc.External, audioSDP("pbx", 1, pbx.addr()))
+	if !bytes.Contains(offer, []byte(" RTP/SAVP 0 8 101\r\n")) {
+		t.Fatalf("offer toward the phone:\n%s", offer)
+	}
+	sbcKey := theCrypto(t, offer)
+	phoneKey, _ := srtp.NewCrypto(sbcKey.Tag, sbcKey.Suite)
+	ans := rewrite(t, m, "c2", sbc.Internal, sdesSDP("phone", phone.addr(), phoneKey))
+	if bytes.Contains(ans, []byte("crypto")) || !bytes.Contains(ans, []byte(" RTP/AVP 0 101\r\n")) {
+		t.Fatalf("answer toward the PBX:\n%s", ans)
+	}
+	phoneSess, _ := srtp.SessionFromSDES(phoneKey, sbcKey)
+	back := rtpPacket(1, 160)
+	pbx.send(relayAddr(t, ans, 0, false), back)
+	got, _ := phone.recv()
+	if dec, err := phoneSess.DecryptRTP(nil, got); err != nil || !bytes.Equal(dec, back) {
+		t.Fatalf("phone decrypts %x, %v", dec, err)
+	}
+	// A re-INVITE from the PBX (same media) keeps the SBC's key: the
+	// body toward the phone is the same, version included.
+	again := rewrite(t, m, "c2", sbc.External, audioSDP("pbx", 2, pbx.addr()))
+	if !bytes.Equal(again, offer) {
+		t.Errorf("re-offer toward the phone changed:\n%s\nwas\n%s", again, offer)
+	}
+}
+
+// Encryption required: a plain offer from outside is refused (the B2BUA
+// answers 488), an SRTP one is not.
+func TestSecureRequire(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, true))
+	_, err := m.Rewrite("c3", sbc.Internal, audioSDP("phone", 1, netip.MustParseAddrPort("127.0.0.3:30000")))
+	if !errors.Is(err, sdp.ErrPlain) {
+		t.Fatalf("plain offer with encryption required: %v, want sdp.ErrPlain", err)
+	}
+	k, _ := srtp.NewCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	if _, err := m.Rewrite("c4", sbc.Internal, sdesSDP("phone", netip.MustParseAddrPort("127.0.0.3:30000"), k)); err != nil {
+		t.Fatalf("SRTP offer with encryption required: %v", err)
+	}
+	if _, err := New(Config{External: extIP, Internal: intIP, Encryption: Encryption{Outside: EncPass, Inside: EncOff}}); err == nil {
+		t.Error("pass on one side only accepted")
+	}
+}
+
+// webrtcOffer is what a browser offers: DTLS-SRTP, ICE, rtcp-mux,
+// BUNDLE, c=0.0.0.0 and port 9.
+func webrtcOffer(fp, ufrag, pwd string, cand netip.AddrPort) []byte {
+	return body(
+		"v=0",
+		"o=- 4611731400430051336 2 IN IP4 127.0.0.1",
+		"s=-",
+		"t=0 0",
+		"a=group:BUNDLE 0",
+		"a=extmap-allow-mixed",
+		"a=msid-semantic: WMS stream",
+		"m=audio 9 UDP/TLS/RTP/SAVPF 111 0",
+		"c=IN IP4 0.0.0.0",
+		"a=rtcp:9 IN IP4 0.0.0.0",
+		fmt.Sprintf("a=candidate:1 1 udp 2122260223 %s %d typ host generation 0", cand.Addr(), cand.Port()),
+		"a=ice-ufrag:"+ufrag,
+		"a=ice-pwd:"+pwd,
+		"a=ice-options:trickle",
+		"a=fingerprint:"+fp,
+		"a=setup:actpass",
+		"a=mid:0",
+		"a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+		"a=sendrecv",
+		"a=msid:stream track",
+		"a=rtcp-mux",
+		"a=rtpmap:111 opus/48000/2",
+		"a=rtcp-fb:111 transport-cc",
+		"a=fmtp:111 minptime=10;useinbandfec=1",
+		"a=rtpmap:0 PCMU/8000",
+		"a=ssrc:3735928559 cname:browser",
+	)
+}
+
+// A browser outside, a plain PBX inside: the PBX gets a plain offer; the
+// browser an ICE-lite DTLS-SRTP answer. Then the browser's side of the
+// wire, played with the srtp package: ICE check answered (and latched),
+// DTLS handshake as the client, SRTP both ways with rtcp-mux.
+func TestSecureWebRTC(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, false))
+	browser := newEndpoint(t, phoneIP)
+	pbx, pbxC := rtpPair(t, pbxIP)
+	cert, err := srtp.NewCertificate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bu, bp := srtp.NewICECredentials()
+	offer := rewrite(t, m, "w1", sbc.Internal, webrtcOffer(cert.Fingerprint(), bu, bp, browser.addr()))
+	for _, gone := range []string{"fingerprint", "ice-", "candidate", "setup", "a=mid", "BUNDLE", "rtcp-mux", "rtcp-fb", "ssrc", "msid", "extmap", "SAVPF", "0.0.0.0"} {
+		if bytes.Contains(offer, []byte(gone)) {
+			t.Errorf("offer toward the PBX holds %q:\n%s", gone, offer)
+		}
+	}
+	if !bytes.Contains(offer, []byte(" RTP/AVP 111 0\r\n")) {
+		t.Errorf("offer toward the PBX:\n%s", offer)
+	}
+	ans := rewrite(t, m, "w1", sbc.External, audioSDP("pbx", 1, pbx.addr()))
+	parsed := mustParse(t, ans)
+	for _, want := range []string{" UDP/TLS/RTP/SAVPF 0 8 101\r\n", "a=ice-lite\r\n", "a=group:BUNDLE 0\r\n", "a=mid:0\r\n",
+		"a=setup:passive\r\n", "a=rtcp-mux\r\n", "a=end-of-candidates\r\n"} {
+		if !bytes.Contains(ans, []byte(want)) {
+			t.Errorf("answer toward the browser lacks %q:\n%s", strings.TrimSpace(want), ans)
+		}
+	}
+	relay := relayAddr(t, ans, 0, false)
+	if c := first(parsed.Attrs(0, "candidate")); !strings.Contains(c, fmt.Sprintf(" %s %d typ host", relay.Addr(), relay.Port())) {
+		t.Errorf("candidate %q does not name the relay port %s", c, relay)
+	}
+	sbcFP, err := srtp.ParseFingerprint(first(attr(parsed, 0, "fingerprint")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	su, sp := first(attr(parsed, 0, "ice-ufrag")), first(attr(parsed, 0, "ice-pwd"))
+
+	// ICE: the browser's check, answered with the SBC's password.
+	req := stunRequest(t, su+":"+bu, sp)
+	browser.send(relay, req)
+	resp, _ := browser.recv()
+	if srtp.Classify(resp) != srtp.KindSTUN {
+		t.Fatalf("answer to the ICE check: %x", resp)
+	}
+	// DTLS: the browser connects (the SBC said passive).
+	ready := make(chan *srtp.Session, 1)
+	d, err := srtp.NewDTLS(srtp.DTLSConfig{
+		Cert: cert, Role: srtp.Client, Remote: []srtp.Fingerprint{sbcFP},
+		Send: func(p []byte) error { browser.send(relay, p); return nil },
+		OnReady: func(s *srtp.Session, err error) {
+			if err != nil {
+				t.Errorf("browser's DTLS: %v", err)
+			}
+			ready <- s
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	stop := make(chan struct{})
+	defer close(stop)
+	media := make(chan []byte, 64)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = browser.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := browser.conn.Read(buf)
+			if err != nil {
+				continue
+			}
+			p := append([]byte(nil), buf[:n]...)
+			if srtp.Classify(p) == srtp.KindDTLS {
+				d.Feed(p)
+			} else {
+				media <- p
+			}
+		}
+	}()
+	d.Start()
+	var sess *srtp.Session
+	select {
+	case sess = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DTLS handshake in 10 s")
+	}
+	if sess == nil {
+		t.FailNow()
+	}
+	// SRTP from the browser reaches the PBX plain. The SBC may still be
+	// finishing its side of the handshake: send until it arrives.
+	plain := rtpPacket(1, 172)
+	toInt := relayAddr(t, offer, 0, false)
+	deadline := time.Now().Add(5 * time.Second)
+	for seq := uint16(1); ; seq++ {
+		plain = rtpPacket(seq, 172)
+		sealed, err := sess.EncryptRTP(nil, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		browser.send(relay, sealed)
+		if got, _, err := pbx.tryRecv(100 * time.Millisecond); err == nil {
+			if !bytes.Equal(got, plain) {
+				t.Fatalf("PBX got %x, want %x", got, plain)
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no SRTP from the browser reached the PBX")
+		}
+	}
+	// RTP from the PBX reaches the browser as SRTP; the PBX's RTCP (on
+	// its own port) reaches it muxed on the RTP port, as SRTCP.
+	back := rtpPacket(500, 172)
+	pbx.send(toInt, back)
+	select {
+	case got := <-media:
+		if dec, err := sess.DecryptRTP(nil, got); err != nil || !bytes.Equal(dec, back) {
+			t.Fatalf("browser decrypts %x, %v", dec, err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no SRTP reached the browser")
+	}
+	pbxC.send(relayAddr(t, offer, 0, true), leakySR())
+	select {
+	case got := <-media:
+		dec, err := sess.DecryptRTCP(nil, got)
+		if err != nil || bytes.Contains(dec, []byte("pbx@10.0.0.5")) {
+			t.Fatalf("browser's SRTCP: %q, %v", dec, err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no SRTCP reached the browser on its RTP port")
+	}
+	if s := m.Stats(); s.FastPathStreams != 0 {
+		t.Errorf("an encrypted stream went to the kernel path: %+v", s)
+	}
+}
+
+// stunRequest is a browser's ICE connectivity check (RFC 8445 7.1.1).
+func stunRequest(t *testing.T, username, pwd string) []byte {
+	t.Helper()
+	m, err := stun.Build(stun.TransactionID, stun.BindingRequest, stun.NewUsername(username),
+		stun.RawAttribute{Type: stun.AttrPriority, Value: []byte{0x6e, 0, 0x1e, 0xff}},
+		stun.RawAttribute{Type: stun.AttrICEControlling, Value: []byte{1, 2, 3, 4, 5, 6, 7, 8}},
+		stun.RawAttribute{Type: stun.AttrUseCandidate},
+		stun.NewShortTermIntegrity(pwd), stun.Fingerprint)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m.Raw
+}
