@@ -308,8 +308,10 @@ func (d *DTLS) Feed(pkt []byte) { d.pc.feed(pkt) }
 func (d *DTLS) Session() *Session { return d.session.Load() }
 
 // Close ends everything, goroutines included (a close_notify goes to the
-// peer if the handshake was done). Safe to call twice, before Start, and
-// from OnReady.
+// peer if the handshake was done), and returns once they have ended, except
+// while OnReady runs: Close may be called from OnReady, so then it does not
+// wait, and the goroutine ends as OnReady returns. Safe to call twice and
+// before Start.
 func (d *DTLS) Close() {
 	d.mu.Lock()
 	first := !d.closed

@@ -384,6 +384,13 @@ func TestDTLSCloseAfterHandshakeNoLeak(t *testing.T) {
 	if err := waitErr(t, done); err != nil {
 		t.Fatal(err)
 	}
+	// Close does not wait while OnReady runs (it may be called from it):
+	// let OnReady return first.
+	for deadline := time.Now().Add(5 * time.Second); h.ours.inReady.Load(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("OnReady did not return")
+		}
+	}
 	h.ours.Close()
 	select {
 	case <-h.ours.done:
