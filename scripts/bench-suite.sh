@@ -267,6 +267,12 @@ if has_part relay && [ -f scripts/bench-relay.sh ]; then
 	if [ -n "$relay_lines" ]; then
 		relay_table=$relay_table$'\n\n```\n'$relay_lines$'\n```'
 	fi
+	# SRTP terminated by the relay against plain relaying: the CPU of the
+	# hot path per packet, each way (sbc/media BenchmarkRelayOneSRTP).
+	srtp_lines=$(go test -run XXX -bench BenchmarkRelayOneSRTP -benchtime 500000x ./sbc/media/ 2>>"$log" | grep -E '^BenchmarkRelayOneSRTP' || true)
+	if [ -n "$srtp_lines" ]; then
+		relay_table=$relay_table$'\n\nSRTP termination (SDES, AES_CM_128_HMAC_SHA1_80) against plain, per packet, without the sockets:\n\n```\n'$srtp_lines$'\n```'
+	fi
 fi
 
 xdp_table=""
