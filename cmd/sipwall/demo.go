@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -27,6 +28,9 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	listen := fs.String("listen", "127.0.0.1:5060", "address the SBC serves on (UDP and TCP)")
 	level := fs.String("log", "info", "log level: debug, info, warn, error")
 	admin := fs.String("admin", "127.0.0.1:9090", "admin API address (\"\": off)")
+	wss := fs.String("wss", "", "address of a SIP over secure WebSocket listener for browsers (\"\": none)")
+	certFile := fs.String("cert", "", "PEM certificate of the -wss listener (default: self-signed for 127.0.0.1 and localhost)")
+	keyFile := fs.String("key", "", "PEM key of -cert")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -47,6 +51,13 @@ func cmdDemo(ctx context.Context, args []string, stdout, stderr io.Writer) error
 	cfg.Store.Path = st.Dir()
 	if err := demoAuth(cfg, st.Dir()); err != nil {
 		return err
+	}
+	if *wss != "" {
+		if err := demoWSS(cfg, *wss, *certFile, *keyFile, st.Dir()); err != nil {
+			return err
+		}
+	} else if *certFile != "" || *keyFile != "" {
+		return errors.New("demo: -cert and -key need -wss")
 	}
 	if cfg.Admin.Addr != "" {
 		// The demo shows the web console: a fresh token for this run,
@@ -116,17 +127,20 @@ func writeDemoUsers(dir, realm string) (string, error) {
 }
 
 func printDemoHelp(w io.Writer, a *app, pbx netip.AddrPort) {
-	var sbcAddr string
+	var sbcAddr, wssLine string
 	for _, l := range a.server.Listeners() {
-		if l.Spec.Transport == "udp" {
+		switch l.Spec.Transport {
+		case "udp":
 			sbcAddr = l.Bound.String()
+		case "wss":
+			wssLine = fmt.Sprintf("  SBC (browsers):  wss://%[1]s   — open https://%[1]s/ once to trust its certificate\n", l.Bound)
 		}
 	}
 	host, port, _ := net.SplitHostPort(sbcAddr)
 	fmt.Fprintf(w, `
 sipwall demo is running.
   SBC (outside):   udp+tcp %s
-  demo PBX (inside): %s   — never reached directly
+%s  demo PBX (inside): %s   — never reached directly
 
 Extensions on the demo PBX:
   1000  answers and echoes your audio
@@ -139,7 +153,7 @@ Users (digest, realm %q): alice and bob, password "demo".
 Call it with sipp (Debian package sip-tester; "make tools" installs it), from
 the source tree, one line per extension; sipp exits 0 when the call went as
 its scenario expects (the busy, cancelled and hung-up calls too):
-`, sbcAddr, pbx, a.cfgRealm)
+`, sbcAddr, wssLine, pbx, a.cfgRealm)
 	// The same lines as the README's "Place a call through the demo",
 	// with this demo's address (TestReadmeDemoLines runs both).
 	for _, c := range []struct{ scenario, ext, flags, note string }{
