@@ -58,7 +58,7 @@ func outboundFilter(topo *topology.Policy) func(netip.AddrPort, []byte) ([]byte,
 
 // buildMedia makes the media relay from the media section, deriving the
 // bind and advertised addresses from the listeners when not configured.
-func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, report *topology.Report, fp media.FastPath, log *slog.Logger) (*media.Manager, error) {
+func buildMedia(cfg config.Media, peers map[string]string, ls []*sbc.Listener, topo *topology.Policy, report *topology.Report, fp media.FastPath, log *slog.Logger) (*media.Manager, error) {
 	if cfg.Mode != config.MediaRelay {
 		return nil, nil
 	}
@@ -106,8 +106,21 @@ func buildMedia(cfg config.Media, ls []*sbc.Listener, topo *topology.Policy, rep
 		FastPath: fp,
 		Encryption: media.Encryption{
 			Outside: cfg.Encryption.Outside, Inside: cfg.Encryption.Inside, Require: cfg.Encryption.Require,
+			Peers: peers,
 		},
 	})
+}
+
+// peerEncryption is the media encryption of the trusted peers that have
+// a mode of their own, by name.
+func peerEncryption(trusted []config.Trusted) map[string]string {
+	m := map[string]string{}
+	for _, t := range trusted {
+		if t.Encryption != "" {
+			m[t.Name] = t.Encryption
+		}
+	}
+	return m
 }
 
 // sideAddrs returns the bind address of the first UDP listener of a side

@@ -434,7 +434,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 	}
 	checkDescriptors(cfg, log)
 	fast := openMediaFast(cfg, log)
-	relay, err := buildMedia(cfg.Media, srv.Listeners(), topo, leaks, fast.fastPath(), log)
+	relay, err := buildMedia(cfg.Media, peerEncryption(cfg.Auth.Trusted), srv.Listeners(), topo, leaks, fast.fastPath(), log)
 	if err != nil {
 		cancel()
 		srv.Close()

@@ -109,6 +109,28 @@ func OriginKey(r *sbc.Request) string {
 	return key(cid, tag)
 }
 
+// legHinter is a media relay that wants to know who each side's
+// endpoint is before the call's SDP crosses (*media.Manager: the
+// encryption it speaks with a browser or a trusted peer).
+type legHinter interface {
+	Leg(key string, side sbc.Side, transport, peer string)
+}
+
+// mediaLegs tells the relay, if it asks, the transport of both legs and
+// the trusted peer the call came from.
+func (b *B2BUA) mediaLegs(c *call, r *sbc.Request, bl *leg) {
+	h, ok := b.cfg.Media.(legHinter)
+	if !ok {
+		return
+	}
+	peer := ""
+	if r.Identity != nil {
+		peer = r.Identity.Trusted
+	}
+	h.Leg(c.key(), c.a.side, r.Transport, peer)
+	h.Leg(c.key(), bl.side, bl.transport, "")
+}
+
 // Media is the media relay as the B2BUA sees it (*media.Manager).
 type Media interface {
 	// Rewrite turns an SDP body from the other side into the body for the
@@ -515,6 +537,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 			inv.AppendHeader(sip.HeaderClone(h))
 		}
 	}
+	b.mediaLegs(c, r, bl)
 	body, err := b.bodyFor(c, bl, req)
 	if err != nil {
 		c.mu.Unlock()

@@ -292,6 +292,11 @@ type Trusted struct {
 	// SHA-256 in hex. With CIDRs too, both must match.
 	CertNames        []string `yaml:"cert_names"`
 	CertFingerprints []string `yaml:"cert_fingerprints"`
+	// Encryption is the media encryption with this peer: auto, sdes,
+	// dtls or off (as media.encryption.outside). Default: that of
+	// media.encryption.outside. media.encryption.require does not apply
+	// to a peer with a mode of its own.
+	Encryption string `yaml:"encryption"`
 }
 
 // Bans configures the ban store (see sbc/ban/README.md).

@@ -243,7 +243,8 @@ func wantFull() Config {
 			Trusted: []Trusted{
 				{Name: "carrier", CIDRs: []string{"203.0.113.0/24", "2001:db8:5::/48"},
 					CertNames:        []string{"trunk.carrier.example"},
-					CertFingerprints: []string{"5e:88:48:98:da:28:04:71:51:d0:e5:6f:8d:c6:29:27:73:60:3d:0d:6a:ab:bd:d6:2a:11:ef:72:1d:15:42:d8"}},
+					CertFingerprints: []string{"5e:88:48:98:da:28:04:71:51:d0:e5:6f:8d:c6:29:27:73:60:3d:0d:6a:ab:bd:d6:2a:11:ef:72:1d:15:42:d8"},
+					Encryption:       "sdes"},
 			},
 			AssertIdentity: "P-Asserted-Identity",
 			SourceHeader:   "X-Source",

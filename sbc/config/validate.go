@@ -217,7 +217,7 @@ func (c *Config) problems() []Problem {
 	}
 	ch.prefilter(c.Prefilter)
 	ch.mediaFastPath(c.Media, c.Prefilter)
-	ch.mediaEncryption(c.Media.Encryption)
+	ch.mediaEncryption(c.Media.Encryption, c.Auth.Trusted)
 	ch.tls(c.TLS, c.Listen, c.Upstreams)
 	if strings.TrimSpace(c.Store.Path) == "" {
 		ch.fail("store.path", "must not be empty")
@@ -670,9 +670,18 @@ func (ch *checker) mediaFastPath(m Media, p Prefilter) {
 
 // mediaEncryption checks media.encryption: pass on both sides or
 // neither, and a requirement that a terminating mode outside can meet.
-func (ch *checker) mediaEncryption(e MediaEncryption) {
+func (ch *checker) mediaEncryption(e MediaEncryption, trusted []Trusted) {
 	okOut := ch.oneOf("media.encryption.outside", e.Outside, mediaEncModes)
 	okIn := ch.oneOf("media.encryption.inside", e.Inside, mediaEncModes)
+	for i, t := range trusted {
+		if t.Encryption == "" {
+			continue
+		}
+		key := "auth.trusted[" + strconv.Itoa(i) + "].encryption"
+		if ch.oneOf(key, t.Encryption, mediaEncModes[:4]) && okIn && e.Inside == MediaEncPass {
+			ch.fail(key, "a mode of the peer's own needs media.encryption.inside other than pass")
+		}
+	}
 	if !okOut || !okIn {
 		return
 	}

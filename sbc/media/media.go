@@ -57,6 +57,8 @@ type Manager struct {
 	// DTLS stream; dtlsFailed counts handshakes that did not complete.
 	cert       *srtp.Certificate
 	dtlsFailed atomic.Uint64
+	// hints are what Leg said of calls without relay state yet.
+	hints map[string]*[2]legHint
 	// poll reads every stream's sockets (poll_linux.go); made at the
 	// first stream, closed by Close.
 	poll pollRef
@@ -65,9 +67,10 @@ type Manager struct {
 // session is the relay state of one call. Guarded by Manager.mu.
 type session struct {
 	key     string
-	cname   []byte    // CNAME of the call's RTCP toward the outside
-	streams []*stream // by m= line; nil: never relayed
-	origin  [2]origin // by the side the body goes toward
+	cname   []byte     // CNAME of the call's RTCP toward the outside
+	streams []*stream  // by m= line; nil: never relayed
+	origin  [2]origin  // by the side the body goes toward
+	legs    [2]legHint // by side: what the B2BUA said (Leg)
 	// Inactivity: the relayed-packet count last sampled and when it last
 	// changed (or the session was rewritten).
 	lastCount uint64
@@ -118,6 +121,9 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			return nil, ErrFull
 		}
 		s = &session{key: key, cname: newCNAME()}
+		if h := m.hints[key]; h != nil {
+			s.legs = *h
+		}
 		s.origin[0].id = newSessID()
 		s.origin[1].id = newSessID()
 	}
@@ -168,11 +174,11 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 			all[i] = s.streams[i]
 		}
 	}
-	if err := m.fromSide(all, from, parsed, media); err != nil {
+	if err := m.fromSide(&s.legs, all, from, parsed, media); err != nil {
 		rollback()
 		return nil, fmt.Errorf("media: %w", err)
 	}
-	edits, err := m.towardSide(all, to, media, ports)
+	edits, err := m.towardSide(&s.legs, all, to, media, ports)
 	if err != nil {
 		rollback()
 		return nil, fmt.Errorf("media: %w", err)
@@ -226,6 +232,7 @@ func (m *Manager) Rewrite(key string, toward sbc.Side, body []byte) ([]byte, err
 	s.lastSeen = now
 	s.reported = false
 	if isNew {
+		delete(m.hints, key)
 		m.sessions[key] = s
 		m.log.Debug("media session", "key", key, "streams", len(fresh))
 	}
@@ -287,6 +294,7 @@ func newSessID() string {
 func (m *Manager) Release(key string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	delete(m.hints, key)
 	s := m.sessions[key]
 	if s == nil {
 		return
@@ -316,6 +324,7 @@ func (m *Manager) release(streams []*stream, closing bool) {
 			continue
 		}
 		st.wg.Wait()
+		st.closeSec() // DTLS associations end with the call
 		st.fastStop()
 		st.counters(&m.total)
 		if closing {

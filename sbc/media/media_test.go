@@ -442,6 +442,23 @@ func TestRefusedPeers(t *testing.T) {
 	c.pbx.send(c.toInt, []byte("x"))
 	waitStat(t, m, "no-peer drop", func(s Stats) bool { return s.Dropped[DropNoPeer] == 1 })
 
+	// The source of a datagram is refused only when it is a relay socket
+	// of ours; a peer on our address whose port is in the range but not
+	// ours (an ephemeral port of a browser beside sipwall) latches.
+	if m.sourceAllowed(0, c.toExt) || m.sourceAllowed(0, netip.AddrPortFrom(extIP, c.toExt.Port()+1)) {
+		t.Error("a relay socket of ours allowed as the source of a peer")
+	}
+	free := netip.AddrPortFrom(m.pools[0].addr, uint16(m.cfg.PortMax))
+	if m.pools[0].held(m.cfg.PortMax) {
+		t.Fatal("the last port of the range is held: the test needs it free")
+	}
+	if !m.sourceAllowed(0, free) {
+		t.Error("a source on our address at a port of the range we do not hold refused")
+	}
+	if m.allowed(0, free) {
+		t.Error("an SDP address on our address in the relay range allowed")
+	}
+
 	// Loopback peers are refused when the side is not bound to loopback.
 	m2 := newTestManager(t, func(c *Config) {
 		c.External = netip.IPv4Unspecified()

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"time"
 )
@@ -49,6 +50,10 @@ type portPool struct {
 	addr  netip.Addr
 	first int // lowest even port
 	state []uint8
+	// bound mirrors state != pairFree, one bit per pair, for readers that
+	// cannot take Manager.mu (the relay's readers: held reports whether
+	// a datagram's source is a relay socket of ours).
+	bound []atomic.Uint64
 	next  int
 	inUse int
 	// warm is a ring of nwarm pairs from head, oldest first; it grows up
@@ -67,7 +72,30 @@ type portPool struct {
 }
 
 func newPortPool(addr netip.Addr, first, pairs int) *portPool {
-	return &portPool{addr: addr, first: first, state: make([]uint8, pairs), maxWarm: warmMax, quarantine: warmQuarantine}
+	return &portPool{addr: addr, first: first, state: make([]uint8, pairs), bound: make([]atomic.Uint64, (pairs+63)/64),
+		maxWarm: warmMax, quarantine: warmQuarantine}
+}
+
+// setState records a pair's state and mirrors it in bound. The caller
+// holds Manager.mu.
+func (p *portPool) setState(idx int, st uint8) {
+	p.state[idx] = st
+	w, bit := &p.bound[idx/64], uint64(1)<<(idx%64)
+	if st == pairFree {
+		w.And(^bit)
+	} else {
+		w.Or(bit)
+	}
+}
+
+// held reports whether port (RTP or RTCP) belongs to a pair this pool
+// has bound right now. Safe without Manager.mu.
+func (p *portPool) held(port int) bool {
+	idx := (port - p.first) / 2
+	if port < p.first || idx >= len(p.state) {
+		return false
+	}
+	return p.bound[idx/64].Load()&(uint64(1)<<(idx%64)) != 0
 }
 
 // alloc returns the sockets of a pair for a new stream: the oldest warm
@@ -105,7 +133,7 @@ func (p *portPool) alloc(now time.Time) (rtp, rtcp *net.UDPConn, port int, err e
 			}
 			continue
 		}
-		p.state[idx] = pairInUse
+		p.setState(idx, pairInUse)
 		p.inUse++
 		p.binds++
 		p.next = (idx + 1) % n
@@ -139,10 +167,10 @@ func (p *portPool) takeWarm() (rtp, rtcp *net.UDPConn, port int, ok bool) {
 	if err != nil {
 		w.rtp.Close()
 		w.rtcp.Close()
-		p.state[idx] = pairFree
+		p.setState(idx, pairFree)
 		return nil, nil, 0, false
 	}
-	p.state[idx] = pairInUse
+	p.setState(idx, pairInUse)
 	p.inUse++
 	p.reused++
 	return w.rtp, w.rtcp, w.port, true
@@ -162,7 +190,7 @@ func (p *portPool) put(rtp, rtcp *net.UDPConn, port int, now time.Time) {
 	if !canDrain || p.nwarm >= p.maxWarm {
 		rtp.Close()
 		rtcp.Close()
-		p.state[idx] = pairFree
+		p.setState(idx, pairFree)
 		return
 	}
 	if p.nwarm == len(p.warm) {
@@ -174,7 +202,7 @@ func (p *portPool) put(rtp, rtcp *net.UDPConn, port int, now time.Time) {
 	}
 	p.warm[(p.head+p.nwarm)%len(p.warm)] = warmPair{rtp: rtp, rtcp: rtcp, port: port, since: now}
 	p.nwarm++
-	p.state[idx] = pairWarm
+	p.setState(idx, pairWarm)
 }
 
 // free returns a pair whose sockets are closed.
@@ -183,7 +211,7 @@ func (p *portPool) free(port int) {
 	if idx < 0 || idx >= len(p.state) || p.state[idx] != pairInUse {
 		return
 	}
-	p.state[idx] = pairFree
+	p.setState(idx, pairFree)
 	p.inUse--
 }
 
@@ -196,7 +224,7 @@ func (p *portPool) closeWarm() {
 		p.nwarm--
 		w.rtp.Close()
 		w.rtcp.Close()
-		p.state[(w.port-p.first)/2] = pairFree
+		p.setState((w.port-p.first)/2, pairFree)
 	}
 	p.warm, p.head = nil, 0
 }

@@ -253,7 +253,7 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 	}
 	from := &st.peer[in.side][in.kind]
 	if p := from.Load(); !p.latched {
-		if !st.m.allowed(in.side, src) {
+		if !st.m.sourceAllowed(in.side, src) {
 			in.drops[dropRefused].Add(1)
 			return nil, dst, 0, 0, false
 		}
@@ -439,6 +439,21 @@ func (st *stream) activity() uint64 {
 // bound to loopback, unspecified (hold), multicast, and the other address
 // family.
 func (m *Manager) allowed(side int, ap netip.AddrPort) bool {
+	if !m.usable(side, ap) {
+		return false
+	}
+	if p := int(ap.Port()); p >= m.cfg.PortMin && p <= m.cfg.PortMax {
+		for _, o := range m.own {
+			if ap.Addr() == o {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// usable: an address the socket of side can send to, from a peer.
+func (m *Manager) usable(side int, ap netip.AddrPort) bool {
 	a := ap.Addr()
 	if !ap.IsValid() || ap.Port() == 0 || a.IsUnspecified() || a.IsMulticast() {
 		return false
@@ -449,11 +464,22 @@ func (m *Manager) allowed(side int, ap netip.AddrPort) bool {
 	if a.IsLoopback() && !m.loopback[side] {
 		return false
 	}
-	if p := int(ap.Port()); p >= m.cfg.PortMin && p <= m.cfg.PortMax {
-		for _, o := range m.own {
-			if a == o {
-				return false
-			}
+	return true
+}
+
+// sourceAllowed is allowed for the source of a datagram, which is where
+// it really came from: refused only when it is a relay socket of ours
+// (a loop), so that a peer on the relay's own host whose port falls in
+// the relay's range (an ephemeral port: a browser beside sipwall) can
+// latch. An address written in SDP gets the stricter allowed: a port of
+// the range not bound now may be bound by the relay later.
+func (m *Manager) sourceAllowed(side int, ap netip.AddrPort) bool {
+	if !m.usable(side, ap) {
+		return false
+	}
+	for _, pool := range m.pools {
+		if pool.addr == ap.Addr() && pool.held(int(ap.Port())) {
+			return false
 		}
 	}
 	return true

@@ -42,6 +42,80 @@ type Encryption struct {
 	// or answer from outside without SDES or DTLS fails Rewrite with
 	// ErrPlainRefused (the B2BUA answers 488).
 	Require bool
+	// Peers are the modes of trusted peers outside (by the name Leg is
+	// given), instead of Outside. Require does not apply to them.
+	Peers map[string]string
+}
+
+// legHint is what the B2BUA said of one side's endpoint (Leg).
+type legHint struct {
+	transport string // "udp", "tcp", "tls", "ws", "wss"
+	peer      string // a trusted peer's name, or ""
+}
+
+// Leg tells the relay who the endpoint of one side of a call is, before
+// the call's SDP crosses: the transport its signalling uses (an auto side
+// reached over ws or wss is a browser: the SBC's offers toward it are
+// DTLS-SRTP) and, for a trusted peer, its name (Encryption.Peers). Kept
+// until Release.
+func (m *Manager) Leg(key string, side sbc.Side, transport, peer string) {
+	if side != sbc.External && side != sbc.Internal {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return
+	}
+	h := legHint{transport: strings.ToLower(transport), peer: peer}
+	if s := m.sessions[key]; s != nil {
+		s.legs[side] = h
+		return
+	}
+	if m.hints == nil {
+		m.hints = make(map[string]*[2]legHint)
+	}
+	lh := m.hints[key]
+	if lh == nil {
+		if len(m.hints) >= m.cfg.MaxSessions {
+			return // bounded: the configured modes apply
+		}
+		lh = new([2]legHint)
+		m.hints[key] = lh
+	}
+	lh[side] = h
+}
+
+// sideMode is the mode of side for the call: a trusted peer's own, else
+// the configured one.
+func (m *Manager) sideMode(legs *[2]legHint, side int) string {
+	if side == int(sbc.External) && legs[side].peer != "" {
+		if mode, ok := m.cfg.Encryption.Peers[legs[side].peer]; ok && mode != "" {
+			return mode
+		}
+	}
+	return m.cfg.Encryption.mode(side)
+}
+
+// required: plain media from side is refused (outside, not a trusted
+// peer with a mode of its own).
+func (m *Manager) required(legs *[2]legHint, side int) bool {
+	if side != int(sbc.External) || !m.cfg.Encryption.Require {
+		return false
+	}
+	_, own := m.cfg.Encryption.Peers[legs[side].peer]
+	return legs[side].peer == "" || !own
+}
+
+// offerMode is the mode of the SBC's own offers toward side: auto offers
+// plain, except to a browser (signalling over ws or wss), which gets
+// DTLS-SRTP.
+func (m *Manager) offerMode(legs *[2]legHint, side int) string {
+	mode := m.sideMode(legs, side)
+	if mode == EncAuto && (legs[side].transport == "ws" || legs[side].transport == "wss") {
+		return EncDTLS
+	}
+	return mode
 }
 
 // ErrPlainRefused: Encryption.Require and a plain body from outside (the
@@ -71,6 +145,16 @@ func (e Encryption) Validate() error {
 	if (e.mode(0) == EncPass) != (e.mode(1) == EncPass) {
 		return errors.New("media: encryption pass on one side only: pass needs both sides")
 	}
+	for name, m := range e.Peers {
+		switch m {
+		case EncOff, EncSDES, EncDTLS, EncAuto:
+		default:
+			return fmt.Errorf("media: encryption mode %q of peer %q: want off, sdes, dtls or auto", m, name)
+		}
+		if e.mode(int(sbc.Internal)) == EncPass {
+			return fmt.Errorf("media: peer %q has an encryption mode of its own: inside must not be pass", name)
+		}
+	}
 	if e.Require && e.mode(int(sbc.External)) == EncPass {
 		return errors.New("media: encryption required from outside needs a terminating mode outside (auto, sdes or dtls), not pass")
 	}
@@ -98,8 +182,8 @@ type secSide struct {
 
 	// DTLS-SRTP with ICE-lite.
 	ice     *srtp.ICELite
-	dtls    [2]*srtp.DTLS // by socket kind, as sess
-	mux     bool          // the endpoint's SDP had rtcp-mux
+	dtls    [2]*srtp.DTLS      // by socket kind, as sess
+	mux     bool               // the endpoint's SDP had rtcp-mux
 	fingers []srtp.Fingerprint // the endpoint's
 	setup   string             // the endpoint's last a=setup
 	mid     string             // the endpoint's a=mid, echoed
@@ -130,8 +214,8 @@ var webrtcAttrs = []string{
 // fromSide reads what the body from side says about the security of each
 // of the call's streams (by m= position, nil where there is none), and
 // makes or updates their secSide. The caller holds m.mu.
-func (m *Manager) fromSide(streams []*stream, side int, parsed *sdp.Session, media []sdp.Media) error {
-	mode := m.cfg.Encryption.mode(side)
+func (m *Manager) fromSide(legs *[2]legHint, streams []*stream, side int, parsed *sdp.Session, media []sdp.Media) error {
+	mode := m.sideMode(legs, side)
 	if mode == EncPass {
 		return nil
 	}
@@ -149,7 +233,7 @@ func (m *Manager) fromSide(streams []*stream, side int, parsed *sdp.Session, med
 		case md.Crypto && (mode == EncSDES || mode == EncAuto):
 			want = secSDES
 		}
-		if want == secPlain && side == int(sbc.External) && m.cfg.Encryption.Require {
+		if want == secPlain && m.required(legs, side) {
 			return ErrPlainRefused
 		}
 		switch want {
@@ -331,9 +415,9 @@ func (m *Manager) certificate() (*srtp.Certificate, error) {
 // lines as the SBC speaks with that side. from is the side the body came
 // from. A section the SBC has not negotiated with side to yet gets the
 // configured mode's offer (auto: plain). The caller holds m.mu.
-func (m *Manager) towardSide(streams []*stream, to int, media []sdp.Media, ports []sdp.PortPair) (sdp.Target, error) {
+func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media []sdp.Media, ports []sdp.PortPair) (sdp.Target, error) {
 	var t sdp.Target
-	mode := m.cfg.Encryption.mode(to)
+	mode := m.sideMode(legs, to)
 	if mode == EncPass {
 		return t, nil
 	}
@@ -345,10 +429,11 @@ func (m *Manager) towardSide(streams []*stream, to int, media []sdp.Media, ports
 			continue
 		}
 		sec := st.sec[to].Load()
-		if sec == nil || (sec.kind == secPlain && mode != EncOff && mode != EncAuto) {
+		offer := m.offerMode(legs, to)
+		if sec == nil || (sec.kind == secPlain && offer != EncOff && offer != EncAuto) {
 			// Not negotiated with this side yet: our offer.
 			var err error
-			if sec, err = m.offerSec(st, to, mode); err != nil {
+			if sec, err = m.offerSec(st, to, offer); err != nil {
 				return t, err
 			}
 		}
@@ -490,7 +575,7 @@ func (st *stream) control(in *sock, sec *secSide, pkt []byte, src netip.AddrPort
 			return nil
 		}
 		from := &st.peer[in.side][rtp]
-		if p := from.Load(); (!p.latched || nominated && p.dst != src) && st.m.allowed(in.side, src) {
+		if p := from.Load(); (!p.latched || nominated && p.dst != src) && st.m.sourceAllowed(in.side, src) {
 			from.Store(&peerState{dst: src, latched: true})
 			st.m.log.Debug("media latched (ICE)", "key", st.key, "side", sbc.Side(in.side), "peer", src, "nominated", nominated)
 		}
@@ -499,7 +584,7 @@ func (st *stream) control(in *sock, sec *secSide, pkt []byte, src netip.AddrPort
 		from := &st.peer[in.side][in.kind]
 		p := from.Load()
 		if !p.latched {
-			if !st.m.allowed(in.side, src) {
+			if !st.m.sourceAllowed(in.side, src) {
 				in.drops[dropRefused].Add(1)
 				return nil
 			}

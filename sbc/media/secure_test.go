@@ -259,85 +259,9 @@ func TestSecureWebRTC(t *testing.T) {
 	}
 	su, sp := first(attr(parsed, 0, "ice-ufrag")), first(attr(parsed, 0, "ice-pwd"))
 
-	// ICE: the browser's check, answered with the SBC's password.
-	req := stunRequest(t, su+":"+bu, sp)
-	browser.send(relay, req)
-	resp, _ := browser.recv()
-	if srtp.Classify(resp) != srtp.KindSTUN {
-		t.Fatalf("answer to the ICE check: %x", resp)
-	}
-	// DTLS: the browser connects (the SBC said passive).
-	ready := make(chan *srtp.Session, 1)
-	d, err := srtp.NewDTLS(srtp.DTLSConfig{
-		Cert: cert, Role: srtp.Client, Remote: []srtp.Fingerprint{sbcFP},
-		Send: func(p []byte) error { browser.send(relay, p); return nil },
-		OnReady: func(s *srtp.Session, err error) {
-			if err != nil {
-				t.Errorf("browser's DTLS: %v", err)
-			}
-			ready <- s
-		},
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer d.Close()
-	stop := make(chan struct{})
-	defer close(stop)
-	media := make(chan []byte, 64)
-	go func() {
-		buf := make([]byte, 2048)
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			_ = browser.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
-			n, err := browser.conn.Read(buf)
-			if err != nil {
-				continue
-			}
-			p := append([]byte(nil), buf[:n]...)
-			if srtp.Classify(p) == srtp.KindDTLS {
-				d.Feed(p)
-			} else {
-				media <- p
-			}
-		}
-	}()
-	d.Start()
-	var sess *srtp.Session
-	select {
-	case sess = <-ready:
-	case <-time.After(10 * time.Second):
-		t.Fatal("no DTLS handshake in 10 s")
-	}
-	if sess == nil {
-		t.FailNow()
-	}
-	// SRTP from the browser reaches the PBX plain. The SBC may still be
-	// finishing its side of the handshake: send until it arrives.
-	plain := rtpPacket(1, 172)
+	sess, media := browserWire(t, browser, relay, cert, sbcFP, su+":"+bu, sp)
 	toInt := relayAddr(t, offer, 0, false)
-	deadline := time.Now().Add(5 * time.Second)
-	for seq := uint16(1); ; seq++ {
-		plain = rtpPacket(seq, 172)
-		sealed, err := sess.EncryptRTP(nil, plain)
-		if err != nil {
-			t.Fatal(err)
-		}
-		browser.send(relay, sealed)
-		if got, _, err := pbx.tryRecv(100 * time.Millisecond); err == nil {
-			if !bytes.Equal(got, plain) {
-				t.Fatalf("PBX got %x, want %x", got, plain)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no SRTP from the browser reached the PBX")
-		}
-	}
+	sendUntil(t, sess, browser, pbx, relay)
 	// RTP from the PBX reaches the browser as SRTP; the PBX's RTCP (on
 	// its own port) reaches it muxed on the RTP port, as SRTCP.
 	back := rtpPacket(500, 172)
@@ -377,6 +301,173 @@ func stunRequest(t *testing.T, username, pwd string) []byte {
 		t.Fatal(err)
 	}
 	return m.Raw
+}
+
+// browserWire plays a browser's side of the wire toward the relay at
+// relay: an ICE check (username, the SBC's password), then a DTLS
+// handshake as the client. It returns the SRTP session and what else the
+// browser receives.
+func browserWire(t *testing.T, browser *endpoint, relay netip.AddrPort, cert *srtp.Certificate, sbcFP srtp.Fingerprint, username, pwd string) (*srtp.Session, chan []byte) {
+	t.Helper()
+	req := stunRequest(t, username, pwd)
+	browser.send(relay, req)
+	resp, _ := browser.recv()
+	if srtp.Classify(resp) != srtp.KindSTUN {
+		t.Fatalf("answer to the ICE check: %x", resp)
+	}
+	ready := make(chan *srtp.Session, 1)
+	d, err := srtp.NewDTLS(srtp.DTLSConfig{
+		Cert: cert, Role: srtp.Client, Remote: []srtp.Fingerprint{sbcFP},
+		Send: func(p []byte) error { browser.send(relay, p); return nil },
+		OnReady: func(s *srtp.Session, err error) {
+			if err != nil {
+				t.Errorf("browser's DTLS: %v", err)
+			}
+			ready <- s
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	stop := make(chan struct{})
+	t.Cleanup(func() { close(stop) })
+	media := make(chan []byte, 64)
+	go func() {
+		buf := make([]byte, 2048)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			_ = browser.conn.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+			n, err := browser.conn.Read(buf)
+			if err != nil {
+				continue
+			}
+			p := append([]byte(nil), buf[:n]...)
+			if srtp.Classify(p) == srtp.KindDTLS {
+				d.Feed(p)
+			} else {
+				select {
+				case media <- p:
+				default:
+				}
+			}
+		}
+	}()
+	d.Start()
+	var sess *srtp.Session
+	select {
+	case sess = <-ready:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no DTLS handshake in 10 s")
+	}
+	if sess == nil {
+		t.FailNow()
+	}
+	return sess, media
+}
+
+// sendUntil sends SRTP from the browser until the PBX gets it in clear:
+// the SBC may still be finishing its side of the handshake.
+func sendUntil(t *testing.T, sess *srtp.Session, browser, pbx *endpoint, relay netip.AddrPort) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for seq := uint16(1); ; seq++ {
+		plain := rtpPacket(seq, 172)
+		sealed, err := sess.EncryptRTP(nil, plain)
+		if err != nil {
+			t.Fatal(err)
+		}
+		browser.send(relay, sealed)
+		if got, _, err := pbx.tryRecv(100 * time.Millisecond); err == nil {
+			if !bytes.Equal(got, plain) {
+				t.Fatalf("PBX got %x, want %x", got, plain)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no SRTP from the browser reached the PBX")
+		}
+	}
+}
+
+// The PBX calls a browser (registered over wss): the SBC's offer toward
+// it is DTLS-SRTP with ICE-lite; the browser answers active and connects;
+// the PBX sees a plain answer and plain RTP.
+func TestSecureOfferTowardBrowser(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, false))
+	m.Leg("w2", sbc.External, "WSS", "")
+	browser := newEndpoint(t, phoneIP)
+	pbx, _ := rtpPair(t, pbxIP)
+	offer := rewrite(t, m, "w2", sbc.External, audioSDP("pbx", 1, pbx.addr()))
+	parsed := mustParse(t, offer)
+	for _, want := range []string{" UDP/TLS/RTP/SAVPF 0 8 101\r\n", "a=ice-lite\r\n", "a=setup:actpass\r\n", "a=rtcp-mux\r\n", "a=group:BUNDLE 0\r\n"} {
+		if !bytes.Contains(offer, []byte(want)) {
+			t.Errorf("offer toward the browser lacks %q:\n%s", strings.TrimSpace(want), offer)
+		}
+	}
+	sbcFP, err := srtp.ParseFingerprint(first(attr(parsed, 0, "fingerprint")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	su, sp := first(attr(parsed, 0, "ice-ufrag")), first(attr(parsed, 0, "ice-pwd"))
+	cert, _ := srtp.NewCertificate()
+	bu, bp := srtp.NewICECredentials()
+	answer := bytes.Replace(webrtcOffer(cert.Fingerprint(), bu, bp, browser.addr()), []byte("a=setup:actpass"), []byte("a=setup:active"), 1)
+	ans := rewrite(t, m, "w2", sbc.Internal, answer)
+	for _, gone := range []string{"fingerprint", "ice-", "setup", "SAVPF", "rtcp-mux", "0.0.0.0"} {
+		if bytes.Contains(ans, []byte(gone)) {
+			t.Errorf("answer toward the PBX holds %q:\n%s", gone, ans)
+		}
+	}
+	relay := relayAddr(t, offer, 0, false)
+	sess, media := browserWire(t, browser, relay, cert, sbcFP, su+":"+bu, sp)
+	sendUntil(t, sess, browser, pbx, relay)
+	back := rtpPacket(900, 172)
+	pbx.send(relayAddr(t, ans, 0, false), back)
+	select {
+	case got := <-media:
+		if dec, err := sess.DecryptRTP(nil, got); err != nil || !bytes.Equal(dec, back) {
+			t.Fatalf("browser decrypts %x, %v", dec, err)
+		}
+	case <-time.After(waitFor):
+		t.Fatal("no SRTP reached the browser")
+	}
+}
+
+// A trusted peer with a mode of its own: off, so its plain offer passes
+// although encryption is required from everyone else, and its SDES offer
+// is answered plain; sdes, so the SBC's offers toward it carry a key.
+func TestSecurePeerMode(t *testing.T) {
+	m := newTestManager(t, func(c *Config) {
+		c.Encryption = Encryption{Outside: EncAuto, Inside: EncOff, Require: true, Peers: map[string]string{"carrier": EncOff, "trunk": EncSDES}}
+	})
+	ap := netip.MustParseAddrPort("127.0.0.3:30000")
+	m.Leg("p1", sbc.External, "udp", "carrier")
+	if _, err := m.Rewrite("p1", sbc.Internal, audioSDP("carrier", 1, ap)); err != nil {
+		t.Fatalf("plain offer of a peer in mode off: %v", err)
+	}
+	if _, err := m.Rewrite("p2", sbc.Internal, audioSDP("someone", 1, ap)); !errors.Is(err, sdp.ErrPlain) {
+		t.Fatalf("plain offer from anyone else: %v, want sdp.ErrPlain", err)
+	}
+	m.Leg("p3", sbc.External, "udp", "trunk")
+	offer := rewrite(t, m, "p3", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("127.0.0.4:30000")))
+	if !bytes.Contains(offer, []byte("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:")) {
+		t.Errorf("offer toward a peer in mode sdes:\n%s", offer)
+	}
+	if _, err := New(Config{External: extIP, Internal: intIP, Encryption: Encryption{Outside: EncPass, Inside: EncPass, Peers: map[string]string{"x": EncSDES}}}); err == nil {
+		t.Error("a peer mode with pass inside accepted")
+	}
+	m.Release("p1")
+	m.Release("p3")
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if len(m.hints) != 0 {
+		t.Errorf("%d leg hints left after the calls", len(m.hints))
+	}
 }
 
 // BenchmarkRelayOneSRTP is the CPU of the hot path for one packet of a
