@@ -68,6 +68,22 @@ type Identity struct {
 	Trusted string // name of the trusted peer (trunk, PBX) when matched by address
 }
 
+// MediaStats is what the media relay carried for one call, for the call
+// log and the calls API. In is from the outside party toward the inside,
+// Out the other way; the kernel fast path's packets are included.
+type MediaStats struct {
+	PacketsIn  uint64 `json:"packets_in"`
+	BytesIn    uint64 `json:"bytes_in"`
+	PacketsOut uint64 `json:"packets_out"`
+	BytesOut   uint64 `json:"bytes_out"`
+	FastPath   uint64 `json:"fastpath_packets"` // of those, forwarded by the kernel
+	Dropped    uint64 `json:"dropped"`          // datagrams not relayed, any reason
+	// Outside and Inside are the encryption the relay speaks with each
+	// side: "pass" (SRTP, if any, end to end), "plain", "sdes" or "dtls".
+	Outside string `json:"outside"`
+	Inside  string `json:"inside"`
+}
+
 // Request is a parsed SIP request with what the SBC knows about its origin.
 type Request struct {
 	*sip.Request

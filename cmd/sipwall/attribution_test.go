@@ -48,6 +48,9 @@ func TestAttributionIsTheAuthenticatedIdentity(t *testing.T) {
 	if calls[0]["user"] != "alice" || calls[0]["claimed"] != "caller" || calls[0]["from"] != nil {
 		t.Errorf("/api/calls: %s\nwant user alice, claimed caller, no from", raw)
 	}
+	if md, ok := calls[0]["media"].(map[string]any); !ok || md["outside"] != "plain" || md["packets_in"] == nil {
+		t.Errorf("/api/calls: %s\nwant the call's media (counters, encryption)", raw)
+	}
 
 	code, out, errOut := cli("calls", "-admin", admin, "-token-file", tokenFile)
 	if code != 0 || !regexp.MustCompile(`(?m)^`+strconv.FormatUint(c.ID, 10)+` +confirmed +alice +caller +1000 `).MatchString(out) ||
@@ -104,6 +107,11 @@ func TestAttributionIsTheAuthenticatedIdentity(t *testing.T) {
 	}
 	if !strings.Contains(line, " user=alice claimed=caller destination=1000 ") || !strings.Contains(line, " reason=admin") {
 		t.Errorf("call log line %q, want user=alice claimed=caller destination=1000 ... reason=admin", line)
+	}
+	// The relay's account of the call's media: counters, and plain RTP on
+	// both sides (a plain offer, the default encryption).
+	if !regexp.MustCompile(` media_pkts_in=\d+ media_pkts_out=\d+ .* media_outside=plain media_inside=plain`).MatchString(line) {
+		t.Errorf("call log line %q lacks the media counters and encryption", line)
 	}
 
 	// Registrations: alice's own, and bob's from the trusted peer.

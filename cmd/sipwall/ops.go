@@ -44,10 +44,16 @@ func (l *callLog) event(e b2bua.CallEvent) {
 		}
 		// user is the authenticated identity; claimed, the caller's From,
 		// is kept apart so that the log cannot be made to blame another.
-		l.log.Info("call ended", "component", "calls", "call", i.ID, "user", i.User, "claimed", i.Claimed, "destination", i.To,
+		attrs := []any{"component", "calls", "call", i.ID, "user", i.User, "claimed", i.Claimed, "destination", i.To,
 			"e164", n.E164, "class", string(n.Class),
 			"a_call_id", i.ACallID, "b_call_id", i.BCallID, "answered", e.Answered,
-			"setup_ms", e.Setup.Milliseconds(), "duration_s", int64(e.Duration.Seconds()), "reason", e.Reason)
+			"setup_ms", e.Setup.Milliseconds(), "duration_s", int64(e.Duration.Seconds()), "reason", e.Reason}
+		if md := i.Media; md != nil {
+			attrs = append(attrs, "media_pkts_in", md.PacketsIn, "media_pkts_out", md.PacketsOut,
+				"media_bytes_in", md.BytesIn, "media_bytes_out", md.BytesOut, "media_fastpath_pkts", md.FastPath,
+				"media_dropped", md.Dropped, "media_outside", md.Outside, "media_inside", md.Inside)
+		}
+		l.log.Info("call ended", attrs...)
 	}
 }
 

@@ -1404,6 +1404,7 @@ func (b *B2BUA) finish(c *call, reason string) {
 				ev.Setup = c.answered.Sub(c.created)
 			}
 			info := c.infoLocked()
+			b.mediaInfo(c, &info)
 			ev.Info = &info
 			c.mu.Unlock()
 			b.cfg.Events(ev)
@@ -1525,6 +1526,23 @@ type CallInfo struct {
 	// CallIDs of the outside (a) and inside (b) legs.
 	ACallID string `json:"a_call_id"`
 	BCallID string `json:"b_call_id,omitempty"`
+	// Media is what the relay carried (when there is one, and it says).
+	Media *sbc.MediaStats `json:"media,omitempty"`
+}
+
+// mediaStatser is a media relay that reports a call's media
+// (*media.Manager).
+type mediaStatser interface {
+	CallStats(key string) (sbc.MediaStats, bool)
+}
+
+// mediaInfo fills ci.Media for call c from the relay, if it reports.
+func (b *B2BUA) mediaInfo(c *call, ci *CallInfo) {
+	if ms, ok := b.cfg.Media.(mediaStatser); ok {
+		if st, ok := ms.CallStats(c.key()); ok {
+			ci.Media = &st
+		}
+	}
 }
 
 // Calls lists the calls in the table.
@@ -1533,6 +1551,7 @@ func (b *B2BUA) Calls() []CallInfo {
 	for _, c := range b.table.snapshot() {
 		c.mu.Lock()
 		ci := c.infoLocked()
+		b.mediaInfo(c, &ci)
 		c.mu.Unlock()
 		out = append(out, ci)
 	}

@@ -1,5 +1,7 @@
 package media
 
+import "github.com/sipwall/sipwall/sbc"
+
 // Names under which Stats are to be exported.
 const (
 	MetricSessions      = "sipwall_media_sessions"            // gauge: Stats.Sessions
@@ -128,4 +130,76 @@ func (m *Manager) Stats() Stats {
 		s.Drained += p.drained
 	}
 	return s
+}
+
+// CallStats is what the relay carried for the call key so far (the call
+// log takes it before Release): packets and bytes by direction, the
+// kernel's share, drops, and the encryption spoken with each side.
+func (m *Manager) CallStats(key string) (sbc.MediaStats, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	s := m.sessions[key]
+	if s == nil {
+		return sbc.MediaStats{}, false
+	}
+	out := sbc.MediaStats{Outside: EncPass, Inside: EncPass}
+	for _, st := range s.streams {
+		if st == nil {
+			continue
+		}
+		for side := range 2 {
+			p, b, fast, dropped := st.sideCounters(side)
+			if side == int(sbc.External) {
+				out.PacketsIn += p
+				out.BytesIn += b
+			} else {
+				out.PacketsOut += p
+				out.BytesOut += b
+			}
+			out.FastPath += fast
+			out.Dropped += dropped
+		}
+	}
+	if len(s.streams) > 0 && s.streams[0] != nil {
+		out.Outside = secName(s.streams[0].sec[sbc.External].Load())
+		out.Inside = secName(s.streams[0].sec[sbc.Internal].Load())
+	}
+	return out, true
+}
+
+func secName(s *secSide) string {
+	if s == nil {
+		return EncPass
+	}
+	return [...]string{secPlain: "plain", secSDES: EncSDES, secDTLS: EncDTLS}[s.kind]
+}
+
+// sideCounters are the counters of what arrived on side: relayed
+// packets and bytes (the kernel's included), the kernel's packets, and
+// datagrams dropped.
+func (st *stream) sideCounters(side int) (packets, bytes, fast, dropped uint64) {
+	for kind := range 2 {
+		s := st.sock[side][kind]
+		packets += s.packets.Load()
+		bytes += s.bytes.Load()
+		for i := range s.drops {
+			dropped += s.drops[i].Load()
+		}
+	}
+	fp := st.m.cfg.FastPath
+	if fp == nil {
+		return packets, bytes, 0, dropped
+	}
+	f := &st.fast
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	fast = f.done[side].Packets
+	fb := f.done[side].Bytes
+	if f.on.Load() {
+		if s, err := fp.Stats(st.fastLocal(side)); err == nil {
+			fast += s.Packets
+			fb += s.Bytes
+		}
+	}
+	return packets + fast, bytes + fb, fast, dropped
 }

@@ -122,6 +122,12 @@ func TestSecureSDESOutside(t *testing.T) {
 	if bytes.Contains(dec, []byte("pbx@10.0.0.5")) {
 		t.Fatalf("RTCP toward the phone kept the PBX's CNAME: %q", dec)
 	}
+
+	// The call's account for the call log.
+	st, ok := m.CallStats("c1")
+	if !ok || st.PacketsIn != 1 || st.PacketsOut != 2 || st.Dropped != 2 || st.Outside != "sdes" || st.Inside != "plain" {
+		t.Errorf("CallStats = %+v, %v; want 1 packet in, 2 out (RTP, RTCP), 2 dropped, sdes outside, plain inside", st, ok)
+	}
 }
 
 // leakySR is an SR with an SDES naming the PBX.
