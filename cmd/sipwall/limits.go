@@ -4,37 +4,30 @@ package main
 
 import (
 	"log/slog"
-	"syscall"
 
 	"github.com/sipwall/sipwall/sbc/config"
+	"github.com/sipwall/sipwall/sbc/media"
 )
 
-// checkDescriptors raises the descriptor limit to its hard limit (the Go
-// runtime does so at start on Linux; this makes it so wherever Setrlimit
-// works) and, with the media relay on, warns when the relay's port range
-// could need more descriptors than the limit leaves: it binds a socket per
-// port of its range and side at most (four per stream), and beyond the
-// limit new calls find no ports.
+// checkDescriptors raises the descriptor limit to what the media relay's
+// port range can need (four descriptors per stream: the soft limit to the
+// hard one, and beyond the hard one where the process may, as root) and,
+// with the relay on, warns when the limit still leaves too few: beyond it
+// new calls find no ports.
 func checkDescriptors(cfg *config.Config, log *slog.Logger) {
-	var l syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &l); err != nil {
-		return
-	}
-	if l.Cur < l.Max {
-		raised := l
-		raised.Cur = l.Max
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &raised); err == nil {
-			l = raised
-		}
-	}
-	if cfg.Media.Mode != config.MediaRelay {
-		return
-	}
 	// Both sides' ranges (one pool when they share an address: a bound).
 	relay := uint64(2 * (cfg.Media.PortMax - cfg.Media.PortMin + 1))
 	const reserve = 1024 // listeners, connections, files
-	if relay+reserve > l.Cur {
+	need := uint64(0)
+	if cfg.Media.Mode == config.MediaRelay {
+		need = relay + reserve
+	}
+	limit, err := media.RaiseDescriptorLimit(need)
+	if err != nil || cfg.Media.Mode != config.MediaRelay {
+		return
+	}
+	if need > limit {
 		log.Warn("the media relay's port range needs more descriptors than the limit leaves: calls beyond it get no relay ports",
-			"component", "media", "descriptor_limit", l.Cur, "relay_sockets_max", relay, "streams_max", (l.Cur-min(l.Cur, reserve))/4)
+			"component", "media", "descriptor_limit", limit, "relay_sockets_max", relay, "streams_max", (limit-min(limit, reserve))/4)
 	}
 }
