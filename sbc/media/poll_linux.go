@@ -180,17 +180,26 @@ func newPollWorker(m *Manager) (*pollWorker, error) {
 		unix.Close(wake)
 		return nil, fmt.Errorf("epoll_ctl: %w", err)
 	}
-	w := &pollWorker{m: m, epfd: epfd, wake: wake, done: make(chan struct{}), regs: map[int32]pollReg{}}
-	for i := range w.msgs {
-		w.iovs[i].Base = &w.bufs[i][0]
-		w.iovs[i].SetLen(len(w.bufs[i]))
-		w.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
-		w.msgs[i].Hdr.Iov = &w.iovs[i]
-		w.msgs[i].Hdr.SetIovlen(1)
+	w, _ := spareWorkers.Get().(*pollWorker)
+	if w == nil {
+		w = &pollWorker{regs: map[int32]pollReg{}}
+		for i := range w.msgs {
+			w.iovs[i].Base = &w.bufs[i][0]
+			w.iovs[i].SetLen(len(w.bufs[i]))
+			w.msgs[i].Hdr.Name = (*byte)(unsafe.Pointer(&w.names[i]))
+			w.msgs[i].Hdr.Iov = &w.iovs[i]
+			w.msgs[i].Hdr.SetIovlen(1)
+		}
 	}
+	w.m, w.epfd, w.wake, w.done = m, epfd, wake, make(chan struct{})
 	go w.run()
 	return w, nil
 }
+
+// spareWorkers keeps the memory of closed workers (their batch buffers,
+// some 40 KiB each): the poller ends with the last stream and is made
+// again with the next, which at a few calls at a time is every call.
+var spareWorkers sync.Pool
 
 func sockFD(c *net.UDPConn) (int32, error) {
 	rc, err := c.SyscallConn()
@@ -259,6 +268,12 @@ func (w *pollWorker) close() {
 	<-w.done
 	unix.Close(w.epfd)
 	unix.Close(w.wake)
+	// Nothing refers to the worker now (its streams were removed first):
+	// its buffers serve the next one.
+	clear(w.regs)
+	w.closing, w.m = false, nil
+	w.sc.seen = [nRTCPItems]uint32{}
+	spareWorkers.Put(w)
 }
 
 // run is the worker: wait for ready sockets, read and relay them.
