@@ -291,7 +291,7 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 	outSec := st.sec[other].Load()
 	plain := true // what pkt holds now can be read
 	if inSec != nil && inSec.kind != secPlain {
-		sess := inSec.sess[in.kind].Load()
+		sess := inSec.keys.sess[in.kind].Load()
 		if sess == nil {
 			in.drops[dropNoKey].Add(1)
 			return nil, dst, 0, 0, false
@@ -299,16 +299,16 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		if sc.plain == nil {
 			sc.plain = make([]byte, 0, 2*MaxDatagram)
 		}
-		var err error
-		if kind == rtcp {
-			pkt, err = sess.DecryptRTCP(sc.plain[:0], pkt)
-		} else {
-			pkt, err = sess.DecryptRTP(sc.plain[:0], pkt)
+		dec, err := decrypt(sess, kind, sc.plain[:0], pkt)
+		if err != nil && inSec.prev != nil && errors.Is(err, srtp.ErrAuth) {
+			// Still the key before the last offer (refused, perhaps).
+			dec, err = decrypt(inSec.prev, kind, sc.plain[:0], pkt)
 		}
 		if err != nil {
 			in.drops[dropCrypto].Add(1)
 			return nil, dst, 0, 0, false
 		}
+		pkt = dec
 	} else if inSec == nil && st.secure.Load() {
 		plain = false // SRTP end to end: SRTCP crosses untouched
 	}
@@ -328,7 +328,7 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		pkt = sc.hidden[:k]
 	}
 	if outSec != nil && outSec.kind != secPlain {
-		sess := outSec.sess[toKind].Load()
+		sess := outSec.keys.sess[toKind].Load()
 		if sess == nil {
 			in.drops[dropNoKey].Add(1)
 			return nil, dst, 0, 0, false
@@ -348,6 +348,13 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		}
 	}
 	return pkt, dst, other, toKind, true
+}
+
+func decrypt(sess *srtp.Session, kind int, dst, pkt []byte) ([]byte, error) {
+	if kind == rtcp {
+		return sess.DecryptRTCP(dst, pkt)
+	}
+	return sess.DecryptRTP(dst, pkt)
 }
 
 // noteRTCP adds what one RTCP packet had changed to the counters, tells

@@ -169,26 +169,53 @@ const (
 )
 
 // secSide is the encryption of one side of a stream. The relay reads it
-// through an atomic pointer; a change of keys or ICE credentials makes a
-// new one (Manager.mu held), except sess, which the DTLS handshake sets.
+// through an atomic pointer and it is never changed once stored: a change
+// stores a new version (Manager.mu held), which shares the keys and the
+// DTLS associations of the one before when they go on.
 type secSide struct {
 	kind   int
 	local  srtp.Crypto // SDES: our key, in the SDP toward this side
 	remote srtp.Crypto // SDES: the endpoint's key
-	// sess by the socket the packets use (rtp, rtcp): one session for
-	// both with SDES or rtcp-mux; without mux, DTLS-SRTP keys RTCP by a
-	// handshake of its own on the RTCP port (RFC 5764 section 4.1).
-	sess [2]atomic.Pointer[srtp.Session]
+	keys   *secKeys
+	// prev (SDES) is the session before the endpoint's last new key:
+	// tried when the current one fails, for the offer that brought the
+	// key may have been refused by the other side, and the endpoint then
+	// keeps its old key (RFC 4568 section 7.1.4).
+	prev *srtp.Session
 
 	// DTLS-SRTP with ICE-lite.
 	ice     *srtp.ICELite
-	dtls    [2]*srtp.DTLS      // by socket kind, as sess
+	dtls    [2]*srtp.DTLS      // by socket kind, as keys.sess
 	mux     bool               // the endpoint's SDP had rtcp-mux
 	fingers []srtp.Fingerprint // the endpoint's
 	setup   string             // the endpoint's last a=setup
 	mid     string             // the endpoint's a=mid, echoed
 	bundle  bool               // the endpoint's SDP had a=group:BUNDLE
 	role    srtp.Role
+}
+
+// secKeys are the SRTP sessions in force, by the socket the packets use
+// (rtp, rtcp): one session for both with SDES or rtcp-mux; without mux,
+// DTLS-SRTP keys RTCP by a handshake of its own on the RTCP port (RFC
+// 5764 section 4.1). The DTLS handshake sets them when it completes.
+type secKeys struct {
+	sess [2]atomic.Pointer[srtp.Session]
+}
+
+func newKeys(sess *srtp.Session) *secKeys {
+	k := &secKeys{}
+	if sess != nil {
+		k.sess[rtp].Store(sess)
+		k.sess[rtcp].Store(sess)
+	}
+	return k
+}
+
+// with is a new version of s, changed by f, sharing its keys and DTLS.
+func (s *secSide) with(f func(*secSide)) *secSide {
+	c := *s
+	f(&c)
+	return &c
 }
 
 func (s *secSide) close() {
@@ -240,41 +267,23 @@ func (m *Manager) fromSide(legs *[2]legHint, streams []*stream, side int, parsed
 		case secPlain:
 			if old == nil || old.kind != secPlain {
 				old.close()
-				st.sec[side].Store(&secSide{kind: secPlain})
+				st.sec[side].Store(&secSide{kind: secPlain, keys: newKeys(nil)})
 			}
 		case secSDES:
 			remote, err := srtp.Choose(parsed.Attrs(i, "crypto"))
 			if err != nil {
 				return fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
 			}
-			if old != nil && old.kind == secSDES && old.remote.Suite == remote.Suite && bytes.Equal(old.remote.Key, remote.Key) {
-				if old.remote.Tag != remote.Tag {
-					old.remote.Tag, old.local.Tag = remote.Tag, remote.Tag // only the tag moved: same keys
-				}
-				continue
-			}
-			var local srtp.Crypto
-			if old != nil && old.kind == secSDES && len(old.remote.Key) == 0 && old.local.Suite == remote.Suite {
-				// The answer to our offer: our key stays.
-				local = old.local
-				local.Tag = remote.Tag
-			} else {
-				// New keys from the endpoint: ours are new too (rekeying
-				// on a re-INVITE), same tag and suite as its choice.
-				var err error
-				if local, err = srtp.NewCrypto(remote.Tag, remote.Suite); err != nil {
-					return err
-				}
-			}
-			sess, err := srtp.SessionFromSDES(local, remote)
+			ns, err := m.fromSDES(old, remote)
 			if err != nil {
-				return fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
+				return err
 			}
-			ns := &secSide{kind: secSDES, local: local, remote: remote}
-			ns.sess[rtp].Store(sess)
-			ns.sess[rtcp].Store(sess)
-			old.close()
-			st.sec[side].Store(ns)
+			if ns != old {
+				if old == nil || old.kind != secSDES {
+					old.close()
+				}
+				st.sec[side].Store(ns)
+			}
 		case secDTLS:
 			if err := m.fromDTLS(st, side, i, parsed, old, md.RTCPMux); err != nil {
 				return err
@@ -282,6 +291,48 @@ func (m *Manager) fromSide(legs *[2]legHint, streams []*stream, side int, parsed
 		}
 	}
 	return nil
+}
+
+// fromSDES is the new version of a side's SDES state for the endpoint's
+// chosen a=crypto remote (old itself when nothing changed). Our key is
+// made once and kept: a new key from the endpoint rekeys what it sends,
+// what we send goes on under the same contexts.
+func (m *Manager) fromSDES(old *secSide, remote srtp.Crypto) (*secSide, error) {
+	if old == nil || old.kind != secSDES || old.local.Suite != remote.Suite {
+		// First SDES with this endpoint (or another suite): our key, with
+		// its tag and suite.
+		local, err := srtp.NewCrypto(remote.Tag, remote.Suite)
+		if err != nil {
+			return nil, err
+		}
+		sess, err := srtp.SessionFromSDES(local, remote)
+		if err != nil {
+			return nil, fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
+		}
+		return &secSide{kind: secSDES, local: local, remote: remote, keys: newKeys(sess)}, nil
+	}
+	local := old.local
+	local.Tag = remote.Tag // the answer's tag is the chosen offer's
+	cur := old.keys.sess[rtp].Load()
+	switch {
+	case cur == nil:
+		// The answer to our offer: its key completes the session.
+		sess, err := srtp.SessionFromSDES(local, remote)
+		if err != nil {
+			return nil, fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
+		}
+		return &secSide{kind: secSDES, local: local, remote: remote, keys: newKeys(sess)}, nil
+	case bytes.Equal(old.remote.Key, remote.Key):
+		if old.remote.Tag == remote.Tag {
+			return old, nil
+		}
+		return old.with(func(c *secSide) { c.local, c.remote = local, remote }), nil
+	}
+	sess, err := cur.Rekeyed(remote)
+	if err != nil {
+		return nil, fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
+	}
+	return &secSide{kind: secSDES, local: local, remote: remote, keys: newKeys(sess), prev: cur}, nil
 }
 
 // attr is a section's attribute, else the session's.
@@ -319,15 +370,21 @@ func (m *Manager) fromDTLS(st *stream, side, i int, parsed *sdp.Session, old *se
 	ufrag := first(attr(parsed, i, "ice-ufrag"))
 	mid := first(parsed.Attrs(i, "mid"))
 	bundle := len(parsed.Attrs(-1, "group")) > 0
-	if old != nil && old.kind == secDTLS && sameFingers(old.fingers, fingers) && old.ice.RemoteUfrag == ufrag {
-		// Only the description moved on (setup answered, mid...).
-		old.setup, old.mid, old.bundle = setup, mid, bundle
-		if old.dtls[rtp] != nil && old.mux == mux && !(setup == "passive" && old.role == srtp.Server && old.sess[rtp].Load() == nil) {
-			return nil
+	if old != nil && old.kind == secDTLS && old.dtls[rtp] != nil && sameFingers(old.fingers, fingers) && old.mux == mux &&
+		!(setup == "passive" && old.role == srtp.Server && old.keys.sess[rtp].Load() == nil) {
+		// The association goes on: the same certificate, the same roles.
+		// An ICE restart (a new ufrag) only renews the ICE credentials.
+		ice := old.ice
+		if ufrag != old.ice.RemoteUfrag {
+			lu, lp := srtp.NewICECredentials()
+			ice = &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp, RemoteUfrag: ufrag}
 		}
-		// The answer to our offer (no association yet), or the endpoint
-		// wants to be the server after all: we start as the client.
+		st.sec[side].Store(old.with(func(c *secSide) { c.ice, c.setup, c.mid, c.bundle = ice, setup, mid, bundle }))
+		return nil
 	}
+	// A new association: the first, the answer to our offer, a new
+	// certificate, or the endpoint wants to be the server after all (we
+	// start as the client).
 	return m.restartDTLS(st, side, old, fingers, setup, mid, bundle, ufrag, mux)
 }
 
@@ -336,7 +393,7 @@ func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp
 	if err != nil {
 		return err
 	}
-	ns := &secSide{kind: secDTLS, fingers: fingers, setup: setup, mid: mid, bundle: bundle, role: srtp.Server}
+	ns := &secSide{kind: secDTLS, fingers: fingers, setup: setup, mid: mid, bundle: bundle, role: srtp.Server, keys: newKeys(nil)}
 	if setup == "passive" {
 		ns.role = srtp.Client
 	}
@@ -363,9 +420,9 @@ func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp
 					m.dtlsFailed.Add(1)
 					return
 				}
-				ns.sess[kind].Store(sess)
+				ns.keys.sess[kind].Store(sess)
 				if mux {
-					ns.sess[rtcp].Store(sess)
+					ns.keys.sess[rtcp].Store(sess)
 				}
 				m.log.Debug("media: DTLS-SRTP keyed", "key", st.key, "side", sbc.Side(side), "kind", kindName(kind))
 			},
@@ -481,7 +538,7 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 			switch {
 			case sec.setup == "actpass":
 				setup = "passive" // our answer: the endpoint connects
-			case sec.dtls[rtp] != nil && sec.sess[rtp].Load() != nil:
+			case sec.dtls[rtp] != nil && sec.keys.sess[rtp].Load() != nil:
 				// An established association keeps its roles.
 				setup = map[srtp.Role]string{srtp.Server: "passive", srtp.Client: "active"}[sec.role]
 			}
@@ -521,16 +578,16 @@ func (m *Manager) offerSec(st *stream, to int, mode string) (*secSide, error) {
 		}
 		// The endpoint's key comes with its answer; until then nothing
 		// can be decrypted, nor sent.
-		ns := &secSide{kind: secSDES, local: local}
+		ns := &secSide{kind: secSDES, local: local, keys: newKeys(nil)}
 		st.sec[to].Store(ns)
 		return ns, nil
 	case EncDTLS:
 		lu, lp := srtp.NewICECredentials()
-		ns := &secSide{kind: secDTLS, ice: &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp}, role: srtp.Server}
+		ns := &secSide{kind: secDTLS, ice: &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp}, role: srtp.Server, keys: newKeys(nil)}
 		st.sec[to].Store(ns)
 		return ns, nil
 	}
-	ns := &secSide{kind: secPlain}
+	ns := &secSide{kind: secPlain, keys: newKeys(nil)}
 	st.sec[to].Store(ns)
 	return ns, nil
 }

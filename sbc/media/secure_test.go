@@ -130,6 +130,44 @@ func TestSecureSDESOutside(t *testing.T) {
 	}
 }
 
+// A re-INVITE from the SDES phone with a new key: what it sends is then
+// decrypted with the new key, and still with the old one (the PBX may
+// refuse the re-INVITE, and the phone then keeps it); the SBC's key, and
+// so its answer's a=crypto, stay.
+func TestSecureSDESRekey(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, false))
+	phone, _ := rtpPair(t, phoneIP)
+	pbx, _ := rtpPair(t, pbxIP)
+	k1, _ := srtp.NewCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	offer := rewrite(t, m, "r1", sbc.Internal, sdesSDP("phone", phone.addr(), k1))
+	ans := rewrite(t, m, "r1", sbc.External, audioSDP("pbx", 1, pbx.addr()))
+	sbcKey := theCrypto(t, ans)
+	toExt := relayAddr(t, ans, 0, false)
+	old, _ := srtp.SessionFromSDES(k1, sbcKey)
+	send := func(s *srtp.Session, seq uint16) {
+		t.Helper()
+		p := rtpPacket(seq, 172)
+		enc, _ := s.EncryptRTP(nil, p)
+		phone.send(toExt, enc)
+		got, _ := pbx.recv()
+		if !bytes.Equal(got, p) {
+			t.Fatalf("PBX got %x, want %x", got, p)
+		}
+	}
+	send(old, 1)
+
+	k2, _ := srtp.NewCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	rewrite(t, m, "r1", sbc.Internal, sdesSDP("phone", phone.addr(), k2))
+	ans2 := rewrite(t, m, "r1", sbc.External, audioSDP("pbx", 2, pbx.addr()))
+	if got := theCrypto(t, ans2); !bytes.Equal(got.Key, sbcKey.Key) {
+		t.Errorf("the SBC's key changed on the phone's rekey")
+	}
+	_ = offer
+	send(old, 2) // the old key still works (the re-INVITE may have been refused)
+	rekeyed, _ := srtp.SessionFromSDES(k2, sbcKey)
+	send(rekeyed, 3)
+}
+
 // leakySR is an SR with an SDES naming the PBX.
 func leakySR() []byte {
 	sr := []byte{0x80, 200, 0, 6, 0, 0, 0, 9}
@@ -293,6 +331,18 @@ func TestSecureWebRTC(t *testing.T) {
 	if s := m.Stats(); s.FastPathStreams != 0 {
 		t.Errorf("an encrypted stream went to the kernel path: %+v", s)
 	}
+
+	// An ICE restart (a re-offer with new ICE credentials, the same
+	// certificate): new ICE credentials of ours, the DTLS association and
+	// its keys go on.
+	bu2, bp2 := srtp.NewICECredentials()
+	rewrite(t, m, "w1", sbc.Internal, webrtcOffer(cert.Fingerprint(), bu2, bp2, browser.addr()))
+	ans2 := mustParse(t, rewrite(t, m, "w1", sbc.External, audioSDP("pbx", 2, pbx.addr())))
+	if first(attr(ans2, 0, "ice-ufrag")) == su || first(attr(ans2, 0, "fingerprint")) != first(attr(parsed, 0, "fingerprint")) {
+		t.Errorf("ICE restart: ufrag %q (was %q), fingerprint kept: %v", first(attr(ans2, 0, "ice-ufrag")), su,
+			first(attr(ans2, 0, "fingerprint")) == first(attr(parsed, 0, "fingerprint")))
+	}
+	sendUntil(t, sess, browser, pbx, relay)
 }
 
 // stunRequest is a browser's ICE connectivity check (RFC 8445 7.1.1).

@@ -327,8 +327,8 @@ func fields(s string) []string {
 // never wait for each other.
 type Session struct {
 	suite           string
-	decRTP, decRTCP half
-	encRTP, encRTCP half
+	decRTP, decRTCP *half
+	encRTP, encRTCP *half // shared with the sessions Rekeyed makes
 }
 
 // half is one pion context, used for one direction and one kind only
@@ -367,7 +367,7 @@ func newSession(s suite, local, remote []byte) (*Session, error) {
 	if err != nil {
 		return nil, fmt.Errorf("session: %w", err)
 	}
-	sess := &Session{suite: s.name}
+	sess := &Session{suite: s.name, decRTP: new(half), decRTCP: new(half), encRTP: new(half), encRTCP: new(half)}
 	// One master key, two contexts per direction: SRTP and SRTCP have
 	// session keys of their own (RFC 3711 section 4.3), and each context
 	// only ever uses one kind, so no keystream is used twice.
@@ -389,6 +389,26 @@ func newSession(s suite, local, remote []byte) (*Session, error) {
 	return sess, nil
 }
 
+// Rekeyed is the session after the peer sent a new SDES key (a
+// re-INVITE's offer): what it sends is decrypted with remote, fresh
+// contexts with their own replay windows; what we send stays encrypted by
+// the same contexts as before (our key did not change, and a new context
+// on the same key would use its keystream again). Same suite only.
+func (s *Session) Rekeyed(remote Crypto) (*Session, error) {
+	if !strings.EqualFold(s.suite, remote.Suite) {
+		return nil, fmt.Errorf("rekey: suites %.40q and %.40q: %w", s.suite, remote.Suite, ErrUnsupported)
+	}
+	su, ok := lookup(remote.Suite)
+	if !ok || len(remote.Key) != su.keyLen {
+		return nil, fmt.Errorf("rekey: suite %.40q, key of %d bytes: %w", remote.Suite, len(remote.Key), ErrMalformed)
+	}
+	fresh, err := newSession(su, remote.Key, remote.Key)
+	if err != nil {
+		return nil, err
+	}
+	return &Session{suite: s.suite, decRTP: fresh.decRTP, decRTCP: fresh.decRTCP, encRTP: s.encRTP, encRTCP: s.encRTCP}, nil
+}
+
 // Suite is the crypto suite in use (one of the constants above).
 func (s *Session) Suite() string { return s.suite }
 
@@ -396,7 +416,7 @@ func (s *Session) Suite() string { return s.suite }
 // dst (reused when it has the capacity; it may be pkt itself). ErrReplay,
 // ErrAuth, ErrMalformed, ErrTooManySSRCs.
 func (s *Session) DecryptRTP(dst, pkt []byte) ([]byte, error) {
-	h := &s.decRTP
+	h := s.decRTP
 	if len(pkt) < 12 {
 		return nil, fmt.Errorf("decrypt rtp: %d bytes: %w", len(pkt), ErrMalformed)
 	}
@@ -421,7 +441,7 @@ func (s *Session) DecryptRTP(dst, pkt []byte) ([]byte, error) {
 // EncryptRTP encrypts an RTP packet for the peer into dst (reused when it
 // has the capacity for the packet and its tag; it may be pkt itself).
 func (s *Session) EncryptRTP(dst, pkt []byte) ([]byte, error) {
-	h := &s.encRTP
+	h := s.encRTP
 	if len(pkt) < 12 {
 		return nil, fmt.Errorf("encrypt rtp: %d bytes: %w", len(pkt), ErrMalformed)
 	}
@@ -447,7 +467,7 @@ func (s *Session) EncryptRTP(dst, pkt []byte) ([]byte, error) {
 // DecryptRTCP authenticates and decrypts an SRTCP packet (compound or not)
 // from the peer into dst. Errors as DecryptRTP.
 func (s *Session) DecryptRTCP(dst, pkt []byte) ([]byte, error) {
-	h := &s.decRTCP
+	h := s.decRTCP
 	if len(pkt) < 8 {
 		return nil, fmt.Errorf("decrypt rtcp: %d bytes: %w", len(pkt), ErrMalformed)
 	}
@@ -472,7 +492,7 @@ func (s *Session) DecryptRTCP(dst, pkt []byte) ([]byte, error) {
 // EncryptRTCP encrypts an RTCP packet (compound or not) for the peer into
 // dst, which needs room for 4 bytes of index and the tag.
 func (s *Session) EncryptRTCP(dst, pkt []byte) ([]byte, error) {
-	h := &s.encRTCP
+	h := s.encRTCP
 	if len(pkt) < 8 {
 		return nil, fmt.Errorf("encrypt rtcp: %d bytes: %w", len(pkt), ErrMalformed)
 	}

@@ -487,3 +487,49 @@ func TestChoose(t *testing.T) {
 		t.Errorf("no offer: %v", err)
 	}
 }
+
+// Rekeyed: the peer's new key decrypts, its old one no longer does, and
+// what we send goes on under the same contexts (the peer's decryption of
+// our stream is not disturbed by the rekey).
+func TestRekeyed(t *testing.T) {
+	ours, _ := NewCrypto(1, AES_CM_128_HMAC_SHA1_80)
+	theirs, _ := NewCrypto(1, AES_CM_128_HMAC_SHA1_80)
+	sess, err := SessionFromSDES(ours, theirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	peer, _ := SessionFromSDES(theirs, ours)
+	pkt := func(seq uint16) []byte {
+		p := make([]byte, 172)
+		p[0], p[2], p[3] = 0x80, byte(seq>>8), byte(seq)
+		return p
+	}
+	for seq := uint16(1); seq <= 3; seq++ {
+		enc, _ := sess.EncryptRTP(nil, pkt(seq))
+		if _, err := peer.DecryptRTP(nil, enc); err != nil {
+			t.Fatalf("before the rekey: %v", err)
+		}
+	}
+	newTheirs, _ := NewCrypto(2, AES_CM_128_HMAC_SHA1_80)
+	re, err := sess.Rekeyed(newTheirs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Our stream continues: seq 4 under the same contexts.
+	enc, _ := re.EncryptRTP(nil, pkt(4))
+	if _, err := peer.DecryptRTP(nil, enc); err != nil {
+		t.Fatalf("our stream after the rekey: %v", err)
+	}
+	newPeer, _ := SessionFromSDES(newTheirs, ours)
+	enc, _ = newPeer.EncryptRTP(nil, pkt(10))
+	if _, err := re.DecryptRTP(nil, enc); err != nil {
+		t.Fatalf("the peer's new key: %v", err)
+	}
+	old, _ := peer.EncryptRTP(nil, pkt(11))
+	if _, err := re.DecryptRTP(nil, old); !errors.Is(err, ErrAuth) {
+		t.Fatalf("the peer's old key after the rekey: %v, want ErrAuth", err)
+	}
+	if _, err := sess.Rekeyed(Crypto{Tag: 1, Suite: AEAD_AES_128_GCM, Key: make([]byte, 28)}); !errors.Is(err, ErrUnsupported) {
+		t.Errorf("rekey to another suite: %v, want ErrUnsupported", err)
+	}
+}
