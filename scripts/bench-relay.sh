@@ -19,15 +19,26 @@
 #              place; serve counts the program's own run time with the
 #              kernel's BPF run statistics (prog ns)
 #   direct     no relay: phones and PBXs send to each other (the baseline)
+#   rtpengine  the reference relay: a fresh rtpengine-daemon (Debian's, in
+#              userspace only: --table=-1, no kernel module) on RELAY_IP with
+#              its own port range above the relay's, its ng control
+#              protocol on a free port; "relayload ng" sets up the same
+#              calls through it (offer from the phone, answer from the PBX)
+#              and prints the lines serve prints, with rtpengine's PID, so
+#              the same send run drives it and its CPU (all its threads:
+#              /proc/PID/stat of the process) is read the same way; the
+#              packets it relayed come from its replies to "delete"
+#              (totals.RTP), its log is kept with BENCH_KEEP=1
 # As root (needed for fastpath) everything runs in a network namespace made
 # for the run (its own loopback, nothing else on it), deleted at exit.
 # After the table, per rate, one line each:
-#   relay_ns_per_pkt userspace=U fastpath=F
+#   relay_ns_per_pkt userspace=U fastpath=F rtpengine=R
 #     U: the relay's CPU per relayed packet (serve's utime+stime);
 #     F: the same with the fast path, plus the program's run time: the
 #        kernel forwards in the sender's softirq, charged to the generator,
 #        so serve's CPU alone would flatter it;
-#   relay_extra_ns_per_pkt userspace=U fastpath=F (with direct)
+#     R: rtpengine's CPU per packet it relayed, like U;
+#   relay_extra_ns_per_pkt userspace=U fastpath=F rtpengine=R (with direct)
 #     serve's and the generator's CPU minus the generator's in the direct
 #     run, per packet: all the CPU relaying adds, noisier (the generator's
 #     CPU varies from run to run on a shared machine).
@@ -40,12 +51,14 @@
 #   relayed pps        packets received at the far sockets / send window
 #   loss %             (sent - received) / sent
 #   relay CPU %        relay CPU seconds / send window, of one core
-#   pkts per CPU-s     packets the relay relayed (its own Stats) / its
+#   pkts per CPU-s     packets the relay relayed (its own Stats; rtpengine's:
+#                      the RTP packets its delete replies count) / its
 #                      CPU seconds: the packets per second one core carries
 #   ns CPU/pkt         the inverse, in nanoseconds
 #   latency            generator send to receive through the relay, p50/p99
 #   relay drops        the Manager's Dropped counters summed (by reason in
-#                      the serve output, kept with BENCH_KEEP=1)
+#                      the serve output, kept with BENCH_KEEP=1);
+#                      rtpengine's RTP errors
 #   UDP rcvbuf errors  host-wide /proc/net/snmp Udp RcvbufErrors during
 #                      the run: datagrams lost to full socket buffers
 #                      (relay's or generator's), the usual cause of loss
@@ -61,7 +74,10 @@
 #   SENDERS=1            sending goroutines of the generator
 #   PORT_MIN=42000       first relay port (the range is sized to STREAMS)
 #   PEER_PORT_MIN=30000  first RTP port of the phones and the PBX
-#   MODES                "direct userspace fastpath" as root, else "userspace"
+#   MODES                "direct userspace fastpath" as root, else "userspace";
+#                        then "rtpengine" when the rtpengine command is
+#                        installed (scripts/install-test-tools.sh --bench),
+#                        else a note in the results says it was skipped
 #   BENCH_KEEP=1         keep the work directory (serve and send output)
 #
 # The table goes to stdout and is appended to
@@ -79,10 +95,18 @@ DURATION=${DURATION:-10}
 SENDERS=${SENDERS:-1}
 PORT_MIN=${PORT_MIN:-42000}
 PEER_PORT_MIN=${PEER_PORT_MIN:-30000}
-if [ "$(id -u)" = 0 ]; then
-	MODES=${MODES:-direct userspace fastpath}
-else
-	MODES=${MODES:-userspace}
+note=""
+if [ -z "${MODES:-}" ]; then
+	if [ "$(id -u)" = 0 ]; then
+		MODES="direct userspace fastpath"
+	else
+		MODES=userspace
+	fi
+	if command -v rtpengine >/dev/null; then
+		MODES="$MODES rtpengine"
+	else
+		note="rtpengine: not installed, skipped (scripts/install-test-tools.sh --bench installs rtpengine-daemon)"
+	fi
 fi
 for m in $MODES; do
 	case $m in
@@ -91,8 +115,12 @@ for m in $MODES; do
 		echo "bench-relay: mode fastpath needs root" >&2
 		exit 2
 	} ;;
+	rtpengine) command -v rtpengine >/dev/null || {
+		echo "bench-relay: mode rtpengine needs rtpengine (Debian package rtpengine-daemon)" >&2
+		exit 2
+	} ;;
 	*)
-		echo "bench-relay: unknown mode $m (direct, userspace, fastpath)" >&2
+		echo "bench-relay: unknown mode $m (direct, userspace, fastpath, rtpengine)" >&2
 		exit 2
 		;;
 	esac
@@ -118,7 +146,11 @@ fi
 # External and internal sockets share 127.0.0.1 and so the range: two
 # RTP/RTCP pairs per call, plus slack for ports other processes hold.
 PORT_MAX=$((PORT_MIN + 4 * STREAMS + 199))
-if [ "$PORT_MAX" -gt 65535 ] || [ $((PEER_PORT_MIN + 2 * STREAMS)) -gt 65535 ]; then
+# rtpengine's range, as large, right above: it too takes two RTP/RTCP
+# pairs per call.
+RTPE_PORT_MIN=$((PORT_MAX + 1))
+RTPE_PORT_MAX=$((RTPE_PORT_MIN + 4 * STREAMS + 199))
+if [ "$RTPE_PORT_MAX" -gt 65535 ] || [ $((PEER_PORT_MIN + 2 * STREAMS)) -gt 65535 ]; then
 	echo "bench-relay: STREAMS=$STREAMS does not fit the port ranges" >&2
 	exit 2
 fi
@@ -168,12 +200,44 @@ for mode in $MODES; do
 	[ "$mode" = fastpath ] && serve_flags=(-fastpath)
 	send_flags=()
 	[ "$mode" = direct ] && send_flags=(-direct)
-	# serve's own deadline ends it if this script cannot; timeout(1) is
-	# the backstop.
-	timeout $((DURATION + 90)) "${in_ns[@]}" "$work/relayload" serve -streams "$STREAMS" \
-		-addr "$RELAY_IP" -outside-peer "$PHONE_IP" -inside-peer "$PBX_IP" \
-		-port-min "$PORT_MIN" -port-max "$PORT_MAX" -peer-port-min "$PEER_PORT_MIN" \
-		-deadline "$((DURATION + 60))s" "${serve_flags[@]}" >"$sout" 2>"$work/serve-$rate-$mode.err" &
+	epid="" # timeout(1) around rtpengine
+	if [ "$mode" = rtpengine ]; then
+		# Userspace only (--table=-1), in the foreground, no configuration
+		# file: the flags are all of it.
+		elog="$work/rtpengine-$rate.log"
+		epidfile="$work/rtpengine-$rate.pid"
+		ng_port=$(free_block)
+		timeout $((DURATION + 120)) "${in_ns[@]}" rtpengine --config-file=none --foreground --table=-1 \
+			--interface="$RELAY_IP" --listen-ng="$RELAY_IP:$ng_port" \
+			--port-min="$RTPE_PORT_MIN" --port-max="$RTPE_PORT_MAX" \
+			--pidfile="$epidfile" --log-stderr --log-level=6 >"$elog" 2>&1 &
+		epid=$!
+		pids+=("$epid")
+		for _ in $(seq 1 100); do
+			grep -q 'Startup complete' "$elog" 2>/dev/null && [ -s "$epidfile" ] && break
+			kill -0 "$epid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if ! grep -q 'Startup complete' "$elog" 2>/dev/null || [ ! -s "$epidfile" ]; then
+			echo "bench-relay: rtpengine did not start" >&2
+			cat "$elog" >&2
+			exit 1
+		fi
+		pids+=("$(cat "$epidfile")")
+		# relayload ng deletes its calls at the deadline if this script
+		# cannot tell it to; timeout(1) is the backstop.
+		timeout $((DURATION + 90)) "${in_ns[@]}" "$work/relayload" ng -ng "$RELAY_IP:$ng_port" \
+			-pid "$(cat "$epidfile")" -streams "$STREAMS" \
+			-outside-peer "$PHONE_IP" -inside-peer "$PBX_IP" -peer-port-min "$PEER_PORT_MIN" \
+			-deadline "$((DURATION + 60))s" >"$sout" 2>"$work/serve-$rate-$mode.err" &
+	else
+		# serve's own deadline ends it if this script cannot; timeout(1) is
+		# the backstop.
+		timeout $((DURATION + 90)) "${in_ns[@]}" "$work/relayload" serve -streams "$STREAMS" \
+			-addr "$RELAY_IP" -outside-peer "$PHONE_IP" -inside-peer "$PBX_IP" \
+			-port-min "$PORT_MIN" -port-max "$PORT_MAX" -peer-port-min "$PEER_PORT_MIN" \
+			-deadline "$((DURATION + 60))s" "${serve_flags[@]}" >"$sout" 2>"$work/serve-$rate-$mode.err" &
+	fi
 	tpid=$!
 	pids+=("$tpid")
 	for _ in $(seq 1 300); do
@@ -182,11 +246,13 @@ for mode in $MODES; do
 		sleep 0.1
 	done
 	if ! grep -qx ready "$sout" 2>/dev/null; then
-		echo "bench-relay: serve did not get ready" >&2
+		echo "bench-relay: $mode: the calls were not set up" >&2
 		cat "$work/serve-$rate-$mode.err" >&2
+		[ -z "$epid" ] || tail -n 30 "$elog" >&2
 		exit 1
 	fi
-	# timeout(1) is serve's parent: measure serve itself (it prints its pid).
+	# timeout(1) is serve's parent: measure serve itself (it prints its
+	# pid), or rtpengine (relayload ng prints rtpengine's).
 	rpid=$(kv "$sout" pid)
 	pids+=("$rpid")
 
@@ -198,8 +264,9 @@ for mode in $MODES; do
 		-senders "$SENDERS" -streams-file "$sout" "${send_flags[@]}" \
 		>"$work/send-$rate-$mode.out" 2>"$work/send-$rate-$mode.err" || send_rc=$?
 	if ! kill -0 "$rpid" 2>/dev/null; then
-		echo "bench-relay: serve died during the run" >&2
+		echo "bench-relay: the relay ($mode) died during the run" >&2
 		cat "$work/serve-$rate-$mode.err" >&2
+		[ -z "$epid" ] || tail -n 30 "$elog" >&2
 		exit 1
 	fi
 	ticks_after=$(cpu_ticks "$rpid")
@@ -211,16 +278,30 @@ for mode in $MODES; do
 		exit 1
 	fi
 
-	# Stop serve; it prints its Stats and exits.
-	kill -TERM "$rpid" 2>/dev/null || true
+	# Stop serve; it prints its Stats and exits. relayload ng (timeout(1)
+	# passes the signal on) deletes its calls and prints what rtpengine
+	# said about them; then rtpengine is stopped.
+	if [ -n "$epid" ]; then
+		kill -TERM "$tpid" 2>/dev/null || true
+	else
+		kill -TERM "$rpid" 2>/dev/null || true
+	fi
 	for _ in $(seq 1 100); do
 		kill -0 "$tpid" 2>/dev/null || break
 		sleep 0.1
 	done
 	wait "$tpid" 2>/dev/null || true
-	pids=() # both have exited: nothing of this rate left to kill
+	if [ -n "$epid" ]; then
+		kill -TERM "$rpid" 2>/dev/null || true
+		for _ in $(seq 1 100); do
+			kill -0 "$epid" 2>/dev/null || break
+			sleep 0.1
+		done
+		wait "$epid" 2>/dev/null || true
+	fi
+	pids=() # all have exited: nothing of this rate left to kill
 	if ! grep -q '^packets ' "$sout"; then
-		echo "bench-relay: serve printed no stats" >&2
+		echo "bench-relay: $mode printed no stats" >&2
 		cat "$work/serve-$rate-$mode.err" >&2
 		exit 1
 	fi
@@ -258,11 +339,11 @@ for mode in $MODES; do
 	rows+=$row$'\n'
 	echo "$row"
 done
-line="relay_ns_per_pkt userspace=${ns_pkt[userspace]:-n/a} fastpath=${ns_pkt[fastpath]:-n/a} (rate $rate)"
+line="relay_ns_per_pkt userspace=${ns_pkt[userspace]:-n/a} fastpath=${ns_pkt[fastpath]:-n/a} rtpengine=${ns_pkt[rtpengine]:-n/a} (rate $rate)"
 summary+=$line$'\n'
 echo "$line"
 if [ -n "${gen_cpu[direct]:-}" ]; then
-	line="relay_extra_ns_per_pkt userspace=${extra_pkt[userspace]:-n/a} fastpath=${extra_pkt[fastpath]:-n/a} (rate $rate)"
+	line="relay_extra_ns_per_pkt userspace=${extra_pkt[userspace]:-n/a} fastpath=${extra_pkt[fastpath]:-n/a} rtpengine=${extra_pkt[rtpengine]:-n/a} (rate $rate)"
 	summary+=$line$'\n'
 	echo "$line"
 fi
@@ -285,12 +366,16 @@ echo
 echo "$table"
 echo
 printf '%s' "$summary"
+[ -z "$note" ] || printf '\n%s\n' "$note"
 
 mkdir -p bench/results
 out="bench/results/relay-$(date -u +%Y-%m-%d).md"
 if [ ! -f "$out" ]; then
 	printf '# sipwall media relay bench results, %s\n\nWritten by scripts/bench-relay.sh; one section per run.\n' "$(date -u +%Y-%m-%d)" >"$out"
 fi
-printf '\n## %s\n\n%s\n\n```\n%s```\n' "$heading" "$table" "$summary" >>"$out"
+{
+	printf '\n## %s\n\n%s\n\n```\n%s```\n' "$heading" "$table" "$summary"
+	[ -z "$note" ] || printf '\n%s\n' "$note"
+} >>"$out"
 echo
 echo "bench-relay: appended to $out"

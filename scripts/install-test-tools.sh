@@ -22,6 +22,8 @@
 #
 # With --bench, also what `make bench` uses:
 #   curl      curl             admin API samples and profiles (scripts/bench.sh)
+#   rtpengine rtpengine-daemon the reference media relay of
+#                              scripts/bench-relay.sh (userspace only)
 #
 # As root it installs with apt-get; otherwise it prints what to install and
 # exits non-zero when something is missing.
@@ -29,11 +31,11 @@ set -euo pipefail
 
 cmds=(sipp svmap tshark ip pebble socat redis-server chromium chromedriver kamailio)
 declare -A pkg=([sipp]=sip-tester [svmap]=sipvicious [tshark]=tshark [ip]=iproute2 [pebble]=pebble [socat]=socat
-	[curl]=curl [kamailio]=kamailio [redis-server]=redis-server [chromium]=chromium [chromedriver]=chromium-driver)
+	[curl]=curl [rtpengine]=rtpengine-daemon [kamailio]=kamailio [redis-server]=redis-server [chromium]=chromium [chromedriver]=chromium-driver)
 cmds+=(baresip linphone-daemon)
 pkg+=([baresip]=baresip-core [linphone-daemon]=linphone-cli)
 if [ "${1:-}" = --bench ]; then
-	cmds+=(curl)
+	cmds+=(curl rtpengine)
 fi
 
 # have CMD: is CMD runnable? sbin directories count even when they are not
@@ -76,6 +78,11 @@ echo "install-test-tools: apt-get update"
 apt-get update -q
 echo "install-test-tools: apt-get install ${missing[*]}"
 apt-get install -y -q --no-install-recommends "${missing[@]}"
+# rtpengine-daemon's package enables and starts its system service; the
+# benchmark starts a daemon of its own and wants no other.
+if [[ " ${missing[*]} " == *" rtpengine-daemon "* ]] && [ -d /run/systemd/system ]; then
+	systemctl disable --now rtpengine-daemon.service || true
+fi
 
 failed=0
 for c in "${cmds[@]}"; do

@@ -47,6 +47,18 @@
 // each other, not through the relay: the same packets and sockets, the
 // baseline that relaying adds to.
 //
+// ng sets up the same calls through a running rtpengine-daemon instead,
+// over its ng control protocol (bencoded dictionaries over UDP, each
+// after a cookie and a space) at -ng: for call i an "offer" with the
+// phone's SDP (call-id, from-tag), then an "answer" with the PBX's (to-tag).
+// It prints the lines serve prints, the pid line carrying rtpengine's
+// process id (-pid, found by the caller) and the addrs and stream lines
+// the address and ports rtpengine wrote into the SDP it returned, so that
+// send drives rtpengine unchanged. At SIGTERM, SIGINT or -deadline it
+// sends "delete" for every call and prints packets, bytes and dropped:
+// the RTP rtpengine received for them and its errors (totals of the
+// delete replies).
+//
 // Exit status: 0 on success (send: even with loss), 2 on a usage or setup
 // error.
 package main
@@ -95,6 +107,8 @@ func main() {
 		err = serve(os.Args[2:])
 	case "send":
 		err = send(os.Args[2:])
+	case "ng":
+		err = ngMain(os.Args[2:])
 	case "-h", "-help", "--help", "help":
 		usage()
 		return
@@ -114,7 +128,8 @@ func usage() {
 	fmt.Fprintln(os.Stderr, `usage:
   relayload serve [-streams N] [-addr IP] [-port-min P] [-port-max Q] [-deadline D] ...
   relayload send  [-pps R] [-duration D] [-streams-file F] ...
-Run "relayload serve -h" or "relayload send -h" for the flags.`)
+  relayload ng    -pid PID [-ng ADDR] [-streams N] [-deadline D] ...
+Run "relayload serve -h", "relayload send -h" or "relayload ng -h" for the flags.`)
 }
 
 // ---- serve ----
