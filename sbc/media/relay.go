@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,6 +64,9 @@ type stream struct {
 	// sent[side]: the last SDP the SBC sent toward side had rtcp-mux
 	// for this stream. Guarded by Manager.mu.
 	sentMux [2]bool
+	// anyMux: either side's SDP, or one of ours, had rtcp-mux: RTCP is
+	// looked for on the RTP sockets.
+	anyMux atomic.Bool
 	// sec[side]: the encryption the SBC terminates with that side's
 	// endpoint (secure.go); nil: none (pass), packets copied as they are.
 	sec [2]atomic.Pointer[secSide]
@@ -251,12 +255,57 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 			return nil, dst, 0, 0, false
 		}
 	}
+	// What the packet is: RTCP on its own socket, or told from RTP on an
+	// RTP socket where either side's SDP spoke of rtcp-mux (RFC 5761;
+	// also when the mux was not agreed: RTCP a PBX sends there anyway is
+	// still hidden before it leaves).
+	kind := in.kind
+	if kind == rtp && st.anyMux.Load() && isRTCP(pkt) {
+		kind = rtcp
+	}
+	secureIn := inSec != nil && inSec.kind != secPlain
 	from := &st.peer[in.side][in.kind]
-	if p := from.Load(); !p.latched {
+	p := from.Load()
+	if !p.latched {
 		if !st.m.sourceAllowed(in.side, src) {
 			in.drops[dropRefused].Add(1)
 			return nil, dst, 0, 0, false
 		}
+	} else if p.dst != src {
+		in.drops[dropUnlatched].Add(1)
+		return nil, dst, 0, 0, false
+	} else if in.kind == rtp && st.fastDue() {
+		st.fastSync(true) // came up as the kernel route's lease runs out
+	}
+	plain := true // what pkt holds now can be read
+	if secureIn {
+		// SRTP the SBC terminates: authenticated before anything else,
+		// latching included, so a stranger's datagram cannot take the
+		// stream (the SBC holds the key).
+		sess := inSec.keys.sess[in.kind].Load()
+		if sess == nil {
+			in.drops[dropNoKey].Add(1)
+			return nil, dst, 0, 0, false
+		}
+		if sc.plain == nil {
+			sc.plain = make([]byte, 0, 2*MaxDatagram)
+		}
+		dec, err := decrypt(sess, kind, sc.plain[:0], pkt)
+		if err != nil && inSec.prev != nil && !inSec.keys.prevDone.Load() && errors.Is(err, srtp.ErrAuth) {
+			// Still the key before the last offer (refused, perhaps).
+			dec, err = decrypt(inSec.prev, kind, sc.plain[:0], pkt)
+		} else if err == nil && inSec.prev != nil {
+			inSec.keys.prevDone.Store(true) // the new key is in use
+		}
+		if err != nil {
+			in.drops[dropCrypto].Add(1)
+			return nil, dst, 0, 0, false
+		}
+		pkt = dec
+	} else if inSec == nil && st.secure.Load() {
+		plain = false // SRTP end to end: SRTCP crosses untouched
+	}
+	if !p.latched {
 		if !from.CompareAndSwap(p, &peerState{dst: src, latched: true}) {
 			// Re-armed by a new SDP meanwhile; the next packet latches.
 			in.drops[dropUnlatched].Add(1)
@@ -266,18 +315,6 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		if in.kind == rtp {
 			st.fastSync(false) // both sides latched: into the kernel
 		}
-	} else if p.dst != src {
-		in.drops[dropUnlatched].Add(1)
-		return nil, dst, 0, 0, false
-	} else if in.kind == rtp && st.fastDue() {
-		st.fastSync(true) // came up as the kernel route's lease runs out
-	}
-
-	// What the packet is: RTCP on its own socket, or told from RTP on a
-	// muxed one (RFC 5761).
-	kind := in.kind
-	if kind == rtp && st.muxed[in.side].Load() && isRTCP(pkt) {
-		kind = rtcp
 	}
 	toKind = kind
 	if st.muxed[other].Load() {
@@ -289,29 +326,6 @@ func (st *stream) relayOne(in *sock, pkt []byte, src netip.AddrPort, sc *scratch
 		return nil, dst, 0, 0, false
 	}
 	outSec := st.sec[other].Load()
-	plain := true // what pkt holds now can be read
-	if inSec != nil && inSec.kind != secPlain {
-		sess := inSec.keys.sess[in.kind].Load()
-		if sess == nil {
-			in.drops[dropNoKey].Add(1)
-			return nil, dst, 0, 0, false
-		}
-		if sc.plain == nil {
-			sc.plain = make([]byte, 0, 2*MaxDatagram)
-		}
-		dec, err := decrypt(sess, kind, sc.plain[:0], pkt)
-		if err != nil && inSec.prev != nil && errors.Is(err, srtp.ErrAuth) {
-			// Still the key before the last offer (refused, perhaps).
-			dec, err = decrypt(inSec.prev, kind, sc.plain[:0], pkt)
-		}
-		if err != nil {
-			in.drops[dropCrypto].Add(1)
-			return nil, dst, 0, 0, false
-		}
-		pkt = dec
-	} else if inSec == nil && st.secure.Load() {
-		plain = false // SRTP end to end: SRTCP crosses untouched
-	}
 	if other == int(sbc.External) && plain && kind == rtcp {
 		if sc.hidden == nil {
 			sc.hidden = make([]byte, 2*MaxDatagram)
@@ -405,6 +419,7 @@ func (st *stream) updateStopped() {
 	for side := range 2 {
 		st.muxed[side].Store(st.sdp[side].mux && st.sentMux[side])
 	}
+	st.anyMux.Store(st.sdp[0].mux || st.sdp[1].mux || st.sentMux[0] || st.sentMux[1])
 }
 
 // counters adds the stream's socket and kernel counters to c.
@@ -485,8 +500,14 @@ func (m *Manager) sourceAllowed(side int, ap netip.AddrPort) bool {
 		return false
 	}
 	for _, pool := range m.pools {
-		if pool.addr == ap.Addr() && pool.held(int(ap.Port())) {
+		if !pool.held(int(ap.Port())) {
+			continue
+		}
+		if pool.addr == ap.Addr() {
 			return false
+		}
+		if pool.addr.IsUnspecified() && slices.Contains(m.own, ap.Addr()) {
+			return false // a wildcard bind: any address of ours
 		}
 	}
 	return true

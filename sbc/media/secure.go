@@ -7,7 +7,9 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/sipwall/sipwall/sbc"
 	"github.com/sipwall/sipwall/sbc/media/sdp"
@@ -69,6 +71,16 @@ func (m *Manager) Leg(key string, side sbc.Side, transport, peer string) {
 	}
 	h := legHint{transport: strings.ToLower(transport), peer: peer}
 	if s := m.sessions[key]; s != nil {
+		if s.legs[side] != h {
+			// Another endpoint on that side (the next target of a
+			// failover): our offer to the last one is not this one's.
+			for _, st := range s.streams {
+				if st != nil && !st.sdp[side].seen {
+					st.sec[side].Load().close()
+					st.sec[side].Store(nil)
+				}
+			}
+		}
 		s.legs[side] = h
 		return
 	}
@@ -109,11 +121,14 @@ func (m *Manager) required(legs *[2]legHint, side int) bool {
 
 // offerMode is the mode of the SBC's own offers toward side: auto offers
 // plain, except to a browser (signalling over ws or wss), which gets
-// DTLS-SRTP.
+// DTLS-SRTP, and where plain media is refused, where it offers SDES.
 func (m *Manager) offerMode(legs *[2]legHint, side int) string {
 	mode := m.sideMode(legs, side)
-	if mode == EncAuto && (legs[side].transport == "ws" || legs[side].transport == "wss") {
+	switch {
+	case mode == EncAuto && (legs[side].transport == "ws" || legs[side].transport == "wss"):
 		return EncDTLS
+	case mode == EncAuto && m.required(legs, side):
+		return EncSDES // a plain answer would be refused
 	}
 	return mode
 }
@@ -181,17 +196,19 @@ type secSide struct {
 	// tried when the current one fails, for the offer that brought the
 	// key may have been refused by the other side, and the endpoint then
 	// keeps its old key (RFC 4568 section 7.1.4).
-	prev *srtp.Session
+	prev       *srtp.Session
+	prevRemote srtp.Crypto // the endpoint's key of prev
 
 	// DTLS-SRTP with ICE-lite.
 	ice     *srtp.ICELite
-	dtls    [2]*srtp.DTLS      // by socket kind, as keys.sess
+	dtls    bool               // keys.assoc is the DTLS-SRTP association's
 	mux     bool               // the endpoint's SDP had rtcp-mux
 	fingers []srtp.Fingerprint // the endpoint's
 	setup   string             // the endpoint's last a=setup
 	mid     string             // the endpoint's a=mid, echoed
 	bundle  bool               // the endpoint's SDP had a=group:BUNDLE
 	role    srtp.Role
+	proto   string // the endpoint's m= protocol, echoed in our answers
 }
 
 // secKeys are the SRTP sessions in force, by the socket the packets use
@@ -200,6 +217,19 @@ type secSide struct {
 // 5764 section 4.1). The DTLS handshake sets them when it completes.
 type secKeys struct {
 	sess [2]atomic.Pointer[srtp.Session]
+	// prevDone: the current session has authenticated a packet, so the
+	// one before a rekey (secSide.prev) is no longer tried.
+	prevDone atomic.Bool
+
+	// The DTLS-SRTP associations by socket kind (rtp; rtcp without mux),
+	// made when they are due (dtlsFor): as the server at the endpoint's
+	// first record, as the client once its address is known; a failed
+	// one is replaced by the next attempt of the endpoint's.
+	mu     sync.Mutex
+	assoc  [2]*srtp.DTLS
+	failed [2]bool
+	closed bool
+	mk     func(kind int) (*srtp.DTLS, error)
 }
 
 func newKeys(sess *srtp.Session) *secKeys {
@@ -211,6 +241,53 @@ func newKeys(sess *srtp.Session) *secKeys {
 	return k
 }
 
+// dtlsFor returns the association for kind, started, making it (or a new
+// one in place of a failed one) when needed. Nil once closed, or when it
+// cannot be made. Safe from the relay's readers: it takes no lock of the
+// Manager's.
+func (k *secKeys) dtlsFor(kind int) *srtp.DTLS {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.closed || k.mk == nil {
+		return nil
+	}
+	if d := k.assoc[kind]; d != nil && !k.failed[kind] {
+		return d
+	}
+	if d := k.assoc[kind]; d != nil {
+		d.Close()
+	}
+	d, err := k.mk(kind)
+	if err != nil {
+		return nil
+	}
+	k.assoc[kind], k.failed[kind] = d, false
+	d.Start()
+	return d
+}
+
+// fail marks kind's association d failed (if it is still the one).
+func (k *secKeys) fail(kind int, d *srtp.DTLS) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.assoc[kind] == d {
+		k.failed[kind] = true
+	}
+}
+
+// close ends the associations; none is made after.
+func (k *secKeys) close() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.closed = true
+	for i, d := range k.assoc {
+		if d != nil {
+			d.Close()
+			k.assoc[i] = nil
+		}
+	}
+}
+
 // with is a new version of s, changed by f, sharing its keys and DTLS.
 func (s *secSide) with(f func(*secSide)) *secSide {
 	c := *s
@@ -219,15 +296,14 @@ func (s *secSide) with(f func(*secSide)) *secSide {
 }
 
 func (s *secSide) close() {
-	if s == nil {
-		return
-	}
-	for _, d := range s.dtls {
-		if d != nil {
-			d.Close()
-		}
+	if s != nil && s.keys != nil {
+		s.keys.close()
 	}
 }
+
+// securityAttrs are the lines of an endpoint's media security: toward
+// the other side the SBC writes its own, or none.
+var securityAttrs = []string{"crypto", "fingerprint", "setup", "tls-id"}
 
 // webrtcAttrs are the attributes of a WebRTC (or SRTP) section that mean
 // nothing to a plain RTP endpoint, or to an SBC that terminates them:
@@ -278,6 +354,14 @@ func (m *Manager) fromSide(legs *[2]legHint, streams []*stream, side int, parsed
 			if err != nil {
 				return err
 			}
+			if ns.proto != md.Proto {
+				p := md.Proto
+				if ns == old {
+					ns = old.with(func(c *secSide) { c.proto = p })
+				} else {
+					ns.proto = p
+				}
+			}
 			if ns != old {
 				if old == nil || old.kind != secSDES {
 					old.close()
@@ -285,7 +369,7 @@ func (m *Manager) fromSide(legs *[2]legHint, streams []*stream, side int, parsed
 				st.sec[side].Store(ns)
 			}
 		case secDTLS:
-			if err := m.fromDTLS(st, side, i, parsed, old, md.RTCPMux); err != nil {
+			if err := m.fromDTLS(st, side, i, parsed, old, md.RTCPMux, md.Proto); err != nil {
 				return err
 			}
 		}
@@ -328,11 +412,17 @@ func (m *Manager) fromSDES(old *secSide, remote srtp.Crypto) (*secSide, error) {
 		}
 		return old.with(func(c *secSide) { c.local, c.remote = local, remote }), nil
 	}
+	if old.prev != nil && bytes.Equal(old.prevRemote.Key, remote.Key) {
+		// The key before the last rekey comes back (that re-INVITE was
+		// refused): its contexts, with their rollover counts and replay
+		// windows, serve again.
+		return &secSide{kind: secSDES, local: local, remote: remote, keys: newKeys(old.prev), prev: cur, prevRemote: old.remote}, nil
+	}
 	sess, err := cur.Rekeyed(remote)
 	if err != nil {
 		return nil, fmt.Errorf("%w: a=crypto: %w", sdp.ErrMalformed, err)
 	}
-	return &secSide{kind: secSDES, local: local, remote: remote, keys: newKeys(sess), prev: cur}, nil
+	return &secSide{kind: secSDES, local: local, remote: remote, keys: newKeys(sess), prev: cur, prevRemote: old.remote}, nil
 }
 
 // attr is a section's attribute, else the session's.
@@ -354,7 +444,7 @@ func first(v []string) string {
 // fingerprints, setup role and ICE credentials. Same fingerprint and ICE
 // credentials: the association goes on; else a new one (an ICE restart,
 // a new certificate).
-func (m *Manager) fromDTLS(st *stream, side, i int, parsed *sdp.Session, old *secSide, mux bool) error {
+func (m *Manager) fromDTLS(st *stream, side, i int, parsed *sdp.Session, old *secSide, mux bool, proto string) error {
 	var fingers []srtp.Fingerprint
 	for _, v := range attr(parsed, i, "fingerprint") {
 		f, err := srtp.ParseFingerprint(v)
@@ -370,7 +460,7 @@ func (m *Manager) fromDTLS(st *stream, side, i int, parsed *sdp.Session, old *se
 	ufrag := first(attr(parsed, i, "ice-ufrag"))
 	mid := first(parsed.Attrs(i, "mid"))
 	bundle := len(parsed.Attrs(-1, "group")) > 0
-	if old != nil && old.kind == secDTLS && old.dtls[rtp] != nil && sameFingers(old.fingers, fingers) && old.mux == mux &&
+	if old != nil && old.kind == secDTLS && old.dtls && sameFingers(old.fingers, fingers) && old.mux == mux &&
 		!(setup == "passive" && old.role == srtp.Server && old.keys.sess[rtp].Load() == nil) {
 		// The association goes on: the same certificate, the same roles.
 		// An ICE restart (a new ufrag) only renews the ICE credentials.
@@ -379,13 +469,17 @@ func (m *Manager) fromDTLS(st *stream, side, i int, parsed *sdp.Session, old *se
 			lu, lp := srtp.NewICECredentials()
 			ice = &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp, RemoteUfrag: ufrag}
 		}
-		st.sec[side].Store(old.with(func(c *secSide) { c.ice, c.setup, c.mid, c.bundle = ice, setup, mid, bundle }))
+		st.sec[side].Store(old.with(func(c *secSide) { c.ice, c.setup, c.mid, c.bundle, c.proto = ice, setup, mid, bundle, proto }))
 		return nil
 	}
 	// A new association: the first, the answer to our offer, a new
 	// certificate, or the endpoint wants to be the server after all (we
 	// start as the client).
-	return m.restartDTLS(st, side, old, fingers, setup, mid, bundle, ufrag, mux)
+	if err := m.restartDTLS(st, side, old, fingers, setup, mid, bundle, ufrag, mux); err != nil {
+		return err
+	}
+	st.sec[side].Store(st.sec[side].Load().with(func(c *secSide) { c.proto = proto }))
+	return nil
 }
 
 func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp.Fingerprint, setup, mid string, bundle bool, ufrag string, mux bool) error {
@@ -393,7 +487,7 @@ func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp
 	if err != nil {
 		return err
 	}
-	ns := &secSide{kind: secDTLS, fingers: fingers, setup: setup, mid: mid, bundle: bundle, role: srtp.Server, keys: newKeys(nil)}
+	ns := &secSide{kind: secDTLS, dtls: true, fingers: fingers, setup: setup, mid: mid, bundle: bundle, role: srtp.Server, keys: newKeys(nil)}
 	if setup == "passive" {
 		ns.role = srtp.Client
 	}
@@ -404,11 +498,9 @@ func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp
 	}
 	ns.ice = &srtp.ICELite{LocalUfrag: lu, LocalPwd: lp, RemoteUfrag: ufrag}
 	ns.mux = mux
-	kinds := []int{rtp}
-	if !mux {
-		kinds = append(kinds, rtcp)
-	}
-	for _, kind := range kinds {
+	keys := ns.keys
+	keys.mk = func(kind int) (*srtp.DTLS, error) {
+		var d *srtp.DTLS
 		d, err := srtp.NewDTLS(srtp.DTLSConfig{
 			Cert:   cert,
 			Role:   ns.role,
@@ -416,28 +508,34 @@ func (m *Manager) restartDTLS(st *stream, side int, old *secSide, fingers []srtp
 			Send:   func(pkt []byte) error { return st.sendTo(side, kind, pkt) },
 			OnReady: func(sess *srtp.Session, err error) {
 				if err != nil {
-					m.log.Info("media: DTLS-SRTP handshake failed", "key", st.key, "side", sbc.Side(side), "kind", kindName(kind), "error", err)
-					m.dtlsFailed.Add(1)
+					if !errors.Is(err, srtp.ErrClosed) {
+						m.log.Debug("media: DTLS-SRTP handshake failed", "key", st.key, "side", sbc.Side(side), "kind", kindName(kind), "error", err)
+						m.dtlsFailed.Add(1)
+						keys.fail(kind, d)
+						if ufrag == "" {
+							st.peer[side][kind].Store(&peerState{})
+						}
+					}
 					return
 				}
-				ns.keys.sess[kind].Store(sess)
+				keys.sess[kind].Store(sess)
 				if mux {
-					ns.keys.sess[rtcp].Store(sess)
+					keys.sess[rtcp].Store(sess)
 				}
 				m.log.Debug("media: DTLS-SRTP keyed", "key", st.key, "side", sbc.Side(side), "kind", kindName(kind))
 			},
 		})
-		if err != nil {
-			ns.close()
-			return err
-		}
-		ns.dtls[kind] = d
+		return d, err
 	}
 	old.close()
 	st.sec[side].Store(ns)
-	for _, d := range ns.dtls {
-		if d != nil {
-			d.Start()
+	if ns.role == srtp.Client && ufrag == "" {
+		// The client of an endpoint without ICE: now, toward its SDP
+		// address (flights before the address is known are dropped, and
+		// repeated by the handshake). With ICE, at its first check.
+		keys.dtlsFor(rtp)
+		if !mux {
+			keys.dtlsFor(rtcp)
 		}
 	}
 	return nil
@@ -458,7 +556,9 @@ func sameFingers(a, b []srtp.Fingerprint) bool {
 // certificate is the SBC's DTLS certificate, made at the first use. The
 // caller holds m.mu.
 func (m *Manager) certificate() (*srtp.Certificate, error) {
-	if m.cert == nil {
+	// Renewed a day before it expires; the calls that have its
+	// fingerprint in their SDP keep using it.
+	if m.cert == nil || time.Until(m.cert.Expires()) < 24*time.Hour {
 		c, err := srtp.NewCertificate()
 		if err != nil {
 			return nil, fmt.Errorf("media: DTLS certificate: %w", err)
@@ -479,7 +579,7 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 		return t, nil
 	}
 	t.Sections = make([]sdp.SectionEdit, len(media))
-	bundle := ""
+	bundle, dtlsSections := "", 0
 	for i, md := range media {
 		st := streams[i]
 		if md.Port == 0 || st == nil {
@@ -487,8 +587,10 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 		}
 		sec := st.sec[to].Load()
 		offer := m.offerMode(legs, to)
-		if sec == nil || (sec.kind == secPlain && offer != EncOff && offer != EncAuto) {
-			// Not negotiated with this side yet: our offer.
+		if sec == nil {
+			// Not negotiated with this side yet: our offer. (An endpoint
+			// that sent its own SDP is answered in kind: fromSide refused
+			// what the mode does not allow.)
 			var err error
 			if sec, err = m.offerSec(st, to, offer); err != nil {
 				return t, err
@@ -499,9 +601,11 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 		if src != nil && src.kind == secDTLS {
 			ed.NotHold = true // ICE's c=0.0.0.0: the address is in the candidates
 		}
+		// The SBC writes this side's security itself: the sender's lines
+		// of it never cross (a PBX's optimistic a=crypto included), nor,
+		// when one side is terminated SRTP, WebRTC's other lines.
+		t.Drop = securityAttrs
 		if sec.kind != secPlain || src != nil && src.kind != secPlain || isSecureProto(md.Proto) {
-			// The SBC writes this side's security itself: the sender's
-			// lines of it (and WebRTC's) have no meaning here.
 			t.Drop = webrtcAttrs
 		}
 		switch sec.kind {
@@ -517,6 +621,9 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 			if strings.HasSuffix(strings.ToUpper(md.Proto), "AVPF") {
 				ed.Proto = "RTP/SAVPF"
 			}
+			if sec.proto != "" {
+				ed.Proto = sec.proto // our answer keeps the offer's (RTP/AVP with a=crypto too)
+			}
 			ed.Add = []string{"a=crypto:" + sec.local.String()}
 			if src != nil && src.kind == secDTLS {
 				ed.Mux = -1
@@ -527,6 +634,9 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 				return t, err
 			}
 			ed.Proto = "UDP/TLS/RTP/SAVPF"
+			if sec.proto != "" {
+				ed.Proto = sec.proto // our answer keeps the offer's
+			}
 			if sec.mux || sec.setup == "" {
 				// rtcp-mux in our offers, and in answers to offers with it
 				// (RFC 5761: an answer cannot add it).
@@ -534,19 +644,24 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 			} else {
 				ed.Mux = -1
 			}
-			setup := "actpass" // our offer
+			established := sec.keys.sess[rtp].Load() != nil
+			setup := "actpass" // our offers (RFC 8842)
 			switch {
+			case sec.setup == "actpass" && established && sec.role == srtp.Client:
+				setup = "active" // an answer keeps the association's roles
 			case sec.setup == "actpass":
 				setup = "passive" // our answer: the endpoint connects
-			case sec.dtls[rtp] != nil && sec.keys.sess[rtp].Load() != nil:
-				// An established association keeps its roles.
-				setup = map[srtp.Role]string{srtp.Server: "passive", srtp.Client: "active"}[sec.role]
+			case !established && sec.setup == "active":
+				setup = "passive" // an answer to a legacy offer
+			case !established && sec.setup == "passive":
+				setup = "active"
 			}
 			mid := sec.mid
 			if mid == "" {
 				mid = strconv.Itoa(i)
 			}
-			if sec.bundle || sec.setup == "" || sec.setup == "actpass" {
+			dtlsSections++
+			if sec.bundle || sec.setup == "" {
 				bundle += " " + mid
 			}
 			addr := m.advertise(to)
@@ -561,8 +676,14 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 			}
 		}
 	}
-	if bundle != "" {
-		t.SessionAdd = []string{"a=ice-lite", "a=group:BUNDLE" + bundle}
+	if dtlsSections > 0 {
+		t.SessionAdd = []string{"a=ice-lite"}
+	}
+	// BUNDLE only for one section: each of ours has a transport of its own
+	// (no demultiplexing of bundled media), and an endpoint that bundles
+	// two would send both on the first.
+	if dtlsSections == 1 && bundle != "" {
+		t.SessionAdd = append(t.SessionAdd, "a=group:BUNDLE"+bundle)
 	}
 	return t, nil
 }
@@ -602,10 +723,12 @@ func isSecureProto(proto string) bool {
 func (st *stream) sendTo(side, kind int, pkt []byte) error {
 	dst := st.peer[side][kind].Load().dst
 	if !dst.IsValid() {
-		return errors.New("media: no peer address yet")
+		// No address yet: dropped, as a lost datagram; the handshake
+		// repeats its flight (an error would end it).
+		return nil
 	}
-	_, err := st.sock[side][kind].conn.WriteToUDPAddrPort(pkt, dst)
-	return err
+	_, _ = st.sock[side][kind].conn.WriteToUDPAddrPort(pkt, dst)
+	return nil
 }
 
 // closeSec ends the stream's DTLS associations.
@@ -619,6 +742,13 @@ func (st *stream) closeSec() {
 // terminates with DTLS: ICE connectivity checks are answered (and the
 // nominated or first valid pair latched), DTLS records go to the
 // handshake. It returns a reply for src, if any.
+//
+// With ICE (the endpoint gave an ice-ufrag), only a check that passes
+// MESSAGE-INTEGRITY with our password latches: DTLS records, like media,
+// are taken from the latched address alone, so nobody without the
+// password can take the stream or end its handshake with a forged alert.
+// Without ICE, the first DTLS record's source latches, and a failed
+// handshake re-arms the latch.
 func (st *stream) control(in *sock, sec *secSide, pkt []byte, src netip.AddrPort, kind srtp.Kind) (reply []byte) {
 	switch kind {
 	case srtp.KindSTUN:
@@ -636,21 +766,44 @@ func (st *stream) control(in *sock, sec *secSide, pkt []byte, src netip.AddrPort
 			from.Store(&peerState{dst: src, latched: true})
 			st.m.log.Debug("media latched (ICE)", "key", st.key, "side", sbc.Side(in.side), "peer", src, "nominated", nominated)
 		}
+		if sec.role == srtp.Client {
+			// We connect once the endpoint's address is known.
+			sec.keys.dtlsFor(rtp)
+			if !sec.mux {
+				sec.keys.dtlsFor(rtcp)
+			}
+		}
 		return resp
 	case srtp.KindDTLS:
 		from := &st.peer[in.side][in.kind]
 		p := from.Load()
-		if !p.latched {
-			if !st.m.sourceAllowed(in.side, src) {
-				in.drops[dropRefused].Add(1)
+		switch {
+		case p.latched && p.dst == src:
+		case p.latched:
+			in.drops[dropUnlatched].Add(1)
+			return nil
+		case sec.ice.RemoteUfrag != "" && in.kind == rtp:
+			in.drops[dropUnlatched].Add(1) // not before a valid ICE check
+			return nil
+		case sec.ice.RemoteUfrag != "":
+			// The RTCP component of an ICE endpoint without mux: from the
+			// address its RTP component was checked from.
+			if r := st.peer[in.side][rtp].Load(); !r.latched || r.dst.Addr() != src.Addr() {
+				in.drops[dropUnlatched].Add(1)
 				return nil
 			}
 			from.Store(&peerState{dst: src, latched: true})
-		} else if p.dst != src {
-			in.drops[dropUnlatched].Add(1)
+		case !st.m.sourceAllowed(in.side, src):
+			in.drops[dropRefused].Add(1)
 			return nil
+		default:
+			// Without ICE the first record's source latches (an endpoint
+			// behind NAT is not where its SDP says); a handshake that
+			// fails (a stranger's record, a wrong certificate) re-arms
+			// the latch for the next source.
+			from.Store(&peerState{dst: src, latched: true})
 		}
-		if d := sec.dtls[in.kind]; d != nil {
+		if d := sec.keys.dtlsFor(in.kind); d != nil {
 			d.Feed(pkt)
 		}
 		return nil

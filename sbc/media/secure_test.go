@@ -123,8 +123,13 @@ func TestSecureSDESOutside(t *testing.T) {
 		t.Fatalf("RTCP toward the phone kept the PBX's CNAME: %q", dec)
 	}
 
-	// The call's account for the call log.
+	// The call's account for the call log (the counters move just after
+	// the datagram left).
 	st, ok := m.CallStats("c1")
+	for deadline := time.Now().Add(waitFor); st.PacketsOut < 2 && time.Now().Before(deadline); {
+		time.Sleep(time.Millisecond)
+		st, ok = m.CallStats("c1")
+	}
 	if !ok || st.PacketsIn != 1 || st.PacketsOut != 2 || st.Dropped != 2 || st.Outside != "sdes" || st.Inside != "plain" {
 		t.Errorf("CallStats = %+v, %v; want 1 packet in, 2 out (RTP, RTCP), 2 dropped, sdes outside, plain inside", st, ok)
 	}
@@ -166,6 +171,64 @@ func TestSecureSDESRekey(t *testing.T) {
 	send(old, 2) // the old key still works (the re-INVITE may have been refused)
 	rekeyed, _ := srtp.SessionFromSDES(k2, sbcKey)
 	send(rekeyed, 3)
+}
+
+// Nobody without the keys or the ICE password can take a stream the SBC
+// terminates SRTP on: a stranger's RTP-looking datagram before the SDES
+// phone's first packet does not latch (it fails authentication), and on
+// a DTLS side a stranger's DTLS record before the browser's ICE check is
+// neither latched nor fed to a handshake; none is made until a record
+// comes from the checked address (the handshake's clock starts then, not
+// at the offer: a call may ring for long).
+func TestSecureLatchNeedsAuthentication(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, false))
+	phone, _ := rtpPair(t, phoneIP)
+	pbx, _ := rtpPair(t, pbxIP)
+	stranger := newEndpoint(t, strangerIP)
+	k, _ := srtp.NewCrypto(1, srtp.AES_CM_128_HMAC_SHA1_80)
+	rewrite(t, m, "h4", sbc.Internal, sdesSDP("phone", phone.addr(), k))
+	ans := rewrite(t, m, "h4", sbc.External, audioSDP("pbx", 1, pbx.addr()))
+	toExt := relayAddr(t, ans, 0, false)
+	stranger.send(toExt, rtpPacket(1, 40))
+	waitStat(t, m, "the stranger's datagram refused", func(s Stats) bool { return s.Dropped[DropCrypto] == 1 })
+	sess, _ := srtp.SessionFromSDES(k, theCrypto(t, ans))
+	p := rtpPacket(2, 172)
+	enc, _ := sess.EncryptRTP(nil, p)
+	phone.send(toExt, enc)
+	if got, _ := pbx.recv(); !bytes.Equal(got, p) {
+		t.Fatalf("the phone's SRTP after a stranger's datagram: PBX got %x", got)
+	}
+
+	browser := newEndpoint(t, phoneIP)
+	cert, _ := srtp.NewCertificate()
+	bu, bp := srtp.NewICECredentials()
+	rewrite(t, m, "h3", sbc.Internal, webrtcOffer(cert.Fingerprint(), bu, bp, browser.addr()))
+	ans = rewrite(t, m, "h3", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("127.0.0.4:30100")))
+	relay := relayAddr(t, ans, 0, false)
+	m.mu.Lock()
+	st := m.sessions["h3"].streams[0]
+	m.mu.Unlock()
+	keys := st.sec[sbc.External].Load().keys
+	assoc := func() *srtp.DTLS {
+		keys.mu.Lock()
+		defer keys.mu.Unlock()
+		return keys.assoc[rtp]
+	}
+	if assoc() != nil {
+		t.Fatal("a DTLS association (and its timer) before any record from the browser")
+	}
+	alert := []byte{0x15, 0xfe, 0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 40}
+	stranger.send(relay, alert)
+	waitStat(t, m, "the stranger's record refused", func(s Stats) bool { return s.Dropped[DropUnlatched] >= 1 })
+	if assoc() != nil || st.peer[sbc.External][rtp].Load().latched {
+		t.Fatal("a stranger's DTLS record latched the stream or reached a handshake")
+	}
+	parsed := mustParse(t, ans)
+	sbcFP, _ := srtp.ParseFingerprint(first(attr(parsed, 0, "fingerprint")))
+	bsess, _ := browserWire(t, browser, relay, cert, sbcFP, first(attr(parsed, 0, "ice-ufrag"))+":"+bu, first(attr(parsed, 0, "ice-pwd")))
+	if bsess == nil || assoc() == nil {
+		t.Fatal("no association after the browser's check and handshake")
+	}
 }
 
 // leakySR is an SR with an SDES naming the PBX.
@@ -601,5 +664,23 @@ func BenchmarkRelayOneSRTP(b *testing.B) {
 				}
 			}
 		})
+	}
+}
+
+// Where plain media from outside is refused, the SBC's own offers toward
+// the outside are SDES-SRTP (a plain answer would be refused); a failover
+// to another endpoint on that side gets an offer of its own.
+func TestSecureRequireOwnOffer(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, true))
+	m.Leg("o1", sbc.External, "wss", "")
+	offer := rewrite(t, m, "o1", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("127.0.0.4:30200")))
+	if !bytes.Contains(offer, []byte("UDP/TLS/RTP/SAVPF")) {
+		t.Fatalf("offer toward a browser:\n%s", offer)
+	}
+	// The browser did not answer; the next target is a UDP phone.
+	m.Leg("o1", sbc.External, "udp", "")
+	offer = rewrite(t, m, "o1", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("127.0.0.4:30200")))
+	if !bytes.Contains(offer, []byte(" RTP/SAVP ")) || !bytes.Contains(offer, []byte("a=crypto:1 ")) || bytes.Contains(offer, []byte("fingerprint")) {
+		t.Fatalf("offer toward a UDP phone after a browser, encryption required:\n%s", offer)
 	}
 }
