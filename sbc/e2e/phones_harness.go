@@ -497,8 +497,9 @@ func (b *textBuffer) waitFor(from int, d time.Duration, ok func(string) bool) (s
 // with -s. The account is added with uanew once the control connection is
 // up, so that its REGISTER_OK event cannot be missed.
 type baresip struct {
-	acct   phoneAccount
-	dir    string
+	acct    phoneAccount
+	rtpPort int // the first of its RTP ports (portBlock of them)
+	dir     string
 	p      *proc
 	conn   net.Conn
 	events chan map[string]any
@@ -532,7 +533,7 @@ func startBaresip(t *testing.T, acct phoneAccount) *baresip {
 	}
 	sipPort := AllocPorts(t, acct.IP) // +1: baresip's own TLS listener, +2: ctrl_tcp
 	rtpPort := AllocPorts(t, acct.IP)
-	b := &baresip{acct: acct, dir: t.TempDir(), events: make(chan map[string]any, 64), resps: make(chan map[string]any, 8)}
+	b := &baresip{acct: acct, rtpPort: rtpPort, dir: t.TempDir(), events: make(chan map[string]any, 64), resps: make(chan map[string]any, 8)}
 	conf := strings.Join([]string{
 		"poll_method epoll",
 		fmt.Sprintf("sip_listen %s:%d", acct.IP, sipPort),
