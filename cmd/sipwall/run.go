@@ -455,6 +455,7 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		Unreachable:     unreachable,
 		Topology:        topo,
 		Media:           mediaHook,
+		TrustedPeer:     sec.trustedName,
 		Events:          (&callLog{fraud: fraud, metrics: m, log: log, on: cfg.Log.Calls, plan: plan}).event,
 		MaxDialogs:      cfg.Limits.MaxDialogs,
 		RingTimeout:     cfg.Calls.RingTimeout.D(),

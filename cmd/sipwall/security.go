@@ -24,10 +24,13 @@ import (
 
 // security is the ban store and the digest layer built from auth and bans.
 type security struct {
-	bans  *ban.Manager
-	auth  *auth.Auth           // nil with auth.mode off
-	users *auth.ReloadingUsers // nil without a users file
-	keys  *auth.KeyRing        // nil with auth.mode off
+	// trusted matches peers by address (the B2BUA names a trusted peer
+	// it calls to the media relay with it).
+	trusted *trustedSet
+	bans    *ban.Manager
+	auth    *auth.Auth           // nil with auth.mode off
+	users   *auth.ReloadingUsers // nil without a users file
+	keys    *auth.KeyRing        // nil with auth.mode off
 }
 
 // trustedSet matches a peer against the configured trusted peers and the
@@ -85,6 +88,15 @@ func newTrustedSet(cfg config.Auth, pool func() *upstream.Pool) (*trustedSet, er
 		ts.peers = append(ts.peers, tp)
 	}
 	return ts, nil
+}
+
+// trustedName is the trusted peer at address a (by address alone), or "".
+func (s *security) trustedName(a netip.Addr) string {
+	if s == nil || s.trusted == nil {
+		return ""
+	}
+	name, _ := s.trusted.match(a)
+	return name
 }
 
 // match trusts by address alone: the peers that need no certificate, and
@@ -159,7 +171,7 @@ func buildSecurity(cfg *config.Config, st *store.Store, shared *cluster.Client, 
 	if err != nil {
 		return nil, fmt.Errorf("bans: %w", err)
 	}
-	sec := &security{bans: bans}
+	sec := &security{bans: bans, trusted: trusted}
 	if shared != nil {
 		applyRemoteBans(shared, bans, log)
 	}

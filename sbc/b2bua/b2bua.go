@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/netip"
 	"strconv"
 	"strings"
 	"sync"
@@ -35,8 +36,11 @@ type Endpoint interface {
 
 // Config is what the B2BUA needs; see setup.go for building it from the file.
 type Config struct {
-	Client   *sipgo.Client
-	Endpoint Endpoint
+	// TrustedPeer names the trusted peer at an address, "" for none: the
+	// media relay is told whom a call goes to (its encryption mode).
+	TrustedPeer func(netip.Addr) string
+	Client      *sipgo.Client
+	Endpoint    Endpoint
 	// Pool are the upstreams calls from outside go to.
 	Pool *upstream.Pool
 	// Outbound is the trunk for calls from the inside; nil = none.
@@ -128,7 +132,11 @@ func (b *B2BUA) mediaLegs(c *call, r *sbc.Request, bl *leg) {
 		peer = r.Identity.Trusted
 	}
 	h.Leg(c.key(), c.a.side, r.Transport, peer)
-	h.Leg(c.key(), bl.side, bl.transport, "")
+	bpeer := ""
+	if ap, err := netip.ParseAddrPort(bl.dest); err == nil && b.cfg.TrustedPeer != nil && bl.side == sbc.External {
+		bpeer = b.cfg.TrustedPeer(ap.Addr())
+	}
+	h.Leg(c.key(), bl.side, bl.transport, bpeer)
 }
 
 // Media is the media relay as the B2BUA sees it (*media.Manager).
