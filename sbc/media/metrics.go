@@ -171,7 +171,7 @@ func secName(s *secSide) string {
 	if s == nil {
 		return EncPass
 	}
-	return [...]string{secPlain: "plain", secSDES: EncSDES, secDTLS: EncDTLS}[s.kind]
+	return [...]string{secPlain: "plain", secSDES: EncSDES, secDTLS: EncDTLS, secPending: "pending"}[s.kind]
 }
 
 // sideCounters are the counters of what arrived on side: relayed

@@ -75,9 +75,9 @@ func (m *Manager) Leg(key string, side sbc.Side, transport, peer string) {
 			// Another endpoint on that side (the next target of a
 			// failover): our offer to the last one is not this one's.
 			for _, st := range s.streams {
-				if st != nil && !st.sdp[side].seen {
+				if st != nil && !st.sdp[side].seen && st.sec[side].Load() != nil {
 					st.sec[side].Load().close()
-					st.sec[side].Store(nil)
+					st.sec[side].Store(&secSide{kind: secPending, keys: newKeys(nil)})
 				}
 			}
 		}
@@ -181,6 +181,10 @@ const (
 	secPlain = iota
 	secSDES
 	secDTLS
+	// secPending: the endpoint of that side changed (a failover) and the
+	// SBC's offer to it is still to be written: nothing is sent or taken
+	// there meanwhile (no keys).
+	secPending
 )
 
 // secSide is the encryption of one side of a stream. The relay reads it
@@ -328,6 +332,9 @@ func (m *Manager) fromSide(legs *[2]legHint, streams []*stream, side int, parsed
 			continue
 		}
 		old := st.sec[side].Load()
+		if old != nil && old.kind == secPending {
+			old = nil
+		}
 		want := secPlain
 		switch {
 		case mode == EncOff:
@@ -587,7 +594,7 @@ func (m *Manager) towardSide(legs *[2]legHint, streams []*stream, to int, media 
 		}
 		sec := st.sec[to].Load()
 		offer := m.offerMode(legs, to)
-		if sec == nil {
+		if sec == nil || sec.kind == secPending {
 			// Not negotiated with this side yet: our offer. (An endpoint
 			// that sent its own SDP is answered in kind: fromSide refused
 			// what the mode does not allow.)
