@@ -621,6 +621,18 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 			case res.StatusCode < 300:
 				btx.Terminate()
 				b.markUpstream(t, true)
+				if err := b.answerRefused(c, res); err != nil {
+					// An answer the relay will not take (plain where
+					// encryption is required, unreadable): a call without
+					// media. That dialog is ended, the caller gets 488.
+					b.log.Debug("answer refused", "error", err)
+					b.ackAndBye(c, c.b, inv, res)
+					b.finish(c, "bad answer")
+					b.stats.Failed.Add(1)
+					r.Why = sdpWhy(err)
+					_ = b.respondOnce(w, req, notAcceptable(req, c.a, err))
+					return sbc.Rejected, done
+				}
 				b.answered(c, r, w, inv, res)
 				return sbc.Forwarded, done
 			default:
@@ -836,7 +848,20 @@ func (b *B2BUA) cancelPending(c *call, bl *leg, inv *sip.Request, btx sip.Client
 	}
 }
 
-// ackAndBye ends an inside dialog nobody wants any more.
+// answerRefused reports why the media relay will not take the SDP answer
+// of a 2xx (nil when it takes it, or there is none): it is run through the
+// relay once here, and again, unchanged, when the 2xx is relayed.
+func (b *B2BUA) answerRefused(c *call, res *sip.Response) error {
+	if b.cfg.Media == nil || len(res.Body()) == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, err := b.bodyFor(c, c.a, res)
+	return err
+}
+
+// ackAndBye ends a dialog nobody wants any more.
 func (b *B2BUA) ackAndBye(c *call, bl *leg, inv *sip.Request, res *sip.Response) {
 	c.mu.Lock()
 	if to := res.To(); to != nil {

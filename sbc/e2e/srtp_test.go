@@ -79,6 +79,9 @@ func TestEncryptedPhones(t *testing.T) {
 				t.Fatal("the PBX got no INVITE")
 			}
 			offer := requestBody(pbx.Messages(), "INVITE ")
+			if !strings.Contains(offer, "m=audio ") {
+				t.Fatalf("no SDP offer read from the PBX's log:\n%s", offer)
+			}
 			for _, bad := range []string{"a=crypto", "a=fingerprint", "SAVP", "a=setup"} {
 				if strings.Contains(offer, bad) {
 					t.Errorf("the plain PBX's offer holds %q:\n%s", bad, offer)
@@ -193,6 +196,32 @@ func rtpPayloads(ds [][]byte, size int) [][]byte {
 	return out
 }
 
+// TestAnswerRefusedWhenPlain: where encryption is required from outside,
+// the PBX calling out gets an SDES offer sent to the party outside (a
+// sipp UAS answering with plain RTP); the plain answer is not a call
+// with media: sipwall ACKs and ends that dialog and answers the PBX 488
+// with a Warning, instead of passing a 200 without its answer.
+func TestAnswerRefusedWhenPlain(t *testing.T) {
+	SkipIfShort(t)
+	RequireSipp(t)
+	tr := Transports[0]
+	trunk := Sipp{Name: "outside", Scenario: "uas_answer.xml", IP: TrunkIP, Transport: tr, Timeout: 30 * time.Second}.Start(t)
+	pbx := Sipp{Name: "pbx", Scenario: "uas_pbx.xml", IP: PBXIP, Transport: tr, Timeout: 30 * time.Second}.Start(t)
+	sbc := StartSBC(t, SBCConfig{Transport: tr, PBXPort: pbx.Port, TrunkPort: trunk.Port,
+		Extra: "media: {encryption: {require: true}}\n"})
+	caller := Sipp{Name: "pbx-caller", Scenario: "uac_answer_refused.xml", IP: PBXIP, Remote: sbc.Addr, Transport: tr,
+		Service: "5551234", Timeout: 20 * time.Second}.Start(t)
+	mustSucceed(t, caller, 1)
+	r := trunk.Wait(25 * time.Second)
+	if r.Count("SuccessfulCall(C)") != 1 {
+		t.Errorf("the party outside: %d calls completed (INVITE, 200, ACK, BYE), want 1", r.Count("SuccessfulCall(C)"))
+	}
+	offer := requestBody(trunk.Messages(), "INVITE ")
+	if !strings.Contains(offer, " RTP/SAVP ") || !strings.Contains(offer, "a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:") {
+		t.Errorf("offer toward the outside, encryption required, is not SDES:\n%s", offer)
+	}
+}
+
 // requestBody is the body of the first request starting with start in a
 // sipp message log.
 func requestBody(log, start string) string {
@@ -200,7 +229,7 @@ func requestBody(log, start string) string {
 	if i < 0 {
 		return ""
 	}
-	rest := log[i:]
+	rest := strings.ReplaceAll(log[i:], "\r\n", "\n")
 	j := strings.Index(rest, "\n\n")
 	if j < 0 {
 		return ""
