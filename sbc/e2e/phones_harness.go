@@ -500,11 +500,11 @@ type baresip struct {
 	acct    phoneAccount
 	rtpPort int // the first of its RTP ports (portBlock of them)
 	dir     string
-	p      *proc
-	conn   net.Conn
-	events chan map[string]any
-	resps  chan map[string]any
-	token  int
+	p       *proc
+	conn    net.Conn
+	events  chan map[string]any
+	resps   chan map[string]any
+	token   int
 
 	mu  sync.Mutex
 	log []string // every event and response, for failure reports
