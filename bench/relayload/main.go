@@ -134,34 +134,60 @@ Run "relayload serve -h", "relayload send -h" or "relayload ng -h" for the flags
 
 // ---- serve ----
 
+// callFlags are the flags of the calls serve and ng set up, the same for
+// both: how many, and the two peers' addresses and ports.
+type callFlags struct {
+	streams, peerPort int
+	outside, inside   string
+	deadline          time.Duration
+}
+
+func (c *callFlags) register(fs *flag.FlagSet, deadlineHelp string) {
+	fs.IntVar(&c.streams, "streams", 100, "calls to set up, one audio stream each")
+	fs.StringVar(&c.outside, "outside-peer", "127.0.0.5", "address of the phones (outside peers) written in the offers")
+	fs.StringVar(&c.inside, "inside-peer", "127.0.0.6", "address of the PBX (inside peer) written in the answers")
+	fs.IntVar(&c.peerPort, "peer-port-min", 30000, "RTP port of call 0 at both peers; call i uses this + 2i (RTCP + 1)")
+	fs.DurationVar(&c.deadline, "deadline", 120*time.Second, deadlineHelp)
+}
+
+// check validates the flags after parsing (cmd names the subcommand in
+// errors) and returns the two peers' addresses.
+func (c *callFlags) check(fs *flag.FlagSet, cmd string) (phone, pbx netip.Addr, err error) {
+	switch {
+	case fs.NArg() > 0:
+		return phone, pbx, fmt.Errorf("%s: unexpected argument %q", cmd, fs.Arg(0))
+	case c.streams < 1:
+		return phone, pbx, fmt.Errorf("%s: -streams must be at least 1", cmd)
+	case c.deadline <= 0:
+		return phone, pbx, fmt.Errorf("%s: -deadline must be positive", cmd)
+	case c.peerPort < 1 || c.peerPort+2*c.streams > 65535:
+		return phone, pbx, fmt.Errorf("%s: peer ports %d + 2*%d do not fit below 65536", cmd, c.peerPort, c.streams)
+	}
+	if phone, err = parseAddr("-outside-peer", c.outside); err != nil {
+		return phone, pbx, err
+	}
+	pbx, err = parseAddr("-inside-peer", c.inside)
+	return phone, pbx, err
+}
+
 func serve(args []string) error {
 	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	streams := fs.Int("streams", 100, "calls to set up, one audio stream each")
+	var cf callFlags
+	cf.register(fs, "exit after this long even without a signal")
 	addr := fs.String("addr", "127.0.0.1", "bind address of the relay's outside-facing (external) sockets")
 	internal := fs.String("internal-addr", "", "bind address of the inside-facing sockets (default: -addr; the two then share the port range)")
 	portMin := fs.Int("port-min", media.DefaultPortMin, "first UDP port of the relay range")
 	portMax := fs.Int("port-max", media.DefaultPortMax, "last UDP port of the relay range")
-	outside := fs.String("outside-peer", "127.0.0.5", "address of the phones (outside peers) written in the offers")
-	inside := fs.String("inside-peer", "127.0.0.6", "address of the PBX (inside peer) written in the answers")
-	peerPort := fs.Int("peer-port-min", 30000, "RTP port of call 0 at both peers; call i uses this + 2i (RTCP + 1)")
-	deadline := fs.Duration("deadline", 120*time.Second, "exit after this long even without a signal")
 	fast := fs.Bool("fastpath", false, "forward latched RTP in the kernel (TC program on -fastpath-dev; needs root)")
 	fastDev := fs.String("fastpath-dev", "lo", "interface the fast path attaches to")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("serve: unexpected argument %q", fs.Arg(0))
+	phone, pbx, err := cf.check(fs, "serve")
+	if err != nil {
+		return err
 	}
-	if *streams < 1 {
-		return errors.New("serve: -streams must be at least 1")
-	}
-	if *deadline <= 0 {
-		return errors.New("serve: -deadline must be positive")
-	}
-	if *peerPort < 1 || *peerPort+2*(*streams) > 65535 {
-		return fmt.Errorf("serve: peer ports %d + 2*%d do not fit below 65536", *peerPort, *streams)
-	}
+	streams, peerPort, deadline := &cf.streams, &cf.peerPort, &cf.deadline
 	if *internal == "" {
 		*internal = *addr
 	}
@@ -170,14 +196,6 @@ func serve(args []string) error {
 		return err
 	}
 	in, err := parseAddr("-internal-addr", *internal)
-	if err != nil {
-		return err
-	}
-	phone, err := parseAddr("-outside-peer", *outside)
-	if err != nil {
-		return err
-	}
-	pbx, err := parseAddr("-inside-peer", *inside)
 	if err != nil {
 		return err
 	}

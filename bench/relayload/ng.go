@@ -352,38 +352,23 @@ func ngMain(args []string) error {
 	fs := flag.NewFlagSet("ng", flag.ContinueOnError)
 	ngAddr := fs.String("ng", "127.0.0.1:2223", "rtpengine's ng control address (its --listen-ng)")
 	pid := fs.Int("pid", 0, "rtpengine's process id, printed on the pid line for the caller's CPU reading (required)")
-	streams := fs.Int("streams", 100, "calls to set up, one audio stream each")
-	outside := fs.String("outside-peer", "127.0.0.5", "address of the phones (outside peers) written in the offers")
-	inside := fs.String("inside-peer", "127.0.0.6", "address of the PBX (inside peer) written in the answers")
-	peerPort := fs.Int("peer-port-min", 30000, "RTP port of call 0 at both peers; call i uses this + 2i (RTCP + 1)")
-	deadline := fs.Duration("deadline", 120*time.Second, "delete the calls and exit after this long even without a signal")
+	var cf callFlags
+	cf.register(fs, "delete the calls and exit after this long even without a signal")
 	timeout := fs.Duration("timeout", time.Second, "wait for each ng reply this long before sending again (3 tries)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return fmt.Errorf("ng: unexpected argument %q", fs.Arg(0))
+	phone, pbx, err := cf.check(fs, "ng")
+	if err != nil {
+		return err
 	}
 	if *pid < 1 {
 		return errors.New("ng: -pid (rtpengine's process id) is required")
 	}
-	if *streams < 1 {
-		return errors.New("ng: -streams must be at least 1")
+	if *timeout <= 0 {
+		return errors.New("ng: -timeout must be positive")
 	}
-	if *deadline <= 0 || *timeout <= 0 {
-		return errors.New("ng: -deadline and -timeout must be positive")
-	}
-	if *peerPort < 1 || *peerPort+2*(*streams) > 65535 {
-		return fmt.Errorf("ng: peer ports %d + 2*%d do not fit below 65536", *peerPort, *streams)
-	}
-	phone, err := parseAddr("-outside-peer", *outside)
-	if err != nil {
-		return err
-	}
-	pbx, err := parseAddr("-inside-peer", *inside)
-	if err != nil {
-		return err
-	}
+	streams, peerPort, deadline := &cf.streams, &cf.peerPort, &cf.deadline
 	ap, err := netip.ParseAddrPort(*ngAddr)
 	if err != nil {
 		return fmt.Errorf("-ng: %w", err)
