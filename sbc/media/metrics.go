@@ -20,6 +20,7 @@ const (
 	MetricFastStreams      = "sipwall_media_fastpath_streams"       // gauge: Stats.FastPathStreams
 	MetricFastPacketsTotal = "sipwall_media_fastpath_packets_total" // Stats.FastPathPackets
 	MetricFastErrorsTotal  = "sipwall_media_fastpath_errors_total"  // Stats.FastPathErrors
+	MetricDTLSFailedTotal  = "sipwall_media_dtls_failures_total"    // Stats.DTLSFailures
 )
 
 // Drop reasons, the keys of Stats.Dropped.
@@ -78,6 +79,10 @@ type Stats struct {
 	FastPathStreams int
 	FastPathPackets uint64
 	FastPathErrors  uint64
+	// DTLSFailures counts DTLS-SRTP handshakes that failed (a timeout, a
+	// certificate that does not match the fingerprint, an alert); the
+	// endpoint's next attempt makes a new one.
+	DTLSFailures uint64
 	// RTCP counts what the rewriting of RTCP toward the outside changed,
 	// by item (RTCPItems; every item present): CNAMEs rewritten, other
 	// SDES items, BYE reasons, APP and unknown packets removed, packets
@@ -110,6 +115,7 @@ func (m *Manager) Stats() Stats {
 	}
 	s.Packets, s.Bytes = c.packets, c.bytes
 	s.FastPathStreams, s.FastPathPackets, s.FastPathErrors = c.fastStreams, c.fastPackets, m.fastErrors.Load()
+	s.DTLSFailures = m.dtlsFailed.Load()
 	s.Dropped = make(map[string]uint64, nDrops)
 	for i, name := range dropNames {
 		s.Dropped[name] = c.drops[i]

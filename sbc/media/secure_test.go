@@ -684,3 +684,44 @@ func TestSecureRequireOwnOffer(t *testing.T) {
 		t.Fatalf("offer toward a UDP phone after a browser, encryption required:\n%s", offer)
 	}
 }
+
+// A browser whose certificate is not the one its SDP's fingerprint names
+// gets no keys: the handshake fails and is counted.
+func TestSecureDTLSWrongCertificate(t *testing.T) {
+	m := newTestManager(t, withEncryption(EncAuto, EncOff, false))
+	browser := newEndpoint(t, phoneIP)
+	named, _ := srtp.NewCertificate()
+	used, _ := srtp.NewCertificate()
+	bu, bp := srtp.NewICECredentials()
+	rewrite(t, m, "wc", sbc.Internal, webrtcOffer(named.Fingerprint(), bu, bp, browser.addr()))
+	ans := mustParse(t, rewrite(t, m, "wc", sbc.External, audioSDP("pbx", 1, netip.MustParseAddrPort("127.0.0.4:30300"))))
+	relay := netip.AddrPortFrom(extIP, uint16(ans.Media()[0].Port))
+	browser.send(relay, stunRequest(t, first(attr(ans, 0, "ice-ufrag"))+":"+bu, first(attr(ans, 0, "ice-pwd"))))
+	if resp, _ := browser.recv(); srtp.Classify(resp) != srtp.KindSTUN {
+		t.Fatalf("answer to the ICE check: %x", resp)
+	}
+	sbcFP, _ := srtp.ParseFingerprint(first(attr(ans, 0, "fingerprint")))
+	d, err := srtp.NewDTLS(srtp.DTLSConfig{Cert: used, Role: srtp.Client, Remote: []srtp.Fingerprint{sbcFP},
+		Send:    func(p []byte) error { browser.send(relay, p); return nil },
+		OnReady: func(*srtp.Session, error) {}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	d.Start()
+	deadline := time.Now().Add(5 * time.Second)
+	for m.Stats().DTLSFailures == 0 && time.Now().Before(deadline) {
+		if p, _, err := browser.tryRecv(50 * time.Millisecond); err == nil && srtp.Classify(p) == srtp.KindDTLS {
+			d.Feed(p)
+		}
+	}
+	if n := m.Stats().DTLSFailures; n != 1 {
+		t.Fatalf("DTLSFailures = %d after a handshake with the wrong certificate, want 1", n)
+	}
+	m.mu.Lock()
+	st := m.sessions["wc"].streams[0]
+	m.mu.Unlock()
+	if st.sec[sbc.External].Load().keys.sess[rtp].Load() != nil {
+		t.Error("keys agreed with a certificate the SDP did not name")
+	}
+}
