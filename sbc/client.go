@@ -3,6 +3,7 @@ package sbc
 import (
 	"context"
 	"errors"
+	"sync"
 
 	"github.com/emiago/sipgo"
 	"github.com/emiago/sipgo/sip"
@@ -17,7 +18,7 @@ func NoBuild(*sipgo.Client, *sip.Request) error { return nil }
 // The transaction is terminated before Do returns, so retransmitted finals
 // go to the unhandled-response hook.
 func Do(ctx context.Context, c *sipgo.Client, req *sip.Request) (*sip.Response, error) {
-	tx, err := c.TransactionRequest(ctx, req, NoBuild)
+	tx, err := Send(ctx, c, req)
 	if err != nil {
 		return nil, err
 	}
@@ -38,4 +39,37 @@ func Do(ctx context.Context, c *sipgo.Client, req *sip.Request) (*sip.Response, 
 			return nil, ctx.Err()
 		}
 	}
+}
+
+// Send sends req (complete as built: NoBuild) in a client transaction
+// of c, as c.TransactionRequest does, and registers the transaction until
+// it terminates so that the listener that reads its responses hands them
+// to it parsed once (Server.deliver): the response filter parses every
+// response anyway, and sipgo's transport would parse it a second time.
+// A response read before the registration, or for a transaction started
+// with c.TransactionRequest directly, takes sipgo's way, as before.
+func Send(ctx context.Context, c *sipgo.Client, req *sip.Request) (sip.ClientTransaction, error) {
+	tx, err := c.TransactionRequest(ctx, req, NoBuild)
+	if err != nil {
+		return nil, err
+	}
+	ct, ok := tx.(*sip.ClientTx)
+	if !ok {
+		return tx, nil
+	}
+	key, p := ct.Key(), pendingTx{tx: ct, c: c}
+	pending.Store(key, p)
+	if !ct.OnTerminate(func(string, error) { pending.CompareAndDelete(key, p) }) {
+		pending.CompareAndDelete(key, p) // already over
+	}
+	return tx, nil
+}
+
+// pending holds the client transactions started by Send, by key
+// (branch and method); the client tells the server that owns them.
+var pending sync.Map
+
+type pendingTx struct {
+	tx *sip.ClientTx
+	c  *sipgo.Client
 }

@@ -108,7 +108,7 @@ func (tx *edgeTx) Respond(res *sip.Response) error {
 // respond sends res; once, with no state kept, when stateless (the
 // caller ends the transaction).
 func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
-	data := []byte(res.String())
+	data := Marshal(res)
 	code := int(res.StatusCode)
 	tx.mu.Lock()
 	if tx.state == txTerminated {

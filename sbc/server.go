@@ -1,7 +1,6 @@
 package sbc
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/tls"
@@ -171,6 +170,9 @@ type Stats struct {
 	// PreParseDrops counts datagrams dropped before parsing, by
 	// wire.Reason (index 0: responses refused by the response filter).
 	PreParseDrops [32]atomic.Int64
+	// Delivered counts responses handed to their client transaction
+	// parsed once (deliver); the others were parsed again by sipgo.
+	Delivered atomic.Int64
 }
 
 // NewServer constructs a server; nothing is bound until Start.
@@ -529,12 +531,18 @@ func (s *Server) readFilter(props sip.TransportReadProps, data []byte) ([]byte, 
 	res := wire.PreParse(props.Transport, data, s.opts.MaxMessageSize)
 	switch res.Action {
 	case wire.Accept:
-		if res.Response && s.opts.ResponseFilter != nil && !s.responseOK(res.Data) {
-			s.countDrop(wire.ReasonNone)
-			return nil, nil
+		var resp *sip.Response
+		if res.Response && s.opts.ResponseFilter != nil {
+			if resp = s.responseOK(res.Data); resp == nil {
+				s.countDrop(wire.ReasonNone)
+				return nil, nil
+			}
 		}
 		if s.opts.Capture != nil {
 			s.captureRead(props, res.Data)
+		}
+		if resp != nil && s.deliver(props, resp) {
+			return nil, nil
 		}
 		if !res.Response {
 			// Requests are the edge's: sipgo's transaction layer never
@@ -584,8 +592,9 @@ func (s *Server) receiveMessage(props sip.TransportReadProps, data []byte) {
 		s.countDrop(wire.ReasonNone)
 		return
 	}
-	// The read buffer is the transport's, reused for the next datagram.
-	data = bytes.Clone(data)
+	// The read buffer is the transport's, reused for the next datagram;
+	// the parser copies what it keeps (header values, body) and parses
+	// before this returns, so no copy of data is needed.
 	req, err := s.parseRequest(data, f)
 	if err != nil {
 		s.countDrop(wire.ReasonNone)
@@ -740,14 +749,44 @@ func addrPortOf(a net.Addr) (netip.AddrPort, bool) {
 }
 
 // responseOK parses a response datagram and asks the response filter: a
-// response never reaches a transaction unless it is well-formed.
-func (s *Server) responseOK(data []byte) bool {
+// response never reaches a transaction unless it is well-formed. It
+// returns the parsed response, or nil.
+func (s *Server) responseOK(data []byte) *sip.Response {
 	msg, err := s.parser.ParseSIP(data)
+	if err != nil {
+		return nil
+	}
+	res, ok := msg.(*sip.Response)
+	if !ok || !s.opts.ResponseFilter(res) {
+		return nil
+	}
+	return res
+}
+
+// deliver hands a response read on a UDP listener, already parsed and
+// vetted, to the client transaction waiting for it (started with Send
+// on this server's client), as sipgo's transport and transaction layers
+// would: source and transport set, OnResponse in read order, the
+// transaction fed on a goroutine of its own (it blocks until its owner
+// takes the response). It reports false when no such transaction is
+// registered; the datagram then goes to sipgo, which parses it again.
+func (s *Server) deliver(props sip.TransportReadProps, res *sip.Response) bool {
+	key, err := sip.ClientTxKeyMake(res)
 	if err != nil {
 		return false
 	}
-	res, ok := msg.(*sip.Response)
-	return ok && s.opts.ResponseFilter(res)
+	v, ok := pending.Load(key)
+	if !ok || v.(pendingTx).c != s.client {
+		return false
+	}
+	res.SetTransport(props.Transport)
+	res.SetSource(props.RemoteAddr.String())
+	if s.opts.OnResponse != nil {
+		s.opts.OnResponse(res)
+	}
+	s.Stats.Delivered.Add(1)
+	go v.(pendingTx).tx.Receive(res)
+	return true
 }
 
 func (s *Server) countDrop(r wire.Reason) {
@@ -870,7 +909,7 @@ func (w *writer) respondStateless(res *sip.Response, budgeted bool) error {
 		if cut == nil {
 			cut, trimmed = fit(res, e.budget.available(ip, size))
 		}
-		if cut == nil || !e.budget.spend(ip, len(cut.String()), size) {
+		if cut == nil || !e.budget.spend(ip, wireLen(cut), size) {
 			e.amplification.Add(1)
 			w.stateless.Store(true)
 			return nil

@@ -565,7 +565,7 @@ func (b *B2BUA) attempt(ctx context.Context, c *call, r *sbc.Request, w sbc.Resp
 	branch, _ := inv.Via().Params.Get("branch")
 	order, untrack := b.trackOrder(branch)
 	defer untrack()
-	btx, err := b.cfg.Client.TransactionRequest(context.Background(), inv, sbc.NoBuild)
+	btx, err := sbc.Send(context.Background(), b.cfg.Client, inv)
 	if err != nil {
 		b.log.Warn("send INVITE failed", "target", t.Name, "error", err)
 		b.markUpstream(t, false)

@@ -53,7 +53,7 @@ type leg struct {
 
 // keepAck remembers the ACK sent on this leg for retransmitted 2xx.
 func (l *leg) keepAck(ack *sip.Request) {
-	l.lastAck = []byte(ack.String())
+	l.lastAck = sbc.Marshal(ack)
 	l.lastAckCSeq = ack.CSeq().SeqNo
 }
 
