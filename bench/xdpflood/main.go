@@ -11,7 +11,9 @@
 //	                 IPv4 source of every frame from a counter so N sources
 //	                 cycle (header checksum fixed incrementally, UDP checksum
 //	                 0). The program counts the frames it ran; that count is
-//	                 the offered load.
+//	                 the offered load. -pps paces the flood: the program
+//	                 sends a frame only when its deadline has come, so the
+//	                 frames leave evenly spaced.
 //	xdpflood filter  loads the sipwall prefilter (package bpf) and attaches
 //	                 it to an interface in native or generic mode, or loads
 //	                 it for nothing ("none"), then prints its counters.
@@ -20,7 +22,8 @@
 //	                 model of the prefilter (bpf.NewModel + Admit), and
 //	                 relays the datagrams of one legitimate source to a SIP
 //	                 server (and its answers back), so legitimate calls share
-//	                 the socket and the loop with the flood.
+//	                 the socket and the loop with the flood; it counts that
+//	                 source's datagrams read and admitted.
 //
 // Results are printed as "key value" lines on stdout.
 package main
@@ -31,6 +34,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"math"
 	"net"
 	"net/netip"
 	"os"
@@ -150,7 +154,12 @@ func flood(args []string) error {
 	batch := fs.Uint("batch", 64, "live-frames batch size")
 	threads := fs.Int("threads", 1, "sending threads")
 	cpus := fs.String("cpus", "", "comma-separated CPUs the threads are pinned to, round robin")
+	pps := fs.Uint64("pps", 0, "frames per second per thread (0: as fast as the generator runs, unpaced)")
+	lag := fs.Uint("lag", 128, "with -pps: frames a thread that fell behind may send back to back (the largest burst; the rest of its debt is forgiven)")
 	fs.Parse(args)
+	if *pps > 1e9 || *lag == 0 || *lag > 256 {
+		return errors.New("flood: -pps must be at most 1e9 and -lag 1..256")
+	}
 	if *iface == "" || *dst == "" || *dstMAC == "" {
 		return errors.New("flood: -iface, -dst and -dst-mac are required")
 	}
@@ -185,7 +194,8 @@ func flood(args []string) error {
 	if err := rlimit.RemoveMemlock(); err != nil {
 		return err
 	}
-	count, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 1})
+	// Slot 0: frames transmitted; slot 1: the pacing deadline.
+	count, err := ebpf.NewMap(&ebpf.MapSpec{Type: ebpf.PerCPUArray, KeySize: 4, ValueSize: 8, MaxEntries: 2})
 	if err != nil {
 		return fmt.Errorf("flood: counter map: %w", err)
 	}
@@ -193,7 +203,7 @@ func flood(args []string) error {
 	prog, err := ebpf.NewProgram(&ebpf.ProgramSpec{
 		Type:         ebpf.XDP,
 		License:      "GPL",
-		Instructions: txProgram(count.FD(), uint32(*rotate), binary.BigEndian.Uint32(sa.AsSlice())),
+		Instructions: txProgram(count.FD(), uint32(*rotate), binary.BigEndian.Uint32(sa.AsSlice()), *pps, uint32(*lag)),
 	})
 	if err != nil {
 		return fmt.Errorf("flood: load XDP program: %w", err)
@@ -260,6 +270,7 @@ func flood(args []string) error {
 	fmt.Printf("calls %d\n", calls.Load())
 	fmt.Printf("seconds %.3f\n", elapsed.Seconds())
 	fmt.Printf("pps %.0f\n", float64(sent)/elapsed.Seconds())
+	fmt.Printf("target_pps %d\n", *pps*uint64(*threads))
 	return nil
 }
 
@@ -276,21 +287,61 @@ func sumPerCPU(m *ebpf.Map) (uint64, error) {
 }
 
 // txProgram is the generator's XDP program: count the frame in the per-CPU
-// counter (slot 0) and return XDP_TX. With rotate > 0 it first sets the
+// counter (slot 0) and return XDP_TX.
+//
+// With pps > 0 it paces first: a frame is sent only when the CPU's deadline
+// (slot 1, bpf_ktime_get_ns) has come, and the deadline then moves on by
+// 1e9/pps ns; other frames return XDP_DROP and are not counted. The
+// generator spins (BPF_PROG_RUN calls of many frames) and the frames leave
+// one at a time, evenly spaced: a syscall per small burst would cost more
+// than the gap (about 0.4 ms per live-frames call), and a few large bursts
+// overflow the receiver's ring. A thread that fell behind (descheduled)
+// catches up with at most lag frames back to back. With rotate > 0 it first sets the
 // IPv4 source to base + (count mod rotate) and fixes the header checksum
 // incrementally (RFC 1624: HC' = ~(~HC + ~m + m')).
 //
 // The one's complement sum does not depend on byte order, so the 16-bit
 // words are summed as loaded (little-endian) and the new address is
 // byte-swapped to network order before it is split into words.
-func txProgram(counterFD int, rotate, base uint32) asm.Instructions {
+func txProgram(counterFD int, rotate, base uint32, pps uint64, lag uint32) asm.Instructions {
 	const (
 		srcOff  = ethLen + 12
 		csumOff = ethLen + 10
 	)
 	insns := asm.Instructions{
 		asm.Mov.Reg(asm.R6, asm.R1), // ctx
-		asm.StoreImm(asm.R10, -4, 0, asm.Word),
+	}
+	if pps > 0 {
+		gap := int64(1e9 / pps)
+		lagNs := min(int64(lag)*gap, math.MaxInt32)
+		insns = append(insns,
+			asm.FnKtimeGetNs.Call(),
+			asm.Mov.Reg(asm.R7, asm.R0), // now
+			asm.StoreImm(asm.R10, -4, 1, asm.Word),
+			asm.Mov.Reg(asm.R2, asm.R10),
+			asm.Add.Imm(asm.R2, -4),
+			asm.LoadMapPtr(asm.R1, counterFD),
+			asm.FnMapLookupElem.Call(),
+			asm.JEq.Imm(asm.R0, 0, "count"),
+			asm.LoadMem(asm.R1, asm.R0, 0, asm.DWord), // next
+			asm.JNE.Imm(asm.R1, 0, "started"),
+			asm.Mov.Reg(asm.R1, asm.R7),
+			asm.JLT.Reg(asm.R7, asm.R1, "early").WithSymbol("started"),
+			// Behind by more than lag frames: forgive the rest.
+			asm.Mov.Reg(asm.R2, asm.R7),
+			asm.Sub.Reg(asm.R2, asm.R1),
+			asm.JLE.Imm(asm.R2, int32(lagNs), "due"),
+			asm.Mov.Reg(asm.R1, asm.R7),
+			asm.Sub.Imm(asm.R1, int32(lagNs)),
+			asm.Add.Imm(asm.R1, int32(gap)).WithSymbol("due"),
+			asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
+			asm.Ja.Label("count"),
+			asm.Mov.Imm(asm.R0, 1).WithSymbol("early"), // XDP_DROP
+			asm.Return(),
+		)
+	}
+	insns = append(insns,
+		asm.StoreImm(asm.R10, -4, 0, asm.Word).WithSymbol("count"),
 		asm.Mov.Reg(asm.R2, asm.R10),
 		asm.Add.Imm(asm.R2, -4),
 		asm.LoadMapPtr(asm.R1, counterFD),
@@ -300,7 +351,7 @@ func txProgram(counterFD int, rotate, base uint32) asm.Instructions {
 		asm.Mov.Reg(asm.R1, asm.R8),
 		asm.Add.Imm(asm.R1, 1),
 		asm.StoreMem(asm.R0, 0, asm.R1, asm.DWord),
-	}
+	)
 	if rotate > 0 {
 		insns = append(insns,
 			asm.LoadMem(asm.R2, asm.R6, 0, asm.Word), // data
@@ -442,6 +493,9 @@ func filter(args []string) error {
 	for r := range bpf.NumReasons {
 		fmt.Printf("reason_%s %d\n", r, c.Reasons[r])
 	}
+	for cl := range bpf.NumClasses {
+		fmt.Printf("class_%s_passed %d\nclass_%s_dropped %d\n", cl, c.Passed[cl], cl, c.Dropped[cl])
+	}
 	fmt.Printf("dropped %d\n", c.TotalDropped())
 	return nil
 }
@@ -529,6 +583,9 @@ func recv(args []string) error {
 	}()
 	conn.SetReadDeadline(end)
 	var received, admitted, dropped uint64
+	// The legitimate source's datagrams read from the socket, and those
+	// the model admitted: the listener's stage of its path.
+	var legitReceived, legitAdmitted uint64
 	var reasons [bpf.NumReasons]uint64
 	buf := make([]byte, 65536)
 	for {
@@ -541,6 +598,10 @@ func recv(args []string) error {
 		}
 		received++
 		src := from.Addr().Unmap()
+		isLegit := legitAddr.IsValid() && src == legitAddr
+		if isLegit {
+			legitReceived++
+		}
 		if m != nil {
 			ok, r := m.Admit(src, bpf.Classify(buf[:n]), bpf.MonoNow())
 			reasons[r]++
@@ -550,7 +611,10 @@ func recv(args []string) error {
 			}
 		}
 		admitted++
-		if relay != nil && src == legitAddr {
+		if isLegit {
+			legitAdmitted++
+		}
+		if relay != nil && isLegit {
 			fa := netip.AddrPortFrom(src, from.Port())
 			if c := client.Load(); c == nil || *c != fa {
 				client.Store(&fa)
@@ -568,6 +632,8 @@ func recv(args []string) error {
 			fmt.Printf("reason_%s %d\n", r, reasons[r])
 		}
 	}
+	fmt.Printf("legit_received %d\n", legitReceived)
+	fmt.Printf("legit_admitted %d\n", legitAdmitted)
 	fmt.Printf("relayed %d\n", relayed.Load())
 	fmt.Printf("answered %d\n", answered.Load())
 	return nil
