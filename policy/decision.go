@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/emiago/sipgo/sip"
+	"github.com/open-policy-agent/opa/v1/ast"
 
 	"github.com/sipwall/sipwall/sbc"
 )
@@ -47,58 +48,91 @@ const (
 	maxBan      = 30 * 24 * time.Hour
 )
 
+// decisionKeys are the keys of a decision document, as terms to look up.
+var decisionKeys = struct{ allow, status, reason, redirect, tags, ban, rule *ast.Term }{
+	ast.StringTerm("allow"), ast.StringTerm("status"), ast.StringTerm("reason"),
+	ast.StringTerm("redirect"), ast.StringTerm("tags"), ast.StringTerm("ban"), ast.StringTerm("rule"),
+}
+
 // parseDecision checks the policy's decision document. Anything
 // unexpected (an unknown key, a wrong type, a status out of range, a
 // control character headed for a header) is an error, so the caller fails
-// closed instead of guessing.
-func parseDecision(v any) (Decision, error) {
-	obj, ok := v.(map[string]any)
+// closed instead of guessing. It reads the OPA value as its JSON form
+// (ast.JSON) reads: a number is a json.Number, an object's key that is not
+// a string never names one of the decision's keys.
+func parseDecision(v ast.Value) (Decision, error) {
+	obj, ok := v.(ast.Object)
 	if !ok {
-		return Decision{}, fmt.Errorf("%w: %T, want an object", ErrMalformed, v)
+		return Decision{}, fmt.Errorf("%w: %s, want an object", ErrMalformed, ast.ValueName(v))
 	}
 	var d Decision
-	allowSeen := false
-	for k, val := range obj {
-		var err error
-		switch k {
-		case "allow":
-			b, ok := val.(bool)
-			if !ok {
-				err = fmt.Errorf("want a boolean")
-			}
-			d.Allow, allowSeen = b, true
-		case "status":
-			d.Status, err = toInt(val)
-		case "reason":
-			d.Reason, err = toText(val, maxReason)
-		case "redirect":
-			d.Redirect, err = toText(val, maxRedirect)
-			if err == nil && d.Redirect != "" {
-				var u sip.Uri
-				if perr := sip.ParseUri(d.Redirect, &u); perr != nil || u.Host == "" {
-					err = fmt.Errorf("not a SIP URI")
-				}
-			}
-		case "tags":
-			d.Tags, err = toTags(val)
-		case "ban":
-			d.Ban, err = toText(val, 32)
-			if err == nil && d.Ban != "" {
-				dur, perr := time.ParseDuration(d.Ban)
-				if perr != nil || dur <= 0 || dur > maxBan {
-					err = fmt.Errorf("want a duration up to %s", maxBan)
-				}
-			}
-		case "rule":
-			d.Rule, err = toText(val, maxRule)
-		default:
-			err = fmt.Errorf("unknown key")
+	k := &decisionKeys
+	known := 0
+	get := func(key *ast.Term) ast.Value {
+		if t := obj.Get(key); t != nil {
+			known++
+			return t.Value
 		}
-		if err != nil {
-			return Decision{}, fmt.Errorf("%w: %q: %v", ErrMalformed, k, err)
+		return nil
+	}
+	bad := func(key *ast.Term, err error) (Decision, error) {
+		return Decision{}, fmt.Errorf("%w: %q: %v", ErrMalformed, string(key.Value.(ast.String)), err)
+	}
+	var err error
+	allow := get(k.allow)
+	if allow != nil {
+		b, ok := allow.(ast.Boolean)
+		if !ok {
+			return bad(k.allow, errors.New("want a boolean"))
+		}
+		d.Allow = bool(b)
+	}
+	if v := get(k.status); v != nil {
+		if d.Status, err = toInt(v); err != nil {
+			return bad(k.status, err)
 		}
 	}
-	if !allowSeen {
+	if v := get(k.reason); v != nil {
+		if d.Reason, err = toText(v, maxReason); err != nil {
+			return bad(k.reason, err)
+		}
+	}
+	if v := get(k.redirect); v != nil {
+		if d.Redirect, err = toText(v, maxRedirect); err != nil {
+			return bad(k.redirect, err)
+		}
+		if d.Redirect != "" {
+			var u sip.Uri
+			if perr := sip.ParseUri(d.Redirect, &u); perr != nil || u.Host == "" {
+				return bad(k.redirect, errors.New("not a SIP URI"))
+			}
+		}
+	}
+	if v := get(k.tags); v != nil {
+		if d.Tags, err = toTags(v); err != nil {
+			return bad(k.tags, err)
+		}
+	}
+	if v := get(k.ban); v != nil {
+		if d.Ban, err = toText(v, 32); err != nil {
+			return bad(k.ban, err)
+		}
+		if d.Ban != "" {
+			dur, perr := time.ParseDuration(d.Ban)
+			if perr != nil || dur <= 0 || dur > maxBan {
+				return bad(k.ban, fmt.Errorf("want a duration up to %s", maxBan))
+			}
+		}
+	}
+	if v := get(k.rule); v != nil {
+		if d.Rule, err = toText(v, maxRule); err != nil {
+			return bad(k.rule, err)
+		}
+	}
+	if known != obj.Len() {
+		return Decision{}, unknownKey(obj)
+	}
+	if allow == nil {
 		return Decision{}, fmt.Errorf("%w: no \"allow\"", ErrMalformed)
 	}
 	if !d.Allow && d.Redirect == "" {
@@ -115,12 +149,28 @@ func parseDecision(v any) (Decision, error) {
 	return d, nil
 }
 
-func toInt(v any) (int, error) {
-	n, ok := v.(json.Number)
+// unknownKey names a key of obj that is not a decision's, nil if none.
+func unknownKey(obj ast.Object) error {
+	var err error
+	obj.Until(func(k, _ *ast.Term) bool {
+		if s, ok := k.Value.(ast.String); ok {
+			switch string(s) {
+			case "allow", "status", "reason", "redirect", "tags", "ban", "rule":
+				return false
+			}
+		}
+		err = fmt.Errorf("%w: %s: unknown key", ErrMalformed, k)
+		return true
+	})
+	return err
+}
+
+func toInt(v ast.Value) (int, error) {
+	n, ok := v.(ast.Number)
 	if !ok {
 		return 0, fmt.Errorf("want a number")
 	}
-	i, err := n.Int64()
+	i, err := json.Number(n).Int64()
 	if err != nil || i < 0 || i > 999 {
 		return 0, fmt.Errorf("want an integer status")
 	}
@@ -129,11 +179,15 @@ func toInt(v any) (int, error) {
 
 // toText accepts a string of printable characters (no CR, LF, NUL or other
 // controls: these end up in SIP headers and logs).
-func toText(v any, max int) (string, error) {
-	s, ok := v.(string)
+func toText(v ast.Value, max int) (string, error) {
+	s, ok := v.(ast.String)
 	if !ok {
 		return "", fmt.Errorf("want a string")
 	}
+	return checkText(string(s), max)
+}
+
+func checkText(s string, max int) (string, error) {
 	if len(s) > max {
 		return "", fmt.Errorf("longer than %d bytes", max)
 	}
@@ -145,7 +199,13 @@ func toText(v any, max int) (string, error) {
 	return s, nil
 }
 
-func toTags(v any) (map[string]string, error) {
+// toTags reads the tags from their JSON form: an object's key that is not
+// a string is named by its JSON text there.
+func toTags(tv ast.Value) (map[string]string, error) {
+	v, err := ast.JSON(tv)
+	if err != nil {
+		return nil, fmt.Errorf("want an object of strings")
+	}
 	obj, ok := v.(map[string]any)
 	if !ok {
 		return nil, fmt.Errorf("want an object of strings")
@@ -155,10 +215,14 @@ func toTags(v any) (map[string]string, error) {
 	}
 	tags := make(map[string]string, len(obj))
 	for k, val := range obj {
-		if _, err := toText(k, maxTagLen); err != nil || k == "" {
+		if _, err := checkText(k, maxTagLen); err != nil || k == "" {
 			return nil, fmt.Errorf("tag name %q: invalid", trunc(k, 32))
 		}
-		s, err := toText(val, maxTagLen)
+		s, ok := val.(string)
+		if !ok {
+			return nil, fmt.Errorf("tag %s: want a string", k)
+		}
+		s, err := checkText(s, maxTagLen)
 		if err != nil {
 			return nil, fmt.Errorf("tag %s: %v", k, err)
 		}

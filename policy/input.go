@@ -2,6 +2,7 @@ package policy
 
 import (
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
@@ -139,19 +140,12 @@ func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan
 	if zone == nil {
 		zone = time.UTC
 	}
-	local := now.In(zone)
 	in := &Input{
 		Transport:   trunc(r.Transport, 8),
 		Side:        r.Side.String(),
 		Dialog:      "new",
 		Destination: Destination{Features: []string{}},
-		Time: Time{
-			UTC:     now.UTC().Format(time.RFC3339),
-			Local:   local.Format(time.RFC3339),
-			Weekday: local.Weekday().String(),
-			Hour:    local.Hour(),
-			Zone:    zone.String(),
-		},
+		Time:        timeOf(now, zone),
 	}
 	if r.Peer.IsValid() {
 		in.Peer = Peer{IP: r.Peer.Addr().Unmap().String(), Port: int(r.Peer.Port())}
@@ -177,7 +171,7 @@ func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan
 			in.Dialog = "in-dialog"
 		}
 	}
-	if h := req.GetHeader("User-Agent"); h != nil {
+	if h := header(req, "user-agent"); h != nil {
 		in.UserAgent = trunc(h.Value(), maxField)
 	}
 	route, n := plan.Target(req)
@@ -186,51 +180,62 @@ func NewInput(r *sbc.Request, now time.Time, zone *time.Location, plan *dialplan
 }
 
 // value is the input as an OPA value, built directly (no JSON round
-// trip); TestInputValueMatchesJSON keeps it equal to the JSON encoding.
+// trip) as Decide builds it (inputDoc); TestInputValueMatchesJSON keeps it
+// equal to the JSON encoding.
 func (in *Input) value() ast.Value {
-	s := stringTerm
-	n := ast.InternedTerm[int]
-	party := func(p Party) *ast.Term {
-		return ast.ObjectTerm(ast.Item(s("user"), s(p.User)), ast.Item(s("host"), s(p.Host)))
+	return newInputDoc().fill(in)
+}
+
+// lastInputTime is the Time of the latest input: formatted once a second
+// (and zone).
+var lastInputTime atomic.Pointer[inputTime]
+
+type inputTime struct {
+	sec  int64
+	zone *time.Location
+	t    Time
+}
+
+// timeOf is input.time at now in zone.
+func timeOf(now time.Time, zone *time.Location) Time {
+	sec := now.Unix()
+	if l := lastInputTime.Load(); l != nil && l.sec == sec && l.zone == zone {
+		return l.t
 	}
-	id := ast.NullTerm()
-	if in.Identity != nil {
-		id = ast.ObjectTerm(ast.Item(s("user"), s(in.Identity.User)), ast.Item(s("realm"), s(in.Identity.Realm)))
+	local := now.In(zone)
+	t := Time{
+		UTC:     now.UTC().Format(time.RFC3339),
+		Local:   local.Format(time.RFC3339),
+		Weekday: local.Weekday().String(),
+		Hour:    local.Hour(),
+		Zone:    zone.String(),
 	}
-	features := ast.NullTerm() // as encoding/json writes a nil slice
-	if in.Destination.Features != nil {
-		fs := make([]*ast.Term, 0, len(in.Destination.Features))
-		for _, f := range in.Destination.Features {
-			fs = append(fs, s(f))
+	lastInputTime.Store(&inputTime{sec: sec, zone: zone, t: t})
+	return t
+}
+
+// header is the first header named lower (in ASCII lower case) as
+// GetHeader finds it, without lowering every header name on the way (one
+// allocation per name that has a capital).
+func header(req *sip.Request, lower string) sip.Header {
+	for _, h := range req.Headers() {
+		if n := h.Name(); len(n) == len(lower) && equalLower(n, lower) {
+			return h
 		}
-		features = ast.ArrayTerm(fs...)
 	}
-	counters := ast.NullTerm()
-	if in.Counters != nil {
-		counters = ast.ObjectTerm(
-			ast.Item(s("calls_in_progress"), n(in.Counters.CallsInProgress)),
-			ast.Item(s("calls_last_minute"), n(in.Counters.CallsLastMinute)))
+	return nil
+}
+
+// equalLower: a lowered in ASCII is b (of the same length).
+func equalLower(a, b string) bool {
+	for i := 0; i < len(a); i++ {
+		c := a[i]
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != b[i] {
+			return false
+		}
 	}
-	return ast.NewObject(
-		ast.Item(s("method"), s(in.Method)),
-		ast.Item(s("transport"), s(in.Transport)),
-		ast.Item(s("peer"), ast.ObjectTerm(ast.Item(s("ip"), s(in.Peer.IP)), ast.Item(s("port"), n(in.Peer.Port)))),
-		ast.Item(s("side"), s(in.Side)),
-		ast.Item(s("trusted"), s(in.Trusted)),
-		ast.Item(s("identity"), id),
-		ast.Item(s("from"), party(in.From)),
-		ast.Item(s("to"), party(in.To)),
-		ast.Item(s("request_uri"), party(in.RequestURI)),
-		ast.Item(s("route"), s(in.Route)),
-		ast.Item(s("destination"), ast.ObjectTerm(
-			ast.Item(s("raw"), s(in.Destination.Raw)),
-			ast.Item(s("e164"), s(in.Destination.E164)),
-			ast.Item(s("valid"), ast.BooleanTerm(in.Destination.Valid)),
-			ast.Item(s("class"), s(in.Destination.Class)),
-			ast.Item(s("features"), features))),
-		ast.Item(s("user_agent"), s(in.UserAgent)),
-		ast.Item(s("time"), in.Time.term()),
-		ast.Item(s("dialog"), s(in.Dialog)),
-		ast.Item(s("counters"), counters),
-	)
+	return true
 }

@@ -17,8 +17,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/open-policy-agent/opa/v1/metrics"
-	"github.com/open-policy-agent/opa/v1/rego"
+	"github.com/open-policy-agent/opa/v1/ast"
 	"github.com/open-policy-agent/opa/v1/topdown"
 
 	"github.com/sipwall/sipwall/dialplan"
@@ -284,14 +283,15 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	c := e.cur.Load()
 	// The deadline cancels the evaluation through a timer: without an
 	// external cancel OPA starts a goroutine per evaluation to watch ctx.
-	stop := topdown.NewCancel()
-	t := time.AfterFunc(e.opt.Timeout, stop.Cancel)
-	defer t.Stop()
-	if ctx.Done() != nil {
-		defer context.AfterFunc(ctx, stop.Cancel)()
-	}
-	rs, err := c.pq.Eval(ctx, rego.EvalParsedInput(in.value()), rego.EvalExternalCancel(stop),
-		rego.EvalMetrics(metrics.NoOp()))
+	// The timer, the cancel, the input document and the other options are
+	// kept from one evaluation to the next (evalState).
+	s := evalStates.Get().(*evalState)
+	defer s.release()
+	s.doc.fill(in)
+	s.arm(e.opt.Timeout)
+	stopCtx := s.watch(ctx)
+	rs, err := c.pq.Eval(ctx, s.opts...)
+	s.stop(stopCtx)
 	if err != nil {
 		if isCancel(err) {
 			return Decision{}, fmt.Errorf("%w (%s): %v", ErrTimeout, e.opt.Timeout, err)
@@ -304,7 +304,13 @@ func (e *Engine) decide(ctx context.Context, in *Input) (Decision, error) {
 	if len(rs) > 1 {
 		return Decision{}, fmt.Errorf("%w: %d results", ErrMalformed, len(rs))
 	}
-	d, err := parseDecision(rs[0].Expressions[0].Value)
+	// The value may hold terms of the input document: it is read before
+	// the state is released.
+	t, ok := rs[0].Expressions[0].Value.(*ast.Term)
+	if !ok {
+		return Decision{}, fmt.Errorf("%w: %T, want an object", ErrMalformed, rs[0].Expressions[0].Value)
+	}
+	d, err := parseDecision(t.Value)
 	if err != nil {
 		return Decision{}, err
 	}
