@@ -12,6 +12,61 @@ type counters struct {
 	errors, timeouts                        atomic.Uint64
 	reloadsOK, reloadsFailed                atomic.Uint64
 	bans, logsDropped                       atomic.Uint64
+	latency                                 latency
+}
+
+// LatencyBounds are the upper bounds of the decision time histogram's
+// buckets (Stats.Latency), around the 50 µs target of a decision.
+var LatencyBounds = [...]time.Duration{
+	5 * time.Microsecond, 10 * time.Microsecond, 20 * time.Microsecond, 35 * time.Microsecond,
+	50 * time.Microsecond, 75 * time.Microsecond, 100 * time.Microsecond, 200 * time.Microsecond,
+	500 * time.Microsecond, time.Millisecond, 5 * time.Millisecond, 50 * time.Millisecond,
+}
+
+// latency counts decision times per bucket of LatencyBounds (the last
+// slot: beyond them) and their sum.
+type latency struct {
+	n   [len(LatencyBounds) + 1]atomic.Uint64
+	sum atomic.Int64 // ns
+}
+
+func (l *latency) observe(d time.Duration) {
+	i := 0
+	for i < len(LatencyBounds) && d > LatencyBounds[i] {
+		i++
+	}
+	l.n[i].Add(1)
+	l.sum.Add(int64(d))
+}
+
+// Latency is a snapshot of the decision time histogram: Counts[i] the
+// decisions that took at most LatencyBounds[i] and more than the bound
+// before it, the last one those beyond every bound.
+type Latency struct {
+	Counts [len(LatencyBounds) + 1]uint64
+	Sum    time.Duration
+}
+
+// Quantile is the upper bound of the bucket holding quantile q (0..1) of
+// the decisions, 0 without any; beyond the last bound it reports that
+// bound.
+func (l Latency) Quantile(q float64) time.Duration {
+	var total uint64
+	for _, c := range l.Counts {
+		total += c
+	}
+	if total == 0 {
+		return 0
+	}
+	want := uint64(q*float64(total) + 0.5)
+	var seen uint64
+	for i, c := range l.Counts {
+		seen += c
+		if seen >= want && i < len(LatencyBounds) {
+			return LatencyBounds[i]
+		}
+	}
+	return LatencyBounds[len(LatencyBounds)-1]
 }
 
 // Status is what the engine has loaded and done.
@@ -35,6 +90,9 @@ type Stats struct {
 	ReloadsOK     uint64
 	ReloadsFailed uint64
 	LogsDropped   uint64 // deny log lines over the rate limit
+	// Latency is how long decisions took (input to decision, evaluation
+	// errors and timeouts included).
+	Latency Latency
 }
 
 // Status returns the loaded version and the counters.
@@ -56,6 +114,10 @@ func (e *Engine) Status() Status {
 		ReloadsFailed: e.c.reloadsFailed.Load(),
 		LogsDropped:   e.c.logsDropped.Load(),
 	}
+	for i := range st.Stats.Latency.Counts {
+		st.Stats.Latency.Counts[i] = e.c.latency.n[i].Load()
+	}
+	st.Stats.Latency.Sum = time.Duration(e.c.latency.sum.Load())
 	return st
 }
 

@@ -256,7 +256,9 @@ var ErrTimeout = errors.New("policy evaluation timed out")
 // decision (Allow false, Status FailStatus, Rule "fail-closed") and the
 // error. Counters are updated; logging is the layer's.
 func (e *Engine) Decide(ctx context.Context, in *Input) (Decision, error) {
+	start := time.Now()
 	d, err := e.decide(ctx, in)
+	e.c.latency.observe(time.Since(start))
 	if err != nil {
 		return e.failClosed(err), err
 	}

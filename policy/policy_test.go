@@ -328,3 +328,42 @@ func TestInputValueMatchesJSON(t *testing.T) {
 		}
 	}
 }
+
+// Every decision lands in the latency histogram, and its quantiles come
+// from the bucket bounds.
+func TestDecisionLatencyCounted(t *testing.T) {
+	e := newEngine(t, Options{})
+	const n = 50
+	for range n {
+		in := &Input{Method: "INVITE", Side: "external", Dialog: "new", RequestURI: Party{User: "+442071234567", Host: "sbc.example.com"}}
+		if _, err := e.Decide(context.Background(), in); err != nil {
+			t.Fatal(err)
+		}
+	}
+	l := e.Status().Stats.Latency
+	var total uint64
+	for _, c := range l.Counts {
+		total += c
+	}
+	if total != n {
+		t.Fatalf("histogram holds %d decisions, want %d", total, n)
+	}
+	if l.Sum <= 0 {
+		t.Errorf("sum of decision times %v, want above 0", l.Sum)
+	}
+	p50, p99 := l.Quantile(0.5), l.Quantile(0.99)
+	if p50 <= 0 || p99 < p50 || p99 > LatencyBounds[len(LatencyBounds)-1] {
+		t.Errorf("p50 %v, p99 %v: want 0 < p50 <= p99 <= the last bound", p50, p99)
+	}
+	var h Latency
+	h.Counts[0], h.Counts[4], h.Counts[len(h.Counts)-1] = 98, 1, 1
+	if got := h.Quantile(0.5); got != LatencyBounds[0] {
+		t.Errorf("Quantile(0.5) = %v, want %v", got, LatencyBounds[0])
+	}
+	if got := h.Quantile(0.99); got != LatencyBounds[4] {
+		t.Errorf("Quantile(0.99) = %v, want %v", got, LatencyBounds[4])
+	}
+	if got := (Latency{}).Quantile(0.99); got != 0 {
+		t.Errorf("empty Quantile = %v, want 0", got)
+	}
+}

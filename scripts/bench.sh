@@ -408,6 +408,23 @@ if ! kill -0 "$sw_pid" 2>/dev/null; then
 	exit 1
 fi
 ticks_after=$(cpu_ticks "$sw_pid")
+# The policy's decision times in the running server (its histogram,
+# sipwall_policy_decision_seconds): p50 and p99 as the upper bound of the
+# bucket holding them, in µs.
+policy_q=$(curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null | awk '
+	/^sipwall_policy_decision_seconds_bucket/ {
+		le = $1; sub(/.*le="/, "", le); sub(/".*/, "", le)
+		n++; b[n] = le; c[n] = $2
+	}
+	END {
+		if (n == 0 || c[n] == 0) { print "? ?"; exit }
+		total = c[n]
+		for (i = 1; i <= n; i++) if (p50 == "" && c[i] >= 0.5 * total) p50 = b[i]
+		for (i = 1; i <= n; i++) if (p99 == "" && c[i] >= 0.99 * total) p99 = b[i]
+		f = "%.0f"
+		printf (p50 == "+Inf" ? "%s" : f) " " (p99 == "+Inf" ? "%s" : f) "\n", (p50 == "+Inf" ? ">50000" : p50 * 1e6), (p99 == "+Inf" ? ">50000" : p99 * 1e6)
+	}' || echo "? ?")
+read -r policy_p50 policy_p99 <<<"$policy_q"
 redis_cpu_per_k="–"
 if [ -n "$redis_pid" ]; then
 	redis_cpu_per_k=$(awk -v d=$(($(cpu_ticks "$redis_pid") - redis_before)) -v c="$(getconf CLK_TCK)" -v n="$CALLS" \
@@ -478,6 +495,9 @@ setup_latency
 if [ "$p50" != "?" ]; then
 	extra_rows=$extra_rows$'\n'"| setup latency (first INVITE → 200, sipp) | p50 $p50 ms, p99 $p99 ms |"
 fi
+if [ "${policy_p99:-?}" != "?" ]; then
+	extra_rows=$extra_rows$'\n'"| policy decision in the server (histogram bucket bounds) | p50 ≤ $policy_p50 µs, p99 ≤ $policy_p99 µs |"
+fi
 # Memory per concurrent call (MEM_AT): RSS growth over the calls up then.
 mem_per_call="?"
 if [ -s "$work/mem.txt" ]; then
@@ -539,6 +559,7 @@ echo "$table"
 
 if [ -n "${BENCH_SUMMARY:-}" ]; then
 	write_summary rss_mib "$rss_mib" mem_per_call_kib "$mem_per_call" redis_cpu_per_k "$redis_cpu_per_k" \
+		policy_p50_us "${policy_p50:-?}" policy_p99_us "${policy_p99:-?}" \
 		heap_per_call_kib "${heap_per_call:-?}" live_per_call_kib "${live_per_call:-?}"
 	if [ -s "$work/mem.txt" ]; then cat "$work/mem.txt" >>"$BENCH_SUMMARY"; fi
 	if [ "$loadgen" = regload ]; then

@@ -7,6 +7,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/sipwall/sipwall/bpf"
+	"github.com/sipwall/sipwall/policy"
 	"github.com/sipwall/sipwall/sbc/b2bua"
 	"github.com/sipwall/sipwall/sbc/sanity/wire"
 	"github.com/sipwall/sipwall/topology"
@@ -61,6 +62,7 @@ var (
 	dPrefClass     = desc("sipwall_prefilter_class_packets_total", "Judged packets by class and verdict.", "class", "verdict", "where")
 	dPolicy        = desc("sipwall_policy_decisions_total", "Policy decisions by result.", "result")
 	dPolicyReloads = desc("sipwall_policy_reloads_total", "Policy reloads by result.", "result")
+	dPolicyTime    = desc("sipwall_policy_decision_seconds", "Time of a policy decision, input to decision.")
 	dFraud         = desc("sipwall_fraud_actions_total", "Anti-fraud checks and actions.", "action")
 	dFraudBlocked  = desc("sipwall_fraud_blocked_accounts", "Accounts blocked by the anti-fraud rules.")
 	dTLSExpiry     = desc("sipwall_tls_certificate_expiry_timestamp_seconds", "Expiry of the certificate served (Unix time).")
@@ -88,7 +90,7 @@ var (
 
 func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dEdgeTx, dEdge, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
-		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dFraud, dFraudBlocked,
+		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dPolicyTime, dFraud, dFraudBlocked,
 		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused,
 		dMediaFastUp, dMediaFastStr, dMediaFastPkts, dMediaFastErrs, dMediaDTLS, dMediaFastDec, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
@@ -197,6 +199,7 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		counter(ch, dPolicyReloads, float64(ps.ReloadsOK), "ok")
 		counter(ch, dPolicyReloads, float64(ps.ReloadsFailed), "failed")
+		ch <- policyHistogram(ps.Latency)
 	}
 	if a.fraud != nil {
 		fs := a.fraud.Stats()
@@ -274,4 +277,16 @@ func (m *metrics) observeSetup(d time.Duration) {
 	if m != nil && d > 0 {
 		m.setup.Observe(d.Seconds())
 	}
+}
+
+// policyHistogram exports the policy's decision times as a histogram.
+func policyHistogram(l policy.Latency) prometheus.Metric {
+	buckets := make(map[float64]uint64, len(policy.LatencyBounds))
+	var cum uint64
+	for i, b := range policy.LatencyBounds {
+		cum += l.Counts[i]
+		buckets[b.Seconds()] = cum
+	}
+	cum += l.Counts[len(policy.LatencyBounds)]
+	return prometheus.MustNewConstHistogram(dPolicyTime, cum, l.Sum.Seconds(), buckets)
 }

@@ -323,6 +323,13 @@ func TestMetricsMoveAfterCall(t *testing.T) {
 	} else if s := setup.GetMetric()[0].GetHistogram().GetSampleSum(); s <= 0 || s > 10 {
 		t.Errorf("sipwall_call_setup_seconds sum %v, want a setup time above 0 and at most 10 s", s)
 	}
+	// The call's INVITE was decided by the policy (demo mode enforces it).
+	pol := fams["sipwall_policy_decision_seconds"]
+	if pol == nil || len(pol.GetMetric()) != 1 || pol.GetMetric()[0].GetHistogram().GetSampleCount() < 1 {
+		t.Errorf("sipwall_policy_decision_seconds: %v, want a histogram with at least one decision", pol)
+	} else if h := pol.GetMetric()[0].GetHistogram(); h.GetSampleSum() <= 0 || h.GetSampleSum() > 1 {
+		t.Errorf("sipwall_policy_decision_seconds sum %v, want above 0 and at most 1 s", h.GetSampleSum())
+	}
 	if fams["go_goroutines"] == nil {
 		t.Error("go_goroutines missing: want the Go runtime metrics")
 	}
