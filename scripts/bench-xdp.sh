@@ -6,18 +6,20 @@
 #   ns gen: xdpflood flood (SIP INVITE flood) + sipp UAC (legitimate calls)
 #      | veth
 #   ns sut: filter under test -> xdpflood recv (the SIP listener on
-#           SUT_IP:5060; relays the legitimate source to a sipp UAS)
+#           SUT_IP:5060; relays the legitimate source to a sipp UAS; in
+#           the XDP setups it also holds the prefilter, as sipwall does)
 #
 # Setups (SETUPS):
-#   xdp-native   bpf.Open with the sut veth: the prefilter in the veth's
-#                native XDP path
+#   xdp-native   bpf.Open with the sut veth (in the listener's process):
+#                the prefilter in the veth's native XDP path
 #   xdp-generic  the same program attached with XDP_FLAGS_SKB_MODE
 #                (link.XDPGenericMode): runs after the skb is built
 #   iptables     no XDP; an iptables (nf_tables backend) raw PREROUTING
 #                rule: a hashlimit per source address (same rate and burst)
 #                and a global hashlimit of CAP packets/s (no
 #                --hashlimit-mode: one bucket for all sources), both on the
-#                one ACCEPT rule, then DROP
+#                one ACCEPT rule, then DROP; the legitimate source has
+#                rules of its own before them (see LEGIT)
 #   userspace    no kernel filter; the listener judges every datagram with
 #                the Go model (bpf.NewModel + Admit), as sipwall does when
 #                XDP is unavailable
@@ -29,20 +31,18 @@
 # path as from a NIC). A veth accepts XDP-transmitted frames only when its
 # NAPI is on: the sut veth has GRO on (ethtool -K) for every setup, and
 # threaded NAPI, whose kernel thread is pinned to SUT_CPU. The generator
-# and the sipp UAC run on GEN_CPU; the listener, the filter process and the
-# sipp UAS on SUT_CPU.
+# and the sipp UAC run on GEN_CPU; the listener (which holds the XDP
+# prefilter in the XDP setups) and the sipp UAS on SUT_CPU.
 #
 # Per run: offered pps (frames the generator's program ran), pps that
 # reached the sut veth (its rx_packets) and that its ring refused (its
 # rx_dropped: the veth ring was full, the "NIC" dropped them), pps dropped
 # and passed by the filter (XDP counters, iptables rule counters, or the
 # model's decisions), pps lost at the listener's socket (UDP RcvbufErrors),
-# the sut CPU (run time of the NAPI thread, the listener, the filter
-# process and the UAS, from /proc/PID/schedstat, as % of one CPU over the
-# flood) and the legitimate calls completed (sipp UAC statistics). The
-# legitimate source is allow-listed (XDP, model) or accepted first
-# (iptables). The table goes to stdout and is appended to
-# bench/results/xdp-<UTC date>.md.
+# the sut CPU (run time of the NAPI thread, the listener and the UAS,
+# from /proc/PID/schedstat, as % of one CPU over the flood) and the legitimate calls completed (sipp UAC statistics). The
+# legitimate source is a verified phone or allow-listed (LEGIT). The table
+# goes to stdout and is appended to bench/results/xdp-<UTC date>.md.
 #
 # Environment:
 #   SETUPS="xdp-native xdp-generic iptables userspace"
@@ -57,16 +57,49 @@
 #                      0: unpaced, as fast as the generator runs (the ring
 #                      then refuses most frames, legitimate ones included).
 #   MODES="single rotating"
+#   LEGIT=verified     how the legitimate source (the sipp UAC) is known:
+#                      verified  a phone that authenticated: not allow-
+#                                listed, judged like every source, but the
+#                                listener (xdpflood recv -verify answer)
+#                                marks it verified with the bpf package's
+#                                Verify (Model.Verify, Filter.Verify: what
+#                                sipwall calls after a successful
+#                                authentication, for verified_ttl 1h) when
+#                                the first 2xx answer to it comes back, so
+#                                it gets the VERIFIED_SHARE of the cap that
+#                                the flood cannot take. iptables has no
+#                                share: the source gets its own per-source
+#                                hashlimit rule (same budget) before the
+#                                global one, i.e. it is exempt from the cap
+#                                (an ipset of verified addresses would do
+#                                that).
+#                      allow     allow-listed (Config.Allow; iptables: an
+#                                ACCEPT rule first): passes every check
+#   VERIFY=answer      LEGIT=verified: when the listener marks the source
+#                      verified: answer (the first 2xx answer to it: its
+#                      first call stands in for its first authenticated
+#                      request, made during the flood) or start (before
+#                      the flood: a phone that registered before it)
 #   CALLS=200 RATE=20  legitimate calls and calls/s (sipp -sn uac)
 #   DURATION           flood seconds (default CALLS/RATE+1: the calls
 #                      overlap the flood)
-#   LIMIT_RATE=1 LIMIT_BURST=2    per-source budget, packets/s and burst
-#                      (low so that the rotating flood, ~10 packets/s per
-#                      source here, is mostly over it)
+#   LIMIT_RATE LIMIT_BURST   per-source budget of every class, packets/s
+#                      and burst. LEGIT=verified: 200 and 400, sipwall's
+#                      default for the request class
+#                      (prefilter.rates.request), the only class sent to
+#                      the port here (flood INVITEs; the UAC's INVITE, ACK,
+#                      BYE: 3 × RATE requests/s plus retransmissions, well
+#                      under it at RATE ≤ 60). LEGIT=allow: 1 and 2 (so
+#                      that each source of an unpaced rotating flood,
+#                      ~10 frames/s, is mostly over it; a paced one at
+#                      50,000/s sends 0.5/s per source)
 #   CAP=20000          requests/s per CPU from all sources together (the
 #                      prefilter's class cap, Config.Cap[ClassRequest];
 #                      sipwall's default); 0: no cap. The sut judges every
 #                      packet on SUT_CPU, so per CPU = global here.
+#   VERIFIED_SHARE     percent of CAP kept for verified sources
+#                      (Config.VerifiedShare): LEGIT=verified 20, sipwall's
+#                      default prefilter.verified_share; LEGIT=allow 0
 #   ROTATE=100000      sources in the rotating mode
 #   GEN_CPU=0 SUT_CPU=1
 #   BENCH_KEEP=1       keep the work directory (logs) after the run
@@ -92,12 +125,28 @@ PATH=$PATH:/usr/sbin:/sbin
 
 SETUPS=${SETUPS:-xdp-native xdp-generic iptables userspace}
 MODES=${MODES:-single rotating}
+LEGIT=${LEGIT:-verified}
+VERIFY=${VERIFY:-answer}
 CALLS=${CALLS:-200}
 FLOOD_PPS=${FLOOD_PPS:-50000}
 RATE=${RATE:-20}
 DURATION=${DURATION:-$(((CALLS + RATE - 1) / RATE + 1))}
-LIMIT_RATE=${LIMIT_RATE:-1}
-LIMIT_BURST=${LIMIT_BURST:-2}
+case "$LEGIT" in
+verified)
+	LIMIT_RATE=${LIMIT_RATE:-200}
+	LIMIT_BURST=${LIMIT_BURST:-400}
+	VERIFIED_SHARE=${VERIFIED_SHARE:-20}
+	;;
+allow)
+	LIMIT_RATE=${LIMIT_RATE:-1}
+	LIMIT_BURST=${LIMIT_BURST:-2}
+	VERIFIED_SHARE=${VERIFIED_SHARE:-0}
+	;;
+*)
+	echo "bench-xdp: LEGIT=$LEGIT: verified or allow" >&2
+	exit 2
+	;;
+esac
 ROTATE=${ROTATE:-100000}
 CAP=${CAP:-20000}
 GEN_CPU=${GEN_CPU:-0}
@@ -128,6 +177,17 @@ if ! [[ "$CAP" =~ ^[0-9]+$ ]]; then
 	echo "bench-xdp: CAP=$CAP: not a non-negative integer" >&2
 	exit 2
 fi
+case "$VERIFY" in
+answer | start) ;;
+*)
+	echo "bench-xdp: VERIFY=$VERIFY: answer or start" >&2
+	exit 2
+	;;
+esac
+if ! [[ "$VERIFIED_SHARE" =~ ^[0-9]+$ ]] || [ "$VERIFIED_SHARE" -gt 100 ]; then
+	echo "bench-xdp: VERIFIED_SHARE=$VERIFIED_SHARE: not a percentage" >&2
+	exit 2
+fi
 runs=$(($(echo $SETUPS | wc -w) * $(echo $MODES | wc -w)))
 limit=$((runs * (DURATION + 20) + 60))
 if [ "$limit" -gt 600 ]; then
@@ -140,8 +200,9 @@ if [ "$(nproc)" -lt 2 ] || [ "$GEN_CPU" = "$SUT_CPU" ]; then
 fi
 
 # Debian packages of the commands used; installed only when missing.
-declare -A pkg=([ip]=iproute2 [sipp]=sip-tester [ethtool]=ethtool [taskset]=util-linux [timeout]=coreutils)
-[[ " $SETUPS " == *" iptables "* ]] && pkg[iptables]=iptables
+# iptables in every setup: a rule without target counts the legitimate
+# source's datagrams that reach the IP stack (after XDP).
+declare -A pkg=([ip]=iproute2 [sipp]=sip-tester [ethtool]=ethtool [taskset]=util-linux [timeout]=coreutils [iptables]=iptables)
 missing=()
 for c in "${!pkg[@]}"; do
 	command -v "$c" >/dev/null 2>&1 || missing+=("${pkg[$c]}")
@@ -309,7 +370,13 @@ run() {
 	taskset -pc "$SUT_CPU" "$napi" >/dev/null
 	local mac
 	mac=$(ip netns exec "$S" cat "/sys/class/net/$vs/address")
-	local limits=(-port "$SIP_PORT" -rate "$LIMIT_RATE" -burst "$LIMIT_BURST" -cap "$CAP" -allow "$LEGIT_IP/32")
+	local limits=(-port "$SIP_PORT" -rate "$LIMIT_RATE" -burst "$LIMIT_BURST" -cap "$CAP" -verified-share "$VERIFIED_SHARE")
+	local verify=()
+	if [ "$LEGIT" = allow ]; then
+		limits+=(-allow "$LEGIT_IP/32")
+	elif [ "$setup" != iptables ]; then
+		verify=(-verify "$VERIFY")
+	fi
 	local life=$((DURATION + 14))
 
 	timeout $((life + 10)) ip netns exec "$S" taskset -c "$SUT_CPU" \
@@ -319,31 +386,35 @@ run() {
 	local uas_pid=$!
 	pids+=("$uas_pid")
 
-	local filter_pid="" model_args=()
+	local model_args=()
 	case "$setup" in
 	xdp-native | xdp-generic)
-		timeout $((life + 10)) ip netns exec "$S" taskset -c "$SUT_CPU" \
-			"$flood_bin" filter -iface "$vs" -mode "${setup#xdp-}" -duration "${life}s" "${limits[@]}" \
-			>"$d/filter.out" 2>"$d/filter.err" &
-		filter_pid=$!
-		pids+=("$filter_pid")
-		if ! wait_line "$d/filter.out" ready; then
-			echo "bench-xdp: $setup: filter did not start" >&2
-			cat "$d/filter.err" >&2
-			return 1
-		fi
+		# The listener holds the prefilter (bpf.Open), as sipwall does:
+		# it marks the verified source in the program's map itself.
+		model_args=(-xdp "${setup#xdp-}" -iface "$vs" "${limits[@]}")
 		;;
 	iptables)
 		# Accepted when both the per-source budget and the global cap
 		# allow it; everything else to the port is dropped. The global
 		# cap is a hashlimit without --hashlimit-mode (one bucket for all
 		# sources: "acts like limit"), because -m limit refuses rates
-		# above 10000/s ("Rate too fast").
+		# above 10000/s ("Rate too fast"). The legitimate source's rules
+		# come first (their counters are its verdicts): allow-listed, an
+		# ACCEPT; verified, its own per-source hashlimit (no global cap:
+		# iptables has no share of a limit kept for some sources), then
+		# DROP.
 		local global=()
 		if [ "$CAP" -gt 0 ]; then
 			global=(-m hashlimit --hashlimit-upto "$CAP/sec" --hashlimit-burst "$CAP" --hashlimit-name sipcap)
 		fi
-		ip netns exec "$S" iptables -t raw -A PREROUTING -p udp --dport "$SIP_PORT" -s "$LEGIT_IP" -j ACCEPT
+		if [ "$LEGIT" = allow ]; then
+			ip netns exec "$S" iptables -t raw -A PREROUTING -p udp --dport "$SIP_PORT" -s "$LEGIT_IP" -j ACCEPT
+		else
+			ip netns exec "$S" iptables -t raw -A PREROUTING -p udp --dport "$SIP_PORT" -s "$LEGIT_IP" \
+				-m hashlimit --hashlimit-mode srcip --hashlimit-upto "$LIMIT_RATE/sec" \
+				--hashlimit-burst "$LIMIT_BURST" --hashlimit-name sipverified -j ACCEPT
+			ip netns exec "$S" iptables -t raw -A PREROUTING -p udp --dport "$SIP_PORT" -s "$LEGIT_IP" -j DROP
+		fi
 		ip netns exec "$S" iptables -t raw -A PREROUTING -p udp --dport "$SIP_PORT" \
 			-m hashlimit --hashlimit-mode srcip --hashlimit-upto "$LIMIT_RATE/sec" \
 			--hashlimit-burst "$LIMIT_BURST" --hashlimit-name sip \
@@ -355,10 +426,15 @@ run() {
 		model_args=(-model "${limits[@]}")
 		;;
 	esac
+	if [ "$setup" != iptables ]; then
+		# Counts (no target) the legitimate source's datagrams that
+		# reach the IP stack: under XDP, those the program passed.
+		ip netns exec "$S" iptables -t raw -A PREROUTING -p udp --dport "$SIP_PORT" -s "$LEGIT_IP"
+	fi
 
 	timeout $((life + 10)) ip netns exec "$S" taskset -c "$SUT_CPU" \
 		"$flood_bin" recv -listen "$SUT_IP:$SIP_PORT" -duration "${life}s" \
-		-legit "$LEGIT_IP" -uas "$UAS_ADDR" "${model_args[@]}" \
+		-legit "$LEGIT_IP" -uas "$UAS_ADDR" "${model_args[@]}" "${verify[@]}" \
 		>"$d/recv.out" 2>"$d/recv.err" &
 	local recv_pid=$!
 	pids+=("$recv_pid")
@@ -367,11 +443,9 @@ run() {
 		cat "$d/recv.err" >&2
 		return 1
 	fi
-	local recv_p filter_p uas_p
+	local recv_p uas_p
 	recv_p=$(child "$recv_pid" xdpflood)
 	uas_p=$(child "$uas_pid" sipp)
-	filter_p=""
-	[ -n "$filter_pid" ] && filter_p=$(child "$filter_pid" xdpflood)
 	# taskset/ip netns exec exec the program: child() finds it under timeout.
 
 	# The neighbour entries exist before the flood (a phone that talks
@@ -402,7 +476,7 @@ run() {
 	rx0=$(ip netns exec "$S" cat "/sys/class/net/$vs/statistics/rx_packets")
 	rxd0=$(ip netns exec "$S" cat "/sys/class/net/$vs/statistics/rx_dropped")
 	sock0=$(udp_rcvbuf_errors "$S")
-	cpu0=$(run_ns "$napi" "$recv_p" "$filter_p" "$uas_p")
+	cpu0=$(run_ns "$napi" "$recv_p" "$uas_p")
 	local t0 t1
 	t0=$(date +%s%N)
 	timeout $((DURATION + 10)) ip netns exec "$G" taskset -c "$GEN_CPU" \
@@ -425,7 +499,7 @@ run() {
 	wait "$flood_pid" || flood_rc=$?
 	t1=$(date +%s%N)
 	local rx1 rxd1 sock1 cpu1
-	cpu1=$(run_ns "$napi" "$recv_p" "$filter_p" "$uas_p")
+	cpu1=$(run_ns "$napi" "$recv_p" "$uas_p")
 	rx1=$(ip netns exec "$S" cat "/sys/class/net/$vs/statistics/rx_packets")
 	rxd1=$(ip netns exec "$S" cat "/sys/class/net/$vs/statistics/rx_dropped")
 	sock1=$(udp_rcvbuf_errors "$S")
@@ -446,36 +520,40 @@ run() {
 	ip netns exec "$G" ip -s -s link show "$vg" >>"$d/link-after.txt" 2>&1 || true
 	ip netns exec "$S" ip -s neigh >"$d/neigh.txt" 2>&1 || true
 
-	# Stop the listener and the filter: they print their counts on SIGTERM.
-	local p
-	for p in "$recv_p" "$filter_p"; do
-		[ -n "$p" ] && kill -TERM "$p" 2>/dev/null || true
-	done
+	# Stop the listener (and the prefilter it holds): it prints its
+	# counts on SIGTERM.
+	[ -n "$recv_p" ] && kill -TERM "$recv_p" 2>/dev/null || true
 	wait "$recv_pid" 2>/dev/null || true
-	[ -n "$filter_pid" ] && { wait "$filter_pid" 2>/dev/null || true; }
 	kill -USR1 "$uas_p" 2>/dev/null || true
+	ip netns exec "$S" iptables -t raw -L PREROUTING -v -x -n >"$d/iptables.txt" 2>&1 || true
 
-	local secs offered dropped passed lpass
+	local secs offered dropped passed lpass ldrop lstack
 	secs=$(val "$d/flood.out" seconds)
 	offered=$(val "$d/flood.out" frames)
-	# lpass: the legitimate source's packets the filter let through (it
-	# is allow-listed: reason allow; iptables: its own ACCEPT rule).
+	# The legitimate source's verdicts: lpass passed, ldrop dropped by
+	# the filter. lstack: its datagrams that reached the IP stack (the
+	# counting rule; XDP: what the program passed).
+	lstack=$(awk -v a="$LEGIT_IP" '$3 != "ACCEPT" && $3 != "DROP" && $7 == a { n += $1 } END { print n + 0 }' "$d/iptables.txt")
 	case "$setup" in
 	xdp-*)
-		dropped=$(val "$d/filter.out" dropped)
-		passed=$(val "$d/filter.out" reason_pass)
-		lpass=$(val "$d/filter.out" reason_allow)
+		dropped=$(val "$d/recv.out" dropped)
+		passed=$(val "$d/recv.out" reason_pass)
+		lpass=$lstack
+		ldrop="" # sent - ring refused - lpass, below
 		;;
 	iptables)
-		ip netns exec "$S" iptables -t raw -L PREROUTING -v -x -n >"$d/iptables.txt"
-		passed=$(awk '$3 == "ACCEPT" && /limit:/ { print $1 }' "$d/iptables.txt")
-		dropped=$(awk '$3 == "DROP" { print $1 }' "$d/iptables.txt")
-		lpass=$(awk -v a="$LEGIT_IP" '$3 == "ACCEPT" && $8 == a { print $1 }' "$d/iptables.txt")
+		# Rules: pkts bytes target prot opt in out source destination.
+		passed=$(awk -v a="$LEGIT_IP" '$3 == "ACCEPT" && $8 != a && /limit:/ { print $1 }' "$d/iptables.txt")
+		dropped=$(awk -v a="$LEGIT_IP" '$3 == "DROP" && $8 != a { print $1 }' "$d/iptables.txt")
+		lpass=$(awk -v a="$LEGIT_IP" '$3 == "ACCEPT" && $8 == a { n += $1 } END { print n + 0 }' "$d/iptables.txt")
+		ldrop=$(awk -v a="$LEGIT_IP" '$3 == "DROP" && $8 == a { n += $1 } END { print n + 0 }' "$d/iptables.txt")
+		lstack=$((lpass + ldrop))
 		;;
 	userspace)
 		dropped=$(val "$d/recv.out" dropped)
 		passed=$(val "$d/recv.out" reason_pass)
-		lpass=$(val "$d/recv.out" reason_allow)
+		lpass=$(val "$d/recv.out" legit_admitted)
+		ldrop=$(($(val "$d/recv.out" legit_received) - lpass))
 		;;
 	esac
 	local ok total retrans="?"
@@ -493,9 +571,26 @@ run() {
 	# told nothing: no IP_RECVERR).
 	local lsbe=$((lsbe1 - lsbe0))
 	local lsent=$((lout1 - lout0 + lsbe))
-	local answered lrecv=$((lin1 - lin0 + lrbe1 - lrbe0))
+	local answered lrecv=$((lin1 - lin0 + lrbe1 - lrbe0)) lread
 	answered=$(val "$d/recv.out" answered)
-	local lrow="| $setup | $mode | $(fmt "$lsent") | $(fmt "$lsbe") | $(fmt $((lsent - lsbe - lpass))) | $(fmt "$lpass") | $(fmt "$(val "$d/recv.out" legit_received)") | $(fmt "$(val "$d/recv.out" relayed)") | $(fmt "$answered") | $(fmt $((answered - lrecv))) | $((arp1 - arp0)) | $((lrbe1 - lrbe0)) | $retrans | $uas_retrans | $ok/$total |"
+	lread=$(val "$d/recv.out" legit_received)
+	# lost: neither refused by the ring, nor dropped by the filter, nor
+	# read by the listener (the socket, or the stack).
+	local lost
+	case "$setup" in
+	xdp-*)
+		ldrop=$((lsent - lsbe - lstack))
+		lost=$((lstack - lread))
+		;;
+	iptables) lost=$((lsent - lsbe - ldrop - lread)) ;;
+	userspace) lost=$((lsent - lsbe - lread)) ;;
+	esac
+	local verified="–"
+	if [ "$LEGIT" = verified ] && [ "$setup" != iptables ]; then
+		verified=$(awk -v v="$(grep -c '^verified_after_s ' "$d/recv.out")" -v t="$(val "$d/recv.out" verified_after_s)" 'BEGIN { if (v > 0) printf "%.2f s", t; else print "never" }')
+		[ "$setup" = userspace ] && verified+=" ($(val "$d/recv.out" legit_dropped_after_verified) dropped after)"
+	fi
+	local lrow="| $setup | $mode | $(fmt "$lsent") | $(fmt "$lsbe") | $(fmt "$ldrop") | $(fmt "$lpass") | $(fmt "$lost") | $(fmt "$lread") | $(fmt "$(val "$d/recv.out" relayed)") | $(fmt "$answered") | $(fmt $((answered - lrecv))) | $((arp1 - arp0)) | $((lrbe1 - lrbe0)) | $retrans | $uas_retrans | $verified | $ok/$total |"
 	echo "  legit: $lrow"
 	lrows+="$lrow"$'\n'
 	local wall
@@ -527,7 +622,8 @@ fmt() { echo "$1" | sed ':a;s/\B[0-9]\{3\}\>/,&/;ta'; }
 load_before=$(cut -d' ' -f1 /proc/loadavg)
 if [ "$CAP" -gt 0 ]; then
 	cap_text="Request cap $CAP packets/s per CPU from all sources (XDP, Go
-model; VerifiedShare 0); iptables: a global hashlimit of $CAP/s, burst
+model; VerifiedShare $VERIFIED_SHARE %: unverified sources together get
+$((CAP - CAP * VERIFIED_SHARE / 100))/s); iptables: a global hashlimit of $CAP/s, burst
 $CAP, on the same ACCEPT rule as the per-source one (iptables' limit is
 global, not per CPU: the sut judges on one CPU, so they are equivalent)."
 else
@@ -538,11 +634,24 @@ if [ "$FLOOD_PPS" -gt 0 ]; then
 else
 	flood_text="unpaced (as fast as the generator runs: the offered load differs per setup)"
 fi
-echo "== bench-xdp: $runs runs of ${DURATION} s; flood $flood_text; legitimate load $CALLS calls at $RATE/s; per-source limit $LIMIT_RATE/s burst $LIMIT_BURST; cap ${CAP}/s per CPU (0: none)"
+if [ "$LEGIT" = verified ]; then
+	when="when the first 2xx answer to it comes back (its first call
+stands in for its first authenticated request, made during the flood)"
+	[ "$VERIFY" = start ] && when="when it starts, before the flood (a phone
+that authenticated, e.g. registered, before the flood)"
+	legit_text="a verified phone, not allow-listed: the listener marks it
+verified (bpf Model.Verify / Filter.Verify, for 1 h, sipwall's
+verified_ttl), as sipwall does after a successful authentication,
+$when;
+iptables: its own per-source hashlimit rule, exempt from the global one"
+else
+	legit_text="allow-listed (judged first)"
+fi
+echo "== bench-xdp: $runs runs of ${DURATION} s; flood $flood_text; legitimate load $CALLS calls at $RATE/s ($LEGIT); per-source limit $LIMIT_RATE/s burst $LIMIT_BURST; cap ${CAP}/s per CPU (0: none), verified share $VERIFIED_SHARE %"
 header="| setup | flood | offered pps | reached sut pps | veth ring overflow pps | filter dropped pps | filter passed pps | socket overflow pps | sut CPU % | sut CPU ns/pkt reached | legit calls ok/total |
 | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
-lheader="| setup | flood | legit sent | ring refused | lost after the ring | filter passed | listener read | relayed to UAS | answers sent | answers lost on the way back | ARP failures | UAC socket overflow | UAC retrans | UAS retrans | calls ok/offered |
-| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+lheader="| setup | flood | legit sent | ring refused | filter dropped | filter passed | lost elsewhere | listener read | relayed to UAS | answers sent | answers lost on the way back | ARP failures | UAC socket overflow | UAC retrans | UAS retrans | verified after | calls ok/offered |
+| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 echo "$header"
 n=0
 for mode in $MODES; do
@@ -582,11 +691,12 @@ cpu_model=$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo 2>/dev/n
 report=$(
 	cat <<MD
 Machine: $cpu_model, $(nproc) CPUs, kernel $(uname -r); sipwall $version.
-Generator and sipp UAC on CPU $GEN_CPU, sut (NAPI thread, listener, filter
-process, sipp UAS) on CPU $SUT_CPU. Flood $flood_text, ${DURATION} s of $(val "$work/$(echo $SETUPS | cut -d' ' -f1)-$(echo $MODES | cut -d' ' -f1)/flood.out" frame_bytes)-byte
+Generator and sipp UAC on CPU $GEN_CPU, sut (NAPI thread, listener with
+the filter, sipp UAS) on CPU $SUT_CPU. Flood $flood_text, ${DURATION} s of $(val "$work/$(echo $SETUPS | cut -d' ' -f1)-$(echo $MODES | cut -d' ' -f1)/flood.out" frame_bytes)-byte
 frames (UDP SIP INVITE to port $SIP_PORT); rotating: $ROTATE sources.
-Per-source limit $LIMIT_RATE packets/s, burst $LIMIT_BURST (legitimate
-source allow-listed); $CALLS legitimate calls at $RATE/s during the flood.
+Per-source limit $LIMIT_RATE packets/s, burst $LIMIT_BURST, every class;
+$CALLS legitimate calls at $RATE/s during the flood from a source that is
+$legit_text.
 $cap_text
 Load average (1 min) before / after: $load_before / $load_after (other work
 on the machine disturbs the numbers).
@@ -598,14 +708,21 @@ The legitimate source (sipp UAC, $LEGIT_IP) per stage, whole run: SIP
 messages it sent (UDP OutDatagrams + SndbufErrors of the generator's
 namespace, where only sipp sends UDP), refused by the sut veth's ring
 (SndbufErrors there: the veth's transmit fails when the peer's ring is
-full), lost between the ring and the filter's verdict (userspace: the
-listener's socket, as the model judges after it), let through by the
-filter (allow-list: XDP and the model's reason allow; iptables: its ACCEPT
-rule), read by the listener, relayed to the sipp UAS, answers sent back,
+full), dropped and let through by the filter (XDP: a rule without target
+in iptables' raw PREROUTING counts what reached the IP stack, i.e. what
+the program passed, the rest of what the ring took it dropped; iptables:
+the counters of the source's own rules; userspace: the model's verdicts
+on what the listener read), lost elsewhere (neither refused, dropped nor
+read: the listener's socket, mostly), read by the listener, relayed to
+the sipp UAS, answers sent back,
 answers lost on the way back (sent − received by sipp, UDP InDatagrams +
 RcvbufErrors there), failed ARP resolutions (their queued answers are
 dropped; the ARP replies cross the same ring), answers sipp's socket
-refused, sipp retransmissions (UAC, UAS):
+refused, sipp retransmissions (UAC, UAS), when the listener marked the
+source verified (seconds after the listener started; the flood starts
+0.3 s before the calls; in the single flood, which never reaches the cap,
+this is about when the first call began; userspace: the model's drops of
+the source after that):
 
 $lheader
 ${lrows%$'\n'}

@@ -19,16 +19,23 @@
 //	                 it for nothing ("none"), then prints its counters.
 //	xdpflood recv    the SIP listener: a UDP receive loop on one socket that
 //	                 counts datagrams, optionally judges each with the Go
-//	                 model of the prefilter (bpf.NewModel + Admit), and
-//	                 relays the datagrams of one legitimate source to a SIP
-//	                 server (and its answers back), so legitimate calls share
-//	                 the socket and the loop with the flood; it counts that
-//	                 source's datagrams read and admitted.
+//	                 model of the prefilter (-model: bpf.NewModel + Admit) or
+//	                 holds the XDP prefilter itself (-xdp: bpf.Open, as
+//	                 sipwall does in prefilter.mode xdp), and relays the
+//	                 datagrams of one legitimate source to a SIP server (and
+//	                 its answers back), so legitimate calls share the socket
+//	                 and the loop with the flood; it counts that source's
+//	                 datagrams read and admitted. -verify marks that source
+//	                 verified through the prefilter's API (Model.Verify,
+//	                 Filter.Verify), as sipwall does when a source
+//	                 authenticates: at once, or when the first 2xx answer to
+//	                 it comes back from the SIP server.
 //
 // Results are printed as "key value" lines on stdout.
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -88,6 +95,7 @@ type limitFlags struct {
 	rate  float64
 	burst int
 	cap   uint64
+	share int
 	allow string
 }
 
@@ -96,6 +104,7 @@ func (l *limitFlags) register(fs *flag.FlagSet) {
 	fs.Float64Var(&l.rate, "rate", 5, "per-source budget of every class, packets/s")
 	fs.IntVar(&l.burst, "burst", 10, "per-source burst")
 	fs.Uint64Var(&l.cap, "cap", 0, "requests per second per CPU from all sources together (Config.Cap[ClassRequest]; 0: no cap)")
+	fs.IntVar(&l.share, "verified-share", 0, "percent of the cap kept for verified sources (Config.VerifiedShare; sipwall's prefilter.verified_share, default 20 there)")
 	fs.StringVar(&l.allow, "allow", "", "comma-separated allow-listed prefixes")
 }
 
@@ -104,9 +113,8 @@ func (l *limitFlags) config() (bpf.Config, error) {
 	for c := range bpf.NumClasses {
 		cfg.Source[c] = bpf.Limit{Rate: l.rate, Burst: l.burst}
 	}
-	// No VerifiedShare: the legitimate source is allow-listed, so it is
-	// never capped.
 	cfg.Cap[bpf.ClassRequest] = l.cap
+	cfg.VerifiedShare = l.share
 	for _, s := range strings.Split(l.allow, ",") {
 		if s = strings.TrimSpace(s); s == "" {
 			continue
@@ -455,33 +463,11 @@ func filter(args []string) error {
 	if err != nil {
 		return err
 	}
-	opt := bpf.Options{Config: cfg}
-	switch *mode {
-	case "native":
-		opt.Interfaces = []string{*iface}
-	case "generic", "none":
-	default:
-		return fmt.Errorf("filter: -mode %q: native, generic or none", *mode)
-	}
-	f, err := bpf.Open(opt)
+	f, closeFilter, err := openFilter(*iface, *mode, cfg)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	if *mode == "generic" {
-		ifc, err := net.InterfaceByName(*iface)
-		if err != nil {
-			return err
-		}
-		l, err := link.AttachXDP(link.XDPOptions{Program: f.Program(), Interface: ifc.Index, Flags: link.XDPGenericMode})
-		if err != nil {
-			return fmt.Errorf("filter: generic attach to %s: %w", *iface, err)
-		}
-		defer l.Close()
-	}
-	for _, a := range f.Attachments() {
-		fmt.Fprintf(os.Stderr, "xdpflood: attached to %s (%s)\n", a.Interface, a.Mode)
-	}
+	defer closeFilter()
 	fmt.Println("ready")
 	ctx, cancel := untilDone(*duration)
 	defer cancel()
@@ -490,14 +476,58 @@ func filter(args []string) error {
 	if err != nil {
 		return err
 	}
+	printCounters(c)
+	fmt.Printf("dropped %d\n", c.TotalDropped())
+	return nil
+}
+
+// openFilter loads the prefilter with cfg and attaches it to iface: mode
+// native (bpf.Open with the interface, as sipwall's prefilter.mode xdp),
+// generic (link.XDPGenericMode) or none (loaded only).
+func openFilter(iface, mode string, cfg bpf.Config) (*bpf.Filter, func(), error) {
+	opt := bpf.Options{Config: cfg}
+	switch mode {
+	case "native":
+		opt.Interfaces = []string{iface}
+	case "generic", "none":
+	default:
+		return nil, nil, fmt.Errorf("xdp mode %q: native, generic or none", mode)
+	}
+	f, err := bpf.Open(opt)
+	if err != nil {
+		return nil, nil, err
+	}
+	closeFilter := func() { f.Close() }
+	if mode == "generic" {
+		ifc, err := net.InterfaceByName(iface)
+		if err != nil {
+			f.Close()
+			return nil, nil, err
+		}
+		l, err := link.AttachXDP(link.XDPOptions{Program: f.Program(), Interface: ifc.Index, Flags: link.XDPGenericMode})
+		if err != nil {
+			f.Close()
+			return nil, nil, fmt.Errorf("generic attach to %s: %w", iface, err)
+		}
+		closeFilter = func() { l.Close(); f.Close() }
+	}
+	for _, a := range f.Attachments() {
+		fmt.Fprintf(os.Stderr, "xdpflood: attached to %s (%s)\n", a.Interface, a.Mode)
+	}
+	if mode == "generic" {
+		fmt.Fprintf(os.Stderr, "xdpflood: attached to %s (generic)\n", iface)
+	}
+	return f, closeFilter, nil
+}
+
+// printCounters prints the prefilter's counters as "key value" lines.
+func printCounters(c bpf.Counters) {
 	for r := range bpf.NumReasons {
 		fmt.Printf("reason_%s %d\n", r, c.Reasons[r])
 	}
 	for cl := range bpf.NumClasses {
 		fmt.Printf("class_%s_passed %d\nclass_%s_dropped %d\n", cl, c.Passed[cl], cl, c.Dropped[cl])
 	}
-	fmt.Printf("dropped %d\n", c.TotalDropped())
-	return nil
 }
 
 // ---- recv ----
@@ -507,6 +537,10 @@ func recv(args []string) error {
 	listen := fs.String("listen", "", "address:port of the SIP listener")
 	duration := fs.Duration("duration", 30*time.Second, "how long to receive")
 	model := fs.Bool("model", false, "judge every datagram with the Go model of the prefilter")
+	xdpMode := fs.String("xdp", "", "hold the XDP prefilter in this process, attached to -iface: native (bpf.Open with the interface, as sipwall's prefilter.mode xdp) or generic (link.XDPGenericMode); its counters are printed at the end")
+	iface := fs.String("iface", "", "interface for -xdp")
+	verify := fs.String("verify", "", "mark -legit verified, as sipwall does when a source authenticates (Model.Verify and, with -xdp, Filter.Verify): start (at once), answer (when the first 2xx answer from -uas is relayed to it, before it is sent on); empty: never")
+	verifyTTL := fs.Duration("verify-ttl", time.Hour, "how long a verification holds (sipwall's prefilter.verified_ttl, default 1h)")
 	legit := fs.String("legit", "", "source address whose datagrams are relayed to -uas")
 	uas := fs.String("uas", "", "address:port of the SIP server legitimate datagrams go to")
 	rcvbuf := fs.Int("rcvbuf", 0, "SO_RCVBUF in bytes (0: system default)")
@@ -527,15 +561,55 @@ func recv(args []string) error {
 			return fmt.Errorf("recv: -uas: %w", err)
 		}
 	}
+	switch *verify {
+	case "", "start", "answer":
+	default:
+		return fmt.Errorf("recv: -verify %q: start, answer or empty", *verify)
+	}
+	if *verify != "" && !legitAddr.IsValid() {
+		return errors.New("recv: -verify needs -legit")
+	}
+	if *model && *xdpMode != "" {
+		return errors.New("recv: -model and -xdp exclude each other")
+	}
 	var m *bpf.Model
-	if *model {
+	var xf *bpf.Filter
+	if *model || *xdpMode != "" {
 		cfg, err := lf.config()
 		if err != nil {
 			return err
 		}
-		if m, err = bpf.NewModel(cfg); err != nil {
-			return err
+		if *model {
+			if m, err = bpf.NewModel(cfg); err != nil {
+				return err
+			}
+		} else {
+			var closeFilter func()
+			if xf, closeFilter, err = openFilter(*iface, *xdpMode, cfg); err != nil {
+				return err
+			}
+			defer closeFilter()
 		}
+	}
+	// markVerified is sipwall's prefilter.verified (cmd/sipwall): the model
+	// and, when attached, the XDP program's verified map, until now + TTL.
+	start := time.Now()
+	var verifiedAfter atomic.Int64 // ns since start + 1; 0: not yet
+	var verifyErr atomic.Pointer[error]
+	markVerified := func() {
+		until := time.Now().Add(*verifyTTL)
+		if m != nil {
+			m.Verify(legitAddr, bpf.Expiry(until))
+		}
+		if xf != nil {
+			if err := xf.Verify(legitAddr, until); err != nil {
+				verifyErr.Store(&err)
+			}
+		}
+		verifiedAfter.Store(int64(time.Since(start)) + 1)
+	}
+	if *verify == "start" {
+		markVerified()
 	}
 	conn, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(laddr))
 	if err != nil {
@@ -565,6 +639,13 @@ func recv(args []string) error {
 				if err != nil {
 					return
 				}
+				// The first 2xx answer stands in for sipwall's successful
+				// authentication of the source: it is marked verified
+				// before the answer goes back, so its next request (the
+				// ACK) finds it so.
+				if *verify == "answer" && verifiedAfter.Load() == 0 && bytes.HasPrefix(buf[:n], []byte("SIP/2.0 2")) {
+					markVerified()
+				}
 				if c := client.Load(); c != nil {
 					if _, err := conn.WriteToUDPAddrPort(buf[:n], *c); err == nil {
 						answered.Add(1)
@@ -586,7 +667,9 @@ func recv(args []string) error {
 	// The legitimate source's datagrams read from the socket, and those
 	// the model admitted: the listener's stage of its path.
 	var legitReceived, legitAdmitted uint64
-	var reasons [bpf.NumReasons]uint64
+	// The model's drops of the legitimate source once it was verified.
+	var legitDroppedVerified uint64
+	var reasons, legitReasons [bpf.NumReasons]uint64
 	buf := make([]byte, 65536)
 	for {
 		n, from, err := conn.ReadFromUDPAddrPort(buf)
@@ -605,6 +688,12 @@ func recv(args []string) error {
 		if m != nil {
 			ok, r := m.Admit(src, bpf.Classify(buf[:n]), bpf.MonoNow())
 			reasons[r]++
+			if isLegit {
+				legitReasons[r]++
+				if !ok && verifiedAfter.Load() != 0 {
+					legitDroppedVerified++
+				}
+			}
 			if !ok {
 				dropped++
 				continue
@@ -626,11 +715,29 @@ func recv(args []string) error {
 	}
 	fmt.Printf("received %d\n", received)
 	fmt.Printf("admitted %d\n", admitted)
-	fmt.Printf("dropped %d\n", dropped)
-	if m != nil {
+	switch {
+	case m != nil:
 		for r := range bpf.NumReasons {
 			fmt.Printf("reason_%s %d\n", r, reasons[r])
 		}
+		for r := range bpf.NumReasons {
+			fmt.Printf("legit_reason_%s %d\n", r, legitReasons[r])
+		}
+		fmt.Printf("legit_dropped_after_verified %d\n", legitDroppedVerified)
+	case xf != nil:
+		c, err := xf.Counters()
+		if err != nil {
+			return err
+		}
+		printCounters(c)
+		dropped = c.TotalDropped()
+	}
+	fmt.Printf("dropped %d\n", dropped)
+	if e := verifyErr.Load(); e != nil {
+		return fmt.Errorf("recv: verify: %w", *e)
+	}
+	if v := verifiedAfter.Load(); v > 0 {
+		fmt.Printf("verified_after_s %.3f\n", time.Duration(v-1).Seconds())
 	}
 	fmt.Printf("legit_received %d\n", legitReceived)
 	fmt.Printf("legit_admitted %d\n", legitAdmitted)
