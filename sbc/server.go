@@ -763,13 +763,14 @@ func (s *Server) responseOK(data []byte) *sip.Response {
 	return res
 }
 
-// deliver hands a response read on a UDP listener, already parsed and
-// vetted, to the client transaction waiting for it (started with Send
-// on this server's client), as sipgo's transport and transaction layers
-// would: source and transport set, OnResponse in read order, the
-// transaction fed on a goroutine of its own (it blocks until its owner
-// takes the response). It reports false when no such transaction is
-// registered; the datagram then goes to sipgo, which parses it again.
+// deliver hands a response read whole (a datagram, a WebSocket
+// message), already parsed and vetted, to the client transaction waiting
+// for it (started with Send on this server's client), as sipgo's
+// transport and transaction layers would: source and transport set,
+// OnResponse in read order, the transaction fed on a goroutine of its
+// own (it blocks until its owner takes the response). It reports false
+// when no such transaction is registered; the message then goes to
+// sipgo, which parses it again.
 func (s *Server) deliver(props sip.TransportReadProps, res *sip.Response) bool {
 	key, err := sip.ClientTxKeyMake(res)
 	if err != nil {
