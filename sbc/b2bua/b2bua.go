@@ -857,7 +857,10 @@ func (b *B2BUA) answerRefused(c *call, res *sip.Response) error {
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	_, err := b.bodyFor(c, c.a, res)
+	body, err := b.bodyFor(c, c.a, res)
+	if err == nil {
+		c.answer.res, c.answer.to, c.answer.body = res, c.a, body
+	}
 	return err
 }
 

@@ -172,12 +172,22 @@ func (b *B2BUA) responseTo(c *call, l *leg, req *sip.Request, res *sip.Response,
 		out.AppendHeader(b.contact(l, ""))
 	}
 	outside := fromOutside(nil, l)
+	var body []byte
+	prepared := false
 	if c != nil {
 		c.mu.Lock()
 		outside = fromOutside(c, l)
+		if c.answer.res == res && c.answer.to == l {
+			// Rewritten when the answer was checked (answerRefused).
+			body, prepared = c.answer.body, true
+			c.answer.res, c.answer.to, c.answer.body = nil, nil, nil
+		}
 		c.mu.Unlock()
 	}
-	body, err := b.bodyFrom(c, l, res, outside)
+	var err error
+	if !prepared {
+		body, err = b.bodyFrom(c, l, res, outside)
+	}
 	if err != nil {
 		// An answer the relay cannot read must not cross as it is: it
 		// names the other side's media address.

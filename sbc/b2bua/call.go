@@ -98,6 +98,14 @@ type call struct {
 	created  time.Time
 	answered time.Time
 	activity time.Time
+	// answer is the caller's body of the 2xx answer the relay took when
+	// it was checked (answerRefused), kept for the response that relays it
+	// so the relay does not rewrite the same answer twice (responseTo).
+	answer struct {
+		res  *sip.Response
+		to   *leg
+		body []byte
+	}
 	// inviteBusy is set while an INVITE transaction runs on the call, so a
 	// crossing re-INVITE gets 491 (RFC 3261 14.2).
 	inviteBusy bool
