@@ -219,23 +219,9 @@ func timeOf(now time.Time, zone *time.Location) Time {
 // allocation per name that has a capital).
 func header(req *sip.Request, lower string) sip.Header {
 	for _, h := range req.Headers() {
-		if n := h.Name(); len(n) == len(lower) && equalLower(n, lower) {
+		if n := h.Name(); len(n) == len(lower) && strings.EqualFold(n, lower) {
 			return h
 		}
 	}
 	return nil
-}
-
-// equalLower: a lowered in ASCII is b (of the same length).
-func equalLower(a, b string) bool {
-	for i := 0; i < len(a); i++ {
-		c := a[i]
-		if 'A' <= c && c <= 'Z' {
-			c += 'a' - 'A'
-		}
-		if c != b[i] {
-			return false
-		}
-	}
-	return true
 }

@@ -229,12 +229,15 @@ func TestFailClosedOnMalformedAndUndefined(t *testing.T) {
 	}
 }
 
-func TestFailClosedOnTimeout(t *testing.T) {
-	e := newEngine(t, Options{Timeout: time.Millisecond, Dir: writeDir(t, map[string]string{"p.rego": `package sipwall
+// slowPolicy evaluates for far longer than any test's deadline.
+const slowPolicy = `package sipwall
 decision := {"allow": n > 0} if {
 	n := count([x | some x in numbers.range(1, 100000000); x % 7 == 3])
 }
-`})})
+`
+
+func TestFailClosedOnTimeout(t *testing.T) {
+	e := newEngine(t, Options{Timeout: time.Millisecond, Dir: writeDir(t, map[string]string{"p.rego": slowPolicy})})
 	start := time.Now()
 	d, err := e.Decide(context.Background(), &Input{})
 	if !errors.Is(err, ErrTimeout) || d.Allow || d.Rule != "fail-closed" {
@@ -250,11 +253,7 @@ decision := {"allow": n > 0} if {
 
 // The caller's context ends an evaluation too, before Options.Timeout.
 func TestFailClosedOnCancel(t *testing.T) {
-	e := newEngine(t, Options{Timeout: time.Hour, Dir: writeDir(t, map[string]string{"p.rego": `package sipwall
-decision := {"allow": n > 0} if {
-	n := count([x | some x in numbers.range(1, 100000000); x % 7 == 3])
-}
-`})})
+	e := newEngine(t, Options{Timeout: time.Hour, Dir: writeDir(t, map[string]string{"p.rego": slowPolicy})})
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
 	d, err := e.Decide(ctx, &Input{})

@@ -463,15 +463,17 @@ run() {
 	# sent: UDP datagrams sent in the generator's namespace (only the sipp
 	# UAC sends UDP there: the flood leaves by XDP_TX); answers: UDP
 	# datagrams sipp received there, and those its socket refused.
+	# legit_snapshot WHEN: those counters now, as one line, and the links'
+	# state into the run directory's *-WHEN.txt.
+	legit_snapshot() {
+		echo "$(snmp "$G" Udp OutDatagrams) $(snmp "$G" Udp SndbufErrors)" \
+			"$(snmp "$G" Udp InDatagrams) $(snmp "$G" Udp RcvbufErrors) $(arp_failed)"
+		ip netns exec "$S" ethtool -S "$vs" >"$d/ethtool-$1.txt" 2>&1 || true
+		ip netns exec "$S" ip -s -s link show "$vs" >"$d/link-$1.txt" 2>&1 || true
+		ip netns exec "$G" ip -s -s link show "$vg" >>"$d/link-$1.txt" 2>&1 || true
+	}
 	local lout0 lsbe0 lin0 lrbe0 arp0
-	lout0=$(snmp "$G" Udp OutDatagrams)
-	lsbe0=$(snmp "$G" Udp SndbufErrors)
-	lin0=$(snmp "$G" Udp InDatagrams)
-	lrbe0=$(snmp "$G" Udp RcvbufErrors)
-	arp0=$(arp_failed)
-	ip netns exec "$S" ethtool -S "$vs" >"$d/ethtool-before.txt" 2>&1 || true
-	ip netns exec "$S" ip -s -s link show "$vs" >"$d/link-before.txt" 2>&1 || true
-	ip netns exec "$G" ip -s -s link show "$vg" >>"$d/link-before.txt" 2>&1 || true
+	read -r lout0 lsbe0 lin0 lrbe0 arp0 <<<"$(legit_snapshot before)"
 	local rx0 rxd0 sock0 cpu0
 	rx0=$(ip netns exec "$S" cat "/sys/class/net/$vs/statistics/rx_packets")
 	rxd0=$(ip netns exec "$S" cat "/sys/class/net/$vs/statistics/rx_dropped")
@@ -510,14 +512,7 @@ run() {
 	fi
 	wait "$uac_pid" || uac_rc=$?
 	local lout1 lsbe1 lin1 lrbe1 arp1
-	lout1=$(snmp "$G" Udp OutDatagrams)
-	lsbe1=$(snmp "$G" Udp SndbufErrors)
-	lin1=$(snmp "$G" Udp InDatagrams)
-	lrbe1=$(snmp "$G" Udp RcvbufErrors)
-	arp1=$(arp_failed)
-	ip netns exec "$S" ethtool -S "$vs" >"$d/ethtool-after.txt" 2>&1 || true
-	ip netns exec "$S" ip -s -s link show "$vs" >"$d/link-after.txt" 2>&1 || true
-	ip netns exec "$G" ip -s -s link show "$vg" >>"$d/link-after.txt" 2>&1 || true
+	read -r lout1 lsbe1 lin1 lrbe1 arp1 <<<"$(legit_snapshot after)"
 	ip netns exec "$S" ip -s neigh >"$d/neigh.txt" 2>&1 || true
 
 	# Stop the listener (and the prefilter it holds): it prints its
