@@ -3,6 +3,7 @@ package srtp
 import (
 	"bytes"
 	"crypto/rand"
+	"encoding/binary"
 	"fmt"
 	"net/netip"
 	"strings"
@@ -42,7 +43,13 @@ type ICELite struct{ LocalUfrag, LocalPwd, RemoteUfrag string }
 // the datagram without an answer.
 func (i *ICELite) Answer(req []byte, src netip.AddrPort) (resp []byte, nominated bool, err error) {
 	if !stun.IsMessage(req) {
-		return nil, false, fmt.Errorf("ice: not STUN: %w", ErrMalformed)
+		return nil, false, errNotSTUN
+	}
+	// Checks that cost no allocation first: most datagrams that fail come
+	// from strangers (scans, floods at the relay's ports), and they are
+	// refused before the copy and the decoding below.
+	if err := i.precheck(req); err != nil {
+		return nil, false, err
 	}
 	// pion's integrity check rewrites the length field in place: work on a
 	// copy, the caller's buffer stays as it was.
@@ -95,6 +102,51 @@ func (i *ICELite) Answer(req []byte, src netip.AddrPort) (resp []byte, nominated
 	}
 	return r.Raw, m.Contains(stun.AttrUseCandidate), nil
 }
+
+// Errors of the checks made before decoding: values made once, so a flood
+// of refused checks allocates nothing.
+var (
+	errNotSTUN    = fmt.Errorf("ice: not STUN: %w", ErrMalformed)
+	errLength     = fmt.Errorf("ice: length field does not match the datagram: %w", ErrMalformed)
+	errTruncated  = fmt.Errorf("ice: attribute runs past the message: %w", ErrMalformed)
+	errNoUsername = fmt.Errorf("ice: no USERNAME: %w", ErrAuth)
+	errUsername   = fmt.Errorf("ice: USERNAME not ours: %w", ErrAuth)
+)
+
+// precheck walks req's attributes on the wire (RFC 8489 section 14: type,
+// length, value padded to 4 bytes) and refuses it unless the length field
+// matches the datagram and the first USERNAME is "LocalUfrag:RemoteUfrag"
+// (any remote part when RemoteUfrag is empty), as Answer requires after
+// decoding. req is a STUN message (stun.IsMessage).
+func (i *ICELite) precheck(req []byte) error {
+	n := int(binary.BigEndian.Uint16(req[2:4]))
+	if n+stunHeader != len(req) || n%4 != 0 {
+		return errLength
+	}
+	for b := req[stunHeader:]; len(b) > 0; {
+		if len(b) < 4 {
+			return errTruncated
+		}
+		typ, l := stun.AttrType(binary.BigEndian.Uint16(b[0:2])), int(binary.BigEndian.Uint16(b[2:4]))
+		padded := (l + 3) &^ 3
+		if 4+padded > len(b) {
+			return errTruncated
+		}
+		if typ == stun.AttrUsername {
+			v := b[4 : 4+l]
+			local, remote, ok := bytes.Cut(v, []byte{':'})
+			if !ok || string(local) != i.LocalUfrag || i.RemoteUfrag != "" && string(remote) != i.RemoteUfrag {
+				return errUsername
+			}
+			return nil
+		}
+		b = b[4+padded:]
+	}
+	return errNoUsername
+}
+
+// stunHeader is the size of a STUN message header (RFC 8489 section 5).
+const stunHeader = 20
 
 // checkAttributes enforces what pion's decoder leaves to us: nothing but
 // FINGERPRINT (or MESSAGE-INTEGRITY-SHA256) after MESSAGE-INTEGRITY, since

@@ -250,3 +250,41 @@ func TestClassify(t *testing.T) {
 		t.Error("real packets misclassified")
 	}
 }
+
+// TestICERefusedWithoutAllocation: checks from strangers (a scan or a
+// flood at the relay's ports: wrong or missing USERNAME, a length field
+// that lies) are refused before Answer copies or decodes anything.
+func TestICERefusedWithoutAllocation(t *testing.T) {
+	ice := &ICELite{LocalUfrag: localUfrag, LocalPwd: localPwd, RemoteUfrag: remoteUfrag}
+	src := netip.MustParseAddrPort("192.0.2.7:50000")
+	long := bindingRequest(t, checkOpts{})
+	binary.BigEndian.PutUint16(long[2:4], uint16(len(long))) // claims more than it has
+	for _, tc := range []struct {
+		name string
+		req  []byte
+		err  error
+	}{
+		{"wrong local ufrag", bindingRequest(t, checkOpts{user: "other:" + remoteUfrag}), ErrAuth},
+		{"wrong remote ufrag", bindingRequest(t, checkOpts{user: localUfrag + ":other"}), ErrAuth},
+		{"no colon", bindingRequest(t, checkOpts{user: localUfrag}), ErrAuth},
+		{"no USERNAME", bindingRequest(t, checkOpts{noUser: true}), ErrAuth},
+		{"length field", long, ErrMalformed},
+	} {
+		var err error
+		allocs := testing.AllocsPerRun(100, func() {
+			_, _, err = ice.Answer(tc.req, src)
+		})
+		if !errors.Is(err, tc.err) {
+			t.Errorf("%s: %v, want %v", tc.name, err, tc.err)
+		}
+		if allocs != 0 {
+			t.Errorf("%s: %.0f allocations per refused check, want 0", tc.name, allocs)
+		}
+	}
+	// The walk stops at a truncated attribute instead of reading past it.
+	trunc := bindingRequest(t, checkOpts{noUser: true})
+	binary.BigEndian.PutUint16(trunc[stunHeader+2:stunHeader+4], 0xfff0)
+	if _, _, err := ice.Answer(trunc, src); !errors.Is(err, ErrMalformed) {
+		t.Errorf("attribute longer than the message: %v, want ErrMalformed", err)
+	}
+}
