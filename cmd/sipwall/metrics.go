@@ -79,6 +79,7 @@ var (
 	dMediaFastPkts = desc("sipwall_media_fastpath_packets_total", "RTP packets forwarded by the kernel (part of sipwall_media_packets_total).")
 	dMediaFastErrs = desc("sipwall_media_fastpath_errors_total", "Kernel routes refused or not removed (those streams stay in userspace).")
 	dMediaDTLS     = desc("sipwall_media_dtls_failures_total", "DTLS-SRTP handshakes that failed (timeout, fingerprint mismatch, alert).")
+	dMediaICE      = desc("sipwall_media_ice_checks_total", "ICE connectivity checks the relay answered (consent freshness included; not media, not in sipwall_media_packets_total).")
 	dMediaFastDec  = desc("sipwall_media_fastpath_decisions_total", "Datagrams to a relay RTP socket with a kernel route, by what the kernel did: forward, or passed to the relay (source, expired, shape, not-rtp, rtcp, local, mtu), or error (dropped).", "reason")
 	dLeaks         = desc("sipwall_topology_leaks_total", "The leak report: items of messages and RTCP toward the outside that topology hiding rewrote or removed, or the guard found naming the inside, by item (a header, reason-phrase, display-name, uri-user, uri-param, uri-header, header-param, request-uri, sipfrag, body, sdp:<attribute or line>, rtcp:<item>, from a fixed set) and action (rewritten, removed, guard_stripped, guard_replaced, guard_blocked, guard_logged).", "item", "action")
 	dSharedUp      = desc("sipwall_store_shared_up", "1 while the shared store (store.backend redis) answers, else 0.")
@@ -92,7 +93,7 @@ func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dEdgeTx, dEdge, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dPolicyTime, dFraud, dFraudBlocked,
 		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused,
-		dMediaFastUp, dMediaFastStr, dMediaFastPkts, dMediaFastErrs, dMediaDTLS, dMediaFastDec, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
+		dMediaFastUp, dMediaFastStr, dMediaFastPkts, dMediaFastErrs, dMediaDTLS, dMediaICE, dMediaFastDec, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
 		ch <- d
 	}
 }
@@ -243,6 +244,7 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 		counter(ch, dMediaBinds, float64(ms.Binds))
 		counter(ch, dMediaReused, float64(ms.Reused))
 		counter(ch, dMediaDTLS, float64(ms.DTLSFailures))
+		counter(ch, dMediaICE, float64(ms.ICEChecks))
 		if up, ok := a.fast.up(); ok {
 			gauge(ch, dMediaFastUp, up)
 			gauge(ch, dMediaFastStr, float64(ms.FastPathStreams))

@@ -21,6 +21,7 @@ const (
 	MetricFastPacketsTotal = "sipwall_media_fastpath_packets_total" // Stats.FastPathPackets
 	MetricFastErrorsTotal  = "sipwall_media_fastpath_errors_total"  // Stats.FastPathErrors
 	MetricDTLSFailedTotal  = "sipwall_media_dtls_failures_total"    // Stats.DTLSFailures
+	MetricICEChecksTotal   = "sipwall_media_ice_checks_total"       // Stats.ICEChecks
 )
 
 // Drop reasons, the keys of Stats.Dropped.
@@ -63,6 +64,10 @@ type Stats struct {
 	PortsWarm  int    // relay ports bound and idle, kept for reuse (free for capacity)
 	Packets    uint64 // datagrams relayed, either direction
 	Bytes      uint64 // UDP payload bytes relayed
+	// ICEChecks counts the ICE connectivity checks (consent freshness
+	// included) the relay answered on the sides it terminates DTLS-SRTP
+	// with: not media, so neither in Packets nor in Bytes.
+	ICEChecks uint64
 	// Dropped counts datagrams not relayed, by reason (Drop… constants;
 	// every reason present).
 	Dropped      map[string]uint64
@@ -93,6 +98,7 @@ type Stats struct {
 // counters are summed socket counters.
 type counters struct {
 	packets, bytes uint64
+	checks         uint64 // ICE checks answered
 	drops          [nDrops]uint64
 	fastPackets    uint64 // of packets, forwarded by the kernel
 	fastStreams    int    // streams with kernel routes (live streams only)
@@ -113,7 +119,7 @@ func (m *Manager) Stats() Stats {
 			}
 		}
 	}
-	s.Packets, s.Bytes = c.packets, c.bytes
+	s.Packets, s.Bytes, s.ICEChecks = c.packets, c.bytes, c.checks
 	s.FastPathStreams, s.FastPathPackets, s.FastPathErrors = c.fastStreams, c.fastPackets, m.fastErrors.Load()
 	s.DTLSFailures = m.dtlsFailed.Load()
 	s.Dropped = make(map[string]uint64, nDrops)

@@ -340,8 +340,7 @@ func (w *pollWorker) read(r pollReg, fd int32) {
 				in.drops[dropError].Add(1)
 				continue
 			}
-			in.packets.Add(1)
-			in.bytes.Add(uint64(len(pkt)))
+			in.sent(side, len(pkt))
 		}
 		if int(n) < pollBatch {
 			return // drained

@@ -100,8 +100,22 @@ type sock struct {
 	kind    int
 	packets atomic.Uint64 // relayed
 	bytes   atomic.Uint64
+	checks  atomic.Uint64 // ICE checks answered (not relayed)
 	drops   [nDrops]atomic.Uint64
-	_       [32]byte
+	_       [24]byte
+}
+
+// sent counts a datagram written for one read on s: media relayed to the
+// other side, or the answer to an ICE check, which leaves by s itself
+// (relayOne) and is not media: it counts apart, not in the relayed
+// packets and bytes.
+func (s *sock) sent(toSide, n int) {
+	if toSide == s.side {
+		s.checks.Add(1)
+		return
+	}
+	s.packets.Add(1)
+	s.bytes.Add(uint64(n))
 }
 
 // newStream takes the four sockets of a stream from the pools (warm or
@@ -215,8 +229,7 @@ func (st *stream) serve(in *sock) {
 			in.drops[dropError].Add(1)
 			continue
 		}
-		in.packets.Add(1)
-		in.bytes.Add(uint64(len(pkt)))
+		in.sent(side, len(pkt))
 	}
 }
 
@@ -436,6 +449,7 @@ func (st *stream) counters(c *counters) {
 			s := st.sock[side][kind]
 			c.packets += s.packets.Load()
 			c.bytes += s.bytes.Load()
+			c.checks += s.checks.Load()
 			for i := range c.drops {
 				c.drops[i] += s.drops[i].Load()
 			}
@@ -444,12 +458,14 @@ func (st *stream) counters(c *counters) {
 }
 
 // activity is the number of packets the stream relayed so far, in
-// userspace and in the kernel.
+// userspace and in the kernel, and of ICE checks it answered: a browser
+// that sends no media (on hold) still proves every few seconds that it
+// is there (consent freshness, RFC 7675), and its call is not idle.
 func (st *stream) activity() uint64 {
 	n, _, _ := st.fastCounters()
 	for side := range 2 {
 		for kind := range 2 {
-			n += st.sock[side][kind].packets.Load()
+			n += st.sock[side][kind].packets.Load() + st.sock[side][kind].checks.Load()
 		}
 	}
 	return n

@@ -367,6 +367,12 @@ func TestSecureWebRTC(t *testing.T) {
 	su, sp := first(attr(parsed, 0, "ice-ufrag")), first(attr(parsed, 0, "ice-pwd"))
 
 	sess, media := browserWire(t, browser, relay, cert, sbcFP, su+":"+bu, sp)
+	// The check was answered and counted apart: neither it nor the
+	// handshake is relayed media.
+	if s := m.Stats(); s.ICEChecks == 0 || s.Packets != 0 || s.Bytes != 0 {
+		t.Errorf("after the ICE check and the handshake: %d checks answered, %d packets and %d bytes relayed; want > 0, 0, 0",
+			s.ICEChecks, s.Packets, s.Bytes)
+	}
 	toInt := relayAddr(t, offer, 0, false)
 	sendUntil(t, sess, browser, pbx, relay)
 	// RTP from the PBX reaches the browser as SRTP; the PBX's RTCP (on
