@@ -28,6 +28,10 @@
 #                                      steps overstate the sustained rate:
 #                                      queues absorb a burst)
 #   HALF_SECONDS=20                    length of the half-rate runs
+#   RATIO_ROUNDS=3                     full chain against Kamailio: this many
+#                                      alternated half-rate runs of each, the
+#                                      CPU ratio of their medians (one run
+#                                      moves by ±10 % on a shared machine)
 #   CHAINS="plain hiding auth full"
 #   KAMAILIO=auto                      auto (if installed), 0 or 1
 #   KAM_CHILDREN=1                     Kamailio workers (more reorder
@@ -55,6 +59,7 @@ STEP=${STEP:-150}
 MAX_RATE=${MAX_RATE:-3000}
 STEP_SECONDS=${STEP_SECONDS:-15}
 HALF_SECONDS=${HALF_SECONDS:-20}
+RATIO_ROUNDS=${RATIO_ROUNDS:-3}
 CHAINS=${CHAINS:-plain hiding auth full}
 KAMAILIO=${KAMAILIO:-auto}
 KAM_CHILDREN=${KAM_CHILDREN:-1}
@@ -165,6 +170,12 @@ ratio() {
 	awk -v a="$1" -v b="$2" 'BEGIN { if (a + 0 > 0 && b + 0 > 0) printf "%.2f", a / b; else print "–" }'
 }
 
+# median NUMBER...: the median of the numeric arguments ("–" if none).
+median() {
+	printf '%s\n' "$@" | grep -E '^[0-9]+([.][0-9]+)?$' | sort -g |
+		awk '{ v[NR] = $1 } END { if (NR == 0) print "–"; else if (NR % 2) print v[(NR + 1) / 2]; else printf "%.3f\n", (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}
+
 declare -A label=([plain]="plain relay (B2BUA)" [hiding]="+ topology hiding (media relay, guard)"
 	[auth]="+ digest auth (MD5)" [full]="+ OPA policy + fraud rules (full chain)")
 rows=()
@@ -202,6 +213,21 @@ if has_part calls; then
 		rows+=("| max calls/s with 0 failures: ${label[$chain]} | $sw_max | $km_max | $(ratio "$sw_max" "$km_max") |")
 		rows+=("| CPU-s per 1,000 calls at $half/s: ${label[$chain]} | $(val "$sw_half" cpu_per_k) ($failed_half failed) | $(val "$km_half" cpu_per_k) ($(val "$km_half" failed) failed) | $(ratio "$(val "$sw_half" cpu_per_k)" "$(val "$km_half" cpu_per_k)") |")
 		rows+=("| setup latency p50 / p99 at $half/s (50 % of max): ${label[$chain]} | $(val "$sw_half" p50_ms) / $(val "$sw_half" p99_ms) ms | $(val "$km_half" p50_ms) / $(val "$km_half" p99_ms) ms | $(ratio "$(val "$sw_half" p99_ms)" "$(val "$km_half" p99_ms)") (p99) |")
+		if [ "$KAMAILIO" = 1 ] && [ "$chain" = full ] && [ "$RATIO_ROUNDS" -gt 1 ]; then
+			# The half-rate pair above is the first round; the rest
+			# alternate the same way.
+			sw_runs=("$(val "$sw_half" cpu_per_k)") km_runs=("$(val "$km_half" cpu_per_k)")
+			for ((round = 2; round <= RATIO_ROUNDS; round++)); do
+				echo "== bench-suite: $chain: $half/s, CPU round $round of $RATIO_ROUNDS (sipwall, Kamailio)"
+				s="$work/sipwall-$chain-round$round.sum" k="$work/kamailio-$chain-round$round.sum"
+				run_target sipwall "$chain" "$half" $((half * HALF_SECONDS)) "$s"
+				run_target kamailio "$chain" "$half" $((half * HALF_SECONDS)) "$k"
+				sw_runs+=("$(val "$s" cpu_per_k)")
+				km_runs+=("$(val "$k" cpu_per_k)")
+			done
+			sw_med=$(median "${sw_runs[@]}") km_med=$(median "${km_runs[@]}")
+			rows+=("| CPU-s per 1,000 calls at $half/s, median of $RATIO_ROUNDS alternated runs (${sw_runs[*]} / ${km_runs[*]}): ${label[$chain]} | $sw_med | $km_med | $(ratio "$sw_med" "$km_med") |")
+		fi
 	done
 fi
 
