@@ -27,6 +27,7 @@ import (
 	"github.com/sipwall/sipwall/sbc/decision"
 	"github.com/sipwall/sipwall/sbc/hep"
 	"github.com/sipwall/sipwall/sbc/media"
+	"github.com/sipwall/sipwall/sbc/procs"
 	"github.com/sipwall/sipwall/sbc/registrar"
 	"github.com/sipwall/sipwall/sbc/sanity"
 	"github.com/sipwall/sipwall/sbc/store"
@@ -534,6 +535,11 @@ func start(parent context.Context, cfg *config.Config, st *store.Store, log *slo
 		a.wg.Add(1)
 		go func() { defer a.wg.Done(); f() }()
 	})
+	if procs.Enabled() {
+		// One processor while the load fits in one CPU, all of them
+		// above (sbc/procs); GOMAXPROCS in the environment turns it off.
+		procs.Start(ctx, procs.Options{Log: log.With("component", "procs")})
+	}
 	if shared != nil {
 		a.shared, a.sharedFailClosed = shared, cfg.Store.Redis.FailClosed
 		if reg != nil {

@@ -6,11 +6,12 @@ import (
 	"fmt"
 	"net"
 	"net/netip"
-	"runtime"
 	"sync"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/sipwall/sipwall/sbc/procs"
 )
 
 // The readers of the relay's sockets on Linux: a few workers, each with an
@@ -124,7 +125,7 @@ func (st *stream) stop() {
 // first if needed; nil when it cannot be made. The caller holds m.mu.
 func (m *Manager) pollWorker() *pollWorker {
 	if m.poll.p == nil && m.poll.err == nil {
-		n := min(max(runtime.GOMAXPROCS(0), 1), pollMaxWorkers)
+		n := min(max(procs.Max(), 1), pollMaxWorkers)
 		m.poll.p, m.poll.err = newPoller(m, n)
 		if m.poll.err != nil {
 			m.log.Warn("media: no epoll poller, a reader goroutine per socket instead", "error", m.poll.err)
