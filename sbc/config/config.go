@@ -405,7 +405,8 @@ type Media struct {
 	AdvertiseExternal string `yaml:"advertise_external"`
 	AdvertiseInternal string `yaml:"advertise_internal"`
 	// Inactivity ends a call whose media saw no packet in either direction
-	// for this long; 0 disables. Default 60s.
+	// for this long (an ICE check answered counts); 0 disables. Default
+	// 60s.
 	Inactivity Duration `yaml:"inactivity"`
 	// MaxSessions bounds the calls with relayed media. Default 10000.
 	MaxSessions int `yaml:"max_sessions"`
