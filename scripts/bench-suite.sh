@@ -41,7 +41,7 @@
 #   MEM_MEDIA_CALLS                    the same with media relay (default:
 #                                      the descriptor limit / 5, at most
 #                                      MEM_CALLS)
-#   PARTS="calls register memory backend relay xdp"
+#   PARTS="calls register memory backend relay xdp policy"
 #   BACKEND_RATE=200                   full chain, embedded store vs Redis
 #   RELAY_PPS="10000 40000 80000"         media relay rates (100 calls)
 #   XDP_SETUPS="xdp-native userspace iptables", XDP_MODES="single rotating"
@@ -69,7 +69,7 @@ MEM_CALLS=${MEM_CALLS:-10000}
 # bound for reuse): size it to the descriptors the machine allows.
 MEM_MEDIA_CALLS=${MEM_MEDIA_CALLS:-$(($(ulimit -Hn) / 5 < MEM_CALLS ? $(ulimit -Hn) / 5 : MEM_CALLS))}
 MEM_RATE=${MEM_RATE:-250}
-PARTS=${PARTS:-calls register memory backend relay xdp}
+PARTS=${PARTS:-calls register memory backend relay xdp policy}
 BACKEND_RATE=${BACKEND_RATE:-200}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-suite.XXXXXX")
@@ -305,6 +305,20 @@ if has_part relay && [ -f scripts/bench-relay.sh ]; then
 	if [ -n "$srtp_lines" ]; then
 		relay_table=$relay_table$'\n\nSRTP termination (SDES, AES_CM_128_HMAC_SHA1_80) against plain, per packet, without the sockets:\n\n```\n'$srtp_lines$'\n```'
 	fi
+fi
+
+# The policy decision (default bundle, 30,000 decisions) under the two
+# collector settings sipwall runs with: GOGC 100 with all processors, 400
+# on one (sbc/procs).
+if has_part policy; then
+	echo "== bench-suite: policy decision"
+	for gogc in 100 400; do
+		line=$(GOGC=$gogc go test -run XXX -bench 'BenchmarkDecideDefault$' -benchtime 30000x ./policy/ 2>>"$log" |
+			grep -E '^BenchmarkDecideDefault' || true)
+		p50=$(awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "p50-ns") print $i / 1000 }' <<<"$line")
+		p99=$(awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "p99-ns") print $i / 1000 }' <<<"$line")
+		rows+=("| policy decision, default bundle, GOGC=$gogc: p50 / p99 (goal p99 < 50 µs) | ${p50:-?} / ${p99:-?} µs | – | – |")
+	done
 fi
 
 xdp_table=""

@@ -99,8 +99,8 @@ func TestStep(t *testing.T) {
 	if n, _ := f.now(); n != 1 {
 		t.Fatalf("after 5 quiet intervals in a row: GOMAXPROCS %d, want 1", n)
 	}
-	if g, l := f.collector(); g != 400 || l != 1<<30 {
-		t.Errorf("on one processor: GOGC %d, memory limit %d; want 400, %d", g, l, 1<<30)
+	if g, l := f.collector(); g != 200 || l != 1<<30 {
+		t.Errorf("on one processor: GOGC %d, memory limit %d; want 200, %d", g, l, 1<<30)
 	}
 	for range 50 {
 		c.step(0.75) // busy, but one processor keeps up
