@@ -308,11 +308,11 @@ if has_part relay && [ -f scripts/bench-relay.sh ]; then
 fi
 
 # The policy decision (default bundle, 30,000 decisions) under the two
-# collector settings sipwall runs with: GOGC 100 with all processors, 400
+# collector settings sipwall runs with: GOGC 100 with all processors, 200
 # on one (sbc/procs).
 if has_part policy; then
 	echo "== bench-suite: policy decision"
-	for gogc in 100 400; do
+	for gogc in 100 200; do
 		line=$(GOGC=$gogc go test -run XXX -bench 'BenchmarkDecideDefault$' -benchtime 30000x ./policy/ 2>>"$log" |
 			grep -E '^BenchmarkDecideDefault' || true)
 		p50=$(awk '{ for (i = 1; i < NF; i++) if ($(i + 1) == "p50-ns") print $i / 1000 }' <<<"$line")
