@@ -16,12 +16,15 @@
 // On one processor the collector's marking shares it with the messages
 // (with several it takes an idle one), and each collection delays the
 // messages behind it: call setup p99 went from 8 to 16–24 ms at 400
-// calls/s. So while on one processor the collector runs half as often
+// calls/s. So while the controller runs the collector runs half as often
 // (GOGC 200 instead of 100: setup p99 back at 8–12 ms, peak RSS ~240 →
 // ~320 MiB at 400 calls/s; 400 gave the same p99 for twice the memory),
 // with a soft memory limit at a quarter of the memory the process may
 // use (the machine's, or its cgroup's) so that the larger heap gives way
-// before memory runs short; both go back with all the processors.
+// before memory runs short. Both are set once, at Start, not per mode:
+// going back to GOGC 100 as the load rises would find the heap past its
+// new goal, and the collector would start at once with every allocating
+// goroutine assisting it, just when the messages need the processors.
 //
 // It stays off when GOMAXPROCS is set in the environment (the operator's
 // choice) or when the machine gives the process one processor anyway;
@@ -57,7 +60,7 @@ type Options struct {
 	// narrow uses more than Narrow wide: the two do not chase each other.
 	Narrow float64
 	Hold   int
-	// NarrowGC is GOGC while on one processor (200); -1 keeps the
+	// NarrowGC is GOGC while the controller runs (200); -1 keeps the
 	// collector as it is. MemoryLimit is the soft memory limit then (0:
 	// a quarter of the machine's or the cgroup's memory; none if
 	// unknown).
@@ -127,8 +130,8 @@ type Controller struct {
 	narrow  bool // one processor now
 	low     int  // intervals in a row below Narrow, while wide
 	changes atomic.Int64
-	// wideGC and wideLimit are the collector's settings while wide,
-	// restored when the controller goes wide again.
+	// wideGC and wideLimit are the collector's settings before Start,
+	// restored when the controller ends.
 	wideGC    int
 	wideLimit int64
 }
@@ -172,8 +175,33 @@ func Start(ctx context.Context, o Options) *Controller {
 	o.defaults()
 	c := &Controller{o: o}
 	wideProcs.Store(int64(o.Wide))
+	c.collectorSet()
 	go c.run(ctx)
 	return c
+}
+
+// collectorSet makes the collector run less often while the controller
+// runs; collectorBack restores it.
+func (c *Controller) collectorSet() {
+	if c.o.NarrowGC <= 0 {
+		return
+	}
+	// The limit first: the larger heap the percentage allows is
+	// bounded from the start.
+	if c.o.MemoryLimit > 0 {
+		c.wideLimit = c.o.limit(c.o.MemoryLimit)
+	}
+	c.wideGC = c.o.gc(c.o.NarrowGC)
+}
+
+func (c *Controller) collectorBack() {
+	if c.o.NarrowGC <= 0 {
+		return
+	}
+	c.o.gc(c.wideGC)
+	if c.o.MemoryLimit > 0 {
+		c.o.limit(c.wideLimit)
+	}
 }
 
 // Changes counts the changes of GOMAXPROCS so far.
@@ -186,6 +214,7 @@ func (c *Controller) run(ctx context.Context) {
 		if c.narrow {
 			c.widen()
 		}
+		c.collectorBack()
 		wideProcs.Store(0)
 		running.Store(false)
 	}()
@@ -228,36 +257,21 @@ func (c *Controller) step(cpus float64) {
 			c.low = 0
 			c.narrowDown()
 			c.changes.Add(1)
-			c.o.Log.Debug("processors: one", "cpus_used", cpus, "gogc", c.o.NarrowGC, "memory_limit", c.o.MemoryLimit)
+			c.o.Log.Debug("processors: one", "cpus_used", cpus)
 		}
 	case !c.narrow:
 		c.low = 0
 	}
 }
 
-// narrowDown goes to one processor, the collector running less often.
+// narrowDown goes to one processor.
 func (c *Controller) narrowDown() {
 	c.narrow = true
-	if c.o.NarrowGC > 0 {
-		// The limit first: the larger heap the percentage allows is
-		// bounded from the start.
-		if c.o.MemoryLimit > 0 {
-			c.wideLimit = c.o.limit(c.o.MemoryLimit)
-		}
-		c.wideGC = c.o.gc(c.o.NarrowGC)
-	}
 	c.o.set(1)
 }
 
-// widen gives the process all its processors and the collector its
-// settings back.
+// widen gives the process all its processors.
 func (c *Controller) widen() {
 	c.narrow = false
 	c.o.set(c.o.Wide)
-	if c.o.NarrowGC > 0 {
-		c.o.gc(c.wideGC)
-		if c.o.MemoryLimit > 0 {
-			c.o.limit(c.wideLimit)
-		}
-	}
 }

@@ -99,8 +99,8 @@ func TestStep(t *testing.T) {
 	if n, _ := f.now(); n != 1 {
 		t.Fatalf("after 5 quiet intervals in a row: GOMAXPROCS %d, want 1", n)
 	}
-	if g, l := f.collector(); g != 200 || l != 1<<30 {
-		t.Errorf("on one processor: GOGC %d, memory limit %d; want 200, %d", g, l, 1<<30)
+	if g, l := f.collector(); g != 100 || l != 1<<62 {
+		t.Errorf("on one processor: GOGC %d, memory limit %d; the mode changed them (Start sets them once)", g, l)
 	}
 	for range 50 {
 		c.step(0.75) // busy, but one processor keeps up
@@ -113,7 +113,7 @@ func TestStep(t *testing.T) {
 		t.Fatalf("at 0.9 CPUs on one processor: GOMAXPROCS %d, want 4", n)
 	}
 	if g, l := f.collector(); g != 100 || l != 1<<62 {
-		t.Errorf("wide again: GOGC %d, memory limit %d; want the settings before, 100, %d", g, l, int64(1<<62))
+		t.Errorf("wide again: GOGC %d, memory limit %d; the mode changed them", g, l)
 	}
 	for range 50 {
 		c.step(0.9) // what needed the second processor
@@ -128,7 +128,7 @@ func TestStep(t *testing.T) {
 // all of them back when its context ends; Max says the wide count while
 // it runs.
 func TestStartRunsAndRestores(t *testing.T) {
-	f := &fakeProcs{n: 3, gogc: 100}
+	f := &fakeProcs{n: 3, gogc: 100, limit: 1 << 62}
 	var mu sync.Mutex
 	var used time.Duration
 	cpu := func() (time.Duration, bool) {
@@ -137,9 +137,12 @@ func TestStartRunsAndRestores(t *testing.T) {
 		return used, true
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	c := Start(ctx, f.options(Options{Interval: 5 * time.Millisecond, Hold: 3, cpu: cpu}))
+	c := Start(ctx, f.options(Options{Interval: 5 * time.Millisecond, Hold: 3, MemoryLimit: 1 << 30, cpu: cpu}))
 	if c == nil {
 		t.Fatal("Start: nil")
+	}
+	if g, l := f.collector(); g != 200 || l != 1<<30 {
+		t.Errorf("after Start: GOGC %d, memory limit %d; want 200, %d", g, l, 1<<30)
 	}
 	if Start(ctx, f.options(Options{cpu: cpu})) != nil {
 		t.Error("a second controller started while one runs")
@@ -178,8 +181,8 @@ func TestStartRunsAndRestores(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	if g, _ := f.collector(); g != 100 {
-		t.Errorf("after the end: GOGC %d, want 100 again", g)
+	if g, l := f.collector(); g != 100 || l != 1<<62 {
+		t.Errorf("after the end: GOGC %d, memory limit %d; want 100, %d again", g, l, int64(1<<62))
 	}
 	if c.Changes() < 3 {
 		t.Errorf("%d changes, want at least 3", c.Changes())
@@ -196,7 +199,7 @@ func TestEnabledHonoursEnvironment(t *testing.T) {
 }
 
 // TestCollectorLeftToEnvironment: GOGC or GOMEMLIMIT set by the operator
-// keep the collector's settings on one processor too.
+// keep the collector's settings.
 func TestCollectorLeftToEnvironment(t *testing.T) {
 	for _, env := range []string{"GOGC", "GOMEMLIMIT"} {
 		t.Run(env, func(t *testing.T) {
@@ -205,6 +208,7 @@ func TestCollectorLeftToEnvironment(t *testing.T) {
 			o := f.options(Options{Hold: 1})
 			o.defaults()
 			c := &Controller{o: o}
+			c.collectorSet()
 			c.step(0.1)
 			if n, _ := f.now(); n != 1 {
 				t.Fatalf("GOMAXPROCS %d, want 1", n)
