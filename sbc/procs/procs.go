@@ -60,11 +60,12 @@ type Options struct {
 	// narrow uses more than Narrow wide: the two do not chase each other.
 	Narrow float64
 	Hold   int
-	// NarrowGC is GOGC while the controller runs (200); -1 keeps the
+	// GOGC is the collector's percentage while the controller runs
+	// (200); -1 keeps the
 	// collector as it is. MemoryLimit is the soft memory limit then (0:
 	// a quarter of the machine's or the cgroup's memory; none if
 	// unknown).
-	NarrowGC    int
+	GOGC        int
 	MemoryLimit int64
 	Log         *slog.Logger
 
@@ -108,14 +109,14 @@ func (o *Options) defaults() {
 	if o.limit == nil {
 		o.limit = debug.SetMemoryLimit
 	}
-	if o.NarrowGC == 0 {
-		o.NarrowGC = 200
+	if o.GOGC == 0 {
+		o.GOGC = 200
 	}
 	if _, set := os.LookupEnv("GOGC"); set {
-		o.NarrowGC = -1
+		o.GOGC = -1
 	}
 	if _, set := os.LookupEnv("GOMEMLIMIT"); set {
-		o.NarrowGC = -1
+		o.GOGC = -1
 	}
 	if o.MemoryLimit == 0 {
 		if m := memoryAvailable(); m > 0 {
@@ -183,7 +184,7 @@ func Start(ctx context.Context, o Options) *Controller {
 // collectorSet makes the collector run less often while the controller
 // runs; collectorBack restores it.
 func (c *Controller) collectorSet() {
-	if c.o.NarrowGC <= 0 {
+	if c.o.GOGC <= 0 {
 		return
 	}
 	// The limit first: the larger heap the percentage allows is
@@ -191,11 +192,11 @@ func (c *Controller) collectorSet() {
 	if c.o.MemoryLimit > 0 {
 		c.wideLimit = c.o.limit(c.o.MemoryLimit)
 	}
-	c.wideGC = c.o.gc(c.o.NarrowGC)
+	c.wideGC = c.o.gc(c.o.GOGC)
 }
 
 func (c *Controller) collectorBack() {
-	if c.o.NarrowGC <= 0 {
+	if c.o.GOGC <= 0 {
 		return
 	}
 	c.o.gc(c.wideGC)

@@ -150,36 +150,20 @@ func TestStartRunsAndRestores(t *testing.T) {
 	if Max() != 3 {
 		t.Errorf("Max while running: %d, want 3", Max())
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for n, _ := f.now(); n != 1; n, _ = f.now() {
-		if time.Now().After(deadline) {
-			t.Fatalf("a quiet process still has %d processors after 10 s", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitProcs(t, f, 1, "a quiet process")
 	// Busy: a whole CPU per interval and more.
 	mu.Lock()
 	used += time.Hour
 	mu.Unlock()
-	for n, _ := f.now(); n != 3; n, _ = f.now() {
-		if time.Now().After(deadline) {
-			t.Fatalf("a busy process still has %d processor after 10 s", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitProcs(t, f, 3, "a busy process")
 	// Quiet again, then stopped while on one processor.
-	for n, _ := f.now(); n != 1; n, _ = f.now() {
-		if time.Now().After(deadline) {
-			t.Fatalf("quiet again: still %d processors after 10 s", n)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	waitProcs(t, f, 1, "quiet again")
 	cancel()
-	for n, _ := f.now(); n != 3 || Max() != runtime.GOMAXPROCS(0); n, _ = f.now() {
+	waitProcs(t, f, 3, "after the end")
+	for deadline := time.Now().Add(10 * time.Second); Max() != runtime.GOMAXPROCS(0); time.Sleep(5 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("after the end: GOMAXPROCS %d (want 3), Max %d", n, Max())
+			t.Fatalf("after the end: Max %d, want GOMAXPROCS", Max())
 		}
-		time.Sleep(5 * time.Millisecond)
 	}
 	if g, l := f.collector(); g != 100 || l != 1<<62 {
 		t.Errorf("after the end: GOGC %d, memory limit %d; want 100, %d again", g, l, int64(1<<62))
@@ -227,5 +211,19 @@ func TestMemoryAvailable(t *testing.T) {
 	}
 	if m := memoryAvailable(); m < 64<<20 {
 		t.Errorf("memory available %d bytes: want the machine's (at least 64 MiB)", m)
+	}
+}
+
+// waitProcs waits up to 10 s for f's GOMAXPROCS to become want.
+func waitProcs(t *testing.T, f *fakeProcs, want int, what string) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		n, _ := f.now()
+		if n == want {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: GOMAXPROCS %d after 10 s, want %d", what, n, want)
+		}
 	}
 }
