@@ -61,10 +61,9 @@ type Options struct {
 	Narrow float64
 	Hold   int
 	// GOGC is the collector's percentage while the controller runs
-	// (200); -1 keeps the
-	// collector as it is. MemoryLimit is the soft memory limit then (0:
-	// a quarter of the machine's or the cgroup's memory; none if
-	// unknown).
+	// (200); -1 keeps the collector as it is. MemoryLimit is the soft
+	// memory limit then (0: a quarter of the machine's or the cgroup's
+	// memory; none if unknown).
 	GOGC        int
 	MemoryLimit int64
 	Log         *slog.Logger
