@@ -9,6 +9,7 @@ import (
 	"github.com/sipwall/sipwall/bpf"
 	"github.com/sipwall/sipwall/policy"
 	"github.com/sipwall/sipwall/sbc/b2bua"
+	"github.com/sipwall/sipwall/sbc/procs"
 	"github.com/sipwall/sipwall/sbc/sanity/wire"
 	"github.com/sipwall/sipwall/topology"
 )
@@ -86,6 +87,8 @@ var (
 	dSharedErrors  = desc("sipwall_store_shared_errors_total", "Shared store commands that failed.")
 	dSharedBans    = desc("sipwall_store_shared_ban_events_total", "Ban events exchanged with the other nodes, by direction.", "direction")
 	dSharedQueued  = desc("sipwall_store_shared_queued", "Ban events waiting for the shared store to come back.")
+	dProcs         = desc("sipwall_procs_changes_total", "Changes of the Go processors by the controller (sbc/procs): to one (the load fits in one CPU) or to all.", "to")
+	dProcsNarrow   = desc("sipwall_procs_narrow", "1 while the process runs on one Go processor (the controller's low-load mode), else 0.")
 	dHEP           = desc("sipwall_hep_messages_total", "SIP messages copied to the HEP collector, by result.", "result")
 )
 
@@ -93,7 +96,7 @@ func (c *appCollector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{dRequests, dDropped, dVerdicts, dEdgeTx, dEdge, dCallsActive, dCalls, dCallsLimited, dSDPInbound, dSDPLines, dRegs, dAuth, dAuthFail,
 		dBansActive, dBans, dLocks, dPrefilter, dPrefClass, dPolicy, dPolicyReloads, dPolicyTime, dFraud, dFraudBlocked,
 		dTLSExpiry, dTLSEvents, dUpstreamUp, dMediaSessions, dMediaPackets, dMediaDropped, dMediaPorts, dMediaBinds, dMediaReused,
-		dMediaFastUp, dMediaFastStr, dMediaFastPkts, dMediaFastErrs, dMediaDTLS, dMediaICE, dMediaFastDec, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP} {
+		dMediaFastUp, dMediaFastStr, dMediaFastPkts, dMediaFastErrs, dMediaDTLS, dMediaICE, dMediaFastDec, dLeaks, dSharedUp, dSharedErrors, dSharedBans, dSharedQueued, dHEP, dProcs, dProcsNarrow} {
 		ch <- d
 	}
 }
@@ -110,6 +113,15 @@ func (c *appCollector) Collect(ch chan<- prometheus.Metric) {
 	a := c.a
 	if a == nil {
 		return
+	}
+	if ps := procs.Read(); ps.Running || ps.Narrowed > 0 {
+		counter(ch, dProcs, float64(ps.Narrowed), "one")
+		counter(ch, dProcs, float64(ps.Widened), "all")
+		narrow := 0.0
+		if ps.Narrow {
+			narrow = 1
+		}
+		gauge(ch, dProcsNarrow, narrow)
 	}
 	st := &a.server.Stats
 	counter(ch, dRequests, float64(st.Requests.Load()))

@@ -33,6 +33,7 @@ import (
 	"github.com/sipwall/sipwall/sbc/demo"
 	"github.com/sipwall/sipwall/sbc/e2e"
 	"github.com/sipwall/sipwall/sbc/hep"
+	"github.com/sipwall/sipwall/sbc/procs"
 	"github.com/sipwall/sipwall/sbc/registrar"
 	"github.com/sipwall/sipwall/sbc/store"
 )
@@ -332,6 +333,16 @@ func TestMetricsMoveAfterCall(t *testing.T) {
 	}
 	if fams["go_goroutines"] == nil {
 		t.Error("go_goroutines missing: want the Go runtime metrics")
+	}
+	// The processor controller runs in every node of this binary unless
+	// GOMAXPROCS is set or the machine has one CPU (procs.Enabled).
+	if procs.Read().Running {
+		if v := metricValue(fams, "sipwall_procs_narrow", nil); v != 0 && v != 1 {
+			t.Errorf("sipwall_procs_narrow = %v, want 0 or 1", v)
+		}
+		if v := metricValue(fams, "sipwall_procs_changes_total", map[string]string{"to": "one"}); v < 0 {
+			t.Error("sipwall_procs_changes_total{to=one} missing while the controller runs")
+		}
 	}
 	n := 0
 	for name, f := range fams {

@@ -130,10 +130,34 @@ type Controller struct {
 	narrow  bool // one processor now
 	low     int  // intervals in a row below Narrow, while wide
 	changes atomic.Int64
+	// loggedAt is when a change was last logged at info level: the
+	// changes of a load near the thresholds are logged once a minute
+	// (at debug level in between), not every few seconds.
+	loggedAt time.Time
 	// wideGC and wideLimit are the collector's settings before Start,
 	// restored when the controller ends.
 	wideGC    int
 	wideLimit int64
+}
+
+// Stats tells what the controller of the process did: Narrowed and
+// Widened count the changes to one processor and back to all of them;
+// Narrow tells whether the process runs on one now.
+type Stats struct {
+	Running           bool
+	Narrow            bool
+	Narrowed, Widened int64
+}
+
+var stats struct {
+	narrow            atomic.Bool
+	narrowed, widened atomic.Int64
+}
+
+// Read returns the controller's counters (they add up over the
+// controllers the process ran).
+func Read() Stats {
+	return Stats{Running: running.Load(), Narrow: stats.narrow.Load(), Narrowed: stats.narrowed.Load(), Widened: stats.widened.Load()}
 }
 
 // wideProcs is the processors the process may use under load, for pools sized
@@ -249,29 +273,44 @@ func (c *Controller) step(cpus float64) {
 	case c.narrow && cpus > c.o.Widen:
 		c.low = 0
 		c.widen()
-		c.changes.Add(1)
-		c.o.Log.Debug("processors: all", "gomaxprocs", c.o.Wide, "cpus_used", cpus)
+		stats.widened.Add(1)
+		c.logChange("processors: all of them, the load needs more than one", "gomaxprocs", c.o.Wide, "cpus_used", cpus)
 	case !c.narrow && cpus < c.o.Narrow:
 		c.low++
 		if c.low >= c.o.Hold {
 			c.low = 0
 			c.narrowDown()
-			c.changes.Add(1)
-			c.o.Log.Debug("processors: one", "cpus_used", cpus)
+			stats.narrowed.Add(1)
+			c.logChange("processors: one, the load fits in one CPU", "gomaxprocs", 1, "cpus_used", cpus)
 		}
 	case !c.narrow:
 		c.low = 0
 	}
 }
 
+// logChange counts a change and logs it: at info level once a minute at
+// most, at debug level otherwise.
+func (c *Controller) logChange(msg string, args ...any) {
+	n := c.changes.Add(1)
+	args = append(args, "changes", n)
+	if now := time.Now(); c.loggedAt.IsZero() || now.Sub(c.loggedAt) >= time.Minute {
+		c.loggedAt = now
+		c.o.Log.Info(msg, args...)
+		return
+	}
+	c.o.Log.Debug(msg, args...)
+}
+
 // narrowDown goes to one processor.
 func (c *Controller) narrowDown() {
 	c.narrow = true
+	stats.narrow.Store(true)
 	c.o.set(1)
 }
 
 // widen gives the process all its processors.
 func (c *Controller) widen() {
 	c.narrow = false
+	stats.narrow.Store(false)
 	c.o.set(c.o.Wide)
 }

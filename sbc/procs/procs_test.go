@@ -2,6 +2,7 @@ package procs
 
 import (
 	"context"
+	"log/slog"
 	"runtime"
 	"sync"
 	"testing"
@@ -82,6 +83,9 @@ func newStepper(t *testing.T) (*Controller, *fakeProcs) {
 // between the thresholds change nothing either way.
 func TestStep(t *testing.T) {
 	c, f := newStepper(t)
+	var logged logCount
+	c.o.Log = slog.New(&logged)
+	before := Read()
 	if c.o.Wide != 4 || c.o.Hold != 5 {
 		t.Fatalf("defaults: wide %d, hold %d", c.o.Wide, c.o.Hold)
 	}
@@ -121,6 +125,40 @@ func TestStep(t *testing.T) {
 	if n, log := f.now(); n != 4 || len(log) != 2 || c.Changes() != 2 {
 		t.Fatalf("GOMAXPROCS %d, set %v, %d changes; want 4 after [1 4], 2 changes", n, log, c.Changes())
 	}
+	after := Read()
+	if after.Narrowed-before.Narrowed != 1 || after.Widened-before.Widened != 1 || after.Narrow {
+		t.Errorf("Read: %+v after %+v, want one change each way and wide now", after, before)
+	}
+	// Within a minute only the first change is logged at info level.
+	if info, debug := logged.counts(); info != 1 || debug != 1 {
+		t.Errorf("logged %d changes at info level and %d at debug, want 1 and 1", info, debug)
+	}
+}
+
+// logCount is a slog handler that counts records by level.
+type logCount struct {
+	mu          sync.Mutex
+	info, debug int
+}
+
+func (h *logCount) Enabled(context.Context, slog.Level) bool { return true }
+func (h *logCount) Handle(_ context.Context, r slog.Record) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if r.Level >= slog.LevelInfo {
+		h.info++
+	} else {
+		h.debug++
+	}
+	return nil
+}
+func (h *logCount) WithAttrs([]slog.Attr) slog.Handler { return h }
+func (h *logCount) WithGroup(string) slog.Handler      { return h }
+
+func (h *logCount) counts() (int, int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.info, h.debug
 }
 
 // TestStartRunsAndRestores: a running controller reads the CPU time each
