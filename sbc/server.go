@@ -338,6 +338,9 @@ func (s *Server) listen(spec ListenerSpec) (*Listener, error) {
 		}
 		l.Bound = pc.LocalAddr().(*net.UDPAddr).AddrPort()
 		l.closer = pc.Close
+		if uc, ok := pc.(*net.UDPConn); ok {
+			pc = newRawUDP(uc)
+		}
 		if s.opts.Outbound != nil || s.opts.Capture != nil {
 			pc = &guardedPacketConn{PacketConn: pc, s: s, local: l.Bound}
 		}
