@@ -19,9 +19,13 @@
 // calls/s. So while the controller runs the collector runs half as often
 // (GOGC 200 instead of 100: setup p99 back at 8–12 ms, peak RSS ~240 →
 // ~320 MiB at 400 calls/s; 400 gave the same p99 for twice the memory),
-// with a soft memory limit at a quarter of the memory the process may
-// use (the machine's, or its cgroup's) so that the larger heap gives way
-// before memory runs short. Both are set once, at Start, not per mode:
+// with a soft memory limit at half the memory the process may use (the
+// machine's, or its cgroup's) so that the larger heap gives way before
+// memory runs short. Not lower: a soft limit under the live heap makes
+// the collector run without pause (up to half the CPU), and at half the
+// memory it only trims what GOGC 200 adds over the default while the
+// live heap is under a quarter of it (the default's peak is twice the
+// live heap). Both are set once, at Start, not per mode:
 // going back to GOGC 100 as the load rises would find the heap past its
 // new goal, and the collector would start at once with every allocating
 // goroutine assisting it, just when the messages need the processors.
@@ -62,7 +66,7 @@ type Options struct {
 	Hold   int
 	// GOGC is the collector's percentage while the controller runs
 	// (200); -1 keeps the collector as it is. MemoryLimit is the soft
-	// memory limit then (0: a quarter of the machine's or the cgroup's
+	// memory limit then (0: half of the machine's or the cgroup's
 	// memory; none if unknown).
 	GOGC        int
 	MemoryLimit int64
@@ -119,7 +123,7 @@ func (o *Options) defaults() {
 	}
 	if o.MemoryLimit == 0 {
 		if m := memoryAvailable(); m > 0 {
-			o.MemoryLimit = m / 4
+			o.MemoryLimit = m / 2
 		}
 	}
 }
