@@ -12,6 +12,8 @@
 #   - the same runs against Kamailio (bench/kamailio/kamailio.cfg) when it is
 #     installed, and the ratio sipwall/Kamailio per row;
 #   - authenticated REGISTER/s for 10,000 users (SHA-256, bench/regload);
+#   - a long run of the full chain at 80 % of its highest rate (10
+#     minutes): failed calls, RSS and goroutines over the run;
 #   - memory per concurrent call at 10,000 concurrent calls (RSS growth /
 #     calls up), full chain with media relay and without it;
 #   - media relay packets/s per core (scripts/bench-relay.sh);
@@ -41,7 +43,11 @@
 #   MEM_MEDIA_CALLS                    the same with media relay (default:
 #                                      the descriptor limit / 5, at most
 #                                      MEM_CALLS)
-#   PARTS="calls register memory backend relay xdp policy"
+#   PARTS="calls soak register memory backend relay xdp policy"
+#   SOAK_SECONDS=600 SOAK_SHARE=80     the long run: its length, and its rate
+#                                      in % of the full chain's highest rate
+#                                      (from the calls part; SOAK_RATE sets
+#                                      the rate when that part is not run)
 #   BACKEND_RATE=200                   full chain, embedded store vs Redis
 #   RELAY_PPS="10000 40000 80000"         media relay rates (100 calls)
 #   XDP_SETUPS="xdp-native userspace iptables", XDP_MODES="single rotating"
@@ -69,7 +75,9 @@ MEM_CALLS=${MEM_CALLS:-10000}
 # bound for reuse): size it to the descriptors the machine allows.
 MEM_MEDIA_CALLS=${MEM_MEDIA_CALLS:-$(($(ulimit -Hn) / 5 < MEM_CALLS ? $(ulimit -Hn) / 5 : MEM_CALLS))}
 MEM_RATE=${MEM_RATE:-250}
-PARTS=${PARTS:-calls register memory backend relay xdp policy}
+PARTS=${PARTS:-calls soak register memory backend relay xdp policy}
+SOAK_SECONDS=${SOAK_SECONDS:-600}
+SOAK_SHARE=${SOAK_SHARE:-80}
 BACKEND_RATE=${BACKEND_RATE:-200}
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/sipwall-suite.XXXXXX")
@@ -187,6 +195,7 @@ if has_part calls; then
 	for chain in $CHAINS; do
 		echo "== bench-suite: $chain: rate search (sipwall)"
 		sw_max=$(search sipwall "$chain")
+		[ "$chain" = full ] && full_max=$sw_max
 		half=$((sw_max / 2))
 		[ "$half" -lt 10 ] && half=10
 		echo "== bench-suite: $chain: $half/s for ${HALF_SECONDS}s (sipwall)"
@@ -229,6 +238,21 @@ if has_part calls; then
 			rows+=("| CPU-s per 1,000 calls at $half/s, median of $RATIO_ROUNDS alternated runs (${sw_runs[*]} / ${km_runs[*]}): ${label[$chain]} | $sw_med | $km_med | $(ratio "$sw_med" "$km_med") |")
 		fi
 	done
+fi
+
+if has_part soak; then
+	soak_rate=${SOAK_RATE:-}
+	if [ -z "$soak_rate" ] && [ "${full_max:-0}" -gt 0 ]; then
+		soak_rate=$((full_max * SOAK_SHARE / 100))
+	fi
+	if [ "${soak_rate:-0}" -gt 0 ]; then
+		echo "== bench-suite: full chain at $soak_rate/s for ${SOAK_SECONDS}s"
+		sum="$work/soak.sum"
+		run_target sipwall full "$soak_rate" $((soak_rate * SOAK_SECONDS)) "$sum" SAMPLE_EVERY=10
+		rows+=("| ${SOAK_SECONDS} s at $soak_rate/s (full chain${full_max:+, $SOAK_SHARE % of its $full_max/s}): failed calls; RSS / goroutines after the warm-up (the first minute), range (change to the end); CPU-s per 1,000 calls; setup p99 | $(val "$sum" failed) of $(val "$sum" created); $(val "$sum" rss_warm_min_mib)–$(val "$sum" rss_warm_max_mib) MiB ($(val "$sum" rss_change_mib)) / $(val "$sum" goroutines_min)–$(val "$sum" goroutines_max) ($(val "$sum" goroutines_change)); $(val "$sum" cpu_per_k); $(val "$sum" p99_ms) ms | – | – |")
+	else
+		rows+=("| long run of the full chain | not run: no highest rate of the full chain (the calls part with CHAINS including full) and no SOAK_RATE | – | – |")
+	fi
 fi
 
 if has_part register; then

@@ -56,6 +56,11 @@
 #   MEM_AT          seconds after the load starts at which sipwall's RSS and
 #                   the calls in progress are sampled (with HOLD_MS: when
 #                   every call is up); the baseline is sampled just before
+#   SAMPLE_EVERY    seconds: sipwall's RSS and goroutines are read this
+#                   often during the load; the table and the summary get
+#                   their range after the first minute (or the first
+#                   tenth of the run if shorter) and their change from then
+#                   to the end: is memory flat over a long run
 #   PROFILE         a directory: CPU profile of sipwall (admin.pprof) from
 #                   2 s into the load for PROFILE_SECONDS (default 10), and
 #                   an allocation profile at the end, with `go tool pprof
@@ -358,6 +363,21 @@ if [ -n "${MEM_AT:-}" ]; then
 	bg+=("$!")
 	pids+=("$!")
 fi
+sampler=""
+if [ -n "${SAMPLE_EVERY:-}" ]; then
+	# "seconds-into-the-load rss-kib goroutines" lines until stopped
+	# after the load (or sipwall ends).
+	(
+		s0=$(date +%s)
+		while kill -0 "$sw_pid" 2>/dev/null; do
+			g=$(curl -fsS --max-time 5 "$admin_url/metrics" 2>/dev/null | awk '$1 == "go_goroutines" { print $2 }')
+			echo "$(($(date +%s) - s0)) $(rss_kib) ${g:-?}"
+			sleep "$SAMPLE_EVERY"
+		done
+	) >"$work/samples.txt" 2>/dev/null &
+	sampler=$!
+	pids+=("$sampler")
+fi
 if [ -n "${PROFILE:-}" ]; then
 	mkdir -p "$PROFILE"
 	(
@@ -394,6 +414,10 @@ else
 		>"$work/uac.stdout" 2>"$work/uac.stderr") || uac_rc=$?
 fi
 t1=$(date +%s.%N)
+if [ -n "$sampler" ]; then
+	kill "$sampler" 2>/dev/null || true
+	wait "$sampler" 2>/dev/null || true
+fi
 for p in "${bg[@]}"; do
 	wait "$p" 2>/dev/null || true
 done
@@ -514,6 +538,28 @@ if [ -s "$work/mem.txt" ]; then
 	extra_rows=$extra_rows$'\n'"| RSS before / at ${MEM_AT} s | $rss0 KiB / $rss1 KiB |"
 	extra_rows=$extra_rows$'\n'"| memory per call in progress | $mem_per_call KiB RSS, $heap_per_call KiB Go heap in use, $live_per_call KiB live after a GC (growth / calls) |"
 fi
+# Memory over a long run (SAMPLE_EVERY): the range after the warm-up (the
+# first minute, or the first tenth of a shorter run) and the change from
+# its first sample to the last.
+samples_summary=()
+if [ -s "$work/samples.txt" ]; then
+	read -r rss_lo rss_hi rss_chg gor_lo gor_hi gor_chg n_samples < <(awk -v run="$((CALLS / RATE))" '
+		BEGIN { warm = (run >= 600 ? 60 : run / 10) }
+		$1 >= warm && $2 ~ /^[0-9]+$/ && $3 ~ /^[0-9.e+]+$/ {
+			r = $2 / 1024; g = $3 + 0; n++
+			if (n == 1) { r0 = r; g0 = g; rlo = rhi = r; glo = ghi = g }
+			if (r < rlo) rlo = r; if (r > rhi) rhi = r
+			if (g < glo) glo = g; if (g > ghi) ghi = g
+			r1 = r; g1 = g
+		}
+		END {
+			if (n == 0) { print "? ? ? ? ? ? 0"; exit }
+			printf "%.0f %.0f %+.0f %d %d %+d %d\n", rlo, rhi, r1 - r0, glo, ghi, g1 - g0, n
+		}' "$work/samples.txt")
+	extra_rows=$extra_rows$'\n'"| after the warm-up ($n_samples samples): RSS / goroutines, range and change to the end | $rss_lo–$rss_hi MiB ($rss_chg MiB) / $gor_lo–$gor_hi ($gor_chg) |"
+	samples_summary=(rss_warm_min_mib "$rss_lo" rss_warm_max_mib "$rss_hi" rss_change_mib "$rss_chg"
+		goroutines_min "$gor_lo" goroutines_max "$gor_hi" goroutines_change "$gor_chg")
+fi
 if [ -n "${PROFILE:-}" ] && [ -s "$PROFILE/cpu.pprof" ]; then
 	go tool pprof -top -nodecount=25 "$PROFILE/sipwall" "$PROFILE/cpu.pprof" >"$PROFILE/cpu-top.txt" 2>/dev/null || true
 	go tool pprof -top -cum -nodecount=40 "$PROFILE/sipwall" "$PROFILE/cpu.pprof" >"$PROFILE/cpu-cum.txt" 2>/dev/null || true
@@ -560,7 +606,7 @@ echo "$table"
 if [ -n "${BENCH_SUMMARY:-}" ]; then
 	write_summary rss_mib "$rss_mib" mem_per_call_kib "$mem_per_call" redis_cpu_per_k "$redis_cpu_per_k" \
 		policy_p50_us "${policy_p50:-?}" policy_p99_us "${policy_p99:-?}" \
-		heap_per_call_kib "${heap_per_call:-?}" live_per_call_kib "${live_per_call:-?}"
+		heap_per_call_kib "${heap_per_call:-?}" live_per_call_kib "${live_per_call:-?}" "${samples_summary[@]}"
 	if [ -s "$work/mem.txt" ]; then cat "$work/mem.txt" >>"$BENCH_SUMMARY"; fi
 	if [ "$loadgen" = regload ]; then
 		for k in auth_p50_ms auth_p99_ms register_p50_ms register_p99_ms; do
