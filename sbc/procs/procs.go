@@ -193,19 +193,26 @@ func Enabled() bool {
 var running atomic.Bool
 
 // Start runs a controller until ctx ends, then gives the process all its
-// processors back. It starts wide: the first intervals (loading the
-// policy, binding sockets) use them. If a controller runs already, it
-// returns nil and starts none.
+// processors back. It starts wide, and the first quiet interval makes it
+// narrow: Hold quiet intervals in a row are asked only after a widening,
+// against going back and forth. If a controller runs already, it returns
+// nil and starts none.
 func Start(ctx context.Context, o Options) *Controller {
 	if !running.CompareAndSwap(false, true) {
 		return nil
 	}
 	o.defaults()
-	c := &Controller{o: o}
+	c := newController(o)
 	wideProcs.Store(int64(o.Wide))
 	c.collectorSet()
 	go c.run(ctx)
 	return c
+}
+
+// newController is a controller as it starts: wide, one quiet interval
+// from narrow.
+func newController(o Options) *Controller {
+	return &Controller{o: o, low: o.Hold - 1}
 }
 
 // collectorSet makes the collector run less often while the controller

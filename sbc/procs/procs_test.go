@@ -161,6 +161,42 @@ func (h *logCount) counts() (int, int) {
 	return h.info, h.debug
 }
 
+// TestFirstQuietIntervalNarrows: a controller as Start makes it goes to
+// one processor at the first quiet interval (nothing to go back and
+// forth from yet); after a widening it asks Hold quiet intervals again.
+func TestFirstQuietIntervalNarrows(t *testing.T) {
+	f := &fakeProcs{n: 4, gogc: 100, limit: 1 << 62}
+	o := f.options(Options{MemoryLimit: 1 << 30})
+	o.defaults()
+	c := newController(o)
+	c.step(0.9) // busy at start: stays wide, the count starts again
+	if n, _ := f.now(); n != 4 {
+		t.Fatalf("busy first interval: GOMAXPROCS %d, want 4", n)
+	}
+	for range o.Hold - 1 {
+		c.step(0.1)
+	}
+	if n, _ := f.now(); n != 4 {
+		t.Fatalf("after a busy interval, %d quiet: GOMAXPROCS %d, want 4", o.Hold-1, n)
+	}
+	c = newController(o)
+	c.step(0.1)
+	if n, _ := f.now(); n != 1 {
+		t.Fatalf("quiet first interval: GOMAXPROCS %d, want 1", n)
+	}
+	c.step(0.95)
+	for range o.Hold - 1 {
+		c.step(0.1)
+	}
+	if n, _ := f.now(); n != 4 {
+		t.Fatalf("after a widening, %d quiet intervals: GOMAXPROCS %d, want 4 (Hold %d)", o.Hold-1, n, o.Hold)
+	}
+	c.step(0.1)
+	if n, _ := f.now(); n != 1 {
+		t.Fatalf("after a widening, %d quiet intervals: GOMAXPROCS %d, want 1", o.Hold, n)
+	}
+}
+
 // TestStartRunsAndRestores: a running controller reads the CPU time each
 // interval, goes to one processor when the process is quiet, and gives
 // all of them back when its context ends; Max says the wide count while
