@@ -28,7 +28,10 @@ import (
 // Reads are by one goroutine (sipgo's reader of the listener); writes by
 // any.
 type rawUDP struct {
-	*net.UDPConn
+	// The socket's other methods (Close, LocalAddr, deadlines), and the
+	// writes the raw send does not take. Only net.PacketConn's: the
+	// UDPConn's own reads would bypass the batch.
+	net.PacketConn
 	rc     syscall.RawConn
 	family int // AF_INET or AF_INET6: the socket's
 
@@ -69,7 +72,7 @@ func newRawUDP(c *net.UDPConn) net.PacketConn {
 	}); err != nil || family == 0 {
 		return c
 	}
-	u := &rawUDP{UDPConn: c, rc: rc, family: family, bufs: make([][]byte, udpBatch)}
+	u := &rawUDP{PacketConn: c, rc: rc, family: family, bufs: make([][]byte, udpBatch)}
 	for i := range u.msgs {
 		u.bufs[i] = make([]byte, udpReadSize)
 		u.iovs[i] = unix.Iovec{Base: &u.bufs[i][0]}
@@ -227,12 +230,12 @@ func (s *rawSend) to(family int, a *net.UDPAddr) bool {
 func (u *rawUDP) WriteTo(b []byte, addr net.Addr) (int, error) {
 	ua, ok := addr.(*net.UDPAddr)
 	if !ok {
-		return u.UDPConn.WriteTo(b, addr)
+		return u.PacketConn.WriteTo(b, addr)
 	}
 	s := rawSends.Get().(*rawSend)
 	if !s.to(u.family, ua) {
 		rawSends.Put(s)
-		return u.UDPConn.WriteTo(b, addr)
+		return u.PacketConn.WriteTo(b, addr)
 	}
 	s.b, s.err = b, 0
 	err := u.rc.Write(s.fn)
