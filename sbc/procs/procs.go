@@ -130,10 +130,9 @@ func (o *Options) defaults() {
 
 // Controller is a running controller.
 type Controller struct {
-	o       Options
-	narrow  bool // one processor now
-	low     int  // intervals in a row below Narrow, while wide
-	changes atomic.Int64
+	o      Options
+	narrow bool // one processor now
+	low    int  // intervals in a row below Narrow, while wide
 	// loggedAt is when a change was last logged at info level: the
 	// changes of a load near the thresholds are logged once a minute
 	// (at debug level in between), not every few seconds.
@@ -239,9 +238,6 @@ func (c *Controller) collectorBack() {
 	}
 }
 
-// Changes counts the changes of GOMAXPROCS so far.
-func (c *Controller) Changes() int64 { return c.changes.Load() }
-
 func (c *Controller) run(ctx context.Context) {
 	t := time.NewTicker(c.o.Interval)
 	defer t.Stop()
@@ -299,11 +295,11 @@ func (c *Controller) step(cpus float64) {
 	}
 }
 
-// logChange counts a change and logs it: at info level once a minute at
+// logChange logs a change: at info level once a minute at
 // most, at debug level otherwise.
 func (c *Controller) logChange(msg string, args ...any) {
-	n := c.changes.Add(1)
-	args = append(args, "changes", n)
+	st := Read()
+	args = append(args, "changes", st.Narrowed+st.Widened)
 	if now := time.Now(); c.loggedAt.IsZero() || now.Sub(c.loggedAt) >= time.Minute {
 		c.loggedAt = now
 		c.o.Log.Info(msg, args...)
