@@ -285,6 +285,14 @@ func TestOutsideSDP(t *testing.T) {
 		t.Errorf("clean SDP changed: %q", got)
 	}
 
+	// Lines that are not "<type>=" go, and so does any line but c= and o=
+	// naming the inside, whatever its type; a bare LF ends a line.
+	got = string(p.Body(ToOutside, "application/sdp", []byte(
+		"v=0\r\na=CAndidAte:\n192.168.0.0\r\nx=1\r\n\r\nb=AS:64 pbx.corp.local\r\nc=IN IP4 203.0.113.1\r\nm=audio 4000 RTP/AVP 0\r\n")))
+	if got != "v=0\r\na=CAndidAte:\r\nc=IN IP4 203.0.113.1\r\nm=audio 4000 RTP/AVP 0\r\n" {
+		t.Errorf("lines not <type>= or naming the inside: %q", got)
+	}
+
 	// A list of its own, with a prefix.
 	p, _ = leaky(t, Config{SDPAttributes: []string{"rtpmap", "x-*"}})
 	got = string(p.Body(ToOutside, "application/sdp", []byte("v=0\na=rtpmap:0 PCMU/8000\na=ptime:20\na=x-foo:1\n")))
@@ -354,9 +362,16 @@ func FuzzSanitise(f *testing.F) {
 			t.Fatalf("Retry-After %q scrubbed to %q", v, out)
 		}
 		body := string(p.outsideSDP([]byte(sdp)))
-		for ln := range strings.SplitSeq(strings.TrimSuffix(body, "\r\n"), "\r\n") {
-			if len(ln) < 2 || ln[1] != '=' {
-				continue
+		for ln := range strings.SplitSeq(strings.TrimSuffix(body, "\n"), "\n") {
+			ln = strings.TrimSuffix(ln, "\r")
+			if body == "" {
+				break
+			}
+			if len(ln) < 2 || ln[1] != '=' || !strings.ContainsRune(sdpTypes, rune(ln[0])) {
+				t.Fatalf("SDP %q kept a line not <type>=: %q", sdp, ln)
+			}
+			if ln[0] != 'c' && ln[0] != 'o' && p.leaks(ln[2:]) {
+				t.Fatalf("SDP %q kept %q, naming the inside", sdp, ln)
 			}
 			switch ln[0] {
 			case 'i', 'u', 'e', 'p':

@@ -12,7 +12,11 @@ import (
 //     value names the inside;
 //   - i=, u=, e= and p= lines go (free text, URIs, e-mail addresses and
 //     phone numbers), at every level;
-//   - s= becomes "s=-" and the o= user "-".
+//   - s= becomes "s=-" and the o= user "-";
+//   - a line that is not "<type>=<value>" with a type letter of RFC 8866
+//     goes (a receiver would ignore it or refuse the whole body, and it
+//     may carry anything), and so does any other line but c= and o= whose
+//     value names the inside (those two are the media relay's to write).
 //
 // Lines are otherwise kept byte for byte; the result ends lines in CRLF.
 // A body without any change is returned as it came.
@@ -47,10 +51,12 @@ func (p *Policy) outsideSDP(body []byte) []byte {
 
 // sdpLine decides one line: kept (possibly rewritten) or dropped.
 func (p *Policy) sdpLine(line string) (bool, string) {
-	if len(line) < 2 || line[1] != '=' {
-		return true, line
+	if len(line) < 2 || line[1] != '=' || !strings.ContainsRune(sdpTypes, rune(line[0])) {
+		p.note(ItemSDPOther, Removed, line)
+		return false, ""
 	}
 	val := line[2:]
+	item := line[:1]
 	switch line[0] {
 	case 'i', 'u', 'e', 'p':
 		p.note(SDPItem(line[:1]), Removed, line)
@@ -67,19 +73,26 @@ func (p *Policy) sdpLine(line string) (bool, string) {
 			return true, "o=- " + rest
 		}
 		return true, line
+	case 'c':
+		return true, line
 	case 'a':
 		name, _, _ := strings.Cut(val, ":")
 		if !p.sdpAllowed(name) {
 			p.note(SDPItem(name), Removed, line)
 			return false, ""
 		}
-		if p.leaks(val) {
-			p.note(SDPItem(name), Removed, line)
-			return false, ""
-		}
+		item = name
+	}
+	if p.leaks(val) {
+		p.note(SDPItem(item), Removed, line)
+		return false, ""
 	}
 	return true, line
 }
+
+// sdpTypes are the line types of RFC 8866 (k= included: obsolete, but
+// still met).
+const sdpTypes = "vosiuepcbtrzkam"
 
 // sdpAllowed tells whether an attribute name is in the allow-list.
 func (p *Policy) sdpAllowed(name string) bool {
