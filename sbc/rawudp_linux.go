@@ -7,6 +7,7 @@ import (
 	"os"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -34,6 +35,7 @@ type rawUDP struct {
 	net.PacketConn
 	rc     syscall.RawConn
 	family int // AF_INET or AF_INET6: the socket's
+	closed atomic.Bool
 
 	// The reader's.
 	msgs   [udpBatch]unix.Mmsghdr
@@ -119,10 +121,20 @@ func transientRead(e unix.Errno) bool {
 	return false
 }
 
+// Close closes the socket; what a batch still holds is not handed out.
+func (u *rawUDP) Close() error {
+	u.closed.Store(true)
+	return u.PacketConn.Close()
+}
+
 // ReadFrom hands out the next datagram of the batch, reading a new batch
 // when the last is used up.
 func (u *rawUDP) ReadFrom(b []byte) (int, net.Addr, error) {
 	for {
+		if u.closed.Load() {
+			u.n, u.next = 0, 0
+			return 0, nil, &net.OpError{Op: "read", Net: "udp", Source: u.LocalAddr(), Err: net.ErrClosed}
+		}
 		for u.next < u.n {
 			i := u.next
 			u.next++
@@ -158,11 +170,27 @@ func sockaddrUDP(sa *unix.RawSockaddrInet6) *net.UDPAddr {
 		copy(ip, sa.Addr[:])
 		a := &net.UDPAddr{IP: ip, Port: int(p[0])<<8 | int(p[1])}
 		if sa.Scope_id != 0 {
-			a.Zone = strconv.FormatUint(uint64(sa.Scope_id), 10)
+			a.Zone = zoneName(sa.Scope_id)
 		}
 		return a
 	}
 	return nil
+}
+
+// zones caches interface names by index, for link-local sources.
+var zones sync.Map // uint32 → string
+
+// zoneName is the name of the interface of index i, as the net package
+// gives a source's zone; its number if it has none (any more).
+func zoneName(i uint32) string {
+	if z, ok := zones.Load(i); ok {
+		return z.(string)
+	}
+	if ifi, err := net.InterfaceByIndex(int(i)); err == nil {
+		zones.Store(i, ifi.Name)
+		return ifi.Name
+	}
+	return strconv.FormatUint(uint64(i), 10)
 }
 
 // rawSend is one sendto(2): its destination and bytes, and the callback

@@ -108,6 +108,30 @@ func TestRawUDPReadsAndWrites(t *testing.T) {
 				t.Fatalf("read of an empty socket past its deadline: %v, want a timeout", err)
 			}
 			pc.SetReadDeadline(time.Time{})
+			// Datagrams a batch still holds are not handed out after
+			// Close: a second socket, three datagrams, one read.
+			lc2, err := net.ListenPacket("udp", tc.listen)
+			if err != nil {
+				t.Fatal(err)
+			}
+			pc2 := newRawUDP(lc2.(*net.UDPConn))
+			dst2 := &net.UDPAddr{IP: dst.IP, Port: pc2.LocalAddr().(*net.UDPAddr).Port}
+			for range 3 {
+				if _, err := peer.WriteTo([]byte("queued"), dst2); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// Loopback queues a datagram within the sender's call.
+			if _, _, err := pc2.ReadFrom(buf); err != nil {
+				t.Fatal(err)
+			}
+			if u := pc2.(*rawUDP); u.n-u.next != 2 {
+				t.Fatalf("the batch holds %d datagram(s) after one read, want 2", u.n-u.next)
+			}
+			pc2.Close()
+			if n, _, err := pc2.ReadFrom(buf); !errors.Is(err, net.ErrClosed) {
+				t.Fatalf("read after close with a batch held: %q, %v; want net.ErrClosed", buf[:n], err)
+			}
 			done := make(chan error, 1)
 			go func() { _, _, err := pc.ReadFrom(buf); done <- err }()
 			time.Sleep(20 * time.Millisecond)
@@ -124,6 +148,24 @@ func TestRawUDPReadsAndWrites(t *testing.T) {
 				t.Fatalf("write after close: %v, want net.ErrClosed", err)
 			}
 		})
+	}
+}
+
+// TestRawUDPZoneName: a link-local source's zone is its interface's name,
+// as the net package gives it; an index without an interface stays a
+// number.
+func TestRawUDPZoneName(t *testing.T) {
+	ifs, err := net.Interfaces()
+	if err != nil || len(ifs) == 0 {
+		t.Fatalf("no interfaces: %v", err)
+	}
+	for _, ifi := range ifs {
+		if got := zoneName(uint32(ifi.Index)); got != ifi.Name {
+			t.Errorf("zone of index %d = %q, want %q", ifi.Index, got, ifi.Name)
+		}
+	}
+	if got := zoneName(1 << 30); got != "1073741824" {
+		t.Errorf("zone of an unknown index = %q, want its number", got)
 	}
 }
 
