@@ -482,3 +482,51 @@ func parseReq(t *testing.T, raw string) *sip.Request {
 	}
 	return m.(*sip.Request)
 }
+
+// A retransmission of an INVITE whose 2xx was sent is absorbed (RFC 6026
+// 7.1): not handed to the chain, not answered by the edge (the TU
+// retransmits its 2xx), and the transaction keeps no copy of the 2xx for
+// its 64×T1.
+func TestEdgeAccepted2xxAbsorbed(t *testing.T) {
+	var invites atomic.Int32
+	ok := HandlerFunc{N: "b2bua", F: func(_ context.Context, w ResponseWriter, r *Request) (Verdict, error) {
+		if r.IsAck() {
+			return Dropped, nil
+		}
+		invites.Add(1)
+		res := sip.NewResponseFromRequest(r.Request, 200, "OK", nil)
+		res.To().Params.Add("tag", "uas-1")
+		return Answered, w.Respond(res)
+	}}
+	s := edgeServer(t, map[string]Handler{"auth": vouch, "b2bua": ok}, nil)
+	a := newUDPPeer(t, "127.0.0.2", s)
+	inv := request("INVITE", "127.0.0.2", a.port(), "z9hG4bK-accepted", "call-acc", 1)
+	a.send(inv)
+	if got := a.recv(400 * time.Millisecond); len(got) != 1 || !strings.HasPrefix(got[0], "SIP/2.0 200") {
+		t.Fatalf("got %q, want the 200", got)
+	}
+	a.send(inv)
+	if got := a.recv(400 * time.Millisecond); len(got) != 0 {
+		t.Fatalf("the edge answered a retransmission in Accepted: %q", got)
+	}
+	if n := invites.Load(); n != 1 {
+		t.Fatalf("chain saw %d INVITEs, want 1", n)
+	}
+	e := s.edge
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	found := 0
+	for _, tx := range e.txs {
+		tx.mu.Lock()
+		if tx.invite {
+			found++
+			if tx.state != txAccepted || tx.last != nil || tx.req != nil {
+				t.Errorf("Accepted INVITE transaction: state %d, %d bytes of last response, request kept %v", tx.state, len(tx.last), tx.req != nil)
+			}
+		}
+		tx.mu.Unlock()
+	}
+	if found != 1 {
+		t.Fatalf("%d INVITE transactions held, want 1", found)
+	}
+}

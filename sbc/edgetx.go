@@ -153,7 +153,14 @@ func (tx *edgeTx) respond(res *sip.Response, stateless bool) error {
 			tx.state = txCompleted
 			break
 		}
+		// What answers a retransmission of the request. Nothing after a
+		// 2xx to an INVITE: the transaction absorbs those (RFC 6026 7.1)
+		// while the TU retransmits its 2xx, and 64×T1 of every call's
+		// 2xx with its SDP was a tenth of the heap calls leave behind.
 		tx.last = data
+		if tx.invite && code < 300 {
+			tx.last = nil
+		}
 		// The transaction outlives the request's handling by up to 64×T1
 		// (Timers H, J, RFC 6026 Accepted): at hundreds of calls a second,
 		// keeping whole requests that long was most of the live heap.
