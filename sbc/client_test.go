@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -121,5 +122,78 @@ func TestSendDeliversResponsesParsedOnce(t *testing.T) {
 	})
 	if n != 0 {
 		t.Errorf("%d transactions still registered after they ended", n)
+	}
+}
+
+// An INVITE client transaction terminated once its 2xx arrived lets go of
+// the request and the 2xx within Timer M (T1 here, client.go), not 64×T1
+// later: the sent INVITE becomes garbage within seconds.
+func TestInviteTransactionLetGoAfter2xx(t *testing.T) {
+	if sip.Timer_M != sip.T1 {
+		t.Fatalf("Timer M = %v, want T1 (%v)", sip.Timer_M, sip.T1)
+	}
+	s := startTestServer(t, Options{})
+	udp, _ := s.Local("udp", External)
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := peer.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			if msg, err := sip.ParseMessage(buf[:n]); err == nil {
+				if req, ok := msg.(*sip.Request); ok && req.IsInvite() {
+					res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+					res.To().Params.Add("tag", "uas")
+					_, _ = peer.WriteTo(Marshal(res), from)
+				}
+			}
+		}
+	}()
+	freed := make(chan struct{})
+	func() {
+		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "b", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
+		req.SetTransport("UDP")
+		req.SetDestination(peer.LocalAddr().String())
+		req.Laddr = sip.Addr{IP: net.IP(udp.Bound.Addr().AsSlice()), Port: int(udp.Bound.Port())}
+		via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+			Host: udp.Bound.Addr().String(), Port: int(udp.Bound.Port()), Params: sip.NewParams()}
+		via.Params.Add("branch", sip.GenerateBranchN(16))
+		req.AppendHeader(via)
+		for _, h := range []string{"From: <sip:a@127.0.0.1>;tag=letgo", "To: <sip:b@127.0.0.1>", "Call-ID: letgo", "CSeq: 1 INVITE", "Max-Forwards: 70"} {
+			name, value, _ := strings.Cut(h, ": ")
+			req.AppendHeader(sip.NewHeader(name, value))
+		}
+		req.AppendHeader(sip.NewHeader("Content-Length", "0"))
+		runtime.AddCleanup(req, func(ch chan struct{}) { close(ch) }, freed)
+		tx, err := Send(context.Background(), s.Client(), req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer tx.Terminate() // as the B2BUA does on the 2xx
+		select {
+		case res := <-tx.Responses():
+			if res.StatusCode != 200 {
+				t.Fatalf("final %d, want 200", res.StatusCode)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatal("no 200")
+		}
+	}()
+	deadline := time.After(10 * time.Second)
+	for {
+		runtime.GC()
+		select {
+		case <-freed:
+			return
+		case <-deadline:
+			t.Fatal("the INVITE was still held 10 s after its transaction ended (Timer M at 64×T1 keeps it 32 s)")
+		case <-time.After(100 * time.Millisecond):
+		}
 	}
 }

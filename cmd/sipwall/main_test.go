@@ -14,8 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/emiago/sipgo/sip"
-
 	"github.com/sipwall/sipwall/sbc/config"
 	"github.com/sipwall/sipwall/sbc/demo"
 	"github.com/sipwall/sipwall/sbc/e2e"
@@ -224,8 +222,8 @@ func TestDemoCalls(t *testing.T) {
 // shortened so the wait is seconds, not 64×T1 of real time.
 func TestGoroutinesBackToBaselineAfter1000Calls(t *testing.T) {
 	e2e.SkipIfShort(t)
-	sip.SetTimers(50*time.Millisecond, 200*time.Millisecond, 250*time.Millisecond)
-	t.Cleanup(func() { sip.SetTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
+	siptest.ShortTimers(50*time.Millisecond, 200*time.Millisecond, 250*time.Millisecond)
+	t.Cleanup(func() { siptest.ShortTimers(500*time.Millisecond, 4*time.Second, 5*time.Second) })
 	// One sipp stands for a whole office behind one address: 100 calls/s
 	// with digest are 500 requests/s, over the prefilter's default budget
 	// for one source, and 100 calls of one user at once, over the caps of

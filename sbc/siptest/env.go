@@ -15,6 +15,8 @@ func ShortTimers(t1, t2, t4 time.Duration) {
 	sip.SetTimers(t1, t2, t4)
 	// Timer D is not derived from T1 by SetTimers.
 	sip.Timer_D = 64 * t1
+	// Timer M is T1, as package sbc sets it for the process (client.go).
+	sip.Timer_M = t1
 }
 
 // Logger discards logs unless SIPWALL_TEST_LOG is set (to see the SBC's
