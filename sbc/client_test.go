@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"runtime"
 	"strings"
 	"testing"
@@ -50,22 +51,7 @@ func TestSendDeliversResponsesParsedOnce(t *testing.T) {
 			_, _ = peer.WriteTo(Marshal(sip.NewResponseFromRequest(req, 200, "OK", nil)), from)
 		}
 	}()
-	newReq := func(tag string) *sip.Request {
-		req := sip.NewRequest(sip.OPTIONS, sip.Uri{Scheme: "sip", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
-		req.SetTransport("UDP")
-		req.SetDestination(peer.LocalAddr().String())
-		req.Laddr = sip.Addr{IP: net.IP(udp.Bound.Addr().AsSlice()), Port: int(udp.Bound.Port())}
-		via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-			Host: udp.Bound.Addr().String(), Port: int(udp.Bound.Port()), Params: sip.NewParams()}
-		via.Params.Add("branch", sip.GenerateBranchN(16))
-		req.AppendHeader(via)
-		for _, h := range []string{"From: <sip:a@127.0.0.1>;tag=" + tag, "To: <sip:b@127.0.0.1>", "Call-ID: " + tag, "CSeq: 1 OPTIONS", "Max-Forwards: 70"} {
-			name, value, _ := strings.Cut(h, ": ")
-			req.AppendHeader(sip.NewHeader(name, value))
-		}
-		req.AppendHeader(sip.NewHeader("Content-Length", "0"))
-		return req
-	}
+	newReq := func(tag string) *sip.Request { return clientRequest(sip.OPTIONS, tag, udp.Bound, peer) }
 	final := func(tx sip.ClientTransaction) int {
 		defer tx.Terminate()
 		deadline := time.After(2 * time.Second)
@@ -157,19 +143,7 @@ func TestInviteTransactionLetGoAfter2xx(t *testing.T) {
 	}()
 	freed := make(chan struct{})
 	func() {
-		req := sip.NewRequest(sip.INVITE, sip.Uri{Scheme: "sip", User: "b", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
-		req.SetTransport("UDP")
-		req.SetDestination(peer.LocalAddr().String())
-		req.Laddr = sip.Addr{IP: net.IP(udp.Bound.Addr().AsSlice()), Port: int(udp.Bound.Port())}
-		via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
-			Host: udp.Bound.Addr().String(), Port: int(udp.Bound.Port()), Params: sip.NewParams()}
-		via.Params.Add("branch", sip.GenerateBranchN(16))
-		req.AppendHeader(via)
-		for _, h := range []string{"From: <sip:a@127.0.0.1>;tag=letgo", "To: <sip:b@127.0.0.1>", "Call-ID: letgo", "CSeq: 1 INVITE", "Max-Forwards: 70"} {
-			name, value, _ := strings.Cut(h, ": ")
-			req.AppendHeader(sip.NewHeader(name, value))
-		}
-		req.AppendHeader(sip.NewHeader("Content-Length", "0"))
+		req := clientRequest(sip.INVITE, "letgo", udp.Bound, peer)
 		runtime.AddCleanup(req, func(ch chan struct{}) { close(ch) }, freed)
 		tx, err := Send(context.Background(), s.Client(), req)
 		if err != nil {
@@ -196,4 +170,23 @@ func TestInviteTransactionLetGoAfter2xx(t *testing.T) {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
+}
+
+// clientRequest is a request of the given method from the server's UDP
+// listener at from to peer, its tag and Call-ID tag.
+func clientRequest(method sip.RequestMethod, tag string, from netip.AddrPort, peer *net.UDPConn) *sip.Request {
+	req := sip.NewRequest(method, sip.Uri{Scheme: "sip", User: "b", Host: "127.0.0.1", Port: peer.LocalAddr().(*net.UDPAddr).Port})
+	req.SetTransport("UDP")
+	req.SetDestination(peer.LocalAddr().String())
+	req.Laddr = sip.Addr{IP: net.IP(from.Addr().AsSlice()), Port: int(from.Port())}
+	via := &sip.ViaHeader{ProtocolName: "SIP", ProtocolVersion: "2.0", Transport: "UDP",
+		Host: from.Addr().String(), Port: int(from.Port()), Params: sip.NewParams()}
+	via.Params.Add("branch", sip.GenerateBranchN(16))
+	req.AppendHeader(via)
+	for _, h := range []string{"From: <sip:a@127.0.0.1>;tag=" + tag, "To: <sip:b@127.0.0.1>", "Call-ID: " + tag, "CSeq: 1 " + string(method), "Max-Forwards: 70"} {
+		name, value, _ := strings.Cut(h, ": ")
+		req.AppendHeader(sip.NewHeader(name, value))
+	}
+	req.AppendHeader(sip.NewHeader("Content-Length", "0"))
+	return req
 }
