@@ -20,37 +20,16 @@ import (
 func TestSendDeliversResponsesParsedOnce(t *testing.T) {
 	s := startTestServer(t, Options{ResponseFilter: func(r *sip.Response) bool { return r.GetHeader("X-Refuse") == nil }})
 	udp, _ := s.Local("udp", External)
-	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
 	// The peer answers every request twice: first a response the filter
 	// refuses (a 486), then the 200 the transaction must see. It waits a
 	// little first: a response read before Send has registered the
 	// transaction takes sipgo's way (correct, but not what is counted).
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := peer.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			msg, err := sip.ParseMessage(buf[:n])
-			if err != nil {
-				continue
-			}
-			req, ok := msg.(*sip.Request)
-			if !ok {
-				continue
-			}
-			time.Sleep(20 * time.Millisecond)
-			refused := sip.NewResponseFromRequest(req, 486, "Busy", nil)
-			refused.AppendHeader(sip.NewHeader("X-Refuse", "1"))
-			_, _ = peer.WriteTo(Marshal(refused), from)
-			_, _ = peer.WriteTo(Marshal(sip.NewResponseFromRequest(req, 200, "OK", nil)), from)
-		}
-	}()
+	peer := answeringPeer(t, func(req *sip.Request) []*sip.Response {
+		time.Sleep(20 * time.Millisecond)
+		refused := sip.NewResponseFromRequest(req, 486, "Busy", nil)
+		refused.AppendHeader(sip.NewHeader("X-Refuse", "1"))
+		return []*sip.Response{refused, sip.NewResponseFromRequest(req, 200, "OK", nil)}
+	})
 	newReq := func(tag string) *sip.Request { return clientRequest(sip.OPTIONS, tag, udp.Bound, peer) }
 	final := func(tx sip.ClientTransaction) int {
 		defer tx.Terminate()
@@ -120,27 +99,14 @@ func TestInviteTransactionLetGoAfter2xx(t *testing.T) {
 	}
 	s := startTestServer(t, Options{})
 	udp, _ := s.Local("udp", External)
-	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer peer.Close()
-	go func() {
-		buf := make([]byte, 4096)
-		for {
-			n, from, err := peer.ReadFrom(buf)
-			if err != nil {
-				return
-			}
-			if msg, err := sip.ParseMessage(buf[:n]); err == nil {
-				if req, ok := msg.(*sip.Request); ok && req.IsInvite() {
-					res := sip.NewResponseFromRequest(req, 200, "OK", nil)
-					res.To().Params.Add("tag", "uas")
-					_, _ = peer.WriteTo(Marshal(res), from)
-				}
-			}
+	peer := answeringPeer(t, func(req *sip.Request) []*sip.Response {
+		if !req.IsInvite() {
+			return nil
 		}
-	}()
+		res := sip.NewResponseFromRequest(req, 200, "OK", nil)
+		res.To().Params.Add("tag", "uas")
+		return []*sip.Response{res}
+	})
 	freed := make(chan struct{})
 	func() {
 		req := clientRequest(sip.INVITE, "letgo", udp.Bound, peer)
@@ -189,4 +155,34 @@ func clientRequest(method sip.RequestMethod, tag string, from netip.AddrPort, pe
 	}
 	req.AppendHeader(sip.NewHeader("Content-Length", "0"))
 	return req
+}
+
+// answeringPeer is a UDP socket on 127.0.0.1 that sends, for every request
+// it reads, the responses answer makes of it, in order.
+func answeringPeer(t *testing.T, answer func(*sip.Request) []*sip.Response) *net.UDPConn {
+	t.Helper()
+	peer, err := net.ListenUDP("udp", &net.UDPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { peer.Close() })
+	go func() {
+		buf := make([]byte, 4096)
+		for {
+			n, from, err := peer.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			msg, err := sip.ParseMessage(buf[:n])
+			if err != nil {
+				continue
+			}
+			if req, ok := msg.(*sip.Request); ok {
+				for _, res := range answer(req) {
+					_, _ = peer.WriteTo(Marshal(res), from)
+				}
+			}
+		}
+	}()
+	return peer
 }
